@@ -1,0 +1,183 @@
+"""The explorer: for each confirmed toxic item, extract queries, search them, emit detections and
+search feedback.
+
+``Explorer.handle`` takes a batch of raw toxic-item messages and never raises: a message that
+breaks the contract goes to the dead-letter topic; an extractor that is down is retried with
+backoff while the batch stays unacknowledged. Outputs are awaited until the broker has them
+before the seed counts as explored, so a crash can only repeat work (same keys), never lose it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from agents.explore import Hit, Provenance, explored_key, merge_hits
+from agents.extractor.base import Extraction, Extractor, ExtractorError, SeedText
+from agents.prompt import PROMPT_VERSION
+from agents.replica import Replica
+from schemas.codec import SchemaError, dead_letter, decode, encode
+from schemas.models import DeadLetter, Detection, SearchFeedback, ToxicItem
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    """A consumed message, independent of the client library."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+#: Sends (topic, key, value) and resolves when the broker has acknowledged it.
+Send = Callable[[str, bytes, bytes], Awaitable[object]]
+
+
+@dataclass
+class ExplorerStats:
+    """Counters a worker reports."""
+
+    seeds_explored: int = 0
+    seeds_skipped: int = 0
+    queries: int = 0
+    detections: int = 0
+    dead_letters: int = 0
+    extractor_errors: int = 0
+
+
+class Explorer:
+    """Explores seeds against the worker's replica and emits the results."""
+
+    def __init__(self, settings: Settings, replica: Replica, extractor: Extractor,
+                 send: Send, *, fallback: Extractor | None = None) -> None:
+        self.settings = settings
+        self.replica = replica
+        self.extractor = extractor
+        self.fallback = fallback
+        self.stats = ExplorerStats()
+        self._send = send
+        self._pool = ThreadPoolExecutor(settings.search_threads, thread_name_prefix="search")
+
+    @property
+    def provenance(self) -> Provenance:
+        """What produced this worker's queries."""
+        return Provenance(self.extractor.name, self.extractor.model_version, PROMPT_VERSION)
+
+    async def handle(self, messages: Sequence[RawMessage]) -> None:
+        """Explore a batch of toxic-item messages. Never raises."""
+        seeds: dict[str, ToxicItem] = {}
+        for message in messages:
+            try:
+                item = decode(ToxicItem, message.value)
+            except SchemaError as exc:
+                await self._dead_letter(message, "decode-toxic-item", exc)
+                continue
+            self.replica.confirmed.add(item.id)
+            if explored_key(item.id, self.provenance.model_version) in self.replica.explored:
+                self.stats.seeds_skipped += 1
+                continue
+            seeds.setdefault(item.id, item)
+        if not seeds:
+            return
+        if not await self.replica.wait_caught_up(self.settings.explore_wait_index_s):
+            log.warning("index not caught up after %.1fs: exploring with what it has",
+                        self.settings.explore_wait_index_s)
+        extractions = await self._extract([SeedText(s.id, s.title, s.description)
+                                           for s in seeds.values()])
+        by_id = {m.key.decode("utf-8", "replace") if m.key else None: m for m in messages}
+        await asyncio.gather(*(self._explore_one(seeds[e.seed_id], e, by_id.get(e.seed_id))
+                               for e in extractions))
+
+    async def _explore_one(self, seed: ToxicItem, extraction: Extraction,
+                           message: RawMessage | None) -> None:
+        try:
+            queries = extraction.queries
+            provenance = self.provenance
+            if not queries:
+                raise ValueError("the extractor produced no valid query for this item")
+            limit = self.settings.results_per_query
+            loop = asyncio.get_running_loop()
+            results = await asyncio.gather(*(
+                loop.run_in_executor(self._pool, self._search, q, limit, seed.id)
+                for q in queries))
+            detections, feedback = merge_hits(
+                seed.id, list(zip(queries, results, strict=True)), self.replica.confirmed,
+                provenance)
+            await self._emit(detections, feedback)
+            self.replica.explored.add(explored_key(seed.id, provenance.model_version))
+            self.stats.seeds_explored += 1
+            self.stats.queries += len(queries)
+            self.stats.detections += len(detections)
+        except Exception as exc:  # one seed's bad data must not stop the others
+            log.exception("exploring seed %s failed", seed.id)
+            if message is not None:
+                await self._dead_letter(message, "explore", exc)
+
+    def _search(self, query: str, limit: int, seed_id: str) -> list[Hit]:
+        return self.replica.index.search(query, limit, exclude=(seed_id,))
+
+    async def _extract(self, seeds: list[SeedText]) -> list[Extraction]:
+        k = self.settings.queries_per_seed
+        delay = 0.5
+        while True:
+            try:
+                extractions = await self.extractor.extract(seeds, k)
+                break
+            except ExtractorError as exc:
+                # The batch stays unacknowledged: seeds wait for the model, they are not lost.
+                self.stats.extractor_errors += 1
+                log.warning("extractor %s failed (%s); retrying in %.1fs",
+                            self.extractor.name, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        if self.fallback is None:
+            return extractions
+        empty = [s for s, e in zip(seeds, extractions, strict=True) if not e.queries]
+        if not empty:
+            return extractions
+        backup = {e.seed_id: e for e in await self.fallback.extract(empty, k)}
+        return [backup.get(e.seed_id, e) if not e.queries else e for e in extractions]
+
+    async def _emit(self, detections: list[Detection], feedback: list[SearchFeedback]) -> None:
+        topics = self.settings.topics
+        messages = [(topics.detections, d.key.encode(), encode(d)) for d in detections]
+        messages += [(topics.feedback, explored_key(f.seed_id, f.model_version).encode(),
+                      encode(f)) for f in feedback]
+        delay = 0.5
+        while True:
+            try:
+                await asyncio.gather(*(self._send(*m) for m in messages))
+                return
+            except Exception as exc:  # the broker is away: resend, keys make repeats harmless
+                log.warning("emitting %d records failed (%s); retrying in %.1fs",
+                            len(messages), exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    async def _dead_letter(self, message: RawMessage, stage: str, exc: BaseException) -> None:
+        record = dead_letter(stage=stage, error=exc, topic=message.topic, value=message.value,
+                             key=message.key, partition=message.partition,
+                             offset=message.offset)
+        await send_dead_letter(self._send, self.settings, record)
+        self.stats.dead_letters += 1
+
+    def close(self) -> None:
+        """Stop the search threads."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+async def send_dead_letter(send: Send, settings: Settings, record: DeadLetter) -> None:
+    """Publish a dead-letter record keyed by where the message came from (dedupes replays)."""
+    key = f"{record.topic}:{record.partition}:{record.offset}:{record.stage}".encode()
+    await send(settings.topics.dead_letter, key, encode(record))
+    log.warning("dead letter from %s[%s]@%s at %s: %s", record.topic, record.partition,
+                record.offset, record.stage, record.error)
+

@@ -1,0 +1,256 @@
+"""Model-free extractors: YAKE keywords, TF-IDF top terms and the first words of the title.
+
+This module owns :class:`KeywordsExtractor`, the default backend and the baselines of the
+evaluation protocol. Every method is deterministic and returns spans of the seed text, so
+the queries keep the seller's own spelling. CPU work runs in a worker thread.
+
+Methods:
+
+* ``yake`` (default): YAKE keyphrases of up to 3 words, English stopwords. Seeds written
+  mostly in Han characters use character bigrams of the Han runs instead (YAKE needs word
+  boundaries), ranked by frequency then position, together with the seed's Latin/digit
+  tokens (contact ids such as ``vx123`` are the best sibling signal there is).
+* ``tfidf``: single terms ranked by term frequency times inverse document frequency. The
+  document frequencies come from a ``doc_freq(term) -> int`` callable over the index
+  (lowercased terms, as the default analyzer stores them) and ``num_docs``; without them the
+  ranking is in-seed term frequency with a small stopword list.
+* ``first_words``: one query, the first N (default 5) words of the title.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+from collections import Counter
+from collections.abc import Callable
+from typing import Literal
+
+from agents.extractor.base import Extraction, Extractor, ExtractorError, SeedText
+from agents.prompt import strip_invisible
+from agents.queries import clean_queries
+
+Method = Literal["yake", "tfidf", "first_words"]
+METHODS: tuple[str, ...] = ("yake", "tfidf", "first_words")
+
+#: Bumped when a method's output changes for the same input.
+ALGORITHM_REVISION = 1
+
+_HAN_CHAR = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
+_HAN_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]+")
+_WORD = re.compile(r"[^\W_]+(?:[.'’][^\W_]+)*")
+#: A Latin/digit token inside CJK text: ids, brands, prices.
+_NON_HAN_TOKEN = re.compile(
+    r"[^\W_\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]{2,}"
+)
+
+STOPWORDS = frozenset({
+    "a", "about", "above", "after", "again", "all", "also", "am", "an", "and", "any", "are", "as",
+    "at", "be", "because", "been", "before", "being", "below", "between", "both", "but", "by",
+    "can", "could", "did", "do", "does", "doing", "down", "during", "each", "few", "for", "from",
+    "further", "get", "got", "had", "has", "have", "having", "he", "her", "here", "hers", "him",
+    "his", "how", "i", "if", "in", "into", "is", "it", "its", "just", "me", "more", "most", "my",
+    "no", "nor", "not", "now", "of", "off", "on", "once", "only", "or", "other", "our", "out",
+    "over", "own", "same", "she", "should", "so", "some", "such", "than", "that", "the", "their",
+    "them", "then", "there", "these", "they", "this", "those", "through", "to", "too", "under",
+    "until", "up", "very", "was", "we", "were", "what", "when", "where", "which", "while", "who",
+    "whom", "why", "will", "with", "would", "you", "your", "yours",
+})
+
+
+def _is_cjk(text: str, threshold: float = 0.3) -> bool:
+    """True when at least ``threshold`` of the letters are Han characters."""
+    letters = sum(1 for ch in text if ch.isalpha())
+    if not letters:
+        return False
+    return len(_HAN_CHAR.findall(text)) / letters >= threshold
+
+
+def _seed_text(seed: SeedText) -> str:
+    title = " ".join(strip_invisible(seed.title).split())
+    desc = " ".join(strip_invisible(seed.description or "").split())
+    if not desc:
+        return title
+    # a sentence break keeps YAKE's n-grams from running across title and description
+    sep = " " if title[-1:] in ".!?。！？" else ". "
+    return f"{title}{sep}{desc}" if title else desc
+
+
+def first_words(seed: SeedText, n: int = 5) -> list[str]:
+    """The first ``n`` words of the title (of the description when the title is empty)."""
+    source = " ".join(strip_invisible(seed.title).split()) or " ".join(
+        strip_invisible(seed.description or "").split()
+    )
+    words = source.split()[:n]
+    return [" ".join(words)] if words else []
+
+
+def cjk_bigrams(text: str, limit: int) -> list[str]:
+    """Up to ``limit`` spans of a mostly-Chinese text, best first.
+
+    Letter+digit tokens (``vx888abc``: contact ids, the strongest sibling signal) come
+    first in text order; then Han character bigrams and other Latin/digit tokens, most
+    frequent first, ties by first position, skipping bigrams that overlap one already
+    taken (so ``每天在家`` gives ``每天``, ``在家`` rather than ``每天``, ``天在``) until
+    nothing else is left.
+    """
+    ids: list[str] = []
+    counts: Counter[str] = Counter()
+    first: dict[str, int] = {}
+    for m in _NON_HAN_TOKEN.finditer(text):
+        tok = m.group()
+        if tok.lower() in STOPWORDS or not any(ch.isalnum() for ch in tok):
+            continue
+        has_digit = any(ch.isdigit() for ch in tok)
+        if has_digit and any(ch.isalpha() for ch in tok) and len(tok) >= 3:
+            if tok not in ids:
+                ids.append(tok)
+            continue
+        counts[tok] += 1
+        first.setdefault(tok, m.start())
+    for m in _HAN_RUN.finditer(text):
+        run = m.group()
+        for i in range(len(run) - 1):
+            gram = run[i : i + 2]
+            counts[gram] += 1
+            first.setdefault(gram, m.start() + i)
+    ranked = sorted(counts, key=lambda g: (-counts[g], first[g]))
+    taken: list[str] = []
+    covered: set[int] = set()
+    for gram in ranked:
+        span = set(range(first[gram], first[gram] + len(gram)))
+        if span & covered:
+            continue
+        taken.append(gram)
+        covered |= span
+    rest = [g for g in ranked if g not in taken]
+    return (ids + taken + rest)[:limit]
+
+
+def yake_keywords(text: str, limit: int, *, ngram: int = 3) -> list[str]:
+    """Up to ``limit`` YAKE keyphrases (best first) of an English-like ``text``."""
+    import yake  # local import: yake pulls in numpy/networkx, keep module import cheap
+
+    if not text.strip():
+        return []
+    extractor = yake.KeywordExtractor(lan="en", n=ngram, top=limit)
+    try:
+        return [kw for kw, _score in extractor.extract_keywords(text)]
+    except (ValueError, ZeroDivisionError, IndexError):  # degenerate inputs inside YAKE
+        return []
+
+
+def tfidf_terms(
+    text: str,
+    limit: int,
+    *,
+    doc_freq: Callable[[str], int] | None = None,
+    num_docs: int | None = None,
+) -> list[str]:
+    """Up to ``limit`` single terms of ``text`` ranked by tf-idf (tf alone without
+    ``doc_freq``), ties by first position; each term in its first spelling in the text."""
+    counts: Counter[str] = Counter()
+    spelling: dict[str, str] = {}
+    first: dict[str, int] = {}
+    for pos, m in enumerate(_WORD.finditer(text)):
+        word = m.group()
+        key = word.lower()
+        if key in STOPWORDS or (len(key) < 2 and not _HAN_CHAR.match(key)):
+            continue
+        counts[key] += 1
+        spelling.setdefault(key, word)
+        first.setdefault(key, pos)
+    if doc_freq is not None and num_docs is not None:
+        n = max(int(num_docs), 0)
+
+        def score(key: str) -> float:
+            df = max(int(doc_freq(key)), 0)
+            return counts[key] * (math.log((n + 1) / (df + 1)) + 1.0)
+    else:
+
+        def score(key: str) -> float:
+            return float(counts[key])
+
+    scores = {key: score(key) for key in counts}
+    ranked = sorted(counts, key=lambda key: (-scores[key], first[key]))
+    return [spelling[key] for key in ranked[:limit]]
+
+
+class KeywordsExtractor(Extractor):
+    """Deterministic, model-free query extraction (see the module docstring)."""
+
+    name = "keywords"
+
+    def __init__(
+        self,
+        method: Method | str = "yake",
+        *,
+        doc_freq: Callable[[str], int] | None = None,
+        num_docs: int | Callable[[], int] | None = None,
+        first_n: int = 5,
+        model_version: str | None = None,
+    ) -> None:
+        """Pick the ``method``. For ``tfidf``, ``doc_freq`` and ``num_docs`` (an int or a
+        callable read on every batch, since the index grows) give the idf; ``num_docs`` may
+        also be an attribute of ``doc_freq``. ``model_version`` overrides the recorded
+        version."""
+        if method not in METHODS:
+            raise ValueError(f"unknown keywords method {method!r}; choose one of {METHODS}")
+        if num_docs is None and doc_freq is not None:
+            num_docs = getattr(doc_freq, "num_docs", None)
+        if doc_freq is not None and num_docs is None:
+            raise ValueError(
+                "keywords doc_freq was given without num_docs: pass num_docs (an int or a "
+                "callable) so tf-idf can compute idf"
+            )
+        if first_n < 1:
+            raise ValueError(f"first_n must be >= 1, got first_n={first_n}")
+        self.method: str = method
+        self.doc_freq = doc_freq
+        self.num_docs = num_docs
+        self.first_n = first_n
+        self._model_version = model_version or f"keywords-{method}-{ALGORITHM_REVISION}"
+
+    @property
+    def model_version(self) -> str:
+        """``keywords-<method>-<revision>`` unless overridden."""
+        return self._model_version
+
+    def _num_docs(self) -> int | None:
+        if callable(self.num_docs):
+            return int(self.num_docs())
+        return self.num_docs
+
+    def candidates(self, seed: SeedText, k: int) -> list[str]:
+        """Raw candidate spans for one seed, best first (more than ``k`` when available)."""
+        if self.method == "first_words":
+            return first_words(seed, self.first_n)
+        text = _seed_text(seed)
+        if not text:
+            return []
+        limit = max(2 * k, k + 4)
+        if self.method == "tfidf":
+            try:
+                return tfidf_terms(
+                    text, limit, doc_freq=self.doc_freq, num_docs=self._num_docs()
+                )
+            except Exception as exc:  # the index behind doc_freq failed: retry later
+                raise ExtractorError(f"tf-idf document frequencies failed: {exc!r}") from exc
+        found = cjk_bigrams(text, limit) if _is_cjk(text) else yake_keywords(text, limit)
+        # very short seeds give YAKE nothing to rank: fall back to the title's first words
+        return found or first_words(seed, self.first_n)
+
+    def extract_sync(self, seeds: list[SeedText], k: int) -> list[Extraction]:
+        """The blocking implementation of :meth:`extract` (call it from a worker thread)."""
+        out = []
+        for seed in seeds:
+            raw = self.candidates(seed, k)
+            queries = clean_queries(raw, k, seed_text=_seed_text(seed))
+            out.append(Extraction(seed_id=seed.id, queries=queries, raw=raw))
+        return out
+
+    async def extract(self, seeds: list[SeedText], k: int) -> list[Extraction]:
+        """One Extraction per seed, at most ``k`` queries each; runs in a worker thread."""
+        if not seeds:
+            return []
+        return await asyncio.to_thread(self.extract_sync, seeds, k)

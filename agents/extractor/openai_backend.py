@@ -1,0 +1,242 @@
+"""Extraction through any OpenAI-compatible completions server (vLLM in production).
+
+This module owns :class:`OpenAIExtractor`: one ``POST {base_url}/completions`` per seed
+with the prompt of :mod:`agents.prompt` and :data:`agents.prompt.END_MARKER` as stop
+sequence, bounded concurrency, a per-request timeout and retries with exponential backoff
+on connection errors, timeouts, 429 and 5xx. When the retries are spent it raises
+:class:`ExtractorError` so the caller keeps the seed unacknowledged and tries again later.
+Only the HTTP API is used, never server internals. The API key is sent as a bearer token
+and never logged or shown in reprs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+from tenacity import (
+    AsyncRetrying,
+    RetryError,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from agents.extractor.base import Extraction, Extractor, ExtractorError, SeedText
+from agents.prompt import END_MARKER, build_prompt, parse_completion
+from agents.queries import clean_queries
+
+log = logging.getLogger(__name__)
+
+
+class _Retryable(Exception):
+    """A failure worth retrying (connection, timeout, 429, 5xx)."""
+
+
+def _short_model_id(model_id: str) -> str:
+    """vLLM names a model served from a directory by its path: keep the last part."""
+    trimmed = model_id.rstrip("/")
+    return trimmed.rsplit("/", 1)[-1] if trimmed.startswith(("/", ".", "~")) else trimmed
+
+
+class OpenAIExtractor(Extractor):
+    """Query extraction by an OpenAI-compatible ``/completions`` endpoint."""
+
+    name = "openai"
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        model: str | None = None,
+        api_key: SecretStr | str | None = None,
+        timeout_s: float = 30.0,
+        concurrency: int = 8,
+        max_new_tokens: int = 48,
+        temperature: float = 0.0,
+        seed: int | None = 1234,
+        n: int = 1,
+        attempts: int = 4,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 8.0,
+        model_version: str | None = None,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        """``base_url`` ends in ``/v1`` (e.g. ``http://127.0.0.1:8000/v1``). ``model`` is the
+        served model name; when None the first model of ``GET /models`` is used. ``n`` > 1
+        asks for several samples a seed (useful with ``temperature`` > 0); their queries are
+        merged in order. Each request is tried ``attempts`` times with exponential backoff
+        starting at ``backoff_s``. A ``client`` may be injected (its lifetime is then the
+        caller's)."""
+        if concurrency < 1 or n < 1 or attempts < 1:
+            raise ValueError(
+                f"concurrency, n and attempts must be >= 1 (got concurrency={concurrency}, "
+                f"n={n}, attempts={attempts})"
+            )
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        if isinstance(api_key, str):
+            api_key = SecretStr(api_key)
+        self._api_key = api_key
+        self.timeout_s = timeout_s
+        self.concurrency = concurrency
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.seed = seed
+        self.n = n
+        self.attempts = attempts
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self._override = model_version
+        self._server_model: str | None = None
+        self._client = client
+        self._owns_client = client is None
+        self._semaphore: asyncio.Semaphore | None = None
+        self._model_lock: asyncio.Lock | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"OpenAIExtractor(base_url={self.base_url!r}, model={self.model!r}, "
+            f"api_key={'set' if self._api_key else 'unset'})"
+        )
+
+    # --- identity --------------------------------------------------------------------------
+    @property
+    def model_version(self) -> str:
+        """The override, else the served model id (known after the first request or
+        :meth:`resolve_model`; ``openai:unresolved`` before)."""
+        if self._override:
+            return self._override
+        model_id = self._server_model or self.model
+        return _short_model_id(model_id) if model_id else "openai:unresolved"
+
+    # --- HTTP ------------------------------------------------------------------------------
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if self._api_key is not None and self._api_key.get_secret_value():
+            headers["Authorization"] = f"Bearer {self._api_key.get_secret_value()}"
+        return headers
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(self.timeout_s),
+                limits=httpx.Limits(max_connections=self.concurrency,
+                                    max_keepalive_connections=self.concurrency),
+            )
+        return self._client
+
+    async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """One request with retries; returns the decoded JSON body."""
+
+        async def once() -> Any:
+            try:
+                async with asyncio.timeout(self.timeout_s):  # whole request, not per read
+                    resp = await self._http().request(
+                        method, f"{self.base_url}{path}", json=body, headers=self._headers(),
+                        timeout=self.timeout_s,
+                    )
+            except (httpx.TransportError, TimeoutError) as exc:
+                raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
+            if resp.status_code == 429 or resp.status_code >= 500:
+                raise _Retryable(f"HTTP {resp.status_code}: {resp.text[:200]}")
+            if resp.status_code >= 400:
+                raise ExtractorError(
+                    f"{method} {path} refused: HTTP {resp.status_code}: {resp.text[:300]}"
+                )
+            try:
+                return resp.json()
+            except ValueError as exc:
+                raise ExtractorError(f"{method} {path}: response is not JSON") from exc
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.attempts),
+            wait=wait_exponential(multiplier=self.backoff_s, max=self.max_backoff_s),
+            retry=retry_if_exception(lambda e: isinstance(e, _Retryable)),
+            before_sleep=lambda state: log.warning(
+                "%s %s%s failed (attempt %d/%d): %s; retrying", method, self.base_url, path,
+                state.attempt_number, self.attempts,
+                state.outcome.exception() if state.outcome else "?",
+            ),
+            reraise=False,
+        )
+        try:
+            return await retrying(once)
+        except RetryError as exc:
+            last = exc.last_attempt.exception()
+            raise ExtractorError(
+                f"{method} {self.base_url}{path} failed after {self.attempts} attempts: {last}"
+            ) from last
+
+    async def resolve_model(self) -> str:
+        """The model name to request: the configured one, else the first served model."""
+        if self.model:
+            self._server_model = self._server_model or self.model
+            return self.model
+        if self._server_model:
+            return self._server_model
+        if self._model_lock is None:
+            self._model_lock = asyncio.Lock()
+        async with self._model_lock:
+            if self._server_model is None:
+                data = await self._call("GET", "/models")
+                try:
+                    self._server_model = str(data["data"][0]["id"])
+                except (KeyError, IndexError, TypeError) as exc:
+                    raise ExtractorError(f"GET /models lists no model: {data!r:.300}") from exc
+                log.info("using served model %s", self._server_model)
+        return self._server_model
+
+    async def _complete(self, model: str, seed: SeedText, k: int) -> Extraction:
+        assert self._semaphore is not None
+        body: dict[str, Any] = {
+            "model": model,
+            "prompt": build_prompt(seed.title, seed.description, k),
+            "max_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "n": self.n,
+            "stop": [END_MARKER],
+        }
+        if self.seed is not None:
+            body["seed"] = self.seed
+        async with self._semaphore:
+            data = await self._call("POST", "/completions", body)
+        try:
+            choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
+            texts = [str(c.get("text") or "") for c in choices]
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ExtractorError(f"completion response without choices: {data!r:.300}") from exc
+        candidates = [q for text in texts for q in parse_completion(text)]
+        seed_text = f"{seed.title} {seed.description or ''}"
+        return Extraction(
+            seed_id=seed.id,
+            queries=clean_queries(candidates, k, seed_text=seed_text),
+            raw=texts,
+        )
+
+    async def extract(self, seeds: list[SeedText], k: int) -> list[Extraction]:
+        """One Extraction per seed, requested concurrently (at most ``concurrency`` in
+        flight). Raises ExtractorError when any seed's request fails after its retries; the
+        other requests of the batch are cancelled."""
+        if not seeds:
+            return []
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self.concurrency)
+        model = await self.resolve_model()
+        tasks = [asyncio.create_task(self._complete(model, s, k)) for s in seeds]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this extractor created it."""
+        if self._client is not None and self._owns_client:
+            await self._client.aclose()
+            self._client = None

@@ -1,0 +1,268 @@
+"""In-process extraction with a Hugging Face causal language model (CPU, float32).
+
+This module owns :class:`TransformersExtractor`: it loads any causal LM by Hugging Face id
+or from a local directory (a fine-tuned QExplorer model saved by the trainer), builds
+prompts with :mod:`agents.prompt`, generates in a worker thread so the event loop never
+blocks, and cleans the output with :mod:`agents.queries`. torch and transformers are
+imported on first use, so importing this module is cheap.
+
+Model versions: a model directory with ``qexplorer.json`` or ``model_card.json`` holding a
+``"version"`` key is recorded under that version; any other directory as
+``<dirname>@<hash of config.json, tokenizer and weight file sizes/mtimes>``; a hub id as
+``<id>@<revision>`` (the cached snapshot's commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from agents.extractor.base import Extraction, Extractor, ExtractorError, SeedText
+from agents.prompt import END_MARKER, build_prompt, chat_messages, parse_completion
+from agents.queries import clean_queries
+
+log = logging.getLogger(__name__)
+
+#: Files whose content or size/mtime identify a model directory's version.
+CARD_FILES = ("qexplorer.json", "model_card.json")
+_HASHED_CONTENT = ("config.json", "generation_config.json", "tokenizer_config.json")
+_HASHED_STAT_GLOBS = ("*.safetensors", "*.bin", "*.pt", "*.gguf", "tokenizer.json",
+                      "tokenizer.model", "vocab.json", "merges.txt")
+
+
+def card_version(path: Path) -> str | None:
+    """The ``"version"`` of a model card file in directory ``path``, if there is one."""
+    for name in CARD_FILES:
+        card = path / name
+        if not card.is_file():
+            continue
+        try:
+            data = json.loads(card.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring unreadable model card %s: %s", card, exc)
+            continue
+        version = data.get("version") if isinstance(data, dict) else None
+        if isinstance(version, (str, int, float)) and str(version).strip():
+            return str(version).strip()
+    return None
+
+
+def directory_fingerprint(path: Path) -> str:
+    """A short hash of a model directory: config contents plus weight/tokenizer file
+    names, sizes and modification times (weights are not read: they can be gigabytes)."""
+    digest = hashlib.sha256()
+    for name in _HASHED_CONTENT:
+        f = path / name
+        if f.is_file():
+            digest.update(name.encode() + b"\0" + f.read_bytes() + b"\0")
+    seen: set[Path] = set()
+    for pattern in _HASHED_STAT_GLOBS:
+        for f in sorted(path.glob(pattern)):
+            if f in seen or not f.is_file():
+                continue
+            seen.add(f)
+            st = f.stat()
+            digest.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}\0".encode())
+    return digest.hexdigest()[:12]
+
+
+def hub_revision(model_id: str) -> str | None:
+    """The commit of the locally cached snapshot of hub model ``model_id`` (no network)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - transformers depends on it
+        return None
+    try:
+        found = try_to_load_from_cache(model_id, "config.json")
+    except Exception:  # invalid repo id and the like
+        return None
+    if isinstance(found, str):
+        parent = Path(found).parent
+        if parent.parent.name == "snapshots":
+            return parent.name
+    return None
+
+
+class TransformersExtractor(Extractor):
+    """Query extraction with a causal LM running in this process."""
+
+    name = "transformers"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        max_new_tokens: int = 48,
+        temperature: float = 0.0,
+        seed: int = 1234,
+        batch_size: int = 8,
+        use_chat_template: bool = False,
+        model_version: str | None = None,
+    ) -> None:
+        """``model`` is a Hugging Face model id or a local directory. Greedy decoding when
+        ``temperature`` is 0, else sampling seeded with ``seed`` on every batch. Seeds are
+        generated ``batch_size`` at a time. ``use_chat_template`` wraps the task in the
+        tokenizer's chat template (for instruction-tuned hub models; QExplorer's own models
+        are trained on the plain prompt). Loading happens on first use or :meth:`load`."""
+        if not model:
+            raise ValueError("TransformersExtractor needs a model id or directory")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got batch_size={batch_size}")
+        self.model_ref = model
+        self.path = Path(model).expanduser()
+        self.is_local = self.path.is_dir()
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.seed = seed
+        self.batch_size = batch_size
+        self.use_chat_template = use_chat_template
+        self._override = model_version
+        self._version: str | None = None
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._lock = asyncio.Lock()
+
+    # --- identity --------------------------------------------------------------------------
+    @property
+    def model_version(self) -> str:
+        """The override, the model card version, or ``<name>@<fingerprint|revision>``."""
+        if self._override:
+            return self._override
+        if self._version is None or self._version.endswith("@unknown"):
+            self._version = self._compute_version()
+        return self._version
+
+    def _compute_version(self) -> str:
+        if self.is_local:
+            return card_version(self.path) or (
+                f"{self.path.resolve().name}@{directory_fingerprint(self.path)}"
+            )
+        revision = hub_revision(self.model_ref)
+        if revision is None and self._model is not None:
+            revision = getattr(self._model.config, "_commit_hash", None)
+        return f"{self.model_ref}@{(revision or 'unknown')[:12]}"
+
+    # --- loading ---------------------------------------------------------------------------
+    def load_sync(self) -> None:
+        """Load tokenizer and model (blocking). Raises ExtractorError when loading fails."""
+        if self._model is not None:
+            return
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError as exc:
+            raise ExtractorError(f"transformers backend needs torch and transformers: {exc}") \
+                from exc
+        source = str(self.path) if self.is_local else self.model_ref
+        attempts = [True] if self.is_local else [True, False]  # hub: cache first, then fetch
+        last: Exception | None = None
+        for local_only in attempts:
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+                model = AutoModelForCausalLM.from_pretrained(
+                    source, dtype=torch.float32, local_files_only=local_only
+                )
+                break
+            except (OSError, ValueError, KeyError, RuntimeError) as exc:
+                last = exc
+        else:
+            raise ExtractorError(f"cannot load model {self.model_ref!r}: {last}") from last
+        model.to("cpu")
+        model.eval()
+        tokenizer.padding_side = "left"
+        tokenizer.truncation_side = "left"  # keep the end: listing and "Queries:" cue
+        if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self._tokenizer = tokenizer
+        self._model = model
+        log.info("loaded %s (%s) for query extraction", self.model_ref, self.model_version)
+
+    async def load(self) -> None:
+        """Load the model in a worker thread (idempotent)."""
+        async with self._lock:
+            await asyncio.to_thread(self.load_sync)
+
+    # --- generation ------------------------------------------------------------------------
+    def _prompt(self, seed: SeedText, k: int) -> str:
+        if self.use_chat_template and getattr(self._tokenizer, "chat_template", None):
+            return self._tokenizer.apply_chat_template(
+                chat_messages(seed.title, seed.description, k),
+                tokenize=False,
+                add_generation_prompt=True,
+            )
+        return build_prompt(seed.title, seed.description, k)
+
+    def _max_prompt_tokens(self) -> int | None:
+        limit = getattr(self._model.config, "max_position_embeddings", None)
+        if isinstance(limit, int) and limit > self.max_new_tokens + 8:
+            return limit - self.max_new_tokens
+        return None
+
+    def generate_sync(self, prompts: list[str]) -> list[str]:
+        """Raw completions for ``prompts`` (blocking; one batch, left padded)."""
+        import torch
+
+        tok, model = self._tokenizer, self._model
+        max_len = self._max_prompt_tokens()
+        enc = tok(
+            prompts,
+            return_tensors="pt",
+            padding=True,
+            truncation=max_len is not None,
+            max_length=max_len,
+            add_special_tokens=not self.use_chat_template,
+        )
+        sampling = self.temperature > 0
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": self.max_new_tokens,
+            "do_sample": sampling,
+            "pad_token_id": tok.pad_token_id,
+            "stop_strings": [END_MARKER],
+            "tokenizer": tok,
+        }
+        if sampling:
+            kwargs["temperature"] = self.temperature
+            torch.manual_seed(self.seed)
+        else:  # neutralise sampling defaults a generation_config.json may carry
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        with torch.inference_mode():
+            out = model.generate(**enc, **kwargs)
+        new_tokens = out[:, enc["input_ids"].shape[1] :]
+        return tok.batch_decode(new_tokens, skip_special_tokens=True)
+
+    def extract_sync(self, seeds: list[SeedText], k: int) -> list[Extraction]:
+        """The blocking implementation of :meth:`extract`."""
+        self.load_sync()
+        # without a pad token a batch cannot be padded: generate one seed at a time
+        size = self.batch_size if self._tokenizer.pad_token is not None else 1
+        results: list[Extraction] = []
+        for start in range(0, len(seeds), size):
+            batch = seeds[start : start + size]
+            try:
+                texts = self.generate_sync([self._prompt(s, k) for s in batch])
+            except (RuntimeError, ValueError, IndexError, MemoryError) as exc:
+                raise ExtractorError(f"generation failed with {self.model_ref!r}: {exc}") \
+                    from exc
+            for seed, text in zip(batch, texts, strict=True):
+                seed_text = f"{seed.title} {seed.description or ''}"
+                queries = clean_queries(parse_completion(text), k, seed_text=seed_text)
+                results.append(Extraction(seed_id=seed.id, queries=queries, raw=[text]))
+        return results
+
+    async def extract(self, seeds: list[SeedText], k: int) -> list[Extraction]:
+        """One Extraction per seed (at most ``k`` queries, possibly none when the output is
+        unusable). Batches run one at a time in a worker thread."""
+        if not seeds:
+            return []
+        async with self._lock:
+            return await asyncio.to_thread(self.extract_sync, seeds, k)
+
+    async def aclose(self) -> None:
+        """Drop the model so its memory can be freed."""
+        async with self._lock:
+            self._model = None
+            self._tokenizer = None

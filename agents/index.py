@@ -1,0 +1,259 @@
+"""The listing index: one worker's Tantivy replica of every listing, and safe search over it.
+
+The index owns its analyzer (words, CJK characters and emoji as tokens, lowercased), applies
+upserts and deletes, and commits them atomically together with the Kafka offsets they came
+from (a metadata document inside the same commit), so a restarted worker resumes exactly where
+its last commit ended. Search never hands raw text to the query parser: it goes through
+``agents.queries.to_search_text`` and the parser's errors are caught.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import tantivy
+
+from agents.explore import Hit
+from agents.queries import to_search_text
+from schemas.models import ListingUpsert
+
+log = logging.getLogger(__name__)
+
+#: Bump when the schema or the analyzer changes: an index of another version is rebuilt.
+INDEX_FORMAT = 1
+ANALYZER = "qx_text"
+# A token is one Han character, a run of other letters/digits (with combining marks), or one
+# symbol such as an emoji. Han runs are searched as phrases, so unigrams lose little.
+TOKEN_PATTERN = r"\p{Han}|[\p{L}\p{N}--\p{Han}][\p{L}\p{N}\p{M}--\p{Han}]*|\p{So}"
+SEARCH_FIELDS = ["title", "description"]
+_META_OFFSETS = "__meta__:offsets"
+_META_FORMAT = "__meta__:format"
+
+
+class IndexFormatError(RuntimeError):
+    """The index directory holds an index this version cannot use (rebuild it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredListing:
+    """The stored fields of an indexed listing."""
+
+    id: str
+    title: str
+    description: str
+    category: str
+    seller: str
+    language: str
+
+
+def _analyzer() -> tantivy.TextAnalyzer:
+    return (
+        tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.regex(TOKEN_PATTERN))
+        .filter(tantivy.Filter.remove_long(40))
+        .filter(tantivy.Filter.lowercase())
+        .build()
+    )
+
+
+def _schema() -> tantivy.Schema:
+    builder = tantivy.SchemaBuilder()
+    builder.add_text_field("id", stored=True, tokenizer_name="raw")
+    builder.add_text_field("kind", stored=False, tokenizer_name="raw")
+    builder.add_text_field("title", stored=True, tokenizer_name=ANALYZER)
+    builder.add_text_field("description", stored=True, tokenizer_name=ANALYZER)
+    builder.add_text_field("category", stored=True, tokenizer_name="raw")
+    builder.add_text_field("seller", stored=True, tokenizer_name="raw")
+    builder.add_text_field("language", stored=True, tokenizer_name="raw")
+    builder.add_text_field("meta", stored=True, tokenizer_name="raw", index_option="basic")
+    return builder.build()
+
+
+class ListingIndex:
+    """A Tantivy index of listings with offset-tracked commits.
+
+    Open it with ``ListingIndex.open(path)`` (created when missing). ``writable=False`` opens a
+    reader only (any number of processes may read; one may write).
+    """
+
+    def __init__(self, index: tantivy.Index, *, writable: bool, heap_mb: int = 128) -> None:
+        self._index = index
+        self._index.register_tokenizer(ANALYZER, _analyzer())
+        self._writer = (
+            index.writer(heap_size=heap_mb * 1024 * 1024, num_threads=1) if writable else None
+        )
+        self._lock = threading.Lock()  # serialises writer calls between threads
+        self._pending = 0
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path | None, *, writable: bool = True, heap_mb: int = 128) -> ListingIndex:
+        """Open the index at ``path`` (None: in memory), creating it when it does not exist."""
+        schema = _schema()
+        if path is None:
+            return cls(tantivy.Index(schema), writable=writable, heap_mb=heap_mb)
+        path.mkdir(parents=True, exist_ok=True)
+        if tantivy.Index.exists(str(path)):
+            try:
+                index = tantivy.Index(schema, path=str(path), reuse=True)
+            except ValueError as exc:
+                raise IndexFormatError(f"cannot open index at {path}: {exc}") from exc
+            opened = cls(index, writable=writable, heap_mb=heap_mb)
+            found = opened._meta(_META_FORMAT)
+            if found is not None and found != INDEX_FORMAT:
+                opened.close()
+                raise IndexFormatError(f"index at {path} has format {found}, need {INDEX_FORMAT}")
+            return opened
+        opened = cls(tantivy.Index(schema, path=str(path)), writable=writable, heap_mb=heap_mb)
+        if writable:
+            opened._put_meta(_META_FORMAT, INDEX_FORMAT)
+            opened.commit(None)
+        return opened
+
+    def close(self) -> None:
+        """Drop the writer (releases the directory lock); uncommitted changes are lost."""
+        if self._writer is not None:
+            with self._lock:
+                self._writer.rollback()
+                self._writer.wait_merging_threads()
+            self._writer = None
+
+    # --- writes ------------------------------------------------------------------------------
+
+    def upsert(self, listing: ListingUpsert) -> None:
+        """Insert or replace a listing (visible after the next commit)."""
+        doc = tantivy.Document(
+            id=listing.id,
+            kind="listing",
+            title=listing.title,
+            description=listing.description,
+            category=listing.category,
+            seller=listing.seller,
+            language=listing.language,
+        )
+        with self._lock:
+            writer = self._require_writer()
+            writer.delete_documents_by_term("id", listing.id)
+            writer.add_document(doc)
+            self._pending += 1
+
+    def delete(self, listing_id: str) -> None:
+        """Remove a listing (visible after the next commit)."""
+        with self._lock:
+            self._require_writer().delete_documents_by_term("id", listing_id)
+            self._pending += 1
+
+    @property
+    def pending(self) -> int:
+        """Changes applied since the last commit."""
+        return self._pending
+
+    def commit(self, offsets: Mapping[str, Mapping[int, int]] | None) -> None:
+        """Commit pending changes; with ``offsets`` ({topic: {partition: next offset}}) stored
+        in the same commit, so the data and the position it reflects can never disagree."""
+        with self._lock:
+            if offsets is not None:
+                self._put_meta(_META_OFFSETS, {t: {str(p): o for p, o in parts.items()}
+                                               for t, parts in offsets.items()})
+            self._require_writer().commit()
+            self._pending = 0
+        self._index.reload()
+
+    def _put_meta(self, key: str, value: object) -> None:
+        writer = self._require_writer()
+        writer.delete_documents_by_term("id", key)
+        meta = orjson.dumps(value).decode()
+        writer.add_document(tantivy.Document(id=key, kind="meta", meta=meta))
+
+    def _require_writer(self) -> tantivy.IndexWriter:
+        if self._writer is None:
+            raise RuntimeError("index opened read-only")
+        return self._writer
+
+    # --- reads -------------------------------------------------------------------------------
+
+    def reload(self) -> None:
+        """See the latest commit (of this or another process)."""
+        self._index.reload()
+
+    def _meta(self, key: str) -> object | None:
+        searcher = self._index.searcher()
+        query = tantivy.Query.term_query(self._index.schema, "id", key)
+        hits = searcher.search(query, 1).hits
+        if not hits:
+            return None
+        doc = searcher.doc(hits[0][1])
+        return orjson.loads(doc.get_first("meta"))
+
+    def committed_offsets(self) -> dict[str, dict[int, int]]:
+        """The Kafka positions stored with the last commit ({} for a new index)."""
+        stored = self._meta(_META_OFFSETS) or {}
+        return {t: {int(p): int(o) for p, o in parts.items()} for t, parts in stored.items()}
+
+    def count(self) -> int:
+        """Number of listings in the last commit."""
+        searcher = self._index.searcher()
+        query = tantivy.Query.term_query(self._index.schema, "kind", "listing")
+        return searcher.search(query, 1, count=True).count  # limit 0 panics
+
+    def get(self, listing_id: str) -> StoredListing | None:
+        """A committed listing by id, or None."""
+        searcher = self._index.searcher()
+        hits = searcher.search(
+            tantivy.Query.term_query(self._index.schema, "id", listing_id), 1
+        ).hits
+        return self._stored(searcher.doc(hits[0][1])) if hits else None
+
+    def ids(self) -> set[str]:
+        """Every listing id in the last commit (for tests and audits)."""
+        searcher = self._index.searcher()
+        total = self.count()
+        if total == 0:
+            return set()
+        query = tantivy.Query.term_query(self._index.schema, "kind", "listing")
+        return {searcher.doc(addr).get_first("id") for _, addr in
+                searcher.search(query, total).hits}
+
+    def search(self, query: str, limit: int, exclude: Iterable[str] = ()) -> list[Hit]:
+        """BM25 top ``limit`` listings for a cleaned query, skipping ``exclude`` ids.
+
+        Ranks are 1-based after exclusion. Never raises on odd query text: a query the
+        parser rejects returns no hits.
+        """
+        text = to_search_text(query)
+        if not text.strip():
+            return []
+        try:
+            parsed = self._index.parse_query(text, SEARCH_FIELDS)
+        except ValueError as exc:
+            log.warning("query rejected by the parser: %r (%s)", query, exc)
+            return []
+        excluded = set(exclude)
+        searcher = self._index.searcher()
+        result = searcher.search(parsed, max(1, limit + len(excluded)))
+        hits: list[Hit] = []
+        for score, address in result.hits:
+            doc = searcher.doc(address)
+            listing_id = doc.get_first("id")
+            if listing_id in excluded:
+                continue
+            hits.append(Hit(listing_id, len(hits) + 1, float(score), doc.get_first("title") or ""))
+            if len(hits) == limit:
+                break
+        return hits
+
+    @staticmethod
+    def _stored(doc: tantivy.Document) -> StoredListing:
+        return StoredListing(
+            id=doc.get_first("id"),
+            title=doc.get_first("title") or "",
+            description=doc.get_first("description") or "",
+            category=doc.get_first("category") or "",
+            seller=doc.get_first("seller") or "",
+            language=doc.get_first("language") or "",
+        )

@@ -1,0 +1,205 @@
+"""Query hygiene: from raw candidates to queries that are safe to search and to record.
+
+This module owns two things:
+
+* :func:`clean_queries` / :func:`is_valid_query`: turn candidate strings (model output,
+  keyword spans) into at most ``k`` short, distinct, printable queries. The returned text
+  keeps what makes a disguise findable: odd spellings, casing, emoji, Chinese, full-width
+  forms. It is what detections and search feedback record.
+* :func:`to_search_text`: the only text derived from a query that may be handed to
+  Tantivy's query parser. It lowercases (so ``AND``/``OR``/``NOT``/``IN`` are plain words),
+  replaces every query-syntax character by a space (no ``field:``, wildcards, ranges,
+  boosts, phrases, regexes or ``+``/``-`` from the outside), quotes each run of Han
+  characters as a phrase and bounds the number of terms. No input makes the parser raise.
+
+Pure functions only.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+
+from agents.prompt import strip_invisible
+
+#: A cleaned query has at most this many whitespace-separated tokens...
+MAX_QUERY_TOKENS = 8
+#: ...and at most this many characters.
+MAX_QUERY_CHARS = 80
+#: Longer candidates are cut to this many characters before any other work.
+MAX_CANDIDATE_CHARS = 1000
+#: Only this much of ``seed_text`` is searched for the seller's spelling.
+MAX_SEED_CHARS = 20_000
+#: At most this many terms (words or quoted Han runs) reach the query parser.
+MAX_SEARCH_TERMS = 16
+#: Input to :func:`to_search_text` is cut to this many characters first.
+MAX_SEARCH_INPUT_CHARS = 256
+#: Tantivy's default analyzers (and QExplorer's) drop tokens of 40 UTF-8 bytes or more.
+MAX_TOKEN_BYTES = 39
+
+# Every character with a meaning in Tantivy's query grammar (and a few neighbours).
+SYNTAX_CHARS = "+-&|!(){}[]^\"~*?:\\/<>'=`"
+_SYNTAX_TABLE = str.maketrans(dict.fromkeys(SYNTAX_CHARS, " "))
+
+# Han (CJK ideographs): unified, extensions A-H, compatibility, iteration/zero marks.
+_HAN = (
+    "\u3005\u3007\u3021-\u3029\u3038-\u303b"
+    "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+    "\U00020000-\U0003134f"
+)
+_HAN_RUN = re.compile(f"[{_HAN}]+")
+
+_QUOTE_PAIRS = {'"': '"', "'": "'", "“": "”", "‘": "’", "「": "」", "『": "』", "`": "`",
+                "«": "»"}
+
+
+def _bound(text: str) -> str:
+    tokens = text.split()
+    if len(tokens) > MAX_QUERY_TOKENS:
+        tokens = tokens[:MAX_QUERY_TOKENS]
+    out = " ".join(tokens)
+    if len(out) > MAX_QUERY_CHARS:
+        cut = out[:MAX_QUERY_CHARS]
+        space = cut.rfind(" ")
+        out = cut[:space] if space > 0 else cut
+    return out.strip()
+
+
+def _unquote(text: str) -> str:
+    while len(text) >= 2 and _QUOTE_PAIRS.get(text[0]) == text[-1]:
+        text = text[1:-1].strip()
+    return text
+
+
+def clean_query(candidate: object) -> str | None:
+    """One candidate cleaned, or None when nothing usable is left.
+
+    Drops control, zero-width and bidi characters; collapses whitespace; removes quotes that
+    wrap the whole query; keeps at most :data:`MAX_QUERY_TOKENS` tokens and
+    :data:`MAX_QUERY_CHARS` characters. Query syntax is *not* removed here (``v*agra`` stays
+    as written); :func:`to_search_text` neutralises it at search time.
+    """
+    if not isinstance(candidate, str):
+        return None
+    text = strip_invisible(candidate[:MAX_CANDIDATE_CHARS])
+    text = _unquote(_bound(_unquote(" ".join(text.split()))))
+    return text if is_valid_query(text) else None
+
+
+def is_valid_query(q: object) -> bool:
+    """True when ``q`` is a clean query: a non-empty single-line string within the length
+    bounds, with no control or zero-width characters, and with a non-empty
+    :func:`to_search_text` (a letter, digit or symbol such as an emoji; not just
+    punctuation or operators)."""
+    if not isinstance(q, str) or not q or q != q.strip():
+        return False
+    if len(q) > MAX_QUERY_CHARS or len(q.split()) > MAX_QUERY_TOKENS:
+        return False
+    if strip_invisible(q) != q or " ".join(q.split()) != q:
+        return False
+    return bool(to_search_text(q))
+
+
+def _ground(query: str, seed: str, seed_lower: str) -> str:
+    """The seed's own spelling of ``query`` when the seed contains it up to case."""
+    q_lower = query.lower()
+    if len(q_lower) != len(query):
+        return query
+    i = seed_lower.find(q_lower)
+    return seed[i : i + len(query)] if i >= 0 else query
+
+
+def clean_queries(candidates: Iterable[object], k: int, seed_text: str | None = None) -> list[str]:
+    """At most ``k`` clean, distinct queries from ``candidates``, in their original order.
+
+    Each candidate goes through :func:`clean_query`; invalid ones are dropped. Two queries
+    are duplicates when they search the same thing (same :func:`to_search_text`, compared
+    case-insensitively); the first one wins. When ``seed_text`` is given, a query that occurs
+    in the seed up to letter case is returned in the seed's own casing (the model wrote
+    ``v1agra``, the seller wrote ``V1AGRA``), so records keep the disguise as the seller
+    wrote it. Returned queries are never lowercased or Unicode-normalised.
+    """
+    if k <= 0:
+        return []
+    seed = seed_lower = None
+    if seed_text:
+        seed = " ".join(strip_invisible(seed_text[:MAX_SEED_CHARS]).split())
+        seed_lower = seed.lower()
+        if len(seed_lower) != len(seed):  # case mapping changes length: no safe alignment
+            seed = seed_lower = None
+    out: list[str] = []
+    seen: set[str] = set()
+    for candidate in candidates:
+        query = clean_query(candidate)
+        if query is None:
+            continue
+        if seed is not None and seed_lower is not None:
+            query = _ground(query, seed, seed_lower)
+        key = to_search_text(query).casefold()
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(query)
+        if len(out) >= k:
+            break
+    return out
+
+
+def _yields_token(term: str) -> bool:
+    """True when ``term`` gives at least one token under Tantivy's default and ``en_stem``
+    analyzers (a letter/digit run shorter than 40 bytes) *and* under a character n-gram
+    analyzer with n <= 2 (two characters or more)."""
+    raw = term.strip('"')
+    if len(raw) < 2:
+        return False
+    run = 0
+    for ch in raw + " ":
+        if ch.isalnum():
+            run += len(ch.encode())
+        elif run:
+            if run <= MAX_TOKEN_BYTES:
+                return True
+            run = 0
+    return False
+
+
+def to_search_text(q: str) -> str:
+    """Text that is safe to give to Tantivy's query parser for query ``q``.
+
+    Lowercases (``AND``, ``OR``, ``NOT``, ``IN``, ``TO`` lose their operator meaning),
+    replaces every character of :data:`SYNTAX_CHARS` with a space, drops control and
+    zero-width characters, wraps each run of Han characters in double quotes so it is
+    searched as a phrase, and keeps at most :data:`MAX_SEARCH_TERMS` terms.
+
+    Tantivy's parser also fails ("Only excluding terms given") when a query has several
+    clauses and *every* one analyses to nothing: ``"% %"`` on any field, two 1-character
+    terms on a bigram field, two words of 40+ bytes under the default analyzer. So unless
+    some term yields a token under the default, ``en_stem``, bigram and QExplorer's own
+    analyzers alike, only the first term with a letter, digit or symbol is kept (a single
+    clause never fails); with none the result is empty: skip the search then.
+    """
+    if not isinstance(q, str):
+        return ""
+    text = strip_invisible(q[:MAX_SEARCH_INPUT_CHARS]).lower().translate(_SYNTAX_TABLE)
+    terms: list[str] = []
+    for token in text.split():
+        pos = 0
+        for m in _HAN_RUN.finditer(token):
+            if m.start() > pos:
+                terms.append(token[pos : m.start()])
+            terms.append(f'"{m.group()}"')
+            pos = m.end()
+        if pos < len(token):
+            terms.append(token[pos:])
+        if len(terms) >= MAX_SEARCH_TERMS:
+            break
+    terms = terms[:MAX_SEARCH_TERMS]
+    if any(_yields_token(t) for t in terms):
+        return " ".join(terms)
+    # A single clause never makes the parser fail, even when it analyses to nothing: keep
+    # the first term that an analyzer indexing symbols or single characters can use.
+    for term in terms:
+        if any(ch.isalnum() or unicodedata.category(ch) == "So" for ch in term):
+            return term
+    return ""

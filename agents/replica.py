@@ -1,0 +1,197 @@
+"""The worker's replica of shared state: every listing in Tantivy, every confirmed toxic id,
+every (seed, model version) already explored.
+
+Seeds are split across workers by the consumer group, but each worker must search all
+listings, so the replica reads *all* partitions itself (manual assignment, no group). Listing
+positions are committed inside the index (``ListingIndex.commit``), so a restarted worker
+resumes from its last index commit: no gap, no full replay. The toxic-items and search-feedback
+topics are small and re-read from the start on every start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from agents.index import ListingIndex
+from schemas.codec import SchemaError, dead_letter, decode
+from schemas.models import DeadLetter, ListingEvent, ListingUpsert, ToxicItem
+from streams.client import topic_partitions
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DeadLetterSink = Callable[[DeadLetter], Awaitable[None]]
+
+
+@dataclass
+class ReplicaStats:
+    """Counters a worker reports."""
+
+    listings_applied: int = 0
+    listings_dead: int = 0
+    commits: int = 0
+    last_commit_at: float = 0.0
+    confirmed: int = 0
+    explored: int = 0
+    positions: dict[str, dict[int, int]] = field(default_factory=dict)
+
+
+class Replica:
+    """Consumes listings, toxic-items and search-feedback in full and keeps them queryable."""
+
+    def __init__(self, settings: Settings, index: ListingIndex, dead_letters: DeadLetterSink):
+        self.settings = settings
+        self.index = index
+        self.confirmed: set[str] = set()
+        self.explored: set[str] = set()
+        self.stats = ReplicaStats()
+        self._dead_letters = dead_letters
+        self._consumer: AIOKafkaConsumer | None = None
+        self._positions: dict[TopicPartition, int] = {}
+        self._progress = asyncio.Condition()
+        self._started = asyncio.Event()
+
+    # --- running -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Consume until cancelled; the final index commit happens on the way out."""
+        topics = self.settings.topics
+        consumer = AIOKafkaConsumer(
+            **self.settings.kafka_client_kwargs(),
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=self.settings.index_commit_docs,
+            fetch_max_bytes=32 * 1024 * 1024,
+        )
+        self._consumer = consumer
+        await consumer.start()
+        try:
+            partitions = []
+            for topic in (topics.listings, topics.toxic_items, topics.feedback):
+                found = await topic_partitions(consumer, topic)
+                if not found:
+                    raise RuntimeError(f"topic {topic!r} does not exist: "
+                                       "create it first (qexplorer topics create)")
+                partitions += found
+            consumer.assign(partitions)
+            stored = self.index.committed_offsets().get(topics.listings, {})
+            for tp in partitions:
+                if tp.topic == topics.listings and tp.partition in stored:
+                    consumer.seek(tp, stored[tp.partition])
+                    self._positions[tp] = stored[tp.partition]
+                else:
+                    await consumer.seek_to_beginning(tp)
+            log.info("replica resumes listings at %s (%d listings in the index)",
+                     stored, self.index.count())
+            self._started.set()
+            await self._loop(consumer)
+        finally:
+            try:
+                if self.index.pending:
+                    await asyncio.to_thread(self._commit)
+            finally:
+                await consumer.stop()
+
+    async def _loop(self, consumer: AIOKafkaConsumer) -> None:
+        topics = self.settings.topics
+        last_commit = time.monotonic()
+        while True:
+            batches = await consumer.getmany(timeout_ms=100,
+                                             max_records=self.settings.index_commit_docs)
+            dead: list[DeadLetter] = []
+            for tp, messages in batches.items():
+                if tp.topic == topics.listings:
+                    dead += await asyncio.to_thread(self._apply_listings, tp, messages)
+                elif tp.topic == topics.toxic_items:
+                    self._apply_toxic(messages)
+                else:
+                    self.explored.update(m.key.decode("utf-8", "replace") for m in messages
+                                         if m.key is not None)
+                    self.stats.explored = len(self.explored)
+                if messages:
+                    self._positions[tp] = messages[-1].offset + 1
+            for record in dead:
+                await self._dead_letters(record)
+            due = time.monotonic() - last_commit >= self.settings.index_commit_interval_s
+            full = self.index.pending >= self.settings.index_commit_docs
+            if self.index.pending and (due or full):
+                await asyncio.to_thread(self._commit)
+                last_commit = time.monotonic()
+            if batches or due:
+                async with self._progress:
+                    self._progress.notify_all()
+
+    def _apply_listings(self, tp: TopicPartition, messages) -> list[DeadLetter]:
+        dead = []
+        for message in messages:
+            try:
+                event = decode(ListingEvent, message.value)
+                if message.key is not None and message.key != event.id.encode():
+                    raise SchemaError(f"message key {message.key!r} is not the listing id")
+            except SchemaError as exc:
+                dead.append(dead_letter(stage="decode-listing", error=str(exc), topic=tp.topic,
+                                        value=message.value, key=message.key,
+                                        partition=tp.partition, offset=message.offset))
+                continue
+            if isinstance(event, ListingUpsert):
+                self.index.upsert(event)
+            else:
+                self.index.delete(event.id)
+        self.stats.listings_applied += len(messages) - len(dead)
+        self.stats.listings_dead += len(dead)
+        return dead
+
+    def _apply_toxic(self, messages) -> None:
+        # Bad toxic items are dead-lettered once, by the explorer that owns the partition.
+        for message in messages:
+            try:
+                self.confirmed.add(decode(ToxicItem, message.value).id)
+            except SchemaError:
+                continue
+        self.stats.confirmed = len(self.confirmed)
+
+    def _commit(self) -> None:
+        listings = self.settings.topics.listings
+        offsets = {listings: {tp.partition: pos for tp, pos in self._positions.items()
+                              if tp.topic == listings}}
+        self.index.commit(offsets)
+        self.stats.commits += 1
+        self.stats.last_commit_at = time.time()
+        self.stats.positions = offsets
+
+    # --- waiting -----------------------------------------------------------------------------
+
+    def _caught_up_to(self, targets: dict[TopicPartition, int]) -> bool:
+        committed = self.index.committed_offsets().get(self.settings.topics.listings, {})
+        for tp, end in targets.items():
+            if tp.topic == self.settings.topics.listings:
+                if committed.get(tp.partition, 0) < end:
+                    return False
+            elif self._positions.get(tp, 0) < end:
+                return False
+        return True
+
+    async def wait_caught_up(self, timeout_s: float) -> bool:
+        """Wait until everything published before this call is applied (listings: committed
+        and searchable). Returns False on timeout; the caller goes on with what it has."""
+        await asyncio.wait_for(self._started.wait(), timeout=None)
+        consumer = self._consumer
+        assert consumer is not None
+        targets = await consumer.end_offsets(list(consumer.assignment()))
+        deadline = time.monotonic() + timeout_s
+        async with self._progress:
+            while not self._caught_up_to(targets):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._progress.wait(), timeout=min(remaining, 0.5))
+        return True

@@ -1,0 +1,185 @@
+"""``qexplorer demo``: the whole system on one machine, scored against known labels.
+
+Starts the local broker when no cluster is configured, creates a fresh set of topics for this
+run, starts a real worker process, publishes a marketplace (synthetic, or a real labelled set),
+confirms a sample of its toxic items as seeds, waits until every seed has been explored and
+prints what was detected with its precision against the ground truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from marketplace.items import LabelledItem, to_listing_dict
+from schemas.models import ListingUpsert, ToxicItem
+from streams.settings import ExtractorBackend, Settings
+
+
+@dataclass(frozen=True)
+class DemoSummary:
+    """What a demo run found, scored against the generator's (or the dataset's) labels."""
+
+    listings: int
+    harmful: int
+    seeds: int
+    seeds_explored: int
+    detections: int
+    detected_listings: int
+    true_detections: int
+    same_cluster_detections: int
+    new_harmful_found: int
+    extractor: str
+    model_version: str
+    seconds: float
+
+    @property
+    def precision(self) -> float:
+        """Share of detections (seed, listing) whose listing is harmful."""
+        return self.true_detections / self.detections if self.detections else 0.0
+
+    @property
+    def sibling_precision(self) -> float:
+        """Share of detections whose listing is in the seed's own cluster."""
+        return self.same_cluster_detections / self.detections if self.detections else 0.0
+
+    def line(self) -> str:
+        """The one-line summary the demo ends with."""
+        return (f"SUMMARY seeds={self.seeds_explored}/{self.seeds} "
+                f"detections={self.detections} precision={self.precision:.3f} "
+                f"sibling_precision={self.sibling_precision:.3f} "
+                f"new_harmful_found={self.new_harmful_found}/{self.harmful - self.seeds} "
+                f"extractor={self.extractor} model={self.model_version} "
+                f"time={self.seconds:.1f}s")
+
+
+def score_detections(detections: Iterable[dict], items: Sequence[LabelledItem],
+                     seed_ids: set[str]) -> dict[str, int]:
+    """Count unique detections (by key) and how many are harmful / in the seed's cluster."""
+    by_id = {item.id: item for item in items}
+    unique = {d["key"]: d for d in detections}
+    true = same = 0
+    found: set[str] = set()
+    for d in unique.values():
+        listing = by_id.get(d["listing_id"])
+        seed = by_id.get(d["seed_id"])
+        if listing is not None and listing.harmful:
+            true += 1
+            if listing.id not in seed_ids:
+                found.add(listing.id)
+            if seed is not None and seed.cluster is not None and seed.cluster == listing.cluster:
+                same += 1
+    return {"detections": len(unique), "true": true, "same_cluster": same,
+            "listings": len({d["listing_id"] for d in unique.values()}), "new_found": len(found)}
+
+
+def _load_items(dataset: str | None, benign: int) -> list[LabelledItem]:
+    if dataset is None:
+        from marketplace.synthetic import generate_marketplace
+
+        return generate_marketplace(n_benign=benign)
+    from marketplace.datasets import dedupe_texts, load_dataset, marketplace_sample
+
+    return marketplace_sample(dedupe_texts(load_dataset(dataset)), harmful_rate=0.12, seed=0)
+
+
+def _toxic_record(item: LabelledItem) -> ToxicItem:
+    return ToxicItem(id=item.id, title=item.title[:1_000], description=item.description[:20_000],
+                     category=item.category[:200], cluster=item.cluster,
+                     confirmed_by="demo-moderator", language=item.language)
+
+
+def run_demo(settings: Settings, *, dataset: str | None, benign: int, confirm: float,
+             timeout_s: float, keep: bool, console: Console) -> DemoSummary:
+    """Run the demo end to end and print its report; returns the summary."""
+    from marketplace.synthetic import split_seeds
+    from streams.broker import local
+    from streams.client import publish, read_to_end
+    from streams.supervise import spawn_worker, stop_worker
+    from streams.topics import create_topics, delete_topics
+
+    started = time.monotonic()
+    if settings.uses_local_broker:
+        console.print("[bold]1/5[/bold] local Kafka broker (no KAFKA_BOOTSTRAP configured)")
+        local.start(settings, progress=console.print)
+    run_id = time.strftime("%Y%m%d%H%M%S")
+    overrides = {"topic_prefix": f"{settings.topic_prefix}demo-{run_id}.",
+                 "app_id": f"qexplorer-demo-{run_id}", "worker_id": "demo"}
+    settings = settings.model_copy(update=overrides)
+    asyncio.run(create_topics(settings))
+    console.print(f"[bold]2/5[/bold] topics: {', '.join(settings.topics.all())}")
+    if settings.extractor is ExtractorBackend.KEYWORDS:
+        console.print("extractor: keywords (YAKE) - no trained model is configured; set "
+                      "QEXPLORER_EXTRACTOR and QEXPLORER_MODEL to use one")
+    env = {f"QEXPLORER_{k.upper()}": str(v) for k, v in overrides.items()}
+    log_path = settings.cache_dir / "demo" / f"worker-{run_id}.log"
+    process = spawn_worker(env, log_path)
+    console.print(f"[bold]3/5[/bold] worker pid {process.pid} (log: {log_path})")
+    try:
+        items = _load_items(dataset, benign)
+        seeds = split_seeds(items, confirm, seed=11)
+        seed_ids = {s.id for s in seeds}
+        listings = [ListingUpsert(**to_listing_dict(i)) for i in items]
+        asyncio.run(publish(settings, settings.topics.listings, listings))
+        asyncio.run(publish(settings, settings.topics.toxic_items,
+                            [_toxic_record(s) for s in seeds]))
+        harmful = sum(i.harmful for i in items)
+        console.print(f"[bold]4/5[/bold] published {len(items)} listings ({harmful} toxic, "
+                      f"source: {dataset or 'synthetic marketplace'}), confirmed {len(seeds)}")
+        explored = _wait_explored(settings, seed_ids, timeout_s, process, console)
+        detections = [orjson.loads(m.value) for m in
+                      asyncio.run(read_to_end(settings, settings.topics.detections))]
+    finally:
+        stop_worker(process)
+        if not keep:
+            asyncio.run(delete_topics(settings))
+    counts = score_detections(detections, items, seed_ids)
+    first = detections[0] if detections else {}
+    summary = DemoSummary(
+        listings=len(items), harmful=harmful, seeds=len(seeds), seeds_explored=len(explored),
+        detections=counts["detections"], detected_listings=counts["listings"],
+        true_detections=counts["true"], same_cluster_detections=counts["same_cluster"],
+        new_harmful_found=counts["new_found"], extractor=first.get("extractor", "-"),
+        model_version=first.get("model_version", "-"), seconds=time.monotonic() - started)
+    _report(summary, detections, items, console)
+    return summary
+
+
+def _wait_explored(settings: Settings, seed_ids: set[str], timeout_s: float, process,
+                   console: Console) -> set[str]:
+    from streams.client import read_to_end
+
+    explored: set[str] = set()
+    deadline = time.monotonic() + timeout_s
+    with console.status("exploring seeds...") as status:
+        while explored != seed_ids and time.monotonic() < deadline:
+            if process.poll() is not None:
+                console.print(f"[red]the worker exited with code {process.returncode}[/red]")
+                break
+            records = asyncio.run(read_to_end(settings, settings.topics.feedback))
+            explored = {orjson.loads(m.value)["seed_id"] for m in records} & seed_ids
+            status.update(f"exploring seeds... {len(explored)}/{len(seed_ids)}")
+            time.sleep(1.0)
+    return explored
+
+
+def _report(summary: DemoSummary, detections: list[dict], items: Sequence[LabelledItem],
+            console: Console) -> None:
+    by_id = {i.id: i for i in items}
+    table = Table(title="[bold]5/5[/bold] a sample of the detections")
+    for column in ("seed", "found listing", "queries", "rank", "truth"):
+        table.add_column(column, overflow="fold")
+    for d in sorted(detections, key=lambda d: (d["seed_id"], d["best_rank"]))[:15]:
+        listing = by_id.get(d["listing_id"])
+        truth = "toxic" if listing and listing.harmful else "benign"
+        table.add_row(by_id[d["seed_id"]].title[:40] if d["seed_id"] in by_id else d["seed_id"],
+                      (listing.title[:50] if listing else d["listing_id"]),
+                      ", ".join(d["queries"])[:40], str(d["best_rank"]), truth)
+    console.print(table)
+    console.print(summary.line(), highlight=False)

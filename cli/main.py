@@ -1,0 +1,267 @@
+"""The ``qexplorer`` command: one entry point for every job, each a thin wrapper.
+
+Every command reads the one Settings object (environment / .env); options only override it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from rich.console import Console
+
+from streams.settings import Settings, get_settings
+
+console = Console()
+app = typer.Typer(help="QExplorer: find disguised toxic listings from confirmed ones.",
+                  no_args_is_help=True, add_completion=False)
+kafka_app = typer.Typer(help="The local development Kafka broker (KRaft, no Docker).",
+                        no_args_is_help=True)
+topics_app = typer.Typer(help="Create, list and delete QExplorer's topics.", no_args_is_help=True)
+publish_app = typer.Typer(help="Publish listings or confirmed toxic items from a file.",
+                          no_args_is_help=True)
+app.add_typer(kafka_app, name="kafka")
+app.add_typer(topics_app, name="topics")
+app.add_typer(publish_app, name="publish")
+
+
+def _settings(**overrides) -> Settings:
+    try:
+        return get_settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValueError as exc:
+        console.print(f"[red]invalid configuration:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+# --- kafka -----------------------------------------------------------------------------------
+
+
+@kafka_app.command("start")
+def kafka_start() -> None:
+    """Fetch the broker jars (first time only), format storage and start the broker."""
+    from streams.broker import local
+
+    status = local.start(_settings(), progress=console.print)
+    console.print(f"kafka running: pid {status.pid} at {status.bootstrap}")
+
+
+@kafka_app.command("stop")
+def kafka_stop() -> None:
+    """Stop the local broker."""
+    from streams.broker import local
+
+    console.print("stopped" if local.stop(_settings()) else "not running")
+
+
+@kafka_app.command("status")
+def kafka_status() -> None:
+    """Show whether the local broker runs and answers."""
+    from streams.broker import local
+
+    status = local.status(_settings())
+    console.print(status)
+    raise typer.Exit(0 if status.reachable else 1)
+
+
+@kafka_app.command("reset")
+def kafka_reset() -> None:
+    """Stop the local broker and delete its data."""
+    from streams.broker import local
+
+    local.reset(_settings())
+    console.print("broker data deleted")
+
+
+# --- topics ----------------------------------------------------------------------------------
+
+
+@topics_app.command("create")
+def topics_create() -> None:
+    """Create the topics that are missing, with their partition counts."""
+    from streams.topics import create_topics
+
+    created = asyncio.run(create_topics(_settings()))
+    console.print(f"created: {', '.join(created) or 'nothing (all exist)'}")
+
+
+@topics_app.command("list")
+def topics_list() -> None:
+    """Show QExplorer's topic names and partition counts."""
+    from streams.topics import topic_specs
+
+    for name, partitions in topic_specs(_settings()).items():
+        console.print(f"{name}\t{partitions} partitions")
+
+
+@topics_app.command("delete")
+def topics_delete(yes: Annotated[bool, typer.Option("--yes", help="Really delete.")] = False
+                  ) -> None:
+    """Delete QExplorer's topics (with the configured prefix)."""
+    from streams.topics import delete_topics
+
+    if not yes:
+        console.print("refusing without --yes")
+        raise typer.Exit(2)
+    asyncio.run(delete_topics(_settings()))
+
+
+# --- worker ----------------------------------------------------------------------------------
+
+
+@app.command()
+def worker(
+    worker_id: Annotated[str | None, typer.Option(help="Names this worker's index.")] = None,
+    loglevel: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
+) -> None:
+    """Run a worker: index every listing, explore the seeds assigned to it."""
+    from streams.app import run_worker
+
+    run_worker(_settings(worker_id=worker_id), loglevel=loglevel)
+
+
+# --- platform side ---------------------------------------------------------------------------
+
+
+def _publish(kind: str, path: Path, confirmed_by: str) -> None:
+    from streams.client import publish, read_rows, rows_to_records
+
+    settings = _settings()
+    records, errors = rows_to_records(read_rows(path), kind, confirmed_by)
+    for error in errors[:20]:
+        console.print(f"[red]{path}:{error.line}[/red] {error.error}")
+    topic = settings.topics.listings if kind == "listings" else settings.topics.toxic_items
+    sent = asyncio.run(publish(settings, topic, records))
+    console.print(f"published {sent} records to {topic}; {len(errors)} rows rejected")
+    if errors:
+        raise typer.Exit(1)
+
+
+@publish_app.command("listings")
+def publish_listings(path: Annotated[Path, typer.Argument(exists=True, dir_okay=False)]) -> None:
+    """Publish listings (JSONL or CSV: id, title, description, category, price, seller, ...)."""
+    _publish("listings", path, "cli")
+
+
+@publish_app.command("toxic")
+def publish_toxic(
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+    confirmed_by: Annotated[str, typer.Option(help="Who confirmed them.")] = "cli",
+) -> None:
+    """Publish confirmed toxic items (JSONL or CSV: id, title, description, cluster, ...)."""
+    _publish("toxic", path, confirmed_by)
+
+
+@app.command()
+def tail(
+    topic: Annotated[str, typer.Argument(help="detections, search-feedback or dead-letter")
+                     ] = "detections",
+    from_beginning: Annotated[bool, typer.Option(help="Start at the oldest message.")] = False,
+    limit: Annotated[int, typer.Option(help="Stop after this many (0: never).")] = 0,
+) -> None:
+    """Show a topic live, one readable line a message."""
+    from streams.client import follow
+
+    settings = _settings()
+    names = {"detections": settings.topics.detections,
+             "search-feedback": settings.topics.feedback,
+             "feedback": settings.topics.feedback,
+             "dead-letter": settings.topics.dead_letter}
+    if topic not in names:
+        console.print(f"unknown topic {topic!r}: one of {', '.join(names)}")
+        raise typer.Exit(2)
+
+    async def run() -> None:
+        seen = 0
+        async for message in follow(settings, names[topic], from_beginning):
+            console.print(format_message(topic, message.value), highlight=False)
+            seen += 1
+            if limit and seen >= limit:
+                return
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+
+
+def format_message(topic: str, value: bytes | None) -> str:
+    """One readable line for a detection, feedback or dead-letter record."""
+    try:
+        data = orjson.loads(value or b"null")
+    except orjson.JSONDecodeError:
+        return f"<undecodable {len(value or b'')} bytes>"
+    if not isinstance(data, dict):
+        return repr(data)
+    if topic == "detections":
+        return (f"{data.get('seed_id')} -> {data.get('listing_id')}  rank {data.get('best_rank')}"
+                f"  score {data.get('best_score', 0):.2f}  [{data.get('model_version')}]  "
+                f"{data.get('listing_title', '')[:60]!r}  via {data.get('queries')}")
+    if topic in ("search-feedback", "feedback"):
+        ids = [r.get("listing_id") for r in data.get("results", [])][:5]
+        return f"{data.get('seed_id')}  q={data.get('query')!r}  -> {ids}"
+    return f"{data.get('stage')}: {data.get('error')}  ({data.get('topic')}@{data.get('offset')})"
+
+
+# --- schemas and data ------------------------------------------------------------------------
+
+
+@app.command("schemas")
+def schemas_export(
+    out: Annotated[Path, typer.Option(help="Where to write the JSON Schema files.")] = Path(
+        "schemas/json"),
+) -> None:
+    """Export each topic's contract as a JSON Schema file for other languages."""
+    from schemas.export import export_json_schemas
+
+    for path in export_json_schemas(out):
+        console.print(f"wrote {path}")
+
+
+@app.command()
+def generate(
+    out: Annotated[Path, typer.Argument(help="JSONL file to write.")],
+    benign: Annotated[int, typer.Option(help="Benign listings.")] = 2000,
+    clusters: Annotated[int, typer.Option(help="Toxic clusters.")] = 12,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+    labels: Annotated[bool, typer.Option(help="Include harmful/cluster labels.")] = True,
+) -> None:
+    """Write a synthetic marketplace (benign listings and disguised toxic clusters)."""
+    from marketplace.synthetic import generate_marketplace, write_jsonl
+
+    items = generate_marketplace(n_benign=benign, n_clusters=clusters, seed=seed)
+    write_jsonl(items, out, labels=labels)
+    console.print(f"wrote {len(items)} listings ({sum(i.harmful for i in items)} toxic) to {out}")
+
+
+@app.command()
+def demo(
+    dataset: Annotated[str | None, typer.Option(
+        help="Run on a real set from ../shared/datasets (sms_spam, youtube_spam, "
+             "scamspot_instagram, cryptoscamhunter, dream_market) instead of the synthetic one."
+    )] = None,
+    benign: Annotated[int, typer.Option(help="Synthetic benign listings.")] = 3000,
+    confirm: Annotated[float, typer.Option(help="Share of toxic items confirmed as seeds.")
+                       ] = 0.15,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for exploration.")] = 300.0,
+    keep: Annotated[bool, typer.Option(help="Keep the demo's topics afterwards.")] = False,
+) -> None:
+    """The main job on embedded defaults: broker, topics, a worker, a marketplace, detections."""
+    from cli.demo import run_demo
+
+    summary = run_demo(_settings(), dataset=dataset, benign=benign, confirm=confirm,
+                       timeout_s=timeout, keep=keep, console=console)
+    if summary.seeds_explored < summary.seeds:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Topic contracts: versioned records, their codec and their exported JSON Schemas."""

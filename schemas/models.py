@@ -1,0 +1,146 @@
+"""The topic contracts: one versioned pydantic model per Kafka topic.
+
+Every record carries ``schema_version``. Models forbid unknown fields and bound every text, so
+a record that passes validation is safe for the index, the prompt and the trainer. The JSON
+Schema files in ``schemas/json/`` are generated from these models (``qexplorer schemas``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+#: Bound on ids: printable, no control characters, at most 128 characters.
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
+Title = Annotated[str, StringConstraints(max_length=1_000)]
+Description = Annotated[str, StringConstraints(max_length=20_000)]
+ShortText = Annotated[str, StringConstraints(max_length=200)]
+QueryText = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now, the time stamp of every record this project writes."""
+    return datetime.now(UTC)
+
+
+class _Record(BaseModel):
+    # strict: "12" is not a price and 7 is not an id; time stamps still parse from ISO strings
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+# --- listings ------------------------------------------------------------------------------
+
+
+class ListingUpsert(_Record):
+    """A listing created or edited on the platform (key: the listing id)."""
+
+    schema_version: Literal[1] = 1
+    op: Literal["upsert"] = "upsert"
+    id: Id
+    title: Title
+    description: Description = ""
+    category: ShortText = ""
+    price: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    seller: ShortText = ""
+    created_at: datetime = Field(default_factory=utcnow, strict=False)
+    language: Annotated[str, StringConstraints(max_length=16)] = "und"
+
+
+class ListingDelete(_Record):
+    """A listing removed from the platform (key: the listing id)."""
+
+    schema_version: Literal[1] = 1
+    op: Literal["delete"] = "delete"
+    id: Id
+    deleted_at: datetime = Field(default_factory=utcnow, strict=False)
+
+
+ListingEvent = Annotated[ListingUpsert | ListingDelete, Field(discriminator="op")]
+
+
+# --- toxic-items ---------------------------------------------------------------------------
+
+
+class ToxicItem(_Record):
+    """A listing a moderator confirmed as toxic: a seed to explore and a label for training."""
+
+    schema_version: Literal[1] = 1
+    id: Id
+    title: Title
+    description: Description = ""
+    category: ShortText = ""
+    cluster: ShortText | None = Field(default=None, description="Campaign/cluster if known.")
+    confirmed_by: ShortText = Field(description="Moderator or process that confirmed it.")
+    confirmed_at: datetime = Field(default_factory=utcnow, strict=False)
+    language: Annotated[str, StringConstraints(max_length=16)] = "und"
+
+
+# --- detections ----------------------------------------------------------------------------
+
+
+def detection_key(seed_id: str, listing_id: str, model_version: str) -> str:
+    """Deterministic id of a detection: one per (seed, listing, model version)."""
+    raw = "\x1f".join((seed_id, listing_id, model_version)).encode()
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+class Detection(_Record):
+    """A candidate toxic listing found from a seed, for review (key: ``key``)."""
+
+    schema_version: Literal[1] = 1
+    key: Annotated[str, StringConstraints(min_length=8, max_length=64)]
+    seed_id: Id
+    listing_id: Id
+    listing_title: Title = ""
+    queries: list[QueryText] = Field(min_length=1, max_length=64)
+    best_rank: int = Field(ge=1)
+    best_score: float
+    extractor: ShortText
+    model_version: ShortText
+    prompt_version: ShortText
+    detected_at: datetime = Field(default_factory=utcnow, strict=False)
+
+
+# --- search-feedback -----------------------------------------------------------------------
+
+
+class SearchHit(_Record):
+    """One result of an executed query."""
+
+    listing_id: Id
+    rank: int = Field(ge=1)
+    score: float
+
+
+class SearchFeedback(_Record):
+    """One executed query and what it returned: the trainer's raw material (key: seed id)."""
+
+    schema_version: Literal[1] = 1
+    seed_id: Id
+    query: QueryText
+    query_index: int = Field(ge=0)
+    extractor: ShortText
+    model_version: ShortText
+    prompt_version: ShortText
+    results: list[SearchHit] = Field(max_length=1000)
+    executed_at: datetime = Field(default_factory=utcnow, strict=False)
+
+
+# --- dead-letter ---------------------------------------------------------------------------
+
+
+class DeadLetter(_Record):
+    """A message that could not be processed, with its raw bytes so it can be replayed."""
+
+    schema_version: Literal[1] = 1
+    stage: ShortText = Field(description="Where it failed: decode-listing, explore, ...")
+    error: Annotated[str, StringConstraints(max_length=2_000)]
+    topic: ShortText
+    partition: int | None = None
+    offset: int | None = None
+    raw_key_b64: str | None = None
+    raw_value_b64: str = Field(description="The original message value, base64.")
+    failed_at: datetime = Field(default_factory=utcnow, strict=False)

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Set up a fresh machine: a virtualenv in .venv/ with the project and its tools, and the jars
+# of the local Kafka broker. Idempotent; re-run after pyproject.toml changes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+"$PYTHON" -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' \
+  || { echo "QExplorer needs Python 3.11" >&2; exit 1; }
+command -v java >/dev/null || { echo "the local Kafka broker needs Java 17+ (apt-get install openjdk-17-jre-headless)" >&2; exit 1; }
+command -v mvn >/dev/null || { echo "fetching the Kafka jars needs Maven (apt-get install maven)" >&2; exit 1; }
+
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e ".[dev]"
+.venv/bin/python -c 'from streams.broker.local import ensure_jars; from streams.settings import Settings; ensure_jars(Settings())'
+touch .venv/.installed
+echo "setup done: .venv/bin/qexplorer --help"

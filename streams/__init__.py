@@ -1,0 +1,1 @@
+"""The streaming application: settings, topics, the faust app and the local broker."""

@@ -1,0 +1,185 @@
+"""The explorer's handler without a broker: a real in-memory index, stub extractor and sink."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+
+from agents.explore import explored_key
+from agents.explorer import Explorer, RawMessage
+from agents.extractor.base import Extraction, Extractor, ExtractorError, SeedText
+from agents.index import ListingIndex
+from schemas.codec import decode, encode
+from schemas.models import DeadLetter, Detection, ListingUpsert, SearchFeedback, ToxicItem
+from streams.settings import Settings
+
+
+class StubExtractor(Extractor):
+    """Returns fixed queries per seed id; can fail a number of times first."""
+
+    name = "stub"
+
+    def __init__(self, queries: dict[str, list[str]], failures: int = 0,
+                 version: str = "stub-1") -> None:
+        self.queries = queries
+        self.failures = failures
+        self.calls = 0
+        self._version = version
+
+    @property
+    def model_version(self) -> str:
+        return self._version
+
+    async def extract(self, seeds: list[SeedText], k: int) -> list[Extraction]:
+        self.calls += 1
+        if self.failures:
+            self.failures -= 1
+            raise ExtractorError("server down")
+        return [Extraction(s.id, self.queries.get(s.id, [])[:k], []) for s in seeds]
+
+
+class StubReplica:
+    def __init__(self, index: ListingIndex) -> None:
+        self.index = index
+        self.confirmed: set[str] = set()
+        self.explored: set[str] = set()
+
+    async def wait_caught_up(self, timeout_s: float) -> bool:
+        return True
+
+
+class Sink:
+    def __init__(self, fail_first: int = 0) -> None:
+        self.sent: list[tuple[str, bytes, bytes]] = []
+        self.fail_first = fail_first
+
+    async def __call__(self, topic: str, key: bytes, value: bytes) -> None:
+        if self.fail_first:
+            self.fail_first -= 1
+            raise ConnectionError("broker away")
+        self.sent.append((topic, key, value))
+
+    def records(self, topic: str, model):
+        return [decode(model, v) for t, _, v in self.sent if t == topic]
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(topic_prefix="t.", queries_per_seed=3, results_per_query=5)
+
+
+@pytest.fixture
+def replica() -> StubReplica:
+    index = ListingIndex.open(None)
+    for i, title in enumerate(["c0ca snow ❄️ tg @plug", "snow ❄️ fresh tg @plug",
+                               "snow boots size 42", "garden chair", "snow globe"]):
+        index.upsert(ListingUpsert(id=f"l{i}", title=title))
+    index.commit(None)
+    return StubReplica(index)
+
+
+def _message(item: ToxicItem | bytes, offset: int = 0) -> RawMessage:
+    value = item if isinstance(item, bytes) else encode(item)
+    key = None if isinstance(item, bytes) else item.id.encode()
+    return RawMessage("t.toxic-items", 0, offset, key, value)
+
+
+def _seed(id: str = "l0", title: str = "c0ca snow ❄️ tg @plug") -> ToxicItem:
+    return ToxicItem(id=id, title=title, confirmed_by="mod")
+
+
+async def test_a_seed_gives_feedback_per_query_and_detections_without_itself(settings, replica):
+    sink = Sink()
+    explorer = Explorer(settings, replica, StubExtractor({"l0": ["snow ❄️", "tg plug"]}), sink)
+    await explorer.handle([_message(_seed())])
+    feedback = sink.records("t.search-feedback", SearchFeedback)
+    detections = sink.records("t.detections", Detection)
+    assert [f.query for f in feedback] == ["snow ❄️", "tg plug"]
+    assert all(h.listing_id != "l0" for f in feedback for h in f.results)
+    assert {d.listing_id for d in detections} >= {"l1"}
+    assert "l0" not in {d.listing_id for d in detections}
+    assert all(d.model_version == "stub-1" and d.seed_id == "l0" for d in detections)
+    feedback_keys = {k for t, k, _ in sink.sent if t == "t.search-feedback"}
+    assert feedback_keys == {explored_key("l0", "stub-1").encode()}
+
+
+async def test_confirmed_items_are_not_detected_again(settings, replica):
+    sink = Sink()
+    replica.confirmed.add("l1")
+    explorer = Explorer(settings, replica, StubExtractor({"l0": ["snow"]}), sink)
+    await explorer.handle([_message(_seed())])
+    assert "l1" not in {d.listing_id for d in sink.records("t.detections", Detection)}
+
+
+async def test_a_seed_is_explored_once_per_model_version(settings, replica):
+    sink = Sink()
+    extractor = StubExtractor({"l0": ["snow"]})
+    explorer = Explorer(settings, replica, extractor, sink)
+    await explorer.handle([_message(_seed()), _message(_seed(), 1)])
+    await explorer.handle([_message(_seed(), 2)])
+    assert len(sink.records("t.search-feedback", SearchFeedback)) == 1
+    explorer.extractor = StubExtractor({"l0": ["snow"]}, version="stub-2")
+    await explorer.handle([_message(_seed(), 3)])
+    versions = [f.model_version for f in sink.records("t.search-feedback", SearchFeedback)]
+    assert versions == ["stub-1", "stub-2"]
+
+
+async def test_bad_messages_go_to_the_dead_letter_topic_and_the_rest_is_explored(settings,
+                                                                              replica):
+    sink = Sink()
+    explorer = Explorer(settings, replica, StubExtractor({"l0": ["snow"]}), sink)
+    bad = orjson.dumps({"schema_version": 1, "id": "x", "title": 5, "confirmed_by": "m"})
+    await explorer.handle([_message(b"\xff garbage", 0), _message(bad, 1), _message(_seed(), 2)])
+    dead = sink.records("t.dead-letter", DeadLetter)
+    assert [d.offset for d in dead] == [0, 1]
+    assert all(d.stage == "decode-toxic-item" for d in dead)
+    assert "title" in dead[1].error
+    assert len(sink.records("t.search-feedback", SearchFeedback)) == 1
+
+
+async def test_a_seed_without_queries_is_dead_lettered_not_dropped(settings, replica):
+    sink = Sink()
+    explorer = Explorer(settings, replica, StubExtractor({}), sink)
+    await explorer.handle([_message(_seed())])
+    dead = sink.records("t.dead-letter", DeadLetter)
+    assert len(dead) == 1 and dead[0].stage == "explore" and "no valid query" in dead[0].error
+
+
+async def test_the_fallback_extractor_fills_in_for_empty_model_output(settings, replica):
+    sink = Sink()
+    explorer = Explorer(settings, replica, StubExtractor({}), sink,
+                        fallback=StubExtractor({"l0": ["snow"]}, version="kw"))
+    await explorer.handle([_message(_seed())])
+    assert [f.query for f in sink.records("t.search-feedback", SearchFeedback)] == ["snow"]
+
+
+async def test_extractor_outage_is_retried_and_the_seed_waits(settings, replica, monkeypatch):
+    monkeypatch.setattr(asyncio, "sleep", _no_sleep)
+    sink = Sink()
+    extractor = StubExtractor({"l0": ["snow"]}, failures=3)
+    explorer = Explorer(settings, replica, extractor, sink)
+    await explorer.handle([_message(_seed())])
+    assert extractor.calls == 4 and explorer.stats.extractor_errors == 3
+    assert len(sink.records("t.search-feedback", SearchFeedback)) == 1
+
+
+async def test_a_failed_send_is_retried_before_the_seed_counts_as_explored(settings, replica,
+                                                                         monkeypatch):
+    monkeypatch.setattr(asyncio, "sleep", _no_sleep)
+    sink = Sink(fail_first=1)
+    explorer = Explorer(settings, replica, StubExtractor({"l0": ["snow"]}), sink)
+    await explorer.handle([_message(_seed())])
+    # the whole batch of outputs is resent: repeats carry the same keys, nothing is missing
+    queries = {f.query for f in sink.records("t.search-feedback", SearchFeedback)}
+    assert queries == {"snow"}
+    assert sink.records("t.detections", Detection)
+    assert explored_key("l0", "stub-1") in replica.explored
+
+
+_real_sleep = asyncio.sleep
+
+
+async def _no_sleep(_delay: float) -> None:
+    await _real_sleep(0)

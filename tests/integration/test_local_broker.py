@@ -1,0 +1,71 @@
+"""The real local Kafka broker: started if needed, used, and left running for other tests."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from streams.broker import local
+from streams.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def settings() -> Settings:
+    settings = Settings()
+    if not settings.uses_local_broker:
+        pytest.skip("KAFKA_BOOTSTRAP points at another cluster: the local broker is not used")
+    return settings
+
+
+@pytest.fixture(scope="module")
+def broker(settings: Settings) -> local.BrokerStatus:
+    # Idempotent: reuses a broker that is already running. Never stopped here: other tests
+    # share it.
+    return local.start(settings, wait_s=120)
+
+
+def test_start_is_idempotent_and_reachable(settings: Settings, broker: local.BrokerStatus) -> None:
+    assert broker.reachable
+    assert broker.bootstrap == local.local_bootstrap(settings)
+    again = local.start(settings)
+    assert again.reachable
+    assert again.pid == broker.pid
+    assert local.is_reachable(settings.bootstrap)
+
+
+def test_status_reports_the_running_broker(settings: Settings,
+                                           broker: local.BrokerStatus) -> None:
+    state = local.status(settings)
+    assert state.reachable
+    if broker.pid is not None:  # started by QExplorer (not some other broker on the port)
+        assert state.running
+        assert state.pid == broker.pid
+        assert "Kafka Server started" in state.log_path.read_text(errors="replace")
+    assert state.data_dir == local.data_dir(settings)
+
+
+async def test_reachable_from_inside_an_event_loop(broker: local.BrokerStatus) -> None:
+    assert local.is_reachable(broker.bootstrap)
+    assert await local.is_reachable_async(broker.bootstrap)
+
+
+async def test_create_and_delete_a_topic(broker: local.BrokerStatus) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    name = f"qexplorer-broker-test-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    await admin.start()
+    try:
+        response = await admin.create_topics([NewTopic(name, 3, 1)])
+        assert [err for _, err, *_ in response.topic_errors] == [0]
+        described = await admin.describe_topics([name])
+        assert described[0]["error_code"] == 0
+        assert len(described[0]["partitions"]) == 3
+        response = await admin.delete_topics([name])
+        assert [err for _, err, *_ in response.topic_error_codes] == [0]
+        assert name not in await admin.list_topics()
+    finally:
+        await admin.close()

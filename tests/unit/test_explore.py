@@ -1,0 +1,45 @@
+"""Merging per-query hits into detections and feedback."""
+
+from __future__ import annotations
+
+from agents.explore import Hit, Provenance, explored_key, merge_hits
+from schemas.models import detection_key
+
+PROV = Provenance("keywords", "kw-1", "v1")
+
+
+def test_one_detection_per_listing_with_every_query_that_hit_it() -> None:
+    per_query = [
+        ("snow", [Hit("a", 1, 5.0, "A"), Hit("b", 2, 4.0, "B")]),
+        ("candy", [Hit("b", 1, 6.0, "B"), Hit("c", 2, 1.0, "C")]),
+    ]
+    detections, feedback = merge_hits("seed", per_query, excluded=set(), provenance=PROV)
+    by_listing = {d.listing_id: d for d in detections}
+    assert set(by_listing) == {"a", "b", "c"}
+    assert by_listing["b"].queries == ["snow", "candy"]
+    assert by_listing["b"].best_rank == 1 and by_listing["b"].best_score == 6.0
+    assert by_listing["a"].key == detection_key("seed", "a", "kw-1")
+    assert [f.query for f in feedback] == ["snow", "candy"]
+    assert [h.listing_id for h in feedback[1].results] == ["b", "c"]
+
+
+def test_seed_and_confirmed_items_are_not_detected_but_stay_in_feedback() -> None:
+    per_query = [("snow", [Hit("seed", 1, 9.0), Hit("known", 2, 8.0), Hit("new", 3, 7.0)])]
+    detections, feedback = merge_hits("seed", per_query, excluded={"known"}, provenance=PROV)
+    assert [d.listing_id for d in detections] == ["new"]
+    assert [h.listing_id for h in feedback[0].results] == ["known", "new"]
+
+
+def test_a_query_without_hits_still_gives_feedback() -> None:
+    detections, feedback = merge_hits("s", [("nothing", [])], excluded=set(), provenance=PROV)
+    assert detections == [] and len(feedback) == 1 and feedback[0].results == []
+
+
+def test_detections_are_ordered_by_best_rank() -> None:
+    per_query = [("q1", [Hit("x", 3, 1.0)]), ("q2", [Hit("y", 1, 1.0)])]
+    detections, _ = merge_hits("s", per_query, excluded=set(), provenance=PROV)
+    assert [d.listing_id for d in detections] == ["y", "x"]
+
+
+def test_explored_key_depends_on_model_version() -> None:
+    assert explored_key("s", "m1") != explored_key("s", "m2")

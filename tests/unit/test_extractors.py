@@ -1,0 +1,429 @@
+"""Extractor backends: keywords, in-process transformers, OpenAI-compatible HTTP, factory."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+from pathlib import Path
+
+import pytest
+
+from agents.extractor.base import Extraction, ExtractorError, SeedText
+from agents.extractor.factory import build_extractor
+from agents.extractor.keywords import KeywordsExtractor, cjk_bigrams, tfidf_terms
+from agents.prompt import END_MARKER, build_prompt
+from agents.queries import is_valid_query
+from streams.settings import Settings
+
+SEEDS = [
+    SeedText(
+        "s1",
+        "Brand NEW R0lex Submariner replica AAA quality!!",
+        "Contact WeChat: lux888. Fast shipping worldwide; R0lex w@tch 50% off",
+    ),
+    SeedText("s2", "FREE iPhone 15 giveaway 🎁🔥",
+             "DM me on telegram @freegift_22 to claim your FREE iPhone 🎁"),
+    SeedText("s3", "每天在家轻松赚钱 日结工资", "加微信 vx888abc 每天在家轻松赚钱，日结工资"),
+    SeedText("s4", "hi", ""),
+    SeedText("s5", "", ""),
+]
+
+
+def _norm(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", text).lower().split())
+
+
+def _assert_spans_of_seed(extraction: Extraction, seed: SeedText) -> None:
+    seed_text = _norm(f"{seed.title} {seed.description}")
+    for q in extraction.queries:
+        assert _norm(q) in seed_text, (q, seed_text)
+
+
+# --- keywords ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["yake", "tfidf", "first_words"])
+async def test_keywords_are_deterministic_bounded_spans_of_the_seed(method):
+    extractor = KeywordsExtractor(method)
+    first = await extractor.extract(SEEDS, 3)
+    second = await extractor.extract(SEEDS, 3)
+    assert first == second
+    assert [e.seed_id for e in first] == [s.id for s in SEEDS]
+    for extraction, seed in zip(first, SEEDS, strict=True):
+        assert len(extraction.queries) <= 3
+        assert all(is_valid_query(q) for q in extraction.queries)
+        _assert_spans_of_seed(extraction, seed)
+    assert first[4].queries == []  # an empty seed gives nothing, and no error
+    assert extractor.model_version == f"keywords-{method}-1"
+
+
+async def test_yake_gives_one_to_three_word_phrases():
+    [extraction] = await KeywordsExtractor("yake").extract(SEEDS[:1], 4)
+    assert len(extraction.queries) == 4
+    assert all(1 <= len(q.split()) <= 3 for q in extraction.queries)
+    assert "Submariner replica" in extraction.queries
+
+
+async def test_yake_falls_back_to_bigrams_for_chinese_and_first_words_for_tiny_seeds():
+    chinese, tiny = await KeywordsExtractor("yake").extract([SEEDS[2], SEEDS[3]], 4)
+    assert chinese.queries[0] == "vx888abc"  # contact ids first
+    assert chinese.queries[1:] == ["每天", "在家", "轻松"]
+    assert tiny.queries == ["hi"]
+
+
+def test_cjk_bigrams_do_not_overlap_while_others_remain():
+    assert cjk_bigrams("每天在家", 4) == ["每天", "在家", "天在"]
+
+
+def test_tfidf_uses_document_frequencies_when_given():
+    text = "cheap watch cheap watch rolex replica"
+    df = {"cheap": 900, "watch": 800, "rolex": 5, "replica": 50}
+    ranked = tfidf_terms(text, 4, doc_freq=lambda t: df.get(t, 0), num_docs=1000)
+    assert ranked[0] == "rolex"
+    assert tfidf_terms(text, 2) == ["cheap", "watch"]  # plain term frequency without df
+
+
+async def test_tfidf_extractor_reads_num_docs_from_a_callable():
+    calls = []
+
+    def doc_freq(term: str) -> int:
+        calls.append(term)
+        return {"replica": 1}.get(term, 500)
+
+    extractor = KeywordsExtractor("tfidf", doc_freq=doc_freq, num_docs=lambda: 1000)
+    [extraction] = await extractor.extract(SEEDS[:1], 2)
+    assert extraction.queries[0] == "replica"
+    assert "replica" in calls and all(t == t.lower() for t in calls)
+
+
+async def test_tfidf_doc_freq_failure_is_an_extractor_error():
+    def broken(term: str) -> int:
+        raise OSError("index closed")
+
+    with pytest.raises(ExtractorError, match="index closed"):
+        await KeywordsExtractor("tfidf", doc_freq=broken, num_docs=10).extract(SEEDS[:1], 2)
+
+
+def test_keywords_configuration_errors():
+    with pytest.raises(ValueError, match="unknown keywords method"):
+        KeywordsExtractor("bm25")
+    with pytest.raises(ValueError, match="without num_docs"):
+        KeywordsExtractor("tfidf", doc_freq=lambda t: 1)
+    assert KeywordsExtractor(model_version="pinned").model_version == "pinned"
+
+
+async def test_first_words_is_one_query_of_five_words():
+    [extraction] = await KeywordsExtractor("first_words").extract(SEEDS[:1], 4)
+    assert extraction.queries == ["Brand NEW R0lex Submariner replica"]
+
+
+# --- factory ----------------------------------------------------------------------------------
+
+
+def test_factory_picks_the_backend_and_applies_the_version_override(tmp_path):
+    from agents.extractor.openai_backend import OpenAIExtractor
+    from agents.extractor.transformers_backend import TransformersExtractor
+
+    keywords = build_extractor(Settings(extractor="keywords"))
+    assert isinstance(keywords, KeywordsExtractor) and keywords.method == "yake"
+    tfidf = build_extractor(Settings(extractor="keywords", model="tfidf", model_version="v9"),
+                            doc_freq=lambda t: 1, num_docs=10)
+    assert isinstance(tfidf, KeywordsExtractor) and tfidf.method == "tfidf"
+    assert tfidf.model_version == "v9"
+    fallback = build_extractor(Settings(extractor="keywords", model="some/hub-model"))
+    assert isinstance(fallback, KeywordsExtractor) and fallback.method == "yake"
+
+    local = build_extractor(Settings(extractor="transformers", model=str(tmp_path),
+                                     model_version="sft-7"))
+    assert isinstance(local, TransformersExtractor) and local.model_version == "sft-7"
+
+    remote = build_extractor(Settings(extractor="openai", model="qx", openai_api_key="sk-x",
+                                      openai_base_url="http://h:1/v1"))
+    assert isinstance(remote, OpenAIExtractor)
+    assert remote.model_version == "qx" and "sk-x" not in repr(remote)
+
+
+# --- transformers -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A randomly initialised 1-layer Llama and a byte-level BPE tokenizer, built offline."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from agents.prompt import format_completion
+
+    corpus = [
+        build_prompt(s.title, s.description, 3) + format_completion(["R0lex", "lux888"])
+        for s in SEEDS
+    ]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(
+        vocab_size=360, special_tokens=["<s>", "</s>", "<pad>"], show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    ))
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
+    )
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, num_attention_heads=2, num_key_value_heads=2,
+        num_hidden_layers=1, intermediate_size=128, max_position_embeddings=1024,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+async def test_transformers_extracts_k_bounded_clean_queries(tiny_model_dir):
+    from agents.extractor.transformers_backend import TransformersExtractor
+
+    extractor = TransformersExtractor(str(tiny_model_dir), max_new_tokens=16, batch_size=2)
+    assert re.fullmatch(rf"{tiny_model_dir.name}@[0-9a-f]{{12}}", extractor.model_version)
+    out = await extractor.extract(SEEDS, 3)
+    assert [e.seed_id for e in out] == [s.id for s in SEEDS]
+    for extraction in out:
+        assert len(extraction.queries) <= 3
+        assert all(is_valid_query(q) for q in extraction.queries)
+        assert len(extraction.raw) == 1 and isinstance(extraction.raw[0], str)
+    assert await extractor.extract(SEEDS, 3) == out  # greedy decoding is deterministic
+    await extractor.aclose()
+
+
+async def test_transformers_sampling_is_seeded_and_does_not_block_the_loop(tiny_model_dir):
+    from agents.extractor.transformers_backend import TransformersExtractor
+
+    extractor = TransformersExtractor(str(tiny_model_dir), max_new_tokens=16, temperature=0.9,
+                                      seed=7)
+    await extractor.load()
+    ticks = 0
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done.is_set():
+            ticks += 1
+            await asyncio.sleep(0.001)
+
+    task = asyncio.create_task(ticker())
+    first = await extractor.extract(SEEDS * 3, 2)
+    done.set()
+    await task
+    assert ticks > 5  # the loop kept running while the model generated
+    assert await extractor.extract(SEEDS * 3, 2) == first
+
+
+async def test_transformers_unparseable_output_gives_no_queries(tiny_model_dir, monkeypatch):
+    from agents.extractor.transformers_backend import TransformersExtractor
+
+    extractor = TransformersExtractor(str(tiny_model_dir))
+    outputs = iter([["%%%\n***\n"], [f"1. R0lex w@tch\n2) lux888\n{END_MARKER}junk"]])
+    monkeypatch.setattr(extractor, "generate_sync", lambda prompts: next(outputs))
+    [garbage] = await extractor.extract(SEEDS[:1], 3)
+    assert garbage.queries == [] and garbage.raw == ["%%%\n***\n"]
+    [good] = await extractor.extract(SEEDS[:1], 3)
+    assert good.queries == ["R0lex w@tch", "lux888"]
+
+
+async def test_transformers_load_failure_is_an_extractor_error(tmp_path):
+    from agents.extractor.transformers_backend import TransformersExtractor
+
+    with pytest.raises(ExtractorError, match="cannot load model"):
+        await TransformersExtractor(str(tmp_path)).extract(SEEDS[:1], 2)
+
+
+def test_transformers_version_comes_from_the_model_card(tmp_path):
+    from agents.extractor.transformers_backend import TransformersExtractor
+
+    (tmp_path / "qexplorer.json").write_text(json.dumps({"version": "qx-dpo-2026.11.3"}))
+    assert TransformersExtractor(str(tmp_path)).model_version == "qx-dpo-2026.11.3"
+    (tmp_path / "qexplorer.json").write_text("{not json")
+    (tmp_path / "model_card.json").write_text(json.dumps({"version": 4}))
+    assert TransformersExtractor(str(tmp_path)).model_version == "4"
+
+
+def test_transformers_fingerprint_changes_with_the_weights(tmp_path):
+    from agents.extractor.transformers_backend import TransformersExtractor
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"x" * 10)
+    before = TransformersExtractor(str(tmp_path)).model_version
+    (tmp_path / "model.safetensors").write_bytes(b"x" * 11)
+    after = TransformersExtractor(str(tmp_path)).model_version
+    assert before != after and before.startswith(f"{tmp_path.name}@")
+
+
+# --- OpenAI-compatible server ----------------------------------------------------------------
+
+
+@pytest.fixture
+async def fake_server():
+    """A tiny OpenAI-compatible server on 127.0.0.1; ``state`` steers its behaviour."""
+    from aiohttp import web
+
+    state = {
+        "fail_first": 0, "status": 500, "delay": 0.0, "calls": 0, "inflight": 0,
+        "max_inflight": 0, "headers": [], "bodies": [],
+        "text": "1. R0lex w@tch\n2. lux888\n3. lux888\n" + END_MARKER,
+    }
+
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response({"object": "list",
+                                  "data": [{"id": "/srv/models/qx-sft-v2", "object": "model"}]})
+
+    async def completions(request: web.Request) -> web.Response:
+        state["calls"] += 1
+        state["headers"].append(dict(request.headers))
+        body = await request.json()
+        state["bodies"].append(body)
+        if state["calls"] <= state["fail_first"]:
+            return web.Response(status=state["status"], text="boom")
+        state["inflight"] += 1
+        state["max_inflight"] = max(state["max_inflight"], state["inflight"])
+        try:
+            if state["delay"]:
+                await asyncio.sleep(state["delay"])
+        finally:
+            state["inflight"] -= 1
+        return web.json_response({
+            "object": "text_completion",
+            "choices": [{"index": i, "text": state["text"], "finish_reason": "stop"}
+                        for i in range(body.get("n", 1))],
+        })
+
+    app = web.Application()
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/completions", completions)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    yield f"http://127.0.0.1:{port}/v1", state
+    await runner.cleanup()
+
+
+def _openai(base_url: str, **kwargs):
+    from agents.extractor.openai_backend import OpenAIExtractor
+
+    kwargs.setdefault("backoff_s", 0.01)
+    kwargs.setdefault("max_backoff_s", 0.02)
+    return OpenAIExtractor(base_url, **kwargs)
+
+
+async def test_openai_normal_answer(fake_server):
+    base_url, state = fake_server
+    extractor = _openai(base_url, api_key="sk-test-123", max_new_tokens=20, seed=5)
+    assert extractor.model_version == "openai:unresolved"
+    [out] = await extractor.extract(SEEDS[:1], 3)
+    await extractor.aclose()
+    assert out.seed_id == "s1"
+    assert out.queries == ["R0lex w@tch", "lux888"]
+    assert out.raw == [state["text"]]
+    body = state["bodies"][0]
+    assert body == {
+        "model": "/srv/models/qx-sft-v2",
+        "prompt": build_prompt(SEEDS[0].title, SEEDS[0].description, 3),
+        "max_tokens": 20, "temperature": 0.0, "n": 1, "seed": 5, "stop": [END_MARKER],
+    }
+    assert state["headers"][0]["Authorization"] == "Bearer sk-test-123"
+    assert extractor.model_version == "qx-sft-v2"
+    assert "sk-test-123" not in repr(extractor)
+
+
+async def test_openai_without_key_sends_no_authorization(fake_server):
+    base_url, state = fake_server
+    extractor = _openai(base_url, model="served-name", model_version="pinned-1")
+    await extractor.extract(SEEDS[:2], 2)
+    await extractor.aclose()
+    assert all("Authorization" not in h for h in state["headers"])
+    assert {b["model"] for b in state["bodies"]} == {"served-name"}
+    assert extractor.model_version == "pinned-1"
+
+
+async def test_openai_n_samples_are_merged(fake_server):
+    base_url, state = fake_server
+    state["text"] = "alpha\nbeta"
+    extractor = _openai(base_url, model="m", n=3, temperature=0.7)
+    [out] = await extractor.extract(SEEDS[:1], 4)
+    await extractor.aclose()
+    assert out.queries == ["alpha", "beta"] and len(out.raw) == 3
+
+
+async def test_openai_retries_a_500_then_succeeds(fake_server):
+    base_url, state = fake_server
+    state["fail_first"] = 1
+    extractor = _openai(base_url, model="m")
+    [out] = await extractor.extract(SEEDS[:1], 3)
+    await extractor.aclose()
+    assert state["calls"] == 2
+    assert out.queries == ["R0lex w@tch", "lux888"]
+
+
+async def test_openai_gives_up_after_the_retries(fake_server):
+    base_url, state = fake_server
+    state["fail_first"], state["status"] = 100, 503
+    extractor = _openai(base_url, model="m", attempts=3)
+    with pytest.raises(ExtractorError, match="after 3 attempts"):
+        await extractor.extract(SEEDS[:1], 3)
+    await extractor.aclose()
+    assert state["calls"] == 3
+
+
+async def test_openai_does_not_retry_a_client_error(fake_server):
+    base_url, state = fake_server
+    state["fail_first"], state["status"] = 100, 400
+    extractor = _openai(base_url, model="m", attempts=3)
+    with pytest.raises(ExtractorError, match="HTTP 400"):
+        await extractor.extract(SEEDS[:1], 3)
+    await extractor.aclose()
+    assert state["calls"] == 1
+
+
+async def test_openai_times_out(fake_server):
+    base_url, state = fake_server
+    state["delay"] = 0.6
+    extractor = _openai(base_url, model="m", attempts=2, timeout_s=0.15)
+    with pytest.raises(ExtractorError, match="after 2 attempts"):
+        await extractor.extract(SEEDS[:1], 3)
+    await extractor.aclose()
+
+
+async def test_openai_bounds_concurrency(fake_server):
+    base_url, state = fake_server
+    state["delay"] = 0.05
+    extractor = _openai(base_url, model="m", concurrency=2)
+    out = await extractor.extract(SEEDS * 2, 2)
+    await extractor.aclose()
+    assert [e.seed_id for e in out] == [s.id for s in SEEDS * 2]
+    assert state["max_inflight"] == 2
+
+
+async def test_openai_server_down_is_an_extractor_error():
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    extractor = _openai(f"http://127.0.0.1:{port}/v1", attempts=2, api_key="sk-secret")
+    with pytest.raises(ExtractorError) as info:
+        await extractor.extract(SEEDS[:1], 3)
+    await extractor.aclose()
+    assert "sk-secret" not in str(info.value)
+
+
+async def test_openai_garbage_completion_gives_no_queries(fake_server):
+    base_url, state = fake_server
+    state["text"] = "*** ::: !!!"
+    extractor = _openai(base_url, model="m")
+    [out] = await extractor.extract(SEEDS[:1], 3)
+    await extractor.aclose()
+    assert out.queries == [] and out.raw == ["*** ::: !!!"]

@@ -1,0 +1,99 @@
+"""The Tantivy replica: upserts, deletes, offsets committed with the data, safe search."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agents.index import INDEX_FORMAT, IndexFormatError, ListingIndex
+from schemas.models import ListingUpsert
+
+
+def _listing(id: str, title: str, description: str = "") -> ListingUpsert:
+    return ListingUpsert(id=id, title=title, description=description)
+
+
+@pytest.fixture
+def index(tmp_path: Path) -> ListingIndex:
+    ix = ListingIndex.open(tmp_path / "index")
+    ix.upsert(_listing("a", "Fresh ❄️ snow from C O L O M B I A", "message me on tg"))
+    ix.upsert(_listing("b", "冰糖 出售 飞行员", "加微信"))
+    ix.upsert(_listing("c", "vintage oak chair", "solid wood, pick up only"))
+    ix.commit({"listings": {0: 3}})
+    yield ix
+    ix.close()
+
+
+def test_changes_are_visible_only_after_commit(tmp_path: Path) -> None:
+    ix = ListingIndex.open(tmp_path / "i")
+    ix.upsert(_listing("x", "lamp"))
+    assert ix.count() == 0 and ix.pending == 1
+    ix.commit(None)
+    assert ix.count() == 1 and ix.pending == 0
+
+
+def test_upsert_replaces_and_delete_removes(index: ListingIndex) -> None:
+    index.upsert(_listing("c", "modern steel chair"))
+    index.delete("a")
+    index.commit({"listings": {0: 5}})
+    assert index.ids() == {"b", "c"}
+    assert index.get("c").title == "modern steel chair"
+    assert index.search("oak", 10) == []
+
+
+def test_offsets_are_committed_with_the_data_and_survive_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "index"
+    ix = ListingIndex.open(path)
+    ix.upsert(_listing("a", "x"))
+    ix.commit({"listings": {0: 10, 3: 7}})
+    ix.upsert(_listing("b", "y"))  # never committed: lost with the writer
+    ix.close()
+    again = ListingIndex.open(path)
+    assert again.committed_offsets() == {"listings": {0: 10, 3: 7}}
+    assert again.ids() == {"a"}
+    again.close()
+
+
+def test_an_index_of_another_format_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "index"
+    ix = ListingIndex.open(path)
+    ix._put_meta("__meta__:format", INDEX_FORMAT + 1)
+    ix.commit(None)
+    ix.close()
+    with pytest.raises(IndexFormatError):
+        ListingIndex.open(path)
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("snow", "a"),
+        ("SNOW", "a"),
+        ("❄️", "a"),
+        ("C O L O M B I A", "a"),
+        ("冰糖", "b"),
+        ("飞行员", "b"),
+        ("Oak Chair", "c"),
+        ("title:chair", "c"),
+        ("chair OR", "c"),
+    ],
+)
+def test_search_finds_disguises_emoji_and_chinese(index: ListingIndex, query: str,
+                                                  expected: str) -> None:
+    hits = index.search(query, 3)
+    assert hits and hits[0].listing_id == expected
+    assert [h.rank for h in hits] == list(range(1, len(hits) + 1))
+
+
+@pytest.mark.parametrize("query", ['"unbalanced', "*", "AND", "((((", "a" * 500, "\x00\x01",
+                                   "field:", "a AND OR NOT b", "[1 TO 2]", "~2^3", " "])
+def test_hostile_query_text_never_raises(index: ListingIndex, query: str) -> None:
+    assert isinstance(index.search(query, 5), list)
+
+
+def test_search_excludes_ids_and_keeps_ranks_dense(index: ListingIndex) -> None:
+    index.upsert(_listing("d", "snow boots"))
+    index.commit(None)
+    hits = index.search("snow", 5, exclude=("a",))
+    assert [h.listing_id for h in hits] == ["d"] and hits[0].rank == 1

@@ -1,0 +1,1 @@
+"""Offline training of the query extractor from search feedback (SFT, then DPO)."""
