@@ -119,7 +119,7 @@ async def read_to_end(settings: Settings, topic: str,
         ends = await consumer.end_offsets(partitions)
         out: list[ConsumerRecord] = []
         deadline = time.monotonic() + timeout_s
-        while any(await consumer.position(tp) < end for tp, end in ends.items()):
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"reading {topic} to its end took over {timeout_s}s")
             batches = await consumer.getmany(timeout_ms=200)

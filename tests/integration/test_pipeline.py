@@ -4,6 +4,7 @@ toxic items; the detections and search feedback that come back are checked for c
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 from collections import defaultdict
 
@@ -133,7 +134,6 @@ def test_bad_messages_reach_the_dead_letter_topic_and_the_worker_goes_on(cluster
     records = [orjson.loads(m.value) for m in dead]
     stages = sorted(r["stage"] for r in records)
     assert stages == ["decode-listing", "decode-listing", "decode-toxic-item"]
-    import base64
     raws = {base64.b64decode(r["raw_value_b64"]) for r in records}
     assert {b"{not json", b"\xff\xfe"} <= raws
     assert any("unsupported schema_version 9" in r["error"] for r in records)

@@ -68,7 +68,7 @@ def test_generic_jsonl_reader(tmp_path):
     assert a == LabelledItem(id="a", title="cheap pills", harmful=True, cluster="3")
     assert (b.title, b.description, b.harmful, b.cluster) == ("sofa", "grey", False, None)
     path.write_text('{"id": "a", "text": "x", "harmful": "yes"}\n')
-    with pytest.raises(ValueError, match="set.jsonl:1"):
+    with pytest.raises(ValueError, match=r"set\.jsonl:1"):
         read_jsonl(path)
 
 
