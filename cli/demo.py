@@ -172,14 +172,18 @@ def _wait_explored(settings: Settings, seed_ids: set[str], timeout_s: float, pro
 def _report(summary: DemoSummary, detections: list[dict], items: Sequence[LabelledItem],
             console: Console) -> None:
     by_id = {i.id: i for i in items}
-    table = Table(title="[bold]5/5[/bold] a sample of the detections")
+    table = Table(title="[bold]5/5[/bold] a sample of the detections (best 3 of 6 seeds)")
     for column in ("seed", "found listing", "queries", "rank", "truth"):
         table.add_column(column, overflow="fold")
-    for d in sorted(detections, key=lambda d: (d["seed_id"], d["best_rank"]))[:15]:
+    per_seed: dict[str, list[dict]] = {}
+    for d in sorted(detections, key=lambda d: (d["seed_id"], d["best_rank"])):
+        per_seed.setdefault(d["seed_id"], []).append(d)
+    sample = [d for seed in list(per_seed)[:6] for d in per_seed[seed][:3]]
+    for d in sample:
         listing = by_id.get(d["listing_id"])
         truth = "toxic" if listing and listing.harmful else "benign"
         table.add_row(by_id[d["seed_id"]].title[:40] if d["seed_id"] in by_id else d["seed_id"],
                       (listing.title[:50] if listing else d["listing_id"]),
                       ", ".join(d["queries"])[:40], str(d["best_rank"]), truth)
     console.print(table)
-    console.print(summary.line(), highlight=False)
+    console.print(summary.line(), highlight=False, soft_wrap=True)

@@ -19,8 +19,6 @@ from streams.settings import Settings
 from streams.supervise import spawn_worker, stop_worker
 from streams.topics import create_topics, delete_topics
 
-DATASETS = Path(__file__).resolve().parents[3] / "shared" / "datasets"
-
 
 @pytest.fixture(scope="session")
 def broker() -> Iterator[Settings]:
