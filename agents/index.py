@@ -201,6 +201,12 @@ class ListingIndex:
         query = tantivy.Query.term_query(self._index.schema, "kind", "listing")
         return searcher.search(query, 1, count=True).count  # limit 0 panics
 
+    def doc_freq(self, term: str) -> int:
+        """Listings whose title or description holds ``term`` (an analysed, lowercased token);
+        the larger of the two fields' counts. Used for TF-IDF."""
+        searcher = self._index.searcher()
+        return max(searcher.doc_freq(f, term) for f in SEARCH_FIELDS)
+
     def get(self, listing_id: str) -> StoredListing | None:
         """A committed listing by id, or None."""
         searcher = self._index.searcher()

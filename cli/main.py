@@ -15,6 +15,7 @@ import orjson
 import typer
 from rich.console import Console
 
+from cli.train import eval_command, train_app
 from streams.settings import Settings, get_settings
 
 console = Console()
@@ -28,6 +29,8 @@ publish_app = typer.Typer(help="Publish listings or confirmed toxic items from a
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(topics_app, name="topics")
 app.add_typer(publish_app, name="publish")
+app.add_typer(train_app, name="train")
+app.command("eval")(eval_command)
 
 
 def _settings(**overrides) -> Settings:

@@ -1,8 +1,8 @@
 """Readers for the real labelled sets in ``../shared/datasets`` and a generic labelled JSONL.
 
 Each reader turns one public set into :class:`LabelledItem` rows with stable ids, the harmful
-label and, where the set has one, a cluster (vendor, author). The sets are read in place,
-never copied into the project. ``marketplace_sample`` turns a dense set into a
+label and, where the set has a reliable one, a cluster (the Dream Market vendor). The sets are
+read in place, never copied into the project. ``marketplace_sample`` turns a dense set into a
 marketplace-like one (all benign rows, a per-cluster sample of the harmful ones).
 """
 
@@ -48,8 +48,7 @@ def _youtube_spam(root: Path) -> Iterator[LabelledItem]:
                 spam = row["CLASS"].strip() == "1"
                 yield LabelledItem(id=f"yt-{video}-{n:04d}", title=row["CONTENT"].strip(),
                                    category=video, seller=row["AUTHOR"], language="en",
-                                   harmful=spam,
-                                   cluster=f"author:{row['AUTHOR']}" if spam else None)
+                                   harmful=spam)
 
 
 def _scamspot_instagram(root: Path) -> Iterator[LabelledItem]:

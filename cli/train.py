@@ -1,0 +1,211 @@
+"""``qexplorer train ...`` and ``qexplorer eval``: thin commands around ``trainer``.
+
+Corpora are chosen with ``--data FILE.jsonl`` (the generic labelled format) or ``--corpus NAME``
+(``synthetic`` or a set in ../shared/datasets; default: every one that is available). The
+latest trained model is remembered in ``<cache>/models/LATEST`` and is the default ``--model``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+console = Console()
+train_app = typer.Typer(help="The learning loop: bootstrap a model, build data, SFT, DPO.",
+                        no_args_is_help=True)
+
+DataOpt = Annotated[Path | None, typer.Option(
+    "--data", exists=True, dir_okay=False,
+    help="Labelled JSONL: id, text (or title+description), harmful, optional cluster.")]
+CorpusOpt = Annotated[list[str] | None, typer.Option(
+    "--corpus", help="synthetic or a set in ../shared/datasets (repeatable; default: all).")]
+ModelOpt = Annotated[str | None, typer.Option(
+    "--model", help="Hugging Face model id or directory (default: the latest trained).")]
+
+
+def _cache() -> Path:
+    from streams.settings import get_settings
+
+    return get_settings().cache_dir / "models"
+
+
+def _corpora(data: Path | None, names: list[str] | None) -> dict:
+    from trainer.corpus import corpus_names, load_corpus
+
+    if data is not None:
+        return dict([load_corpus(data)])
+    corpora = {}
+    for name in names or corpus_names():
+        try:
+            key, items = load_corpus(name)
+        except FileNotFoundError:
+            if names:
+                raise
+            console.print(f"[yellow]skipping {name}: ../shared/datasets not found[/yellow]")
+            continue
+        corpora[key] = items
+    return corpora
+
+
+def _remember(model: Path) -> None:
+    _cache().mkdir(parents=True, exist_ok=True)
+    (_cache() / "LATEST").write_text(str(model.resolve()))
+
+
+def latest_model() -> str | None:
+    """The directory of the model trained last on this machine, if any."""
+    pointer = _cache() / "LATEST"
+    return pointer.read_text().strip() if pointer.is_file() else None
+
+
+def _model(model: str | None) -> str:
+    found = model or latest_model()
+    if not found:
+        console.print("[red]no model: pass --model or train one (qexplorer train all)[/red]")
+        raise typer.Exit(2)
+    return found
+
+
+def _out(out: Path | None, kind: str) -> Path:
+    return out or _cache() / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+@train_app.command("bootstrap")
+def train_bootstrap(
+    out: Annotated[Path | None, typer.Option(help="Model directory to write.")] = None,
+    data: DataOpt = None, corpus: CorpusOpt = None,
+    config: Annotated[Path | None, typer.Option(help="YAML (trainer/configs/bootstrap.yaml)")]
+    = None,
+    steps: Annotated[int | None, typer.Option(help="Pre-training steps.")] = None,
+) -> None:
+    """Train a byte-level BPE tokenizer and a small Llama from scratch on listing text."""
+    from trainer.bootstrap import BootstrapConfig, bootstrap
+    from trainer.corpus import data_hash
+    from trainer.train import load_config
+
+    corpora = _corpora(data, corpus)
+    cfg = load_config(BootstrapConfig, config, "bootstrap.yaml", steps=steps)
+    items = [i for group in corpora.values() for i in group]
+    path = bootstrap(items, _out(out, "base"), cfg,
+                     corpora={n: data_hash(i) for n, i in corpora.items()})
+    _remember(path)
+    console.print(f"base model: {path}")
+
+
+@train_app.command("data")
+def train_data(
+    out: Annotated[Path, typer.Option(help="Directory for sft.jsonl, dpo.jsonl, stats.json.")],
+    data: DataOpt = None, corpus: CorpusOpt = None, model: ModelOpt = None,
+    samples: Annotated[int, typer.Option(help="Model samples per seed (0: none).")] = 2,
+    k: Annotated[int, typer.Option(help="Queries per seed.")] = 4,
+    threshold: Annotated[float, typer.Option(help="Least P@10 of an SFT query.")] = 0.5,
+    margin: Annotated[float, typer.Option(help="Least score margin of a DPO pair.")] = 0.25,
+) -> None:
+    """Build SFT and DPO data from the training split, scored by search against labels."""
+    from trainer.dataset import BuildConfig
+    from trainer.loop import build_data
+
+    chosen = model or latest_model()
+    summary = build_data(_corpora(data, corpus), out,
+                         BuildConfig(k=k, threshold=threshold, margin=margin),
+                         model=chosen, samples=samples if chosen else 0, progress=console.print)
+    console.print(f"wrote {out}/sft.jsonl and dpo.jsonl: {json.dumps(summary['files'])}")
+
+
+def _stage(stage: str, rows: Path, model: str | None, out: Path | None, config: Path | None,
+           epochs: float | None, lora: bool | None) -> None:
+    from trainer.train import TrainConfig, load_config, train
+
+    cfg = load_config(TrainConfig, config, f"{stage}.yaml", epochs=epochs, lora=lora)
+    path = train(rows, _model(model), _out(out, stage), cfg)
+    _remember(path)
+    console.print(f"{stage} model: {path}")
+
+
+RowsArg = Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSONL rows.")]
+OutOpt = Annotated[Path | None, typer.Option(help="Model directory to write.")]
+ConfigOpt = Annotated[Path | None, typer.Option(help="YAML config (trainer/configs/).")]
+EpochsOpt = Annotated[float | None, typer.Option(help="Override the config's epochs.")]
+LoraOpt = Annotated[bool | None, typer.Option("--lora/--no-lora", help="Train a LoRA adapter.")]
+
+
+@train_app.command("sft")
+def train_sft(rows: RowsArg, model: ModelOpt = None, out: OutOpt = None,
+              config: ConfigOpt = None, epochs: EpochsOpt = None, lora: LoraOpt = None) -> None:
+    """Supervised fine-tuning (TRL SFTTrainer) on prompt/completion rows."""
+    _stage("sft", rows, model, out, config, epochs, lora)
+
+
+@train_app.command("dpo")
+def train_dpo(rows: RowsArg, model: ModelOpt = None, out: OutOpt = None,
+              config: ConfigOpt = None, epochs: EpochsOpt = None, lora: LoraOpt = None) -> None:
+    """Preference alignment (TRL DPOTrainer) on prompt/chosen/rejected rows."""
+    _stage("dpo", rows, model, out, config, epochs, lora)
+
+
+@train_app.command("all")
+def train_all(
+    out: Annotated[Path | None, typer.Option(help="Directory for models, data and report.")]
+    = None,
+    data: DataOpt = None, corpus: CorpusOpt = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", help="Start from this model instead of bootstrapping one.")] = None,
+    samples: Annotated[int, typer.Option(help="Model samples per seed for the data.")] = 2,
+    max_seeds: Annotated[int, typer.Option(help="Evaluation seeds per corpus.")] = 300,
+) -> None:
+    """The whole loop: bootstrap, data, SFT, DPO, evaluation on the held-back split."""
+    from trainer.bootstrap import BootstrapConfig
+    from trainer.loop import run_all
+    from trainer.train import TrainConfig, load_config
+
+    started = time.monotonic()
+    target = _out(out, "run")
+    result = run_all(
+        _corpora(data, corpus), target, model=model,
+        bootstrap_config=load_config(BootstrapConfig, None, "bootstrap.yaml"),
+        sft_config=load_config(TrainConfig, None, "sft.yaml"),
+        dpo_config=load_config(TrainConfig, None, "dpo.yaml"),
+        samples=samples, max_seeds=max_seeds,
+        progress=lambda m: console.print(f"[{time.monotonic() - started:6.0f}s] {m}"))
+    _remember(Path(result["models"]["sft_dpo"]))
+    console.print((target / "eval" / "eval.md").read_text())
+    console.print(f"models, data and report in {target} ({time.monotonic() - started:.0f}s)")
+
+
+def _lineage(model: str) -> dict[str, str]:
+    """Label -> model for a model and the models it was trained from (its cards' chain)."""
+    from trainer.train import model_card
+
+    chain, current = [], model
+    while current and len(chain) < 5:
+        card = model_card(current)
+        chain.append((card.get("stage"), current))
+        current = card.get("base_model")
+    labels = {"bootstrap": "base", "sft": "sft", "dpo": "sft_dpo", None: "model"}
+    return {labels.get(stage, str(stage)): path for stage, path in reversed(chain)}
+
+
+def eval_command(
+    out: Annotated[Path | None, typer.Option(help="Directory for eval.json/.md/.png.")] = None,
+    data: DataOpt = None, corpus: CorpusOpt = None, model: ModelOpt = None,
+    max_seeds: Annotated[int, typer.Option(help="Evaluation seeds per corpus.")] = 300,
+    k: Annotated[int, typer.Option(help="Queries per seed.")] = 4,
+    baselines_only: Annotated[bool, typer.Option(help="Skip the model methods.")] = False,
+) -> None:
+    """Evaluate the baselines and a model, with the models it was trained from.
+
+    The protocol of ../shared/ENGINEERING.md section 8; writes eval.json, eval.md, eval.png.
+    """
+    from trainer.evaluate import evaluate
+
+    models = {} if baselines_only else _lineage(_model(model))
+    target = _out(out, "eval")
+    evaluate(_corpora(data, corpus), models, target, k=k, max_seeds=max_seeds,
+             progress=console.print)
+    console.print((target / "eval.md").read_text())
+    console.print(f"report in {target}")

@@ -1,0 +1,75 @@
+"""A tiny real SFT and DPO run (TRL on CPU): each moves the model toward the chosen queries."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from agents.extractor.base import SeedText
+from agents.prompt import build_prompt, format_completion
+from marketplace.synthetic import generate_marketplace
+from trainer.bootstrap import BootstrapConfig, bootstrap
+from trainer.train import TrainConfig, train, write_rows
+
+SEED = SeedText("s1", "sn0w ❄️ premium", "Pure sn0w, fast delivery. tg frostyplug")
+PROMPT = build_prompt(SEED.title, SEED.description, 2)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    out = tmp_path_factory.mktemp("base")
+    config = BootstrapConfig(vocab_size=512, hidden_size=64, heads=2, layers=2,
+                             intermediate_size=128, steps=10, batch_size=8, max_length=160)
+    return bootstrap(generate_marketplace(n_benign=80, n_clusters=2, seed=1), out, config, k=2)
+
+
+def _logprob(model_dir, completion: str) -> float:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    prompt_ids = tok(PROMPT)["input_ids"]
+    ids = tok(PROMPT + completion)["input_ids"]
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0]
+    logp = torch.log_softmax(logits[:-1], -1)
+    return sum(logp[i - 1, ids[i]].item() for i in range(len(prompt_ids), len(ids)))
+
+
+def test_bootstrap_leaves_a_loadable_model_with_a_card(base):
+    card = json.loads((base / "qexplorer.json").read_text())
+    assert card["stage"] == "bootstrap" and card["parameters"] > 0
+    config = json.loads((base / "config.json").read_text())
+    assert config["hidden_size"] // config["num_attention_heads"] >= 32
+
+
+def test_sft_then_dpo_move_the_model_toward_the_chosen_queries(base, tmp_path):
+    from agents.extractor.transformers_backend import TransformersExtractor
+
+    target = format_completion(["frostyplug", "sn0w"])
+    other = format_completion(["fast delivery", "premium"])
+    sft_rows = [{"prompt": PROMPT, "completion": target, "corpus": "t", "prompt_version": "v1"}]
+    write_rows(sft_rows * 32, tmp_path / "sft.jsonl")
+    before = _logprob(base, target)
+    sft = train(tmp_path / "sft.jsonl", str(base), tmp_path / "sft",
+                TrainConfig(stage="sft", epochs=10, batch_size=8, learning_rate=5e-3,
+                            max_length=1024))
+    assert _logprob(sft, target) > before + 5
+    extraction = asyncio.run(TransformersExtractor(str(sft)).extract([SEED], 2))[0]
+    assert extraction.queries == ["frostyplug", "sn0w"]
+
+    # DPO prefers `other` over the SFT target: the margin must move toward it
+    pairs = [{"prompt": PROMPT, "chosen": other, "rejected": target, "corpus": "t",
+              "prompt_version": "v1"}]
+    write_rows(pairs * 16, tmp_path / "dpo.jsonl")
+    margin_before = _logprob(sft, other) - _logprob(sft, target)
+    dpo = train(tmp_path / "dpo.jsonl", str(sft), tmp_path / "dpo",
+                TrainConfig(stage="dpo", epochs=2, batch_size=8, learning_rate=2e-3,
+                            max_length=1024, beta=0.1))
+    assert _logprob(dpo, other) - _logprob(dpo, target) > margin_before + 1
+    card = json.loads((dpo / "qexplorer.json").read_text())
+    assert card["stage"] == "dpo" and card["base_model"] == str(sft)
+    assert card["data"]["rows"] == 16 and len(card["data"]["sha256_16"]) == 16

@@ -1,0 +1,132 @@
+"""Dataset construction: candidate scores, SFT targets, DPO pairs and margins, split leakage."""
+
+from __future__ import annotations
+
+import pytest
+
+from agents.extractor.base import SeedText
+from agents.prompt import build_prompt, format_completion, parse_completion
+from marketplace.items import LabelledItem
+from marketplace.synthetic import generate_marketplace
+from trainer.corpus import siblings, split_seeds
+from trainer.dataset import (
+    BuildConfig,
+    Candidate,
+    best_queries,
+    build_rows,
+    feedback_candidates,
+    feedback_rows,
+    list_score,
+    seed_rows,
+    spans,
+)
+
+SEED = SeedText("s1", "c0ke ❄️ premium", "Pure c0ke, fast delivery. tg @frosty_plug")
+SCORES = {"c0ke": 0.9, "@frosty_plug": 1.0, "tg @frosty_plug": 0.95, "fast delivery": 0.1,
+          "premium": 0.2}
+
+
+def _score(query: str, seed_id: str) -> float:
+    assert seed_id == "s1"
+    return SCORES.get(query, 0.0)
+
+
+def test_spans_are_distinct_valid_and_come_from_the_prompt_text():
+    found = spans(SEED, max_words=2, limit=100)
+    assert "c0ke" in found and "@frosty_plug" in found and "fast delivery" in found
+    assert "c0ke," not in found and "delivery." not in found
+    assert len(found) == len(set(found))
+    text = (SEED.title + " " + SEED.description).casefold()
+    assert all(w.casefold() in text for q in found for w in q.split())
+    assert len(spans(SEED, max_words=3, limit=5)) == 5
+    assert spans(SEED, limit=5, rng_seed=1) == spans(SEED, limit=5, rng_seed=1)
+
+
+def test_best_queries_ranks_by_score_and_skips_overlaps_and_weak_ones():
+    cands = [Candidate(q, "span", s) for q, s in SCORES.items()]
+    best = best_queries(cands, k=4, threshold=0.5)
+    # "tg @frosty_plug" contains the better "@frosty_plug": skipped; below 0.5: dropped
+    assert [c.query for c in best] == ["@frosty_plug", "c0ke"]
+    assert best_queries(cands, k=1, threshold=0.5)[0].query == "@frosty_plug"
+    assert best_queries(cands, k=4, threshold=1.01) == []
+
+
+def test_list_score_counts_missing_queries_as_zero():
+    assert list_score(["c0ke", "@frosty_plug"], 4, lambda q: SCORES[q]) == pytest.approx(0.475)
+    assert list_score([], 4, lambda q: 1.0) == 0
+
+
+def test_seed_rows_sft_target_and_dpo_pairs_with_a_clear_margin():
+    config = BuildConfig(k=2, threshold=0.5, margin=0.3, max_words=2)
+    baselines = {"yake": ["fast delivery", "premium"], "first_words": ["c0ke", "premium"]}
+    sft, dpo, cands = seed_rows("test", SEED, _score, config, baselines,
+                                samples=[["@frosty_plug", "c0ke"], ["premium"]])
+    assert sft["prompt"] == build_prompt(SEED.title, SEED.description, 2)
+    assert parse_completion(sft["completion"]) == ["@frosty_plug", "c0ke"]
+    assert sft["scores"] == [1.0, 0.9] and sft["seed_id"] == "s1"
+    chosen_score = (1.0 + 0.9) / 2
+    # sample0 equals the chosen list: no pair; then at most pairs_per_seed=3 in order
+    assert [p["rejected_source"] for p in dpo] == ["sample1", "yake", "first_words"]
+    for pair in dpo:
+        assert pair["chosen"] == sft["completion"] and pair["prompt"] == sft["prompt"]
+        assert pair["chosen_score"] == pytest.approx(chosen_score)
+        assert pair["chosen_score"] - pair["rejected_score"] >= 0.3
+    assert pair["rejected"] != pair["chosen"]
+    assert {c.query for c in cands} >= {"fast delivery", "premium", "@frosty_plug"}
+    assert {c.source for c in cands} == {"span"}  # baselines here are spans of the seed too
+
+
+def test_a_seed_without_any_good_query_gives_no_rows():
+    sft, dpo, cands = seed_rows("test", SEED, lambda q, s: 0.1, BuildConfig(), {})
+    assert sft is None and dpo == [] and cands
+
+
+def test_build_rows_counts_and_uses_only_the_given_seeds():
+    items = [LabelledItem("s1", SEED.title, SEED.description, harmful=True),
+             LabelledItem("s2", "sofa", "grey sofa", harmful=True)]
+    scores = {"s1": 0.9, "s2": 0.0}
+    sft, dpo, stats = build_rows("test", items, lambda q, s: scores[s], BuildConfig(k=2),
+                                 lambda seed: {})
+    assert [r["seed_id"] for r in sft] == ["s1"]
+    assert stats.seeds == 2 and stats.seeds_without_target == 1 and stats.sft_rows == 1
+
+
+def test_feedback_scores_are_the_share_of_results_confirmed_toxic():
+    records = [
+        {"seed_id": "s1", "query": "c0ke", "model_version": "m1",
+         "results": [{"listing_id": x} for x in ("a", "b", "c", "s1")]},
+        {"seed_id": "s1", "query": "premium", "model_version": "m1",
+         "results": [{"listing_id": x} for x in ("d", "e")]},
+        {"seed_id": "s1", "query": "nothing", "model_version": "m1", "results": []},
+    ]
+    cands = feedback_candidates(records, confirmed={"a", "b", "s1"})
+    scores = {c.query: c.score for c in cands["s1"]}
+    assert scores == {"c0ke": pytest.approx(2 / 3), "premium": 0.0, "nothing": 0.0}
+    sft, dpo = feedback_rows("kafka", {"s1": SEED}, cands, BuildConfig(k=1, margin=0.5))
+    assert parse_completion(sft[0]["completion"]) == ["c0ke"]
+    assert parse_completion(dpo[0]["rejected"]) in (["nothing"], ["premium"])
+    assert sft[0]["sources"] == ["feedback:m1"]
+
+
+def test_split_by_cluster_never_puts_a_cluster_on_both_sides():
+    items = generate_marketplace(n_benign=200, seed=3)
+    split = split_seeds(items, eval_fraction=0.4, seed=1)
+    train_clusters = {i.cluster for i in split.train}
+    eval_clusters = {i.cluster for i in split.eval}
+    assert train_clusters and eval_clusters and not train_clusters & eval_clusters
+    assert len(split.train) + len(split.eval) == sum(i.harmful for i in items)
+    assert split == split_seeds(items, eval_fraction=0.4, seed=1)
+
+
+def test_without_clusters_the_split_is_a_fixed_random_one_and_all_harmful_are_siblings():
+    items = [LabelledItem(f"i{n}", f"text {n}", harmful=n % 2 == 0) for n in range(40)]
+    split = split_seeds(items, eval_fraction=0.25, seed=0)
+    assert len(split.eval) == 5 and not {i.id for i in split.eval} & {i.id for i in split.train}
+    sibs = siblings(items)
+    assert sibs["i0"] == frozenset(f"i{n}" for n in range(2, 40, 2))
+    assert "i1" not in sibs
+
+
+def test_format_round_trips_the_targets():
+    queries = ["@frosty_plug", "c 0 k e", "冰糖"]
+    assert parse_completion(format_completion(queries)) == queries

@@ -1,0 +1,255 @@
+"""Training data from search feedback: candidate queries, their scores, SFT rows and DPO pairs.
+
+For each training seed, candidate queries come from the seed itself (word spans of the text the
+prompt shows), from the baselines (YAKE, TF-IDF, first words) and from samples of the current
+model. Each is scored by what it finds (precision@10 against the labels, or against the
+confirmed toxic items for feedback from the topics). The SFT target is the best ``k`` distinct
+queries above a threshold; DPO pairs put that list against a worse list for the same prompt
+(a model sample, a baseline, the worst spans) when the score margin is clear.
+
+Everything here is pure given a scoring function; rows carry their provenance.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from agents.extractor.base import SeedText
+from agents.extractor.keywords import KeywordsExtractor
+from agents.prompt import (
+    MAX_DESCRIPTION_CHARS,
+    MAX_TITLE_CHARS,
+    PROMPT_VERSION,
+    build_prompt,
+    clean_item_text,
+    format_completion,
+)
+from agents.queries import clean_query, is_valid_query, to_search_text
+from marketplace.items import LabelledItem
+
+_OUTER_PUNCTUATION = ",.;:!?()[]{}\"'“”‘’…"
+
+#: Scores a query for a seed: (query, seed id) -> score in [0, 1].
+ScoreFn = Callable[[str, str], float]
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Knobs of dataset construction (recorded with the data)."""
+
+    k: int = 4
+    threshold: float = 0.5  # an SFT target query must score at least this
+    margin: float = 0.25  # chosen list mean minus rejected list mean, at least
+    pairs_per_seed: int = 3
+    max_spans: int = 60
+    max_words: int = 3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.threshold <= 1:
+            raise ValueError(f"threshold={self.threshold} must be within [0, 1]")
+        if not 0 < self.margin <= 1:
+            raise ValueError(f"margin={self.margin} must be within (0, 1]")
+        if self.k < 1 or self.pairs_per_seed < 0 or self.max_spans < 1:
+            raise ValueError(f"k={self.k}, pairs_per_seed={self.pairs_per_seed} and "
+                             f"max_spans={self.max_spans} must be positive")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A query for a seed, where it came from and what it scored."""
+
+    query: str
+    source: str
+    score: float
+
+
+@dataclass
+class BuildStats:
+    """What a build produced (for the model card and the logs)."""
+
+    seeds: int = 0
+    sft_rows: int = 0
+    dpo_rows: int = 0
+    seeds_without_target: int = 0
+    candidates: int = 0
+    sources: dict[str, int] = field(default_factory=dict)
+
+
+def prompt_text(seed: SeedText) -> str:
+    """The seed text as the prompt shows it (cleaned and bounded): spans must come from here."""
+    title = clean_item_text(seed.title, MAX_TITLE_CHARS)
+    description = clean_item_text(seed.description, MAX_DESCRIPTION_CHARS)
+    return f"{title} {description}".strip()
+
+
+def spans(seed: SeedText, max_words: int = 3, limit: int = 60, rng_seed: int = 0) -> list[str]:
+    """Distinct valid word spans (1..max_words words) of the prompt text, at most ``limit``
+    (a fixed random sample when there are more), in text order. Sentence punctuation around a
+    word is dropped; inside it (``c.0.k.e``, ``@frosty_plug``) it stays."""
+    words = [w for w in (w.strip(_OUTER_PUNCTUATION) for w in prompt_text(seed).split()) if w]
+    found: dict[str, str] = {}
+    for n in range(1, max_words + 1):
+        for start in range(len(words) - n + 1):
+            query = clean_query(" ".join(words[start:start + n]))
+            if query and is_valid_query(query):
+                found.setdefault(to_search_text(query).casefold(), query)
+    out = list(found.values())
+    if len(out) > limit:
+        keep = set(random.Random(rng_seed).sample(range(len(out)), limit))
+        out = [q for i, q in enumerate(out) if i in keep]
+    return out
+
+
+def baseline_queries(seed: SeedText, k: int, extractors: Mapping[str, KeywordsExtractor]
+                     ) -> dict[str, list[str]]:
+    """Each baseline's query list for the seed (name -> queries)."""
+    return {name: ex.extract_sync([seed], k)[0].queries for name, ex in extractors.items()}
+
+
+def best_queries(candidates: Iterable[Candidate], k: int, threshold: float) -> list[Candidate]:
+    """The best ``k`` candidates scoring at least ``threshold``; a candidate that contains or is
+    contained in one already taken is skipped, so the list covers different evidence."""
+    ranked = sorted(candidates, key=lambda c: (-c.score, len(c.query), c.query))
+    taken: list[Candidate] = []
+    for cand in ranked:
+        if cand.score < threshold or len(taken) == k:
+            break
+        low = cand.query.casefold()
+        if any(low in t.query.casefold() or t.query.casefold() in low for t in taken):
+            continue
+        taken.append(cand)
+    return taken
+
+
+def list_score(queries: Sequence[str], k: int, score: Callable[[str], float]) -> float:
+    """Mean score of a query list over the ``k`` queries asked for (missing or invalid: 0)."""
+    return sum(score(q) for q in queries[:k] if is_valid_query(q)) / k
+
+
+def seed_rows(corpus: str, seed: SeedText, score: ScoreFn, config: BuildConfig,
+              baselines: Mapping[str, list[str]],
+              samples: Sequence[list[str]] = ()) -> tuple[dict | None, list[dict], list[Candidate]]:
+    """The SFT row (or None), the DPO rows and the scored candidates of one seed."""
+    cache: dict[str, float] = {}
+
+    def scored(query: str) -> float:
+        if query not in cache:
+            cache[query] = score(query, seed.id)
+        return cache[query]
+
+    pool: dict[str, Candidate] = {}
+    sources: list[tuple[str, Iterable[str]]] = [
+        ("span", spans(seed, config.max_words, config.max_spans, config.seed)),
+        *((name, qs) for name, qs in baselines.items()),
+        *((f"sample{j}", qs) for j, qs in enumerate(samples)),
+    ]
+    for source, queries in sources:
+        for query in queries:
+            if is_valid_query(query) and query not in pool:
+                pool[query] = Candidate(query, source, scored(query))
+    candidates = list(pool.values())
+    best = best_queries(candidates, config.k, config.threshold)
+    if not best:
+        return None, [], candidates
+    prompt = build_prompt(seed.title, seed.description, config.k)
+    chosen = [c.query for c in best]
+    chosen_score = list_score(chosen, config.k, scored)
+    sft = {"prompt": prompt, "completion": format_completion(chosen), "seed_id": seed.id,
+           "corpus": corpus, "queries": chosen, "scores": [c.score for c in best],
+           "sources": [c.source for c in best], "prompt_version": PROMPT_VERSION}
+    worst = sorted(candidates, key=lambda c: (c.score, c.query))[: config.k]
+    rejects: list[tuple[str, list[str]]] = [
+        *((f"sample{j}", list(qs)) for j, qs in enumerate(samples)),
+        *((name, list(qs)) for name, qs in baselines.items()),
+        ("worst_spans", [c.query for c in worst]),
+    ]
+    dpo, seen = [], set()
+    for source, queries in rejects:
+        key = tuple(queries)
+        if key in seen or key == tuple(chosen):
+            continue
+        seen.add(key)
+        rejected_score = list_score(queries, config.k, scored)
+        if chosen_score - rejected_score < config.margin:
+            continue
+        dpo.append({"prompt": prompt, "chosen": sft["completion"],
+                    "rejected": format_completion(queries), "seed_id": seed.id,
+                    "corpus": corpus, "chosen_score": chosen_score,
+                    "rejected_score": rejected_score, "rejected_source": source,
+                    "prompt_version": PROMPT_VERSION})
+        if len(dpo) == config.pairs_per_seed:
+            break
+    return sft, dpo, candidates
+
+
+def build_rows(corpus: str, seeds: Sequence[LabelledItem], score: ScoreFn, config: BuildConfig,
+               baselines: Callable[[SeedText], Mapping[str, list[str]]],
+               samples: Mapping[str, Sequence[list[str]]] | None = None,
+               ) -> tuple[list[dict], list[dict], BuildStats]:
+    """SFT rows, DPO rows and statistics for a corpus's training seeds."""
+    sft_rows, dpo_rows, stats = [], [], BuildStats()
+    for item in seeds:
+        seed = SeedText(item.id, item.title, item.description)
+        sft, dpo, candidates = seed_rows(corpus, seed, score, config, baselines(seed),
+                                         (samples or {}).get(item.id, ()))
+        stats.seeds += 1
+        stats.candidates += len(candidates)
+        if sft is None:
+            stats.seeds_without_target += 1
+            continue
+        sft_rows.append(sft)
+        dpo_rows += dpo
+        for source in sft["sources"]:
+            stats.sources[source] = stats.sources.get(source, 0) + 1
+    stats.sft_rows, stats.dpo_rows = len(sft_rows), len(dpo_rows)
+    return sft_rows, dpo_rows, stats
+
+
+def feedback_candidates(records: Iterable[Mapping], confirmed: set[str]
+                        ) -> dict[str, list[Candidate]]:
+    """Seed id -> its executed queries scored by the share of their results later confirmed
+    toxic (the seed itself and queries without results score 0)."""
+    out: dict[str, dict[str, Candidate]] = {}
+    for record in records:
+        results = [r["listing_id"] for r in record["results"]
+                   if r["listing_id"] != record["seed_id"]][:10]
+        score = sum(r in confirmed for r in results) / len(results) if results else 0.0
+        seed_pool = out.setdefault(record["seed_id"], {})
+        query = record["query"]
+        previous = seed_pool.get(query)
+        if previous is None or score > previous.score:
+            seed_pool[query] = Candidate(query, f"feedback:{record['model_version']}", score)
+    return {seed: list(pool.values()) for seed, pool in out.items()}
+
+
+def feedback_rows(corpus: str, seeds: Mapping[str, SeedText],
+                  candidates: Mapping[str, list[Candidate]], config: BuildConfig
+                  ) -> tuple[list[dict], list[dict]]:
+    """SFT rows (best executed queries) and DPO pairs (best against worst executed queries of
+    the same seed) from feedback candidates."""
+    sft_rows, dpo_rows = [], []
+    for seed_id, cands in sorted(candidates.items()):
+        seed = seeds.get(seed_id)
+        best = best_queries(cands, config.k, config.threshold)
+        if seed is None or not best:
+            continue
+        scores = {c.query: c.score for c in cands}
+        prompt = build_prompt(seed.title, seed.description, config.k)
+        chosen = [c.query for c in best]
+        completion = format_completion(chosen)
+        sft_rows.append({"prompt": prompt, "completion": completion, "seed_id": seed_id,
+                         "corpus": corpus, "queries": chosen, "scores": [c.score for c in best],
+                         "sources": [c.source for c in best], "prompt_version": PROMPT_VERSION})
+        worst = [c.query for c in sorted(cands, key=lambda c: (c.score, c.query))[: config.k]]
+        chosen_score = list_score(chosen, config.k, scores.__getitem__)
+        rejected_score = list_score(worst, config.k, scores.__getitem__)
+        if worst != chosen and chosen_score - rejected_score >= config.margin:
+            dpo_rows.append({"prompt": prompt, "chosen": completion,
+                             "rejected": format_completion(worst), "seed_id": seed_id,
+                             "corpus": corpus, "chosen_score": chosen_score,
+                             "rejected_score": rejected_score, "rejected_source": "feedback",
+                             "prompt_version": PROMPT_VERSION})
+    return sft_rows, dpo_rows

@@ -1,0 +1,157 @@
+"""The evaluation: every method on the same held-out seeds of every corpus, side by side.
+
+Protocol (../shared/ENGINEERING.md section 8): a corpus is deduplicated and indexed whole; the
+evaluation seeds are the held-out side of the cluster split (at most ``max_seeds``); each method
+gives ``k`` queries per seed; each query is searched with the seed excluded. Methods: the first
+words of the title, TF-IDF top terms, YAKE, and any models (base zero-shot, SFT, SFT+DPO).
+Output: ``eval.json`` (dataset -> method -> metrics, plus the run's seeds, data hashes and model
+versions), ``eval.md`` (a table) and ``eval.png`` (a chart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from agents.extractor.base import Extractor, SeedText
+from agents.extractor.keywords import KeywordsExtractor
+from marketplace.items import LabelledItem
+from trainer.corpus import data_hash, sample_seeds, siblings, split_seeds
+from trainer.scoring import Searcher, score_seed, summarise
+
+BASELINES = ("first_words", "tfidf", "yake")
+
+
+def baseline_extractors(searcher: Searcher) -> dict[str, KeywordsExtractor]:
+    """The model-free methods, TF-IDF with the corpus's document frequencies."""
+    return {
+        "first_words": KeywordsExtractor("first_words"),
+        "tfidf": KeywordsExtractor("tfidf", doc_freq=searcher.doc_freq, num_docs=searcher.size),
+        "yake": KeywordsExtractor("yake"),
+    }
+
+
+def model_extractor(model: str, batch_size: int = 16, temperature: float = 0.0,
+                    seed: int = 1234) -> Extractor:
+    """The in-process extractor for a model directory or hub id (greedy unless sampling)."""
+    from agents.extractor.transformers_backend import TransformersExtractor
+
+    return TransformersExtractor(model, batch_size=batch_size, temperature=temperature,
+                                 seed=seed, max_new_tokens=48)
+
+
+def extract_all(extractor: Extractor, seeds: Sequence[LabelledItem], k: int) -> dict[str, list]:
+    """Seed id -> the extractor's queries."""
+    texts = [SeedText(s.id, s.title, s.description) for s in seeds]
+    return {e.seed_id: e.queries for e in asyncio.run(extractor.extract(texts, k))}
+
+
+def evaluate_corpus(name: str, items: Sequence[LabelledItem], models: Mapping[str, str], *,
+                    k: int = 4, max_seeds: int = 300, split_seed: int = 0,
+                    progress: Callable[[str], None] = print) -> dict:
+    """Metrics of every method on one corpus's evaluation seeds."""
+    searcher = Searcher(items)
+    seeds = sample_seeds(split_seeds(items, seed=split_seed).eval, max_seeds, split_seed)
+    sibs = siblings(items)
+    methods: dict[str, Extractor] = dict(baseline_extractors(searcher))
+    versions = {}
+    for label, model in models.items():
+        methods[label] = model_extractor(model)
+    results = {}
+    for label, extractor in methods.items():
+        started = time.monotonic()
+        queries = extract_all(extractor, seeds, k)
+        scores = [score_seed(searcher, s.id, queries.get(s.id, []), k, sibs[s.id])
+                  for s in seeds]
+        results[label] = summarise(scores, seed=split_seed)
+        versions[label] = extractor.model_version
+        progress(f"{name:20s} {label:12s} P@10={results[label]['precision_at_10']:.3f} "
+                 f"({len(seeds)} seeds, {time.monotonic() - started:.1f}s)")
+    meta = {"items": len(items), "harmful": len(searcher.harmful), "data_hash": data_hash(items),
+            "eval_seeds": [s.id for s in seeds], "model_versions": versions, "k": k,
+            "split_seed": split_seed}
+    return {"methods": results, "meta": meta}
+
+
+def evaluate(corpora: Mapping[str, Sequence[LabelledItem]], models: Mapping[str, str],
+             out: Path, *, k: int = 4, max_seeds: int = 300, split_seed: int = 0,
+             progress: Callable[[str], None] = print) -> dict:
+    """Evaluate every corpus; write eval.json, eval.md and eval.png into ``out``."""
+    report, meta = {}, {}
+    for name, items in corpora.items():
+        found = evaluate_corpus(name, items, models, k=k, max_seeds=max_seeds,
+                                split_seed=split_seed, progress=progress)
+        report[name], meta[name] = found["methods"], found["meta"]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval.json").write_text(json.dumps(report, indent=2))
+    (out / "eval_meta.json").write_text(json.dumps(
+        {"models": dict(models), "corpora": meta, "protocol": "ENGINEERING.md section 8",
+         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=2))
+    (out / "eval.md").write_text(markdown_table(report))
+    plot(report, out / "eval.png")
+    return report
+
+
+def markdown_table(report: Mapping[str, Mapping[str, Mapping]]) -> str:
+    """Precision@10 (95% CI) per corpus and method, the best of each row in bold, then the
+    other metrics of the best method."""
+    methods = list(dict.fromkeys(m for row in report.values() for m in row))
+    lines = ["| corpus (eval seeds) | " + " | ".join(methods) + " |",
+             "|---|" + "---|" * len(methods)]
+    for corpus, row in report.items():
+        best = max(row, key=lambda m: row[m]["precision_at_10"])
+        seeds = next(iter(row.values()))["n_seeds"]
+        cells = []
+        for method in methods:
+            if method not in row:
+                cells.append("-")
+                continue
+            r = row[method]
+            cell = f"{r['precision_at_10']:.3f} ({r['ci95'][0]:.2f}-{r['ci95'][1]:.2f})"
+            cells.append(f"**{cell}**" if method == best else cell)
+        lines.append(f"| {corpus} ({seeds}) | " + " | ".join(cells) + " |")
+    lines += ["", "| corpus | method | hits@10 | recall@100 | valid queries |",
+              "|---|---|---|---|---|"]
+    for corpus, row in report.items():
+        for method, r in row.items():
+            lines.append(f"| {corpus} | {method} | {r['hits_at_10']:.2f} | "
+                         f"{r['recall_at_100']:.3f} | {r['valid_query_rate']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: Mapping[str, Mapping[str, Mapping]], path: Path) -> None:
+    """Grouped bars: precision@10 per corpus and method, with 95% intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    corpora = list(report)
+    methods = list(dict.fromkeys(m for row in report.values() for m in row))
+    width = 0.8 / max(1, len(methods))
+    fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(corpora) + 3), 4.8))
+    colors = plt.get_cmap("tab10")
+    for j, method in enumerate(methods):
+        xs, ys, errs = [], [], [[], []]
+        for i, corpus in enumerate(corpora):
+            r = report[corpus].get(method)
+            if r is None:
+                continue
+            xs.append(i + (j - (len(methods) - 1) / 2) * width)
+            ys.append(r["precision_at_10"])
+            errs[0].append(max(0.0, r["precision_at_10"] - r["ci95"][0]))
+            errs[1].append(max(0.0, r["ci95"][1] - r["precision_at_10"]))
+        ax.bar(xs, ys, width, yerr=errs, capsize=2, label=method, color=colors(j % 10))
+    ax.set_xticks(range(len(corpora)), corpora, rotation=15)
+    ax.set_ylabel("precision@10 (harmful share of top 10)")
+    ax.set_ylim(0, 1.05)
+    ax.set_title("Query extraction: precision@10 on held-out seeds (95% bootstrap CI)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(ncol=min(6, len(methods)), fontsize=8, loc="upper center",
+              bbox_to_anchor=(0.5, -0.12))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

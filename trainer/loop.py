@@ -1,0 +1,108 @@
+"""The whole learning loop as one job: bootstrap, data, SFT, data again, DPO, evaluation.
+
+``build_data`` turns the training split of each corpus into SFT and DPO rows (candidates from
+spans, baselines and samples of the current model, scored by search against the labels).
+``run_all`` chains the stages and leaves everything in one directory:
+
+    DIR/base/        the bootstrapped model (unless one was given)
+    DIR/data/        sft.jsonl, dpo.jsonl and their build statistics
+    DIR/sft/ DIR/dpo/  the trained models (each with its qexplorer.json card)
+    DIR/eval/        eval.json, eval.md, eval.png
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from marketplace.items import LabelledItem
+from trainer.bootstrap import BootstrapConfig, bootstrap
+from trainer.corpus import data_hash, sample_seeds, split_seeds
+from trainer.dataset import BuildConfig, baseline_queries, build_rows
+from trainer.evaluate import baseline_extractors, evaluate, extract_all, model_extractor
+from trainer.scoring import Searcher
+from trainer.train import TrainConfig, train, write_rows
+
+Progress = Callable[[str], None]
+
+
+def model_samples(model: str, seeds: Sequence[LabelledItem], k: int, n: int,
+                  temperature: float = 1.0, seed: int = 0) -> dict[str, list[list[str]]]:
+    """Seed id -> ``n`` sampled query lists from the model (temperature sampling, seeded)."""
+    if n <= 0:
+        return {}
+    extractor = model_extractor(model, temperature=temperature, seed=seed)
+    out: dict[str, list[list[str]]] = {s.id: [] for s in seeds}
+    for j in range(n):
+        extractor.seed = seed + j
+        for seed_id, queries in extract_all(extractor, seeds, k).items():
+            if queries:
+                out[seed_id].append(queries)
+    return out
+
+
+def build_data(corpora: Mapping[str, Sequence[LabelledItem]], out: Path, config: BuildConfig, *,
+               model: str | None = None, samples: int = 0, max_train_seeds: int = 600,
+               split_seed: int = 0, progress: Progress = print) -> dict:
+    """Write ``sft.jsonl`` and ``dpo.jsonl`` from each corpus's training seeds; returns stats."""
+    sft_rows, dpo_rows, stats = [], [], {}
+    for name, items in corpora.items():
+        searcher = Searcher(items)
+        seeds = sample_seeds(split_seeds(items, seed=split_seed).train, max_train_seeds,
+                             split_seed)
+        extractors = baseline_extractors(searcher)
+        sampled = model_samples(model, seeds, config.k, samples, seed=config.seed) \
+            if model else {}
+        sft, dpo, built = build_rows(
+            name, seeds, searcher.precision, config,
+            lambda s, ex=extractors: baseline_queries(s, config.k, ex), sampled)
+        sft_rows += sft
+        dpo_rows += dpo
+        stats[name] = {**asdict(built), "data_hash": data_hash(items)}
+        progress(f"{name:20s} train seeds {built.seeds}: {built.sft_rows} SFT rows, "
+                 f"{built.dpo_rows} DPO pairs ({built.candidates} candidates scored)")
+    out.mkdir(parents=True, exist_ok=True)
+    hashes = {"sft": write_rows(sft_rows, out / "sft.jsonl"),
+              "dpo": write_rows(dpo_rows, out / "dpo.jsonl")}
+    summary = {"config": asdict(config), "model": model, "samples_per_seed": samples,
+               "split_seed": split_seed, "max_train_seeds": max_train_seeds,
+               "files": hashes, "corpora": stats}
+    (out / "stats.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def run_all(corpora: Mapping[str, Sequence[LabelledItem]], out: Path, *,
+            model: str | None = None, bootstrap_config: BootstrapConfig | None = None,
+            sft_config: TrainConfig | None = None, dpo_config: TrainConfig | None = None,
+            build: BuildConfig | None = None, samples: int = 2, max_seeds: int = 300,
+            progress: Progress = print) -> dict:
+    """Bootstrap (when no model is given), build data, SFT, build DPO data from the SFT model's
+    samples, DPO, and evaluate base, SFT and SFT+DPO against the baselines."""
+    build = build or BuildConfig()
+    if model is None:
+        progress("1/6 bootstrap: tokenizer and small Llama from scratch")
+        pretrain = [i for items in corpora.values() for i in items]
+        model = str(bootstrap(pretrain, out / "base", bootstrap_config or BootstrapConfig(),
+                              k=build.k, corpora={n: data_hash(i) for n, i in corpora.items()}))
+    progress("2/6 SFT data: spans, baselines and base-model samples scored by search")
+    sft_data = build_data(corpora, out / "data" / "sft", build, model=model, samples=samples,
+                          progress=progress)
+    progress("3/6 SFT")
+    sft_model = train(out / "data" / "sft" / "sft.jsonl", model, out / "sft",
+                      sft_config or TrainConfig(stage="sft"))
+    progress("4/6 DPO data: the SFT model's own samples against the best queries")
+    dpo_data = build_data(corpora, out / "data" / "dpo", build, model=str(sft_model),
+                          samples=samples + 2, progress=progress)
+    progress("5/6 DPO")
+    dpo_model = train(out / "data" / "dpo" / "dpo.jsonl", str(sft_model), out / "dpo",
+                      dpo_config or TrainConfig(stage="dpo", learning_rate=2e-4, epochs=2,
+                                                batch_size=8))
+    progress("6/6 evaluation on the held-out seeds")
+    models = {"base": model, "sft": str(sft_model), "sft_dpo": str(dpo_model)}
+    report = evaluate(corpora, models, out / "eval", k=build.k, max_seeds=max_seeds,
+                      progress=progress)
+    return {"models": models, "sft_data": sft_data["files"], "dpo_data": dpo_data["files"],
+            "eval": report}
+

@@ -1,0 +1,113 @@
+"""Search-based scoring of queries: the metrics of the evaluation protocol and of the data.
+
+One :class:`Searcher` holds a corpus in an in-memory :class:`ListingIndex` (the same analyzer
+and query escaping as the workers). A query's score is its precision@10: the harmful share of
+its top-10 results other than the seed (0 when it finds nothing). Per seed, the protocol's
+metrics (../shared/ENGINEERING.md section 8) average over its queries; recall@100 counts the
+seed's siblings in the union of its queries' top 100.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from agents.index import ListingIndex
+from agents.queries import is_valid_query
+from marketplace.items import LabelledItem, to_listing_dict
+from schemas.models import ListingUpsert
+
+TOP = 10
+DEEP = 100
+
+
+class Searcher:
+    """A labelled corpus in an in-memory index; results are cached per (query, seed)."""
+
+    def __init__(self, items: Sequence[LabelledItem]) -> None:
+        self.index = ListingIndex.open(None, heap_mb=64)
+        for item in items:
+            self.index.upsert(ListingUpsert(**to_listing_dict(item)))
+        self.index.commit(None)
+        self.harmful = frozenset(i.id for i in items if i.harmful)
+        self.size = len(items)
+        self._cache: dict[tuple[str, str], list[str]] = {}
+
+    def ids(self, query: str, seed_id: str, limit: int = DEEP) -> list[str]:
+        """Ids of the top ``limit`` (at most 100) results, the seed excluded."""
+        key = (query, seed_id)
+        if key not in self._cache:
+            hits = self.index.search(query, DEEP, exclude=(seed_id,))
+            self._cache[key] = [h.listing_id for h in hits]
+        return self._cache[key][:limit]
+
+    def precision(self, query: str, seed_id: str) -> float:
+        """Harmful share of the query's top 10 (0 when it finds nothing)."""
+        top = self.ids(query, seed_id, TOP)
+        return sum(i in self.harmful for i in top) / len(top) if top else 0.0
+
+    def doc_freq(self, term: str) -> int:
+        """Document frequency of an analysed term (for the TF-IDF baseline)."""
+        return self.index.doc_freq(term)
+
+
+@dataclass(frozen=True)
+class SeedScore:
+    """The protocol's metrics for one seed and one method."""
+
+    precision_at_10: float
+    hits_at_10: float
+    recall_at_100: float | None  # None when the seed has no siblings
+    valid_query_rate: float
+
+
+def score_seed(searcher: Searcher, seed_id: str, queries: Sequence[str], k: int,
+               siblings: frozenset[str]) -> SeedScore:
+    """Metrics of one seed's queries; ``k`` queries were asked for (missing ones are invalid)."""
+    valid = [q for q in queries[:k] if is_valid_query(q)]
+    if not valid:
+        recall = 0.0 if siblings else None
+        return SeedScore(0.0, 0.0, recall, 0.0)
+    precisions, hits, found = [], [], set()
+    for query in valid:
+        top = searcher.ids(query, seed_id, TOP)
+        harmful = sum(i in searcher.harmful for i in top)
+        precisions.append(harmful / len(top) if top else 0.0)
+        hits.append(harmful)
+        found.update(searcher.ids(query, seed_id, DEEP))
+    recall = len(found & siblings) / len(siblings) if siblings else None
+    return SeedScore(mean(precisions), mean(hits), recall, len(valid) / k)
+
+
+def mean(values: Iterable[float]) -> float:
+    """Arithmetic mean (0 for nothing)."""
+    values = list(values)
+    return sum(values) / len(values) if values else 0.0
+
+
+def bootstrap_ci(values: Sequence[float], rounds: int = 1000, seed: int = 0
+                 ) -> tuple[float, float]:
+    """95% percentile bootstrap interval of the mean."""
+    if not values:
+        return (0.0, 0.0)
+    rng = random.Random(seed)
+    n = len(values)
+    means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(rounds))
+    return (means[math.floor(0.025 * rounds)], means[min(rounds - 1, math.ceil(0.975 * rounds))])
+
+
+def summarise(scores: Sequence[SeedScore], seed: int = 0) -> dict:
+    """The report's figures for one (dataset, method): means, CI of precision@10, n_seeds."""
+    precision = [s.precision_at_10 for s in scores]
+    recalls = [s.recall_at_100 for s in scores if s.recall_at_100 is not None]
+    low, high = bootstrap_ci(precision, seed=seed)
+    return {
+        "precision_at_10": mean(precision),
+        "hits_at_10": mean(s.hits_at_10 for s in scores),
+        "recall_at_100": mean(recalls),
+        "valid_query_rate": mean(s.valid_query_rate for s in scores),
+        "n_seeds": len(scores),
+        "ci95": [low, high],
+    }

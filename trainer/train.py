@@ -1,0 +1,157 @@
+"""SFT and DPO of the query extractor with TRL, and the model directory they leave behind.
+
+Each stage reads its JSONL rows (``trainer.dataset``), trains with TRL's SFTTrainer or
+DPOTrainer (optionally a LoRA adapter, merged before saving so every backend, vLLM included,
+serves a plain model), and saves a Hugging Face model directory with a ``qexplorer.json`` card:
+version, stage, base model and its version, data hashes, hyperparameters and metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import yaml
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+CARD = "qexplorer.json"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of one training stage (YAML in ``trainer/configs``)."""
+
+    stage: str = "sft"
+    epochs: float = 3
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    max_length: int = 768
+    beta: float = 0.1
+    lora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    seed: int = 1234
+
+    def __post_init__(self) -> None:
+        if self.stage not in ("sft", "dpo"):
+            raise ValueError(f"stage={self.stage!r}: use 'sft' or 'dpo'")
+        if self.epochs <= 0 or self.batch_size < 1 or self.learning_rate <= 0:
+            raise ValueError(f"epochs={self.epochs}, batch_size={self.batch_size} and "
+                             f"learning_rate={self.learning_rate} must be positive")
+
+
+def load_config(cls, path: Path | None, default: str, **overrides):
+    """A config dataclass from a YAML file (or the default one), then non-None overrides."""
+    data = yaml.safe_load((path or CONFIG_DIR / default).read_text()) or {}
+    known = {f.name for f in fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"unknown keys in {path or default}: {', '.join(sorted(unknown))}")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return cls(**data)
+
+
+def read_rows(path: Path) -> list[dict]:
+    """JSONL rows."""
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def write_rows(rows: list[dict], path: Path) -> str:
+    """Write JSONL rows; returns the file's short sha256."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
+    path.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def file_hash(path: Path) -> str:
+    """Short sha256 of a file."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def model_card(model: str) -> dict:
+    """The ``qexplorer.json`` card of a model directory (empty for hub ids)."""
+    card = Path(model) / CARD
+    return json.loads(card.read_text()) if card.is_file() else {}
+
+
+def _load(model: str):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32), tokenizer
+
+
+def _lora(config: TrainConfig):
+    from peft import LoraConfig
+
+    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.0,
+                      target_modules="all-linear", task_type="CAUSAL_LM")
+
+
+def train(stage_rows: Path, model: str, out: Path, config: TrainConfig) -> Path:
+    """Run one stage on ``stage_rows`` from ``model`` (id or directory); save to ``out``."""
+    import torch
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+
+    torch.manual_seed(config.seed)
+    started = time.monotonic()
+    rows = read_rows(stage_rows)
+    if not rows:
+        raise ValueError(f"{stage_rows} has no rows: nothing to train on")
+    base, tokenizer = _load(model)
+    common = dict(output_dir=str(out / "checkpoints"), num_train_epochs=config.epochs,
+                  per_device_train_batch_size=config.batch_size,
+                  learning_rate=config.learning_rate, lr_scheduler_type="cosine",
+                  warmup_steps=5, logging_steps=10, save_strategy="epoch", save_total_limit=1,
+                  report_to="none", use_cpu=True, seed=config.seed, max_length=config.max_length,
+                  # a long listing loses the start of the instruction, never the target queries
+                  truncation_mode="keep_end")
+    peft_config = _lora(config) if config.lora else None
+    if config.stage == "sft":
+        data = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]}
+                                  for r in rows])
+        trainer = SFTTrainer(model=base, args=SFTConfig(**common), train_dataset=data,
+                             processing_class=tokenizer, peft_config=peft_config)
+    else:
+        data = Dataset.from_list([{"prompt": r["prompt"], "chosen": r["chosen"],
+                                   "rejected": r["rejected"]} for r in rows])
+        args = DPOConfig(**common, beta=config.beta)
+        trainer = DPOTrainer(model=base, ref_model=None, args=args, train_dataset=data,
+                             processing_class=tokenizer, peft_config=peft_config)
+    result = trainer.train()
+    trained = trainer.model
+    if config.lora:
+        trained = trained.merge_and_unload()
+    out.mkdir(parents=True, exist_ok=True)
+    trained.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    parent = model_card(model)
+    data_hash = file_hash(stage_rows)
+    card = {
+        "version": f"qx-{config.stage}-{data_hash[:8]}-{_config_hash(config)}",
+        "stage": config.stage,
+        "base_model": model,
+        "base_version": parent.get("version"),
+        "lineage": [*parent.get("lineage", []), parent.get("version")] if parent else [],
+        "data": {"file": str(stage_rows), "sha256_16": data_hash, "rows": len(rows),
+                 "corpora": sorted({r.get("corpus", "?") for r in rows})},
+        "hyperparameters": asdict(config),
+        "metrics": {"train_loss": result.training_loss,
+                    "seconds": round(time.monotonic() - started, 1)},
+        "prompt_version": rows[0].get("prompt_version"),
+    }
+    (out / CARD).write_text(json.dumps(card, indent=2))
+    return out
+
+
+def _config_hash(config: TrainConfig) -> str:
+    return hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode()).hexdigest()[:6]
