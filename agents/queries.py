@@ -17,11 +17,17 @@ Pure functions only.
 
 from __future__ import annotations
 
+import random
 import re
 import unicodedata
 from collections.abc import Iterable
 
-from agents.prompt import strip_invisible
+from agents.prompt import (
+    MAX_DESCRIPTION_CHARS,
+    MAX_TITLE_CHARS,
+    clean_item_text,
+    strip_invisible,
+)
 
 #: A cleaned query has at most this many whitespace-separated tokens...
 MAX_QUERY_TOKENS = 8
@@ -203,3 +209,56 @@ def to_search_text(q: str) -> str:
         if any(ch.isalnum() or unicodedata.category(ch) == "So" for ch in term):
             return term
     return ""
+
+
+_OUTER_PUNCTUATION = ",.;:!?()[]{}\"'“”‘’…"
+
+
+def seed_spans(title: str, description: str | None, max_words: int = 3, limit: int = 60,
+               rng_seed: int = 0) -> list[str]:
+    """Distinct valid word spans (1..max_words words) of the seed as the prompt shows it, at
+    most ``limit`` (a fixed random sample when there are more), in text order.
+
+    Sentence punctuation around a word is dropped; inside it (``c.0.k.e``, ``@frosty_plug``)
+    it stays. These are the candidate queries of extractive decoding and of training data.
+    """
+    text = f"{clean_item_text(title, MAX_TITLE_CHARS)} " \
+           f"{clean_item_text(description, MAX_DESCRIPTION_CHARS)}"
+    words = [w for w in (w.strip(_OUTER_PUNCTUATION) for w in text.split()) if w]
+    found: dict[str, str] = {}
+    for n in range(1, max_words + 1):
+        for start in range(len(words) - n + 1):
+            query = clean_query(" ".join(words[start:start + n]))
+            if query and is_valid_query(query) and not _only_stopwords(query):
+                found.setdefault(to_search_text(query).casefold(), query)
+    out = list(found.values())
+    if len(out) > limit:
+        keep = set(random.Random(rng_seed).sample(range(len(out)), limit))
+        out = [q for i, q in enumerate(out) if i in keep]
+    return out
+
+
+def distinct_top(ranked: Iterable[str], k: int) -> list[str]:
+    """The first ``k`` queries of a best-first list, skipping one that contains or is contained
+    in a query already taken (case-insensitive), so the list covers different evidence."""
+    taken: list[str] = []
+    for query in ranked:
+        if len(taken) == k:
+            break
+        low = query.casefold()
+        if any(low in t.casefold() or t.casefold() in low for t in taken):
+            continue
+        taken.append(query)
+    return taken
+
+
+_STOPWORDS = frozenset({
+    "a", "an", "and", "are", "as", "at", "be", "but", "by", "can", "do", "for", "from", "have",
+    "he", "her", "his", "i", "if", "in", "is", "it", "its", "me", "my", "no", "not", "of", "on",
+    "or", "our", "so", "that", "the", "their", "them", "then", "there", "they", "this", "to", "u",
+    "ur", "was", "we", "what", "when", "will", "with", "you", "your"
+})
+
+
+def _only_stopwords(query: str) -> bool:
+    return all(w.casefold() in _STOPWORDS for w in query.split())

@@ -105,11 +105,22 @@ def train_data(
     k: Annotated[int, typer.Option(help="Queries per seed.")] = 4,
     threshold: Annotated[float, typer.Option(help="Least P@10 of an SFT query.")] = 0.5,
     margin: Annotated[float, typer.Option(help="Least score margin of a DPO pair.")] = 0.25,
+    from_topics: Annotated[bool, typer.Option(
+        "--from-topics", help="Use the search-feedback and toxic-items topics instead.")] = False,
 ) -> None:
-    """Build SFT and DPO data from the training split, scored by search against labels."""
+    """Build SFT and DPO data: from a labelled corpus's training split (scored by search
+    against the labels) or from the live topics (scored by later confirmations)."""
     from trainer.dataset import BuildConfig
     from trainer.loop import build_data
 
+    if from_topics:
+        from streams.settings import get_settings
+        from trainer.feedback import build_from_topics
+
+        found = build_from_topics(get_settings(), out, BuildConfig(k=k, threshold=threshold,
+                                                                   margin=margin))
+        console.print(json.dumps(found))
+        return
     chosen = model or latest_model()
     summary = build_data(_corpora(data, corpus), out,
                          BuildConfig(k=k, threshold=threshold, margin=margin),

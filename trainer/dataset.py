@@ -12,24 +12,14 @@ Everything here is pure given a scoring function; rows carry their provenance.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from agents.extractor.base import SeedText
 from agents.extractor.keywords import KeywordsExtractor
-from agents.prompt import (
-    MAX_DESCRIPTION_CHARS,
-    MAX_TITLE_CHARS,
-    PROMPT_VERSION,
-    build_prompt,
-    clean_item_text,
-    format_completion,
-)
-from agents.queries import clean_query, is_valid_query, to_search_text
+from agents.prompt import PROMPT_VERSION, build_prompt, format_completion
+from agents.queries import distinct_top, is_valid_query, seed_spans
 from marketplace.items import LabelledItem
-
-_OUTER_PUNCTUATION = ",.;:!?()[]{}\"'“”‘’…"
 
 #: Scores a query for a seed: (query, seed id) -> score in [0, 1].
 ScoreFn = Callable[[str, str], float]
@@ -78,31 +68,6 @@ class BuildStats:
     sources: dict[str, int] = field(default_factory=dict)
 
 
-def prompt_text(seed: SeedText) -> str:
-    """The seed text as the prompt shows it (cleaned and bounded): spans must come from here."""
-    title = clean_item_text(seed.title, MAX_TITLE_CHARS)
-    description = clean_item_text(seed.description, MAX_DESCRIPTION_CHARS)
-    return f"{title} {description}".strip()
-
-
-def spans(seed: SeedText, max_words: int = 3, limit: int = 60, rng_seed: int = 0) -> list[str]:
-    """Distinct valid word spans (1..max_words words) of the prompt text, at most ``limit``
-    (a fixed random sample when there are more), in text order. Sentence punctuation around a
-    word is dropped; inside it (``c.0.k.e``, ``@frosty_plug``) it stays."""
-    words = [w for w in (w.strip(_OUTER_PUNCTUATION) for w in prompt_text(seed).split()) if w]
-    found: dict[str, str] = {}
-    for n in range(1, max_words + 1):
-        for start in range(len(words) - n + 1):
-            query = clean_query(" ".join(words[start:start + n]))
-            if query and is_valid_query(query):
-                found.setdefault(to_search_text(query).casefold(), query)
-    out = list(found.values())
-    if len(out) > limit:
-        keep = set(random.Random(rng_seed).sample(range(len(out)), limit))
-        out = [q for i, q in enumerate(out) if i in keep]
-    return out
-
-
 def baseline_queries(seed: SeedText, k: int, extractors: Mapping[str, KeywordsExtractor]
                      ) -> dict[str, list[str]]:
     """Each baseline's query list for the seed (name -> queries)."""
@@ -112,16 +77,10 @@ def baseline_queries(seed: SeedText, k: int, extractors: Mapping[str, KeywordsEx
 def best_queries(candidates: Iterable[Candidate], k: int, threshold: float) -> list[Candidate]:
     """The best ``k`` candidates scoring at least ``threshold``; a candidate that contains or is
     contained in one already taken is skipped, so the list covers different evidence."""
-    ranked = sorted(candidates, key=lambda c: (-c.score, len(c.query), c.query))
-    taken: list[Candidate] = []
-    for cand in ranked:
-        if cand.score < threshold or len(taken) == k:
-            break
-        low = cand.query.casefold()
-        if any(low in t.query.casefold() or t.query.casefold() in low for t in taken):
-            continue
-        taken.append(cand)
-    return taken
+    ranked = sorted((c for c in candidates if c.score >= threshold),
+                    key=lambda c: (-c.score, len(c.query), c.query))
+    by_query = {c.query: c for c in ranked}
+    return [by_query[q] for q in distinct_top([c.query for c in ranked], k)]
 
 
 def list_score(queries: Sequence[str], k: int, score: Callable[[str], float]) -> float:
@@ -142,7 +101,8 @@ def seed_rows(corpus: str, seed: SeedText, score: ScoreFn, config: BuildConfig,
 
     pool: dict[str, Candidate] = {}
     sources: list[tuple[str, Iterable[str]]] = [
-        ("span", spans(seed, config.max_words, config.max_spans, config.seed)),
+        ("span", seed_spans(seed.title, seed.description, config.max_words, config.max_spans,
+                            config.seed)),
         *((name, qs) for name, qs in baselines.items()),
         *((f"sample{j}", qs) for j, qs in enumerate(samples)),
     ]

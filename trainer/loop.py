@@ -44,7 +44,7 @@ def model_samples(model: str, seeds: Sequence[LabelledItem], k: int, n: int,
 
 
 def build_data(corpora: Mapping[str, Sequence[LabelledItem]], out: Path, config: BuildConfig, *,
-               model: str | None = None, samples: int = 0, max_train_seeds: int = 600,
+               model: str | None = None, samples: int = 0, max_train_seeds: int = 300,
                split_seed: int = 0, progress: Progress = print) -> dict:
     """Write ``sft.jsonl`` and ``dpo.jsonl`` from each corpus's training seeds; returns stats."""
     sft_rows, dpo_rows, stats = [], [], {}
@@ -77,24 +77,25 @@ def run_all(corpora: Mapping[str, Sequence[LabelledItem]], out: Path, *,
             model: str | None = None, bootstrap_config: BootstrapConfig | None = None,
             sft_config: TrainConfig | None = None, dpo_config: TrainConfig | None = None,
             build: BuildConfig | None = None, samples: int = 2, max_seeds: int = 300,
-            progress: Progress = print) -> dict:
+            max_train_seeds: int = 300, progress: Progress = print) -> dict:
     """Bootstrap (when no model is given), build data, SFT, build DPO data from the SFT model's
     samples, DPO, and evaluate base, SFT and SFT+DPO against the baselines."""
-    build = build or BuildConfig()
+    build = build or BuildConfig(pairs_per_seed=2)
     if model is None:
         progress("1/6 bootstrap: tokenizer and small Llama from scratch")
         pretrain = [i for items in corpora.values() for i in items]
         model = str(bootstrap(pretrain, out / "base", bootstrap_config or BootstrapConfig(),
                               k=build.k, corpora={n: data_hash(i) for n, i in corpora.items()}))
-    progress("2/6 SFT data: spans, baselines and base-model samples scored by search")
-    sft_data = build_data(corpora, out / "data" / "sft", build, model=model, samples=samples,
-                          progress=progress)
+    progress("2/6 SFT data: the seeds' spans and the baselines' queries scored by search")
+    # the bootstrapped model knows nothing yet: its samples would only add noise
+    sft_data = build_data(corpora, out / "data" / "sft", build, model=model, samples=0,
+                          max_train_seeds=max_train_seeds, progress=progress)
     progress("3/6 SFT")
     sft_model = train(out / "data" / "sft" / "sft.jsonl", model, out / "sft",
                       sft_config or TrainConfig(stage="sft"))
     progress("4/6 DPO data: the SFT model's own samples against the best queries")
     dpo_data = build_data(corpora, out / "data" / "dpo", build, model=str(sft_model),
-                          samples=samples + 2, progress=progress)
+                          samples=samples, max_train_seeds=max_train_seeds, progress=progress)
     progress("5/6 DPO")
     dpo_model = train(out / "data" / "dpo" / "dpo.jsonl", str(sft_model), out / "dpo",
                       dpo_config or TrainConfig(stage="dpo", learning_rate=2e-4, epochs=2,

@@ -18,12 +18,14 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
+import random
 from pathlib import Path
 from typing import Any
 
 from agents.extractor.base import Extraction, Extractor, ExtractorError, SeedText
 from agents.prompt import END_MARKER, build_prompt, chat_messages, parse_completion
-from agents.queries import clean_queries
+from agents.queries import clean_queries, distinct_top, seed_spans
 
 log = logging.getLogger(__name__)
 
@@ -102,12 +104,17 @@ class TransformersExtractor(Extractor):
         batch_size: int = 8,
         use_chat_template: bool = False,
         model_version: str | None = None,
+        extractive: bool = True,
     ) -> None:
         """``model`` is a Hugging Face model id or a local directory. Greedy decoding when
         ``temperature`` is 0, else sampling seeded with ``seed`` on every batch. Seeds are
         generated ``batch_size`` at a time. ``use_chat_template`` wraps the task in the
         tokenizer's chat template (for instruction-tuned hub models; QExplorer's own models
-        are trained on the plain prompt). Loading happens on first use or :meth:`load`."""
+        are trained on the plain prompt). ``extractive`` makes the model choose among the
+        seed's own word spans (ranked by the probability of each as the completion's first
+        line) instead of writing free text: queries stay evidence from the item and cannot
+        drift to one that fits every item (what a small model trained on precision learns).
+        Loading happens on first use or :meth:`load`."""
         if not model:
             raise ValueError("TransformersExtractor needs a model id or directory")
         if batch_size < 1:
@@ -120,6 +127,8 @@ class TransformersExtractor(Extractor):
         self.seed = seed
         self.batch_size = batch_size
         self.use_chat_template = use_chat_template
+        self.extractive = extractive
+        self.max_spans = 60
         self._override = model_version
         self._version: str | None = None
         self._model: Any = None
@@ -243,6 +252,9 @@ class TransformersExtractor(Extractor):
         for start in range(0, len(seeds), size):
             batch = seeds[start : start + size]
             try:
+                if self.extractive:
+                    results += [self.rank_spans_sync(s, k) for s in batch]
+                    continue
                 texts = self.generate_sync([self._prompt(s, k) for s in batch])
             except (RuntimeError, ValueError, IndexError, MemoryError) as exc:
                 raise ExtractorError(f"generation failed with {self.model_ref!r}: {exc}") \
@@ -252,6 +264,52 @@ class TransformersExtractor(Extractor):
                 queries = clean_queries(parse_completion(text), k, seed_text=seed_text)
                 results.append(Extraction(seed_id=seed.id, queries=queries, raw=[text]))
         return results
+
+    def rank_spans_sync(self, seed: SeedText, k: int, chunk: int = 32) -> Extraction:
+        """Extractive decoding: score each span of the seed as the first query line, keep the
+        ``k`` most probable distinct ones. The prompt runs once; spans reuse its KV cache."""
+        import copy
+
+        import torch
+
+        spans = [s for s in seed_spans(seed.title, seed.description, limit=self.max_spans)
+                 if len(s) >= 2]
+        if not spans:
+            return Extraction(seed_id=seed.id, queries=[], raw=[])
+        tok, model = self._tokenizer, self._model
+        prompt_ids = tok(self._prompt(seed, k), add_special_tokens=False)["input_ids"]
+        limit = self._max_prompt_tokens()
+        if limit is not None:
+            prompt_ids = prompt_ids[-(limit - 16):]
+        with torch.inference_mode():
+            out = model(input_ids=torch.tensor([prompt_ids]), use_cache=True)
+            first_logp = torch.log_softmax(out.logits[0, -1], -1)
+            scores: list[float] = []
+            for start in range(0, len(spans), chunk):
+                conts = [tok(f"{span}\n", add_special_tokens=False)["input_ids"]
+                         for span in spans[start:start + chunk]]
+                width = max(len(c) for c in conts)
+                ids = torch.full((len(conts), width), tok.pad_token_id or 0)
+                mask = torch.zeros((len(conts), len(prompt_ids) + width), dtype=torch.long)
+                mask[:, : len(prompt_ids)] = 1
+                for row, cont in enumerate(conts):
+                    ids[row, : len(cont)] = torch.tensor(cont)
+                    mask[row, len(prompt_ids): len(prompt_ids) + len(cont)] = 1
+                cache = copy.deepcopy(out.past_key_values)
+                cache.batch_repeat_interleave(len(conts))
+                logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask,
+                                               past_key_values=cache).logits, -1)
+                for row, cont in enumerate(conts):
+                    total = first_logp[cont[0]].item()
+                    total += sum(logp[row, j - 1, cont[j]].item() for j in range(1, len(cont)))
+                    scores.append(total)
+        if self.temperature > 0:  # sample spans without replacement (Gumbel top-k)
+            rng = random.Random(f"{self.seed}:{seed.id}")
+            scores = [s / self.temperature - math.log(-math.log(rng.random() or 1e-12))
+                      for s in scores]
+        ranked = sorted(zip(scores, spans, strict=True), key=lambda pair: -pair[0])
+        return Extraction(seed_id=seed.id, queries=distinct_top([s for _, s in ranked], k),
+                          raw=[f"{score:.2f}\t{span}" for score, span in ranked[: 2 * k]])
 
     async def extract(self, seeds: list[SeedText], k: int) -> list[Extraction]:
         """One Extraction per seed (at most ``k`` queries, possibly none when the output is
@@ -266,3 +324,4 @@ class TransformersExtractor(Extractor):
         async with self._lock:
             self._model = None
             self._tokenizer = None
+

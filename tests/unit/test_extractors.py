@@ -188,7 +188,8 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 async def test_transformers_extracts_k_bounded_clean_queries(tiny_model_dir):
     from agents.extractor.transformers_backend import TransformersExtractor
 
-    extractor = TransformersExtractor(str(tiny_model_dir), max_new_tokens=16, batch_size=2)
+    extractor = TransformersExtractor(str(tiny_model_dir), max_new_tokens=16, batch_size=2,
+                                      extractive=False)
     assert re.fullmatch(rf"{tiny_model_dir.name}@[0-9a-f]{{12}}", extractor.model_version)
     out = await extractor.extract(SEEDS, 3)
     assert [e.seed_id for e in out] == [s.id for s in SEEDS]
@@ -204,6 +205,7 @@ async def test_transformers_sampling_is_seeded_and_does_not_block_the_loop(tiny_
     from agents.extractor.transformers_backend import TransformersExtractor
 
     extractor = TransformersExtractor(str(tiny_model_dir), max_new_tokens=16, temperature=0.9,
+                                      extractive=False,
                                       seed=7)
     await extractor.load()
     ticks = 0
@@ -226,13 +228,34 @@ async def test_transformers_sampling_is_seeded_and_does_not_block_the_loop(tiny_
 async def test_transformers_unparseable_output_gives_no_queries(tiny_model_dir, monkeypatch):
     from agents.extractor.transformers_backend import TransformersExtractor
 
-    extractor = TransformersExtractor(str(tiny_model_dir))
+    extractor = TransformersExtractor(str(tiny_model_dir), extractive=False)
     outputs = iter([["%%%\n***\n"], [f"1. R0lex w@tch\n2) lux888\n{END_MARKER}junk"]])
     monkeypatch.setattr(extractor, "generate_sync", lambda prompts: next(outputs))
     [garbage] = await extractor.extract(SEEDS[:1], 3)
     assert garbage.queries == [] and garbage.raw == ["%%%\n***\n"]
     [good] = await extractor.extract(SEEDS[:1], 3)
     assert good.queries == ["R0lex w@tch", "lux888"]
+
+
+async def test_extractive_decoding_ranks_the_seeds_own_spans(tiny_model_dir):
+    from agents.extractor.transformers_backend import TransformersExtractor
+    from agents.queries import seed_spans
+
+    extractor = TransformersExtractor(str(tiny_model_dir))
+    out = await extractor.extract(SEEDS, 3)
+    for seed, extraction in zip(SEEDS, out, strict=True):
+        spans = seed_spans(seed.title, seed.description)
+        assert len(extraction.queries) == min(3, len(spans)) or not spans
+        assert all(q in spans for q in extraction.queries)  # evidence from the item only
+        scores = [float(line.split("\t")[0]) for line in extraction.raw]
+        assert scores == sorted(scores, reverse=True)
+    assert await extractor.extract(SEEDS, 3) == out
+    sampler = TransformersExtractor(str(tiny_model_dir), temperature=1.0, seed=3)
+    samples = [(await sampler.extract(SEEDS, 3))[0].queries for _ in range(2)]
+    assert samples[0] == samples[1]  # seeded
+    sampler.seed = 4
+    assert all(q in seed_spans(SEEDS[0].title, SEEDS[0].description)
+               for q in (await sampler.extract(SEEDS, 3))[0].queries)
 
 
 async def test_transformers_load_failure_is_an_extractor_error(tmp_path):

@@ -6,6 +6,7 @@ import pytest
 
 from agents.extractor.base import SeedText
 from agents.prompt import build_prompt, format_completion, parse_completion
+from agents.queries import seed_spans
 from marketplace.items import LabelledItem
 from marketplace.synthetic import generate_marketplace
 from trainer.corpus import siblings, split_seeds
@@ -18,7 +19,6 @@ from trainer.dataset import (
     feedback_rows,
     list_score,
     seed_rows,
-    spans,
 )
 
 SEED = SeedText("s1", "c0ke ❄️ premium", "Pure c0ke, fast delivery. tg @frosty_plug")
@@ -32,14 +32,15 @@ def _score(query: str, seed_id: str) -> float:
 
 
 def test_spans_are_distinct_valid_and_come_from_the_prompt_text():
-    found = spans(SEED, max_words=2, limit=100)
+    found = seed_spans(SEED.title, SEED.description, max_words=2, limit=100)
     assert "c0ke" in found and "@frosty_plug" in found and "fast delivery" in found
     assert "c0ke," not in found and "delivery." not in found
     assert len(found) == len(set(found))
     text = (SEED.title + " " + SEED.description).casefold()
     assert all(w.casefold() in text for q in found for w in q.split())
-    assert len(spans(SEED, max_words=3, limit=5)) == 5
-    assert spans(SEED, limit=5, rng_seed=1) == spans(SEED, limit=5, rng_seed=1)
+    assert len(seed_spans(SEED.title, SEED.description, max_words=3, limit=5)) == 5
+    assert seed_spans(SEED.title, SEED.description, limit=5, rng_seed=1) == seed_spans(
+        SEED.title, SEED.description, limit=5, rng_seed=1)
 
 
 def test_best_queries_ranks_by_score_and_skips_overlaps_and_weak_ones():
@@ -85,7 +86,7 @@ def test_build_rows_counts_and_uses_only_the_given_seeds():
     items = [LabelledItem("s1", SEED.title, SEED.description, harmful=True),
              LabelledItem("s2", "sofa", "grey sofa", harmful=True)]
     scores = {"s1": 0.9, "s2": 0.0}
-    sft, dpo, stats = build_rows("test", items, lambda q, s: scores[s], BuildConfig(k=2),
+    sft, _, stats = build_rows("test", items, lambda q, s: scores[s], BuildConfig(k=2),
                                  lambda seed: {})
     assert [r["seed_id"] for r in sft] == ["s1"]
     assert stats.seeds == 2 and stats.seeds_without_target == 1 and stats.sft_rows == 1
