@@ -15,7 +15,7 @@ import orjson
 import typer
 from rich.console import Console
 
-from cli.train import eval_command, train_app
+from cli.train import eval_command, replay_command, train_app
 from streams.settings import Settings, get_settings
 
 console = Console()
@@ -31,6 +31,7 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(publish_app, name="publish")
 app.add_typer(train_app, name="train")
 app.command("eval")(eval_command)
+app.command("replay")(replay_command)
 
 
 def _settings(**overrides) -> Settings:

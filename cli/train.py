@@ -220,3 +220,41 @@ def eval_command(
              progress=console.print)
     console.print((target / "eval.md").read_text())
     console.print(f"report in {target}")
+
+
+def replay_command(
+    out: Annotated[Path | None, typer.Option(help="Directory for replay.json and replay.png.")]
+    = None,
+    data: DataOpt = None,
+    corpus: Annotated[str, typer.Option(help="synthetic or a set in ../shared/datasets.")]
+    = "synthetic",
+    model: ModelOpt = None,
+    initial: Annotated[float, typer.Option(help="Share of harmful items confirmed first.")]
+    = 0.1,
+    delay: Annotated[float, typer.Option(help="Seconds a moderator takes per review.")] = 2.0,
+) -> None:
+    """Simulate deployment: stream a corpus through Kafka, confirm a few toxic items, let a
+    moderator confirm true detections (they become seeds), per extractor.
+
+    Compares YAKE, TF-IDF, first words and the trained model (default: the latest, if any).
+    """
+    from marketplace.datasets import marketplace_sample
+    from streams.broker import local
+    from streams.settings import get_settings
+    from trainer.replay import run_replay
+
+    settings = get_settings()
+    if settings.uses_local_broker:
+        local.start(settings, progress=console.print)
+    name, items = next(iter(_corpora(data, [corpus]).items()))
+    items = marketplace_sample(items, harmful_rate=0.12, seed=0)
+    extractors = {m: {"extractor": "keywords", "model": m}
+                  for m in ("first_words", "tfidf", "yake")}
+    chosen = model or latest_model()
+    if chosen:
+        extractors["model"] = {"extractor": "transformers", "model": chosen}
+    report = run_replay(settings, items, extractors, dataset_name=name,
+                        out_dir=_out(out, "replay"), initial_fraction=initial,
+                        review_delay_s=delay, progress=console.print)
+    for label, run in report["extractors"].items():
+        console.print(f"{label:12s} {json.dumps(run['summary'])}")
