@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     openai_concurrency: int = Field(default=8, ge=1)
     max_new_tokens: int = Field(default=48, ge=4)
     temperature: float = Field(default=0.0, ge=0)
+    extractive: bool = Field(
+        default=True,
+        description="transformers backend: rank the seed's own word spans instead of free text.",
+    )
     seed: int = 1234
 
     @model_validator(mode="after")

@@ -69,6 +69,7 @@ def build_extractor(
             temperature=settings.temperature,
             seed=settings.seed,
             model_version=override,
+            extractive=settings.extractive,
         )
     if backend == "openai":
         from agents.extractor.openai_backend import OpenAIExtractor

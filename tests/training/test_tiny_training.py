@@ -73,3 +73,19 @@ def test_sft_then_dpo_move_the_model_toward_the_chosen_queries(base, tmp_path):
     card = json.loads((dpo / "qexplorer.json").read_text())
     assert card["stage"] == "dpo" and card["base_model"] == str(sft)
     assert card["data"]["rows"] == 16 and len(card["data"]["sha256_16"]) == 16
+
+
+def test_lora_adapters_are_merged_into_a_plain_model(base, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    target = format_completion(["frostyplug"])
+    write_rows([{"prompt": PROMPT, "completion": target, "corpus": "t"}] * 8,
+               tmp_path / "sft.jsonl")
+    before = _logprob(base, target)
+    out = train(tmp_path / "sft.jsonl", str(base), tmp_path / "lora",
+                TrainConfig(stage="sft", epochs=3, batch_size=8, learning_rate=1e-2,
+                            max_length=1024, lora=True, lora_r=8, lora_alpha=16))
+    assert not (out / "adapter_config.json").exists()  # merged: any backend loads it as is
+    AutoModelForCausalLM.from_pretrained(out)
+    assert _logprob(out, target) > before
+    assert json.loads((out / "qexplorer.json").read_text())["hyperparameters"]["lora"] is True
