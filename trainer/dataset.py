@@ -33,7 +33,7 @@ class BuildConfig:
     threshold: float = 0.5  # an SFT target query must score at least this
     margin: float = 0.25  # chosen list mean minus rejected list mean, at least
     pairs_per_seed: int = 3
-    max_spans: int = 60
+    max_spans: int = 200
     max_words: int = 3
     seed: int = 0
 

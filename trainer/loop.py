@@ -23,7 +23,7 @@ from trainer.corpus import data_hash, sample_seeds, split_seeds
 from trainer.dataset import BuildConfig, baseline_queries, build_rows
 from trainer.evaluate import baseline_extractors, evaluate, extract_all, model_extractor
 from trainer.scoring import Searcher
-from trainer.train import TrainConfig, train, write_rows
+from trainer.train import CARD, TrainConfig, train, write_rows
 
 Progress = Callable[[str], None]
 
@@ -79,31 +79,41 @@ def run_all(corpora: Mapping[str, Sequence[LabelledItem]], out: Path, *,
             build: BuildConfig | None = None, samples: int = 2, max_seeds: int = 300,
             max_train_seeds: int = 300, progress: Progress = print) -> dict:
     """Bootstrap (when no model is given), build data, SFT, build DPO data from the SFT model's
-    samples, DPO, and evaluate base, SFT and SFT+DPO against the baselines."""
-    build = build or BuildConfig(pairs_per_seed=2)
+    samples, DPO, and evaluate base, SFT and SFT+DPO against the baselines.
+
+    A stage whose output is already in ``out`` (a model card, a data summary) is reused, so an
+    interrupted run resumes; delete ``out`` to start over.
+    """
+    build = build or BuildConfig(pairs_per_seed=1)
+
+    def done(path: Path, what: str) -> bool:
+        if path.exists():
+            progress(f"    reusing {what} in {path.parent}")
+        return path.exists()
+
     if model is None:
         progress("1/6 bootstrap: tokenizer and small Llama from scratch")
-        pretrain = [i for items in corpora.values() for i in items]
-        model = str(bootstrap(pretrain, out / "base", bootstrap_config or BootstrapConfig(),
-                              k=build.k, corpora={n: data_hash(i) for n, i in corpora.items()}))
-    progress("2/6 SFT data: the seeds' spans and the baselines' queries scored by search")
-    # the bootstrapped model knows nothing yet: its samples would only add noise
-    sft_data = build_data(corpora, out / "data" / "sft", build, model=model, samples=0,
-                          max_train_seeds=max_train_seeds, progress=progress)
-    progress("3/6 SFT")
-    sft_model = train(out / "data" / "sft" / "sft.jsonl", model, out / "sft",
-                      sft_config or TrainConfig(stage="sft"))
-    progress("4/6 DPO data: the SFT model's own samples against the best queries")
-    dpo_data = build_data(corpora, out / "data" / "dpo", build, model=str(sft_model),
-                          samples=samples, max_train_seeds=max_train_seeds, progress=progress)
-    progress("5/6 DPO")
-    dpo_model = train(out / "data" / "dpo" / "dpo.jsonl", str(sft_model), out / "dpo",
-                      dpo_config or TrainConfig(stage="dpo", learning_rate=2e-4, epochs=2,
-                                                batch_size=8))
+        model = str(out / "base")
+        if not done(out / "base" / CARD, "the base model"):
+            pretrain = [i for items in corpora.values() for i in items]
+            bootstrap(pretrain, out / "base", bootstrap_config or BootstrapConfig(), k=build.k,
+                      corpora={n: data_hash(i) for n, i in corpora.items()})
+    stages = [("sft", model, sft_config or TrainConfig(stage="sft"), 0),
+              ("dpo", str(out / "sft"),
+               dpo_config or TrainConfig(stage="dpo", learning_rate=2e-4, epochs=1), samples)]
+    for number, (stage, parent, config, n_samples) in enumerate(stages):
+        # SFT data needs no samples: the bootstrapped model knows nothing yet
+        progress(f"{2 + 2 * number}/6 {stage.upper()} data: spans, baselines"
+                 + (" and the SFT model's samples" if n_samples else "") + ", scored by search")
+        data_dir = out / "data" / stage
+        if not done(data_dir / "stats.json", f"{stage} data"):
+            build_data(corpora, data_dir, build, model=parent, samples=n_samples,
+                       max_train_seeds=max_train_seeds, progress=progress)
+        progress(f"{3 + 2 * number}/6 {stage.upper()}")
+        if not done(out / stage / CARD, f"the {stage} model"):
+            train(data_dir / f"{stage}.jsonl", parent, out / stage, config)
     progress("6/6 evaluation on the held-out seeds")
-    models = {"base": model, "sft": str(sft_model), "sft_dpo": str(dpo_model)}
+    models = {"base": model, "sft": str(out / "sft"), "sft_dpo": str(out / "dpo")}
     report = evaluate(corpora, models, out / "eval", k=build.k, max_seeds=max_seeds,
                       progress=progress)
-    return {"models": models, "sft_data": sft_data["files"], "dpo_data": dpo_data["files"],
-            "eval": report}
-
+    return {"models": models, "eval": report}

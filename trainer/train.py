@@ -28,7 +28,7 @@ class TrainConfig:
     epochs: float = 3
     batch_size: int = 16
     learning_rate: float = 1e-3
-    max_length: int = 768
+    max_length: int = 512
     beta: float = 0.1
     lora: bool = False
     lora_r: int = 16

@@ -105,6 +105,7 @@ class TransformersExtractor(Extractor):
         use_chat_template: bool = False,
         model_version: str | None = None,
         extractive: bool = True,
+        max_spans: int = 200,
     ) -> None:
         """``model`` is a Hugging Face model id or a local directory. Greedy decoding when
         ``temperature`` is 0, else sampling seeded with ``seed`` on every batch. Seeds are
@@ -113,8 +114,9 @@ class TransformersExtractor(Extractor):
         are trained on the plain prompt). ``extractive`` makes the model choose among the
         seed's own word spans (ranked by the probability of each as the completion's first
         line) instead of writing free text: queries stay evidence from the item and cannot
-        drift to one that fits every item (what a small model trained on precision learns).
-        Loading happens on first use or :meth:`load`."""
+        drift to one that fits every item (what a small model trained on precision learns);
+        at most ``max_spans`` spans are ranked (a fixed sample of longer texts). Loading
+        happens on first use or :meth:`load`."""
         if not model:
             raise ValueError("TransformersExtractor needs a model id or directory")
         if batch_size < 1:
@@ -128,7 +130,7 @@ class TransformersExtractor(Extractor):
         self.batch_size = batch_size
         self.use_chat_template = use_chat_template
         self.extractive = extractive
-        self.max_spans = 60
+        self.max_spans = max_spans
         self._override = model_version
         self._version: str | None = None
         self._model: Any = None
