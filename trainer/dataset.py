@@ -4,8 +4,9 @@ For each training seed, candidate queries come from the seed itself (word spans 
 prompt shows), from the baselines (YAKE, TF-IDF, first words) and from samples of the current
 model. Each is scored by what it finds (precision@10 against the labels, or against the
 confirmed toxic items for feedback from the topics). The SFT target is the best ``k`` distinct
-queries above a threshold; DPO pairs put that list against a worse list for the same prompt
-(a model sample, a baseline, the worst spans) when the score margin is clear.
+queries above a threshold; a DPO pair puts one of those queries against a clearly worse query
+for the same prompt (the current model's own picks first, then the baselines', then the worst
+spans): single queries, the unit the extractor ranks.
 
 Everything here is pure given a scoring function; rows carry their provenance.
 """
@@ -54,6 +55,7 @@ class Candidate:
     query: str
     source: str
     score: float
+    hits: int = 0  # harmful results in the top 10: among equal scores, the broader query wins
 
 
 @dataclass
@@ -78,7 +80,7 @@ def best_queries(candidates: Iterable[Candidate], k: int, threshold: float) -> l
     """The best ``k`` candidates scoring at least ``threshold``; a candidate that contains or is
     contained in one already taken is skipped, so the list covers different evidence."""
     ranked = sorted((c for c in candidates if c.score >= threshold),
-                    key=lambda c: (-c.score, len(c.query), c.query))
+                    key=lambda c: (-c.score, -c.hits, len(c.query), c.query))
     by_query = {c.query: c for c in ranked}
     return [by_query[q] for q in distinct_top([c.query for c in ranked], k)]
 
@@ -89,9 +91,11 @@ def list_score(queries: Sequence[str], k: int, score: Callable[[str], float]) ->
 
 
 def seed_rows(corpus: str, seed: SeedText, score: ScoreFn, config: BuildConfig,
-              baselines: Mapping[str, list[str]],
-              samples: Sequence[list[str]] = ()) -> tuple[dict | None, list[dict], list[Candidate]]:
-    """The SFT row (or None), the DPO rows and the scored candidates of one seed."""
+              baselines: Mapping[str, list[str]], samples: Sequence[list[str]] = (),
+              hits: Callable[[str, str], int] | None = None,
+              ) -> tuple[dict | None, list[dict], list[Candidate]]:
+    """The SFT row (or None), the DPO rows and the scored candidates of one seed; ``hits``
+    (harmful results of a query) breaks ties between equal scores."""
     cache: dict[str, float] = {}
 
     def scored(query: str) -> float:
@@ -109,52 +113,52 @@ def seed_rows(corpus: str, seed: SeedText, score: ScoreFn, config: BuildConfig,
     for source, queries in sources:
         for query in queries:
             if is_valid_query(query) and query not in pool:
-                pool[query] = Candidate(query, source, scored(query))
+                pool[query] = Candidate(query, source, scored(query),
+                                        hits(query, seed.id) if hits else 0)
     candidates = list(pool.values())
     best = best_queries(candidates, config.k, config.threshold)
     if not best:
         return None, [], candidates
     prompt = build_prompt(seed.title, seed.description, config.k)
     chosen = [c.query for c in best]
-    chosen_score = list_score(chosen, config.k, scored)
     sft = {"prompt": prompt, "completion": format_completion(chosen), "seed_id": seed.id,
            "corpus": corpus, "queries": chosen, "scores": [c.score for c in best],
            "sources": [c.source for c in best], "prompt_version": PROMPT_VERSION}
+    # DPO pairs are single queries, the unit the extractor ranks: a target query against a
+    # clearly worse one, hardest first (the current model's own picks, then the baselines'),
+    # then the worst spans.
     worst = sorted(candidates, key=lambda c: (c.score, c.query))[: config.k]
-    rejects: list[tuple[str, list[str]]] = [
-        *((f"sample{j}", list(qs)) for j, qs in enumerate(samples)),
-        *((name, list(qs)) for name, qs in baselines.items()),
-        ("worst_spans", [c.query for c in worst]),
-    ]
-    dpo, seen = [], set()
-    for source, queries in rejects:
-        key = tuple(queries)
-        if key in seen or key == tuple(chosen):
-            continue
-        seen.add(key)
-        rejected_score = list_score(queries, config.k, scored)
-        if chosen_score - rejected_score < config.margin:
-            continue
-        dpo.append({"prompt": prompt, "chosen": sft["completion"],
-                    "rejected": format_completion(queries), "seed_id": seed.id,
-                    "corpus": corpus, "chosen_score": chosen_score,
-                    "rejected_score": rejected_score, "rejected_source": source,
-                    "prompt_version": PROMPT_VERSION})
+    negatives = [*((f"sample{j}", q) for j, qs in enumerate(samples) for q in qs),
+                 *((name, q) for name, qs in baselines.items() for q in qs),
+                 *(("worst_spans", c.query) for c in worst)]
+    dpo, used = [], set()
+    for source, query in negatives:
         if len(dpo) == config.pairs_per_seed:
             break
+        good = best[len(dpo) % len(best)]
+        if query in used or not is_valid_query(query) or \
+                good.score - scored(query) < config.margin:
+            continue
+        used.add(query)
+        dpo.append({"prompt": prompt, "chosen": format_completion([good.query]),
+                    "rejected": format_completion([query]), "seed_id": seed.id,
+                    "corpus": corpus, "chosen_score": good.score,
+                    "rejected_score": scored(query), "rejected_source": source,
+                    "prompt_version": PROMPT_VERSION})
     return sft, dpo, candidates
 
 
 def build_rows(corpus: str, seeds: Sequence[LabelledItem], score: ScoreFn, config: BuildConfig,
                baselines: Callable[[SeedText], Mapping[str, list[str]]],
                samples: Mapping[str, Sequence[list[str]]] | None = None,
+               hits: Callable[[str, str], int] | None = None,
                ) -> tuple[list[dict], list[dict], BuildStats]:
     """SFT rows, DPO rows and statistics for a corpus's training seeds."""
     sft_rows, dpo_rows, stats = [], [], BuildStats()
     for item in seeds:
         seed = SeedText(item.id, item.title, item.description)
         sft, dpo, candidates = seed_rows(corpus, seed, score, config, baselines(seed),
-                                         (samples or {}).get(item.id, ()))
+                                         (samples or {}).get(item.id, ()), hits)
         stats.seeds += 1
         stats.candidates += len(candidates)
         if sft is None:
@@ -188,28 +192,28 @@ def feedback_candidates(records: Iterable[Mapping], confirmed: set[str]
 def feedback_rows(corpus: str, seeds: Mapping[str, SeedText],
                   candidates: Mapping[str, list[Candidate]], config: BuildConfig
                   ) -> tuple[list[dict], list[dict]]:
-    """SFT rows (best executed queries) and DPO pairs (best against worst executed queries of
-    the same seed) from feedback candidates."""
+    """SFT rows (best executed queries) and DPO pairs (a best query against a clearly worse
+    executed query of the same seed) from feedback candidates."""
     sft_rows, dpo_rows = [], []
     for seed_id, cands in sorted(candidates.items()):
         seed = seeds.get(seed_id)
         best = best_queries(cands, config.k, config.threshold)
         if seed is None or not best:
             continue
-        scores = {c.query: c.score for c in cands}
         prompt = build_prompt(seed.title, seed.description, config.k)
         chosen = [c.query for c in best]
         completion = format_completion(chosen)
         sft_rows.append({"prompt": prompt, "completion": completion, "seed_id": seed_id,
                          "corpus": corpus, "queries": chosen, "scores": [c.score for c in best],
                          "sources": [c.source for c in best], "prompt_version": PROMPT_VERSION})
-        worst = [c.query for c in sorted(cands, key=lambda c: (c.score, c.query))[: config.k]]
-        chosen_score = list_score(chosen, config.k, scores.__getitem__)
-        rejected_score = list_score(worst, config.k, scores.__getitem__)
-        if worst != chosen and chosen_score - rejected_score >= config.margin:
-            dpo_rows.append({"prompt": prompt, "chosen": completion,
-                             "rejected": format_completion(worst), "seed_id": seed_id,
-                             "corpus": corpus, "chosen_score": chosen_score,
-                             "rejected_score": rejected_score, "rejected_source": "feedback",
+        worse = sorted(cands, key=lambda c: (c.score, c.query))
+        for j, bad in enumerate(worse[: config.pairs_per_seed]):
+            good = best[j % len(best)]
+            if good.score - bad.score < config.margin:
+                break
+            dpo_rows.append({"prompt": prompt, "chosen": format_completion([good.query]),
+                             "rejected": format_completion([bad.query]), "seed_id": seed_id,
+                             "corpus": corpus, "chosen_score": good.score,
+                             "rejected_score": bad.score, "rejected_source": bad.source,
                              "prompt_version": PROMPT_VERSION})
     return sft_rows, dpo_rows

@@ -57,7 +57,8 @@ def build_data(corpora: Mapping[str, Sequence[LabelledItem]], out: Path, config:
             if model else {}
         sft, dpo, built = build_rows(
             name, seeds, searcher.precision, config,
-            lambda s, ex=extractors: baseline_queries(s, config.k, ex), sampled)
+            lambda s, ex=extractors: baseline_queries(s, config.k, ex), sampled,
+            searcher.hits)
         sft_rows += sft
         dpo_rows += dpo
         stats[name] = {**asdict(built), "data_hash": data_hash(items)}
@@ -84,7 +85,7 @@ def run_all(corpora: Mapping[str, Sequence[LabelledItem]], out: Path, *,
     A stage whose output is already in ``out`` (a model card, a data summary) is reused, so an
     interrupted run resumes; delete ``out`` to start over.
     """
-    build = build or BuildConfig(pairs_per_seed=1)
+    build = build or BuildConfig(pairs_per_seed=2)
 
     def done(path: Path, what: str) -> bool:
         if path.exists():

@@ -48,6 +48,10 @@ class Searcher:
         top = self.ids(query, seed_id, TOP)
         return sum(i in self.harmful for i in top) / len(top) if top else 0.0
 
+    def hits(self, query: str, seed_id: str) -> int:
+        """Harmful listings among the query's top 10."""
+        return sum(i in self.harmful for i in self.ids(query, seed_id, TOP))
+
     def doc_freq(self, term: str) -> int:
         """Document frequency of an analysed term (for the TF-IDF baseline)."""
         return self.index.doc_freq(term)

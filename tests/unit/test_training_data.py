@@ -65,14 +65,14 @@ def test_seed_rows_sft_target_and_dpo_pairs_with_a_clear_margin():
     assert sft["prompt"] == build_prompt(SEED.title, SEED.description, 2)
     assert parse_completion(sft["completion"]) == ["@frosty_plug", "c0ke"]
     assert sft["scores"] == [1.0, 0.9] and sft["seed_id"] == "s1"
-    chosen_score = (1.0 + 0.9) / 2
-    # sample0 equals the chosen list: no pair; then at most pairs_per_seed=3 in order
-    assert [p["rejected_source"] for p in dpo] == ["sample1", "yake", "first_words"]
+    # single-query pairs, hardest negatives first: the model's own pick, then baselines;
+    # "@frosty_plug" and "c0ke" are within the margin of the targets and never rejected
+    assert [p["rejected_source"] for p in dpo] == ["sample1", "yake", "worst_spans"]
+    assert [(parse_completion(p["chosen"]), parse_completion(p["rejected"])) for p in dpo[:2]] \
+        == [(["@frosty_plug"], ["premium"]), (["c0ke"], ["fast delivery"])]
     for pair in dpo:
-        assert pair["chosen"] == sft["completion"] and pair["prompt"] == sft["prompt"]
-        assert pair["chosen_score"] == pytest.approx(chosen_score)
+        assert pair["prompt"] == sft["prompt"]
         assert pair["chosen_score"] - pair["rejected_score"] >= 0.3
-    assert pair["rejected"] != pair["chosen"]
     assert {c.query for c in cands} >= {"fast delivery", "premium", "@frosty_plug"}
     assert {c.source for c in cands} == {"span"}  # baselines here are spans of the seed too
 
@@ -105,7 +105,8 @@ def test_feedback_scores_are_the_share_of_results_confirmed_toxic():
     assert scores == {"c0ke": pytest.approx(2 / 3), "premium": 0.0, "nothing": 0.0}
     sft, dpo = feedback_rows("kafka", {"s1": SEED}, cands, BuildConfig(k=1, margin=0.5))
     assert parse_completion(sft[0]["completion"]) == ["c0ke"]
-    assert parse_completion(dpo[0]["rejected"]) in (["nothing"], ["premium"])
+    assert parse_completion(dpo[0]["chosen"]) == ["c0ke"]
+    assert parse_completion(dpo[0]["rejected"]) == ["nothing"]
     assert sft[0]["sources"] == ["feedback:m1"]
 
 
@@ -131,3 +132,9 @@ def test_without_clusters_the_split_is_a_fixed_random_one_and_all_harmful_are_si
 def test_format_round_trips_the_targets():
     queries = ["@frosty_plug", "c 0 k e", "冰糖"]
     assert parse_completion(format_completion(queries)) == queries
+
+
+def test_equal_scores_prefer_the_query_that_finds_more():
+    narrow = Candidate("500", "span", 1.0, hits=2)
+    broad = Candidate("claim prize", "span", 1.0, hits=9)
+    assert [c.query for c in best_queries([narrow, broad], 2, 0.5)] == ["claim prize", "500"]
