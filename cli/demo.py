@@ -118,6 +118,9 @@ def run_demo(settings: Settings, *, dataset: str | None, benign: int, confirm: f
         console.print("extractor: keywords (YAKE) - no trained model is configured; set "
                       "QEXPLORER_EXTRACTOR and QEXPLORER_MODEL to use one")
     env = {f"QEXPLORER_{k.upper()}": str(v) for k, v in overrides.items()}
+    env["QEXPLORER_EXTRACTOR"] = settings.extractor.value
+    if settings.model:
+        env["QEXPLORER_MODEL"] = settings.model
     log_path = settings.cache_dir / "demo" / f"worker-{run_id}.log"
     process = spawn_worker(env, log_path)
     console.print(f"[bold]3/5[/bold] worker pid {process.pid} (log: {log_path})")

@@ -251,11 +251,15 @@ def demo(
                        ] = 0.15,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for exploration.")] = 300.0,
     keep: Annotated[bool, typer.Option(help="Keep the demo's topics afterwards.")] = False,
+    model: Annotated[str | None, typer.Option(
+        help="Explore with this trained model (transformers backend) instead of keywords."
+    )] = None,
 ) -> None:
     """The main job on embedded defaults: broker, topics, a worker, a marketplace, detections."""
     from cli.demo import run_demo
 
-    summary = run_demo(_settings(), dataset=dataset, benign=benign, confirm=confirm,
+    settings = _settings(extractor="transformers", model=model) if model else _settings()
+    summary = run_demo(settings, dataset=dataset, benign=benign, confirm=confirm,
                        timeout_s=timeout, keep=keep, console=console)
     if summary.seeds_explored < summary.seeds:
         raise typer.Exit(1)

@@ -15,7 +15,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from marketplace.datasets import DATASETS, dedupe_texts, load_dataset, read_jsonl
+from marketplace.datasets import (
+    DATASETS,
+    dedupe_texts,
+    load_dataset,
+    marketplace_sample,
+    read_jsonl,
+)
 from marketplace.items import LabelledItem
 
 #: The synthetic marketplace's name as a corpus source.
@@ -36,7 +42,10 @@ def load_corpus(source: str | Path) -> tuple[str, list[LabelledItem]]:
         from marketplace.synthetic import generate_marketplace
 
         return SYNTHETIC, generate_marketplace(n_benign=3_000, seed=7)
-    return str(source), dedupe_texts(load_dataset(str(source)))
+    items = dedupe_texts(load_dataset(str(source)))
+    if all(i.harmful for i in items):  # Dream Market: mix into ordinary listings
+        items = marketplace_sample(items, harmful_rate=0.12, seed=0)
+    return str(source), items
 
 
 def data_hash(items: Iterable[LabelledItem]) -> str:

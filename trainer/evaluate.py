@@ -147,11 +147,10 @@ def plot(report: Mapping[str, Mapping[str, Mapping]], path: Path) -> None:
         ax.bar(xs, ys, width, yerr=errs, capsize=2, label=method, color=colors(j % 10))
     ax.set_xticks(range(len(corpora)), corpora, rotation=15)
     ax.set_ylabel("precision@10 (harmful share of top 10)")
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 1.15)
     ax.set_title("Query extraction: precision@10 on held-out seeds (95% bootstrap CI)")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(ncol=min(6, len(methods)), fontsize=8, loc="upper center",
-              bbox_to_anchor=(0.5, -0.12))
+    ax.legend(ncol=min(6, len(methods)), fontsize=8, loc="upper center")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
