@@ -17,7 +17,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from marketplace.items import LabelledItem, to_listing_dict
+from marketplace.items import LabelledItem, to_listing_dict, to_toxic_dict
 from schemas.models import ListingUpsert, ToxicItem
 from streams.settings import ExtractorBackend, Settings
 
@@ -89,12 +89,6 @@ def _load_items(dataset: str | None, benign: int) -> list[LabelledItem]:
     return marketplace_sample(dedupe_texts(load_dataset(dataset)), harmful_rate=0.12, seed=0)
 
 
-def _toxic_record(item: LabelledItem) -> ToxicItem:
-    return ToxicItem(id=item.id, title=item.title[:1_000], description=item.description[:20_000],
-                     category=item.category[:200], cluster=item.cluster,
-                     confirmed_by="demo-moderator", language=item.language)
-
-
 def run_demo(settings: Settings, *, dataset: str | None, benign: int, confirm: float,
              timeout_s: float, keep: bool, console: Console) -> DemoSummary:
     """Run the demo end to end and print its report; returns the summary."""
@@ -131,7 +125,7 @@ def run_demo(settings: Settings, *, dataset: str | None, benign: int, confirm: f
         listings = [ListingUpsert(**to_listing_dict(i)) for i in items]
         asyncio.run(publish(settings, settings.topics.listings, listings))
         asyncio.run(publish(settings, settings.topics.toxic_items,
-                            [_toxic_record(s) for s in seeds]))
+                            [ToxicItem(**to_toxic_dict(s, "demo-moderator")) for s in seeds]))
         harmful = sum(i.harmful for i in items)
         console.print(f"[bold]4/5[/bold] published {len(items)} listings ({harmful} toxic, "
                       f"source: {dataset or 'synthetic marketplace'}), confirmed {len(seeds)}")

@@ -45,3 +45,12 @@ def to_listing_dict(item: LabelledItem) -> dict:
         "seller": item.seller[:MAX_SHORT],
         "language": item.language[:16],
     }
+
+
+def to_toxic_dict(item: LabelledItem, confirmed_by: str) -> dict:
+    """The fields of a ``toxic-items`` record confirming this item, texts cut to bounds."""
+    listing = to_listing_dict(item)
+    return {"id": listing["id"], "title": listing["title"],
+            "description": listing["description"], "category": listing["category"],
+            "cluster": None if item.cluster is None else item.cluster[:MAX_SHORT],
+            "confirmed_by": confirmed_by[:MAX_SHORT], "language": listing["language"]}

@@ -43,7 +43,7 @@ from typing import Protocol
 
 import orjson
 
-from marketplace.items import MAX_DESCRIPTION, MAX_SHORT, MAX_TITLE, LabelledItem
+from marketplace.items import LabelledItem, to_toxic_dict
 from schemas.models import ToxicItem
 from streams.settings import Settings
 from trainer.corpus import data_hash
@@ -291,10 +291,7 @@ def _slug(label: str) -> str:
 
 
 def _toxic(item: LabelledItem, confirmed_by: str) -> ToxicItem:
-    return ToxicItem(id=item.id, title=item.title[:MAX_TITLE],
-                     description=item.description[:MAX_DESCRIPTION],
-                     category=item.category[:MAX_SHORT], cluster=item.cluster,
-                     confirmed_by=confirmed_by, language=item.language[:16])
+    return ToxicItem(**to_toxic_dict(item, confirmed_by))
 
 
 def _run_settings(base: Settings, overrides: dict[str, str], isolation: dict) -> Settings:
