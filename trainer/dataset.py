@@ -85,11 +85,6 @@ def best_queries(candidates: Iterable[Candidate], k: int, threshold: float) -> l
     return [by_query[q] for q in distinct_top([c.query for c in ranked], k)]
 
 
-def list_score(queries: Sequence[str], k: int, score: Callable[[str], float]) -> float:
-    """Mean score of a query list over the ``k`` queries asked for (missing or invalid: 0)."""
-    return sum(score(q) for q in queries[:k] if is_valid_query(q)) / k
-
-
 def seed_rows(corpus: str, seed: SeedText, score: ScoreFn, config: BuildConfig,
               baselines: Mapping[str, list[str]], samples: Sequence[list[str]] = (),
               hits: Callable[[str, str], int] | None = None,

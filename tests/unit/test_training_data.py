@@ -17,7 +17,6 @@ from trainer.dataset import (
     build_rows,
     feedback_candidates,
     feedback_rows,
-    list_score,
     seed_rows,
 )
 
@@ -50,11 +49,6 @@ def test_best_queries_ranks_by_score_and_skips_overlaps_and_weak_ones():
     assert [c.query for c in best] == ["@frosty_plug", "c0ke"]
     assert best_queries(cands, k=1, threshold=0.5)[0].query == "@frosty_plug"
     assert best_queries(cands, k=4, threshold=1.01) == []
-
-
-def test_list_score_counts_missing_queries_as_zero():
-    assert list_score(["c0ke", "@frosty_plug"], 4, lambda q: SCORES[q]) == pytest.approx(0.475)
-    assert list_score([], 4, lambda q: 1.0) == 0
 
 
 def test_seed_rows_sft_target_and_dpo_pairs_with_a_clear_margin():
