@@ -9,6 +9,7 @@ COPY agents agents
 COPY trainer trainer
 COPY schemas schemas
 COPY marketplace marketplace
+COPY serving serving
 COPY cli cli
 RUN pip install .
 

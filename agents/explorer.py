@@ -51,6 +51,7 @@ class ExplorerStats:
     detections: int = 0
     dead_letters: int = 0
     extractor_errors: int = 0
+    rollouts: int = 0
 
 
 class Explorer:
@@ -65,14 +66,36 @@ class Explorer:
         self.stats = ExplorerStats()
         self._send = send
         self._pool = ThreadPoolExecutor(settings.search_threads, thread_name_prefix="search")
+        self._busy = False
+        self._retired: list[Extractor] = []
 
     @property
     def provenance(self) -> Provenance:
         """What produced this worker's queries."""
-        return Provenance(self.extractor.name, self.extractor.model_version, PROMPT_VERSION)
+        return provenance_of(self.extractor)
+
+    async def switch_extractor(self, new: Extractor) -> None:
+        """Serve the next batches with ``new``. A batch in flight finishes with the old
+        extractor (and is recorded under its version), which is closed after it."""
+        old, self.extractor = self.extractor, new
+        self.stats.rollouts += 1
+        if self._busy:
+            self._retired.append(old)
+        else:
+            await old.aclose()
 
     async def handle(self, messages: Sequence[RawMessage]) -> None:
         """Explore a batch of toxic-item messages. Never raises."""
+        self._busy = True
+        try:
+            await self._handle(messages)
+        finally:
+            self._busy = False
+            retired, self._retired = self._retired, []
+            for extractor in retired:
+                await extractor.aclose()
+
+    async def _handle(self, messages: Sequence[RawMessage]) -> None:
         seeds: dict[str, ToxicItem] = {}
         for message in messages:
             try:
@@ -90,17 +113,17 @@ class Explorer:
         if not await self.replica.wait_caught_up(self.settings.explore_wait_index_s):
             log.warning("index not caught up after %.1fs: exploring with what it has",
                         self.settings.explore_wait_index_s)
-        extractions = await self._extract([SeedText(s.id, s.title, s.description)
-                                           for s in seeds.values()])
+        provenance, extractions = await self._extract(
+            [SeedText(s.id, s.title, s.description) for s in seeds.values()])
         by_id = {m.key.decode("utf-8", "replace") if m.key else None: m for m in messages}
-        await asyncio.gather(*(self._explore_one(seeds[e.seed_id], e, by_id.get(e.seed_id))
+        await asyncio.gather(*(self._explore_one(seeds[e.seed_id], e, provenance,
+                                                 by_id.get(e.seed_id))
                                for e in extractions))
 
     async def _explore_one(self, seed: ToxicItem, extraction: Extraction,
-                           message: RawMessage | None) -> None:
+                           provenance: Provenance, message: RawMessage | None) -> None:
         try:
             queries = extraction.queries
-            provenance = self.provenance
             if not queries:
                 raise ValueError("the extractor produced no valid query for this item")
             limit = self.settings.results_per_query
@@ -124,27 +147,33 @@ class Explorer:
     def _search(self, query: str, limit: int, seed_id: str) -> list[Hit]:
         return self.replica.index.search(query, limit, exclude=(seed_id,))
 
-    async def _extract(self, seeds: list[SeedText]) -> list[Extraction]:
+    async def _extract(self, seeds: list[SeedText]) -> tuple[Provenance, list[Extraction]]:
+        """The extractions of a batch and what produced them. Each attempt uses the
+        extractor in service at that moment, so a rollout also rescues a batch waiting
+        for a server that is gone."""
         k = self.settings.queries_per_seed
         delay = 0.5
         while True:
+            extractor = self.extractor
             try:
-                extractions = await self.extractor.extract(seeds, k)
+                extractions = await extractor.extract(seeds, k)
                 break
             except ExtractorError as exc:
                 # The batch stays unacknowledged: seeds wait for the model, they are not lost.
                 self.stats.extractor_errors += 1
                 log.warning("extractor %s failed (%s); retrying in %.1fs",
-                            self.extractor.name, exc, delay)
+                            extractor.name, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
+        provenance = provenance_of(extractor)
         if self.fallback is None:
-            return extractions
+            return provenance, extractions
         empty = [s for s, e in zip(seeds, extractions, strict=True) if not e.queries]
         if not empty:
-            return extractions
+            return provenance, extractions
         backup = {e.seed_id: e for e in await self.fallback.extract(empty, k)}
-        return [backup.get(e.seed_id, e) if not e.queries else e for e in extractions]
+        return provenance, [backup.get(e.seed_id, e) if not e.queries else e
+                            for e in extractions]
 
     async def _emit(self, detections: list[Detection], feedback: list[SearchFeedback]) -> None:
         topics = self.settings.topics
@@ -172,6 +201,11 @@ class Explorer:
     def close(self) -> None:
         """Stop the search threads."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def provenance_of(extractor: Extractor) -> Provenance:
+    """What an extractor's queries are recorded under."""
+    return Provenance(extractor.name, extractor.model_version, PROMPT_VERSION)
 
 
 async def send_dead_letter(send: Send, settings: Settings, record: DeadLetter) -> None:

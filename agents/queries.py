@@ -17,10 +17,11 @@ Pure functions only.
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from agents.prompt import (
     MAX_DESCRIPTION_CHARS,
@@ -238,6 +239,12 @@ def seed_spans(title: str, description: str | None, max_words: int = 3, limit: i
     return out
 
 
+def candidate_spans(title: str, description: str | None, limit: int = 200) -> list[str]:
+    """The spans a model ranks in extractive decoding: :func:`seed_spans` of two or more
+    characters (a single character finds everything)."""
+    return [s for s in seed_spans(title, description, limit=limit) if len(s) >= 2]
+
+
 def distinct_top(ranked: Iterable[str], k: int) -> list[str]:
     """The first ``k`` queries of a best-first list, skipping one that contains or is contained
     in a query already taken (case-insensitive), so the list covers different evidence."""
@@ -250,6 +257,22 @@ def distinct_top(ranked: Iterable[str], k: int) -> list[str]:
             continue
         taken.append(query)
     return taken
+
+
+def rank_spans(spans: Sequence[str], scores: Sequence[float], k: int, *,
+               temperature: float = 0.0, sample_key: str = "") -> tuple[list[str], list[str]]:
+    """Extractive decoding's last step, shared by every model backend: the ``k`` best distinct
+    spans by model score (log-probability), and the ``2k`` best as ``"score\tspan"`` lines
+    for the record. With ``temperature`` > 0 spans are sampled without replacement (Gumbel
+    top-k on ``score / temperature``), reproducibly for a given ``sample_key``."""
+    if len(spans) != len(scores):
+        raise ValueError(f"{len(spans)} spans but {len(scores)} scores")
+    if temperature > 0:
+        rng = random.Random(sample_key)
+        scores = [s / temperature - math.log(-math.log(rng.random() or 1e-12)) for s in scores]
+    ranked = sorted(zip(scores, spans, strict=True), key=lambda pair: -pair[0])
+    return (distinct_top([s for _, s in ranked], k),
+            [f"{score:.2f}\t{span}" for score, span in ranked[: 2 * k]])
 
 
 _STOPWORDS = frozenset({

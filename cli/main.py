@@ -15,6 +15,7 @@ import orjson
 import typer
 from rich.console import Console
 
+from cli.serve import rollout_command, serve_model_command
 from cli.train import eval_command, replay_command, train_app
 from streams.settings import Settings, get_settings
 
@@ -32,6 +33,8 @@ app.add_typer(publish_app, name="publish")
 app.add_typer(train_app, name="train")
 app.command("eval")(eval_command)
 app.command("replay")(replay_command)
+app.command("serve-model")(serve_model_command)
+app.command("rollout")(rollout_command)
 
 
 def _settings(**overrides) -> Settings:

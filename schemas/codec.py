@@ -16,6 +16,7 @@ from schemas.models import (
     DeadLetter,
     Detection,
     ListingEvent,
+    ModelRollout,
     SearchFeedback,
     ToxicItem,
     utcnow,
@@ -30,6 +31,7 @@ CONTRACTS: dict[str, Any] = {
     "detections": Detection,
     "search-feedback": SearchFeedback,
     "dead-letter": DeadLetter,
+    "model-rollouts": ModelRollout,
 }
 SUPPORTED_VERSIONS = {1}
 MAX_MESSAGE_BYTES = 256 * 1024

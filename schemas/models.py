@@ -144,3 +144,26 @@ class DeadLetter(_Record):
     raw_key_b64: str | None = None
     raw_value_b64: str = Field(description="The original message value, base64.")
     failed_at: datetime = Field(default_factory=utcnow, strict=False)
+
+
+# --- model-rollouts ------------------------------------------------------------------------
+
+
+class ModelRollout(_Record):
+    """Switch the workers' query extractor to another model (key: ``"extractor"``; the topic
+    is compacted, the last record is the model in service). Workers verify the new model
+    answers before switching and never drop a seed on the way. Secrets never travel here:
+    the API key stays in each worker's settings and ``base_url`` must be one the workers
+    are configured to allow."""
+
+    schema_version: Literal[1] = 1
+    extractor: Literal["keywords", "transformers", "openai"]
+    model: ShortText | None = Field(
+        default=None, description="Served model name (openai), directory or hub id.")
+    base_url: ShortText | None = Field(
+        default=None, description="openai: the server's API root; default the worker's own.")
+    model_version: ShortText | None = Field(
+        default=None, description="Recorded version; default the served name / model card.")
+    reason: ShortText = ""
+    issued_by: ShortText = ""
+    issued_at: datetime = Field(default_factory=utcnow, strict=False)

@@ -1,6 +1,7 @@
 """The faust application: topics, the explorer agent and the replica task, wired from Settings.
 
-``create_app(settings)`` builds everything; nothing here runs at import time and no address is
+``create_worker(settings)`` builds everything (the replica task, the model-rollouts follower
+and the explorer agent); nothing here runs at import time and no address is
 hard-coded. The agent is deliberately thin: it hands batches of raw messages to
 ``agents.explorer.Explorer``, which holds the logic.
 
@@ -24,6 +25,7 @@ from agents.extractor.factory import build_extractor
 from agents.extractor.keywords import KeywordsExtractor
 from agents.index import ListingIndex
 from agents.replica import Replica
+from agents.rollout import RolloutFollower
 from streams.settings import ExtractorBackend, SecurityProtocol, Settings
 
 log = logging.getLogger(__name__)
@@ -81,7 +83,9 @@ class Worker:
         self.index: ListingIndex | None = None
         self.replica: Replica | None = None
         self.explorer: Explorer | None = None
+        self.rollouts: RolloutFollower | None = None
         self.app.task(self._run_replica)
+        self.app.task(self._follow_rollouts)
         self.app.agent(self.toxic_items, name="explore", concurrency=1)(self._explore)
 
     async def _send(self, topic: str, key: bytes, value: bytes) -> object:
@@ -103,6 +107,7 @@ class Worker:
         if settings.extractor is not ExtractorBackend.KEYWORDS:
             fallback = KeywordsExtractor()
         self.explorer = Explorer(settings, self.replica, extractor, self._send, fallback=fallback)
+        self.rollouts = RolloutFollower(settings, self.explorer, self._send_dead)
         log.info("worker %s: extractor %s (%s), index %s with %d listings",
                  settings.worker_id, extractor.name, extractor.model_version,
                  settings.index_dir, self.index.count())
@@ -118,6 +123,16 @@ class Worker:
             log.exception("replica stopped: the worker cannot serve without its index")
             await self.app.crash(RuntimeError("replica failed"))
             raise
+
+    async def _follow_rollouts(self) -> None:
+        self._build()
+        assert self.rollouts is not None
+        try:
+            await self.rollouts.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the current model keeps serving; rollouts need a restart
+            log.exception("the model-rollouts follower stopped")
 
     async def _explore(self, stream) -> None:
         self._build()

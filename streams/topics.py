@@ -16,11 +16,15 @@ from streams.settings import Settings
 
 def topic_specs(settings: Settings) -> dict[str, int]:
     """Topic name -> partition count. The dead-letter topic has one partition (order matters
-    more than throughput there)."""
+    more than throughput there), and so has the model-rollouts topic (one total order)."""
     topics = settings.topics
     n = settings.topic_partitions
     return {topics.listings: n, topics.toxic_items: n, topics.detections: n,
-            topics.feedback: n, topics.dead_letter: 1}
+            topics.feedback: n, topics.dead_letter: 1, topics.rollouts: 1}
+
+
+#: Per-topic configuration: the rollouts topic keeps the last record per key.
+TOPIC_CONFIGS = {"model-rollouts": {"cleanup.policy": "compact"}}
 
 
 async def create_topics(settings: Settings) -> list[str]:
@@ -30,7 +34,9 @@ async def create_topics(settings: Settings) -> list[str]:
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [NewTopic(name, partitions, settings.topic_replication)
+        prefix = settings.topic_prefix
+        missing = [NewTopic(name, partitions, settings.topic_replication,
+                            topic_configs=TOPIC_CONFIGS.get(name.removeprefix(prefix), {}))
                    for name, partitions in specs.items() if name not in existing]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # a concurrent creator won

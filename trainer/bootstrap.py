@@ -9,6 +9,7 @@ CPU attention refuses 16). The result is a plain Hugging Face model directory wi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import time
@@ -73,6 +74,14 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int):
     return wrapped
 
 
+def bootstrap_version(texts: Sequence[str], config: BootstrapConfig) -> str:
+    """``qx-base-<hash of the pre-training texts>-<hash of the config>``: the same data and
+    configuration give the same name, anything else another one."""
+    data = hashlib.sha256("\x1e".join(texts).encode()).hexdigest()[:8]
+    conf = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode()).hexdigest()[:6]
+    return f"qx-base-{data}-{conf}"
+
+
 def bootstrap(items: Sequence[LabelledItem], out: Path, config: BootstrapConfig, *,
               k: int = 4, corpora: dict[str, str] | None = None) -> Path:
     """Train the tokenizer and pre-train the model on ``items``; save to ``out``."""
@@ -106,7 +115,7 @@ def bootstrap(items: Sequence[LabelledItem], out: Path, config: BootstrapConfig,
     trainer.model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     card = {
-        "version": f"qx-base-{int(time.time())}",
+        "version": bootstrap_version(texts, config),
         "stage": "bootstrap",
         "base_model": None,
         "parameters": sum(p.numel() for p in model.parameters()),

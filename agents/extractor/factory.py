@@ -7,7 +7,8 @@ This module owns the mapping from :class:`streams.settings.Settings` to an
   (``yake`` default, ``tfidf``, ``first_words``).
 * ``extractor=transformers``: :class:`TransformersExtractor` on ``model`` (hub id or dir).
 * ``extractor=openai``: :class:`OpenAIExtractor` on ``openai_base_url``; ``model`` is the
-  served model name (discovered from ``GET /models`` when unset).
+  served model name (discovered from ``GET /models`` when unset). ``qexplorer serve-model``
+  serves a model directory under its version, so the served name is the model version.
 
 ``settings.model_version``, when set, overrides the recorded version for every backend.
 Backends are imported lazily so choosing one never imports the others' dependencies.
@@ -84,5 +85,7 @@ def build_extractor(
             temperature=settings.temperature,
             seed=settings.seed,
             model_version=override,
+            extractive=settings.extractive,
+            structured=settings.openai_structured,
         )
     raise ValueError(f"unknown extractor backend {backend!r}: keywords, transformers, openai")

@@ -1,18 +1,28 @@
-"""Extraction through any OpenAI-compatible completions server (vLLM in production).
+"""Extraction through an OpenAI-compatible server: vLLM in production (``qexplorer serve-model``).
 
-This module owns :class:`OpenAIExtractor`: one ``POST {base_url}/completions`` per seed
-with the prompt of :mod:`agents.prompt` and :data:`agents.prompt.END_MARKER` as stop
-sequence, bounded concurrency, a per-request timeout and retries with exponential backoff
-on connection errors, timeouts, 429 and 5xx. When the retries are spent it raises
-:class:`ExtractorError` so the caller keeps the seed unacknowledged and tries again later.
-Only the HTTP API is used, never server internals. The API key is sent as a bearer token
-and never logged or shown in reprs.
+This module owns :class:`OpenAIExtractor`. Two decoding modes, the same as the in-process
+``transformers`` backend so a model behaves alike wherever it runs:
+
+* extractive (default): the seed's own word spans are ranked by the model's probability of
+  each as the first query line. One batched ``/v1/completions`` request a seed carries every
+  span as a token-id prompt (prompt + span + newline) with ``echo`` and ``logprobs``, so the
+  server returns the log-probabilities of the prompt tokens; the prompt and the spans are
+  tokenised by the server's ``/tokenize``, exactly as the in-process backend tokenises them.
+* free text: the completion is generated under a grammar (vLLM ``structured_outputs``
+  regex) that only admits a list of at most k short printable lines, with ``n`` samples.
+
+Seeds are requested concurrently (bounded), each request has a timeout and retries with
+exponential backoff on connection errors, timeouts, 429 and 5xx. When the retries are spent
+it raises :class:`ExtractorError` and the explorer keeps the seeds unacknowledged until the
+server answers again. Only the HTTP API is used, never server internals. The API key is sent
+as a bearer token and never logged or shown in reprs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -27,13 +37,28 @@ from tenacity import (
 
 from agents.extractor.base import Extraction, Extractor, ExtractorError, SeedText
 from agents.prompt import END_MARKER, build_prompt, parse_completion
-from agents.queries import clean_queries
+from agents.queries import MAX_QUERY_CHARS, candidate_spans, clean_queries, rank_spans
 
 log = logging.getLogger(__name__)
 
 
 class _Retryable(Exception):
     """A failure worth retrying (connection, timeout, 429, 5xx)."""
+
+
+def query_list_regex(k: int, max_chars: int = MAX_QUERY_CHARS) -> str:
+    """The grammar of a free-text completion: 1..k lines of 1..max_chars printable
+    characters. It bounds the output and leaves no room for anything but a query list."""
+    return f"(?:[^\\x00-\\x1f\\x7f<>]{{1,{max_chars}}}\\n){{1,{k}}}"
+
+
+@dataclass
+class ServerUsage:
+    """Token counts reported by the server (``usage``), for throughput figures."""
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 def _short_model_id(model_id: str) -> str:
@@ -64,13 +89,18 @@ class OpenAIExtractor(Extractor):
         max_backoff_s: float = 8.0,
         model_version: str | None = None,
         client: httpx.AsyncClient | None = None,
+        extractive: bool = True,
+        max_spans: int = 200,
+        structured: bool = True,
     ) -> None:
         """``base_url`` ends in ``/v1`` (e.g. ``http://127.0.0.1:8000/v1``). ``model`` is the
         served model name; when None the first model of ``GET /models`` is used. ``n`` > 1
         asks for several samples a seed (useful with ``temperature`` > 0); their queries are
-        merged in order. Each request is tried ``attempts`` times with exponential backoff
-        starting at ``backoff_s``. A ``client`` may be injected (its lifetime is then the
-        caller's)."""
+        merged in order (free-text mode). Each request is tried ``attempts`` times with
+        exponential backoff starting at ``backoff_s``. A ``client`` may be injected (its
+        lifetime is then the caller's). ``extractive`` ranks at most ``max_spans`` spans of
+        the seed instead of generating free text; ``structured`` constrains free text to the
+        query-list grammar."""
         if concurrency < 1 or n < 1 or attempts < 1:
             raise ValueError(
                 f"concurrency, n and attempts must be >= 1 (got concurrency={concurrency}, "
@@ -90,7 +120,12 @@ class OpenAIExtractor(Extractor):
         self.attempts = attempts
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
+        self.extractive = extractive
+        self.max_spans = max_spans
+        self.structured = structured
+        self.usage = ServerUsage()
         self._override = model_version
+        self._max_model_len: int | None = None
         self._server_model: str | None = None
         self._client = client
         self._owns_client = client is None
@@ -130,13 +165,19 @@ class OpenAIExtractor(Extractor):
         return self._client
 
     async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        """One request with retries; returns the decoded JSON body."""
+        """One request with retries; returns the decoded JSON body. ``path`` is relative to
+        ``base_url``, or to the server's root when it starts with ``//`` (vLLM serves
+        ``/tokenize`` beside ``/v1``, not under it)."""
+        if path.startswith("//"):
+            url = f"{self.base_url.removesuffix('/v1')}{path[1:]}"
+        else:
+            url = f"{self.base_url}{path}"
 
         async def once() -> Any:
             try:
                 async with asyncio.timeout(self.timeout_s):  # whole request, not per read
                     resp = await self._http().request(
-                        method, f"{self.base_url}{path}", json=body, headers=self._headers(),
+                        method, url, json=body, headers=self._headers(),
                         timeout=self.timeout_s,
                     )
             except (httpx.TransportError, TimeoutError) as exc:
@@ -157,7 +198,7 @@ class OpenAIExtractor(Extractor):
             wait=wait_exponential(multiplier=self.backoff_s, max=self.max_backoff_s),
             retry=retry_if_exception(lambda e: isinstance(e, _Retryable)),
             before_sleep=lambda state: log.warning(
-                "%s %s%s failed (attempt %d/%d): %s; retrying", method, self.base_url, path,
+                "%s %s failed (attempt %d/%d): %s; retrying", method, url,
                 state.attempt_number, self.attempts,
                 state.outcome.exception() if state.outcome else "?",
             ),
@@ -168,7 +209,7 @@ class OpenAIExtractor(Extractor):
         except RetryError as exc:
             last = exc.last_attempt.exception()
             raise ExtractorError(
-                f"{method} {self.base_url}{path} failed after {self.attempts} attempts: {last}"
+                f"{method} {url} failed after {self.attempts} attempts: {last}"
             ) from last
 
     async def resolve_model(self) -> str:
@@ -190,8 +231,54 @@ class OpenAIExtractor(Extractor):
                 log.info("using served model %s", self._server_model)
         return self._server_model
 
+    def _count(self, data: Any) -> None:
+        usage = data.get("usage") if isinstance(data, dict) else None
+        self.usage.requests += 1
+        if isinstance(usage, dict):
+            self.usage.prompt_tokens += int(usage.get("prompt_tokens") or 0)
+            self.usage.completion_tokens += int(usage.get("completion_tokens") or 0)
+
+    async def _tokenize(self, model: str, text: str) -> list[int]:
+        data = await self._call("POST", "//tokenize", {
+            "model": model, "prompt": text, "add_special_tokens": False})
+        try:
+            if self._max_model_len is None and data.get("max_model_len"):
+                self._max_model_len = int(data["max_model_len"])
+            return [int(t) for t in data["tokens"]]
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ExtractorError(f"/tokenize answered without tokens: {data!r:.300}") from exc
+
+    async def _rank(self, model: str, seed: SeedText, k: int) -> Extraction:
+        """Extractive decoding: score every span as the first query line, keep the best."""
+        spans = candidate_spans(seed.title, seed.description, limit=self.max_spans)
+        if not spans:
+            return Extraction(seed_id=seed.id, queries=[], raw=[])
+        async with self._semaphore:
+            prompt_ids, *conts = await asyncio.gather(
+                self._tokenize(model, build_prompt(seed.title, seed.description, k)),
+                *(self._tokenize(model, f"{span}\n") for span in spans))
+            limit = self._max_model_len
+            if limit is not None and limit > self.max_new_tokens + 8:
+                # the same cut as the in-process backend: keep the end (listing and cue)
+                prompt_ids = prompt_ids[-(limit - self.max_new_tokens - 16):]
+            data = await self._call("POST", "/completions", {
+                "model": model, "prompt": [prompt_ids + cont for cont in conts],
+                "max_tokens": 1, "temperature": 0.0, "echo": True, "logprobs": 0})
+        self._count(data)
+        start = len(prompt_ids)
+        try:
+            choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
+            scores = [float(sum(c["logprobs"]["token_logprobs"][start:start + len(cont)]))
+                      for c, cont in zip(choices, conts, strict=True)]
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ExtractorError(
+                f"completion without prompt log-probabilities: {data!r:.300}") from exc
+        queries, raw = rank_spans(spans, scores, k, temperature=self.temperature,
+                                  sample_key=f"{self.seed}:{seed.id}")
+        return Extraction(seed_id=seed.id, queries=queries, raw=raw)
+
     async def _complete(self, model: str, seed: SeedText, k: int) -> Extraction:
-        assert self._semaphore is not None
+        """Free-text decoding, constrained to the query-list grammar when ``structured``."""
         body: dict[str, Any] = {
             "model": model,
             "prompt": build_prompt(seed.title, seed.description, k),
@@ -200,10 +287,13 @@ class OpenAIExtractor(Extractor):
             "n": self.n,
             "stop": [END_MARKER],
         }
+        if self.structured:
+            body["structured_outputs"] = {"regex": query_list_regex(k)}
         if self.seed is not None:
             body["seed"] = self.seed
         async with self._semaphore:
             data = await self._call("POST", "/completions", body)
+        self._count(data)
         try:
             choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
             texts = [str(c.get("text") or "") for c in choices]
@@ -226,7 +316,8 @@ class OpenAIExtractor(Extractor):
         if self._semaphore is None:
             self._semaphore = asyncio.Semaphore(self.concurrency)
         model = await self.resolve_model()
-        tasks = [asyncio.create_task(self._complete(model, s, k)) for s in seeds]
+        one = self._rank if self.extractive else self._complete
+        tasks = [asyncio.create_task(one(model, s, k)) for s in seeds]
         try:
             return list(await asyncio.gather(*tasks))
         except BaseException:

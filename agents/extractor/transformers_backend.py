@@ -18,14 +18,12 @@ import asyncio
 import hashlib
 import json
 import logging
-import math
-import random
 from pathlib import Path
 from typing import Any
 
 from agents.extractor.base import Extraction, Extractor, ExtractorError, SeedText
 from agents.prompt import END_MARKER, build_prompt, chat_messages, parse_completion
-from agents.queries import clean_queries, distinct_top, seed_spans
+from agents.queries import candidate_spans, clean_queries, rank_spans
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +68,11 @@ def directory_fingerprint(path: Path) -> str:
             st = f.stat()
             digest.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}\0".encode())
     return digest.hexdigest()[:12]
+
+
+def local_model_version(path: Path) -> str:
+    """The version of a model directory: its card's, else ``<dirname>@<fingerprint>``."""
+    return card_version(path) or f"{path.resolve().name}@{directory_fingerprint(path)}"
 
 
 def hub_revision(model_id: str) -> str | None:
@@ -149,9 +152,7 @@ class TransformersExtractor(Extractor):
 
     def _compute_version(self) -> str:
         if self.is_local:
-            return card_version(self.path) or (
-                f"{self.path.resolve().name}@{directory_fingerprint(self.path)}"
-            )
+            return local_model_version(self.path)
         revision = hub_revision(self.model_ref)
         if revision is None and self._model is not None:
             revision = getattr(self._model.config, "_commit_hash", None)
@@ -274,8 +275,7 @@ class TransformersExtractor(Extractor):
 
         import torch
 
-        spans = [s for s in seed_spans(seed.title, seed.description, limit=self.max_spans)
-                 if len(s) >= 2]
+        spans = candidate_spans(seed.title, seed.description, limit=self.max_spans)
         if not spans:
             return Extraction(seed_id=seed.id, queries=[], raw=[])
         tok, model = self._tokenizer, self._model
@@ -305,13 +305,9 @@ class TransformersExtractor(Extractor):
                     total = first_logp[cont[0]].item()
                     total += sum(logp[row, j - 1, cont[j]].item() for j in range(1, len(cont)))
                     scores.append(total)
-        if self.temperature > 0:  # sample spans without replacement (Gumbel top-k)
-            rng = random.Random(f"{self.seed}:{seed.id}")
-            scores = [s / self.temperature - math.log(-math.log(rng.random() or 1e-12))
-                      for s in scores]
-        ranked = sorted(zip(scores, spans, strict=True), key=lambda pair: -pair[0])
-        return Extraction(seed_id=seed.id, queries=distinct_top([s for _, s in ranked], k),
-                          raw=[f"{score:.2f}\t{span}" for score, span in ranked[: 2 * k]])
+        queries, raw = rank_spans(spans, scores, k, temperature=self.temperature,
+                                  sample_key=f"{self.seed}:{seed.id}")
+        return Extraction(seed_id=seed.id, queries=queries, raw=raw)
 
     async def extract(self, seeds: list[SeedText], k: int) -> list[Extraction]:
         """One Extraction per seed (at most ``k`` queries, possibly none when the output is

@@ -183,3 +183,58 @@ _real_sleep = asyncio.sleep
 
 async def _no_sleep(_delay: float) -> None:
     await _real_sleep(0)
+
+
+class GatedExtractor(StubExtractor):
+    """Waits for ``gate`` before answering; records whether it was closed."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = asyncio.Event()
+        self.started = asyncio.Event()
+        self.closed = False
+
+    async def extract(self, seeds, k):
+        self.started.set()
+        await self.gate.wait()
+        if self.closed:
+            raise AssertionError("used after close")
+        return await super().extract(seeds, k)
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+async def test_switching_extractor_mid_batch_keeps_the_batch_on_the_old_model(settings,
+                                                                              replica):
+    sink = Sink()
+    old = GatedExtractor({"l0": ["snow"], "l3": ["garden"]}, version="old-1")
+    new = StubExtractor({"l0": ["snow"], "l3": ["garden"]}, version="new-2")
+    explorer = Explorer(settings, replica, old, sink)
+    batch = asyncio.create_task(explorer.handle([_message(_seed())]))
+    await old.started.wait()
+    await explorer.switch_extractor(new)
+    assert not old.closed  # a batch still uses it
+    old.gate.set()
+    await batch
+    assert old.closed  # retired once its batch was done
+    await explorer.handle([_message(_seed("l3", "garden chair"), 1)])
+    versions = {f.seed_id: f.model_version
+                for f in sink.records("t.search-feedback", SearchFeedback)}
+    assert versions == {"l0": "old-1", "l3": "new-2"}
+    assert explorer.stats.rollouts == 1
+
+
+async def test_a_rollout_rescues_a_batch_waiting_for_a_dead_server(settings, replica,
+                                                                   monkeypatch):
+    monkeypatch.setattr(asyncio, "sleep", _no_sleep)
+    sink = Sink()
+    dead = StubExtractor({}, failures=10**9, version="gone")
+    explorer = Explorer(settings, replica, dead, sink)
+    batch = asyncio.create_task(explorer.handle([_message(_seed())]))
+    while dead.calls < 3:
+        await _real_sleep(0)
+    await explorer.switch_extractor(StubExtractor({"l0": ["snow"]}, version="live"))
+    await batch
+    [feedback] = sink.records("t.search-feedback", SearchFeedback)
+    assert feedback.model_version == "live"

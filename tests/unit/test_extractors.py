@@ -13,8 +13,9 @@ import pytest
 from agents.extractor.base import Extraction, ExtractorError, SeedText
 from agents.extractor.factory import build_extractor
 from agents.extractor.keywords import KeywordsExtractor, cjk_bigrams, tfidf_terms
+from agents.extractor.openai_backend import query_list_regex
 from agents.prompt import END_MARKER, build_prompt
-from agents.queries import is_valid_query
+from agents.queries import candidate_spans, is_valid_query
 from streams.settings import Settings
 
 SEEDS = [
@@ -298,7 +299,16 @@ async def fake_server():
         "fail_first": 0, "status": 500, "delay": 0.0, "calls": 0, "inflight": 0,
         "max_inflight": 0, "headers": [], "bodies": [],
         "text": "1. R0lex w@tch\n2. lux888\n3. lux888\n" + END_MARKER,
+        "max_model_len": 4096, "favourite": set("lux888\n"), "tokenized": 0,
     }
+
+    async def tokenize(request: web.Request) -> web.Response:
+        # one token a character: enough to check how prompts and spans are put together
+        state["tokenized"] += 1
+        body = await request.json()
+        assert body["add_special_tokens"] is False
+        return web.json_response({"tokens": [ord(c) for c in body["prompt"]],
+                                  "max_model_len": state["max_model_len"]})
 
     async def models(request: web.Request) -> web.Response:
         return web.json_response({"object": "list",
@@ -318,6 +328,13 @@ async def fake_server():
                 await asyncio.sleep(state["delay"])
         finally:
             state["inflight"] -= 1
+        if body.get("echo"):  # prompt log-probabilities: favourite characters are likely
+            return web.json_response({"object": "text_completion", "choices": [
+                {"index": i, "text": "x", "logprobs": {"token_logprobs": [None] + [
+                    -0.1 if chr(t) in state["favourite"] else -5.0 for t in ids[1:]] + [-1.0]}}
+                for i, ids in enumerate(body["prompt"])],
+                "usage": {"prompt_tokens": sum(map(len, body["prompt"])),
+                          "completion_tokens": len(body["prompt"])}})
         return web.json_response({
             "object": "text_completion",
             "choices": [{"index": i, "text": state["text"], "finish_reason": "stop"}
@@ -327,6 +344,7 @@ async def fake_server():
     app = web.Application()
     app.router.add_get("/v1/models", models)
     app.router.add_post("/v1/completions", completions)
+    app.router.add_post("/tokenize", tokenize)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -341,6 +359,7 @@ def _openai(base_url: str, **kwargs):
 
     kwargs.setdefault("backoff_s", 0.01)
     kwargs.setdefault("max_backoff_s", 0.02)
+    kwargs.setdefault("extractive", False)
     return OpenAIExtractor(base_url, **kwargs)
 
 
@@ -358,6 +377,7 @@ async def test_openai_normal_answer(fake_server):
         "model": "/srv/models/qx-sft-v2",
         "prompt": build_prompt(SEEDS[0].title, SEEDS[0].description, 3),
         "max_tokens": 20, "temperature": 0.0, "n": 1, "seed": 5, "stop": [END_MARKER],
+        "structured_outputs": {"regex": query_list_regex(3)},
     }
     assert state["headers"][0]["Authorization"] == "Bearer sk-test-123"
     assert extractor.model_version == "qx-sft-v2"
@@ -450,3 +470,49 @@ async def test_openai_garbage_completion_gives_no_queries(fake_server):
     [out] = await extractor.extract(SEEDS[:1], 3)
     await extractor.aclose()
     assert out.queries == [] and out.raw == ["*** ::: !!!"]
+
+
+async def test_openai_extractive_ranks_spans_by_prompt_logprobs(fake_server):
+    base_url, state = fake_server
+    extractor = _openai(base_url, model="m", extractive=True)
+    [out] = await extractor.extract(SEEDS[:1], 3)
+    await extractor.aclose()
+    spans = candidate_spans(SEEDS[0].title, SEEDS[0].description)
+    assert out.queries[0] == "lux888"  # made only of characters the fake model likes
+    assert set(out.queries) <= set(spans) and len(out.queries) == 3
+    [body] = state["bodies"]  # one batched request a seed: every span after the prompt
+    prompt = [ord(c) for c in build_prompt(SEEDS[0].title, SEEDS[0].description, 3)]
+    assert body["echo"] is True and body["logprobs"] == 0 and body["max_tokens"] == 1
+    assert body["prompt"] == [prompt + [ord(c) for c in f"{s}\n"] for s in spans]
+    assert state["tokenized"] == 1 + len(spans)
+    assert extractor.usage.requests == 1 and extractor.usage.prompt_tokens > len(prompt)
+
+
+async def test_openai_extractive_cuts_long_prompts_from_the_front(fake_server):
+    base_url, state = fake_server
+    state["max_model_len"] = 100
+    extractor = _openai(base_url, model="m", extractive=True, max_new_tokens=20)
+    await extractor.extract(SEEDS[:1], 3)
+    await extractor.aclose()
+    prompt = build_prompt(SEEDS[0].title, SEEDS[0].description, 3)
+    first = state["bodies"][0]["prompt"][0]
+    assert "".join(map(chr, first[:64])) == prompt[-64:]  # the end (the cue) is kept
+
+
+async def test_openai_extractive_sampling_is_reproducible(fake_server):
+    base_url, _ = fake_server
+    runs = []
+    for seed in (1, 1, 2):
+        extractor = _openai(base_url, model="m", extractive=True, temperature=5.0, seed=seed)
+        runs.append((await extractor.extract(SEEDS[:1], 3))[0].queries)
+        await extractor.aclose()
+    assert runs[0] == runs[1] and runs[0] != runs[2]
+
+
+def test_query_list_grammar_admits_query_lists_only():
+    grammar = re.compile(query_list_regex(3))
+    assert grammar.fullmatch("lux888\nR0lex w@tch\n")
+    assert not grammar.fullmatch("a\nb\nc\nd\n")  # more than k lines
+    assert not grammar.fullmatch("lux888\n" + END_MARKER + "\n")
+    assert not grammar.fullmatch("x" * 81 + "\n")
+    assert not grammar.fullmatch("tab\there\n")

@@ -1,0 +1,102 @@
+"""``qexplorer serve-model`` and ``qexplorer rollout``: serve a model with vLLM, switch workers.
+
+Blue/green rollout of a newly trained model, with the stream running::
+
+    qexplorer serve-model .cache/models/run-v2/dpo --port 8001      # next to the live one
+    qexplorer rollout --base-url http://127.0.0.1:8001/v1            # workers probe, switch
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+console = Console()
+
+
+def serve_model_command(
+    model: Annotated[str | None, typer.Argument(
+        help="Model directory or Hugging Face id (default: the model trained last).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default QEXPLORER_SERVE_PORT).")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda or auto.")] = None,
+    setup_only: Annotated[bool, typer.Option(
+        "--setup-only", help="Build the server's virtualenv and exit.")] = False,
+) -> None:
+    """Serve a model with vLLM's OpenAI-compatible server (its own virtualenv; built on
+    first use, a few minutes). Runs in the foreground until Ctrl-C."""
+    from cli.main import _settings
+    from cli.train import latest_model
+    from serving.environment import detect_device, ensure_env
+    from serving.server import ModelServer
+
+    settings = _settings(serve_device=device)
+    device = detect_device(settings)
+    with console.status(f"model server environment ({device}): building if needed"):
+        python = ensure_env(settings, device)
+    console.print(f"model server environment: {python.parent.parent}")
+    if setup_only:
+        return
+    model = model or latest_model()
+    if not model:
+        console.print("[red]no model: pass a directory or train one (qexplorer train all, or "
+                      "qexplorer train bootstrap for an untrained one)[/red]")
+        raise typer.Exit(2)
+    server = ModelServer(settings, python, model, device=device, port=port)
+    server.start()
+    try:
+        with console.status(f"starting vLLM for {server.name} (log {server.log_path})"):
+            server.wait_ready()
+        console.print(f"[green]serving[/green] {server.name} at {server.base_url}\n"
+                      f"workers: QEXPLORER_EXTRACTOR=openai "
+                      f"QEXPLORER_OPENAI_BASE_URL={server.base_url}\n"
+                      f"running workers: qexplorer rollout --base-url {server.base_url}")
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+        server.process.wait()
+        console.print(f"[red]vLLM exited with {server.process.returncode}[/red]\n{server.tail()}")
+        raise typer.Exit(1)
+    except KeyboardInterrupt:
+        console.print("stopping the model server")
+    except RuntimeError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    finally:
+        server.stop()
+
+
+def rollout_command(
+    model: Annotated[str | None, typer.Option(
+        help="Served model name (openai; default: the server's first model), or a model "
+             "directory / hub id (transformers).")] = None,
+    base_url: Annotated[str | None, typer.Option(
+        help="openai: the server's API root (default QEXPLORER_OPENAI_BASE_URL); workers "
+             "must allow it (QEXPLORER_ROLLOUT_BASE_URLS).")] = None,
+    extractor: Annotated[str, typer.Option(help="openai, transformers or keywords.")
+                         ] = "openai",
+    version: Annotated[str | None, typer.Option(
+        help="Record detections under this version (default: served name / model card).")
+                       ] = None,
+    reason: Annotated[str, typer.Option(help="Why (kept with the record).")] = "",
+) -> None:
+    """Switch every running worker to another model, without stopping the stream: each
+    worker probes the new model, then explores its next seeds with it."""
+    from cli.main import _settings
+    from schemas.codec import SchemaError
+    from schemas.models import ModelRollout
+    from streams.client import publish
+
+    settings = _settings()
+    try:
+        record = ModelRollout(extractor=extractor, model=model, base_url=base_url,
+                              model_version=version, reason=reason, issued_by="cli")
+    except (SchemaError, ValueError) as exc:
+        console.print(f"[red]invalid rollout:[/red] {exc}")
+        raise typer.Exit(2) from None
+    topic = settings.topics.rollouts
+    asyncio.run(publish(settings, topic, [record], key=lambda _: "extractor"))
+    console.print(f"published to {topic}: {extractor} {model or '(served model)'} "
+                  f"{base_url or settings.openai_base_url}; workers log the switch or refuse "
+                  f"it to {settings.topics.dead_letter}")

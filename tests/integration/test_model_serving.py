@@ -1,0 +1,224 @@
+"""The real vLLM engine (the CPU build, in its own virtualenv) serving QExplorer models to a real
+worker over Kafka: the queries it returns, a crash of the server mid-stream, and a rollout of
+another model with the stream running.
+
+The first run builds the server's virtualenv (about two minutes; it is reused afterwards).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections import defaultdict
+
+import pytest
+
+from agents.extractor.base import SeedText
+from agents.extractor.transformers_backend import TransformersExtractor
+from agents.queries import candidate_spans
+from marketplace.items import to_listing_dict, to_toxic_dict
+from marketplace.synthetic import generate_marketplace, split_seeds
+from schemas.codec import decode
+from schemas.models import (
+    DeadLetter,
+    Detection,
+    ListingUpsert,
+    ModelRollout,
+    SearchFeedback,
+    ToxicItem,
+)
+from serving.environment import detect_device, ensure_env
+from serving.server import ModelServer
+from streams.client import publish, read_to_end
+from streams.settings import Settings
+from tests.integration.conftest import wait_for
+from trainer.bootstrap import BootstrapConfig, bootstrap
+
+pytestmark = pytest.mark.integration
+
+K = 4
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def market():
+    items = generate_marketplace(n_benign=600, n_clusters=6, seed=11)
+    return items, split_seeds(items, 0.5, seed=2)
+
+
+@pytest.fixture(scope="module")
+def runtime(broker):
+    """(interpreter of the server's virtualenv, device)."""
+    settings = Settings()
+    device = detect_device(settings)
+    return ensure_env(settings, device), device
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, market):
+    """Two small bootstrapped models with different weights, hence different versions."""
+    items, _ = market
+    out = []
+    for name, steps in (("a", 30), ("b", 60)):
+        config = BootstrapConfig(vocab_size=512, hidden_size=64, heads=2, layers=2,
+                                 intermediate_size=128, steps=steps, batch_size=8,
+                                 max_length=192)
+        out.append(bootstrap(items, tmp_path_factory.mktemp(f"model-{name}"), config, k=K))
+    return out
+
+
+def _server(runtime, model, tmp_path) -> ModelServer:
+    python, device = runtime
+    return ModelServer(Settings(), python, str(model), device=device, port=_free_port(),
+                       log_path=tmp_path / f"vllm-{model.name}.log")
+
+
+@pytest.fixture(scope="module")
+def servers(runtime, models, tmp_path_factory):
+    """A vLLM server for each model, started together (each takes ~40 s to be ready)."""
+    tmp = tmp_path_factory.mktemp("servers")
+    started = [_server(runtime, m, tmp).start() for m in models]
+    try:
+        for server in started:
+            server.wait_ready()
+        yield started
+    finally:
+        for server in started:
+            server.stop()
+
+
+def _read(cluster, topic, model):
+    return [decode(model, m.value) for m in asyncio.run(read_to_end(cluster.settings, topic))]
+
+
+def _publish_market(cluster, items):
+    asyncio.run(publish(cluster.settings, cluster.settings.topics.listings,
+                        [ListingUpsert(**to_listing_dict(i)) for i in items]))
+
+
+def _publish_seeds(cluster, seeds):
+    asyncio.run(publish(cluster.settings, cluster.settings.topics.toxic_items,
+                        [ToxicItem(**to_toxic_dict(s, "integration-test")) for s in seeds]))
+
+
+def _use_server(cluster, server: ModelServer, **more) -> None:
+    cluster.overrides.update(extractor="openai", openai_base_url=server.base_url,
+                             model="", explore_batch="4", **more)
+
+
+def _explored(cluster, seed_ids: set[str]):
+    """Feedback records by seed once every seed in ``seed_ids`` has some, else None."""
+    feedback = _read(cluster, cluster.settings.topics.feedback, SearchFeedback)
+    by_seed = defaultdict(list)
+    for record in feedback:
+        by_seed[record.seed_id].append(record)
+    return by_seed if seed_ids <= set(by_seed) else None
+
+
+def test_worker_explores_with_the_real_vllm_server(cluster, market, models, servers):
+    items, seeds = market
+    seeds = seeds[:24]
+    server = servers[0]
+    _use_server(cluster, server)
+    _publish_market(cluster, items)
+    cluster.start_worker()
+    _publish_seeds(cluster, seeds)
+    by_seed = wait_for(lambda: _explored(cluster, {s.id for s in seeds}), 300, 1.0,
+                       f"seeds not explored:\n{cluster.log()}")
+
+    # The served model is named by its version, and that version is on every record.
+    assert server.name.startswith("qx-base-")
+    served = {(r.extractor, r.model_version) for rs in by_seed.values() for r in rs}
+    assert served == {("openai", server.name)}
+
+    # The queries are what the same model ranks in process: the engine, the tokenisation and
+    # the span scoring over HTTP agree with transformers (ties may rarely flip in float32).
+    local = TransformersExtractor(str(models[0]))
+    expected = {e.seed_id: e.queries for e in asyncio.run(
+        local.extract([SeedText(s.id, s.title, s.description) for s in seeds], K))}
+    got = {sid: [r.query for r in sorted(rs, key=lambda r: r.query_index)]
+           for sid, rs in by_seed.items()}
+    same = sum(got[s.id] == expected[s.id] for s in seeds)
+    assert same >= 0.9 * len(seeds), (same, got, expected)
+    for seed in seeds:  # extractive: every query is a span of its own seed
+        assert set(got[seed.id]) <= set(candidate_spans(seed.title, seed.description))
+
+    detections = _read(cluster, cluster.settings.topics.detections, Detection)
+    seed_ids = {s.id for s in seeds}
+    assert detections and all(d.model_version == server.name for d in detections)
+    assert {d.listing_id for d in detections}.isdisjoint(seed_ids)
+    by_id = {i.id: i for i in items}
+    toxic = sum(by_id[d.listing_id].harmful for d in detections) / len(detections)
+    assert toxic > 0.3, toxic  # the synthetic clusters share disguised words
+
+
+def test_seeds_wait_while_the_server_is_down_and_all_are_explored(
+        cluster, market, models, runtime, tmp_path):
+    items, seeds = market
+    first, second = seeds[:8], seeds[8:20]
+    server = _server(runtime, models[0], tmp_path).start().wait_ready()
+    try:
+        _use_server(cluster, server)
+        _publish_market(cluster, items)
+        cluster.start_worker()
+        _publish_seeds(cluster, first)
+        wait_for(lambda: _explored(cluster, {s.id for s in first}), 300, 1.0,
+                 f"first seeds not explored:\n{cluster.log()}")
+
+        server.kill()  # a crash: no goodbye to in-flight requests
+        _publish_seeds(cluster, second)
+        wait_for(lambda: "extractor openai failed" in cluster.log(), 120, 1.0,
+                 f"the worker never noticed the server was down:\n{cluster.log()}")
+        explored = _explored(cluster, set()) or {}
+        assert not {s.id for s in second} & set(explored), "explored without a model?"
+
+        server.start().wait_ready()
+        by_seed = wait_for(lambda: _explored(cluster, {s.id for s in seeds[:20]}), 300, 1.0,
+                           f"seeds lost after the restart:\n{cluster.log()}")
+    finally:
+        server.stop()
+    assert set(by_seed) == {s.id for s in seeds[:20]}
+    for records in by_seed.values():  # each seed explored once: one record per query slot
+        assert sorted(r.query_index for r in records) == list(range(len(records)))
+        assert {r.model_version for r in records} == {server.name}
+
+
+def test_rollout_switches_models_without_stopping_or_losing_seeds(cluster, market, servers):
+    items, seeds = market
+    old, new = servers
+    before, during, after = seeds[:8], seeds[8:16], seeds[16:24]
+    _use_server(cluster, old, rollout_base_urls=new.base_url)
+    _publish_market(cluster, items)
+    cluster.start_worker()
+    _publish_seeds(cluster, before)
+    wait_for(lambda: _explored(cluster, {s.id for s in before}), 300, 1.0,
+             f"seeds not explored:\n{cluster.log()}")
+
+    topic = cluster.settings.topics.rollouts
+    refused = ModelRollout(extractor="openai", base_url="http://203.0.113.9:8000/v1")
+    asyncio.run(publish(cluster.settings, topic, [refused], key=lambda _: "extractor"))
+    _publish_seeds(cluster, during)  # seeds keep arriving while the model changes
+    rollout = ModelRollout(extractor="openai", base_url=new.base_url, reason="test")
+    asyncio.run(publish(cluster.settings, topic, [rollout], key=lambda _: "extractor"))
+    wait_for(lambda: f"-> openai {new.name}" in cluster.log(), 180, 1.0,
+             f"the worker did not switch:\n{cluster.log()}")
+    _publish_seeds(cluster, after)
+
+    ids = {s.id for s in seeds[:24]}
+    by_seed = wait_for(lambda: _explored(cluster, ids), 300, 1.0,
+                       f"seeds lost in the rollout:\n{cluster.log()}")
+    version = {sid: {r.model_version for r in rs} for sid, rs in by_seed.items()}
+    assert all(len(v) == 1 for v in version.values()), version  # one model a seed
+    assert all(version[s.id] == {old.name} for s in before)
+    assert all(version[s.id] <= {old.name, new.name} for s in during)
+    assert all(version[s.id] == {new.name} for s in after)
+
+    # The untrusted server was refused (its URL never got the API key) and dead-lettered.
+    dead = _read(cluster, cluster.settings.topics.dead_letter, DeadLetter)
+    assert [d.stage for d in dead] == ["rollout"]
+    assert "not one this worker may use" in dead[0].error
