@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,10 +36,13 @@ class RawMessage:
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp: float | None = None  # when the broker got it (epoch seconds), if known
 
 
 #: Sends (topic, key, value) and resolves when the broker has acknowledged it.
 Send = Callable[[str, bytes, bytes], Awaitable[object]]
+#: Receives latency samples: (stage, seconds).
+Observe = Callable[[str, float], None]
 
 
 @dataclass
@@ -58,7 +62,11 @@ class Explorer:
     """Explores seeds against the worker's replica and emits the results."""
 
     def __init__(self, settings: Settings, replica: Replica, extractor: Extractor,
-                 send: Send, *, fallback: Extractor | None = None) -> None:
+                 send: Send, *, fallback: Extractor | None = None,
+                 observe: Observe | None = None) -> None:
+        """``observe`` receives latencies: ``extract`` (a batch's extraction) and
+        ``seed_to_detection`` (from the seed's message reaching the broker to its outputs
+        being acknowledged)."""
         self.settings = settings
         self.replica = replica
         self.extractor = extractor
@@ -68,6 +76,9 @@ class Explorer:
         self._pool = ThreadPoolExecutor(settings.search_threads, thread_name_prefix="search")
         self._busy = False
         self._retired: list[Extractor] = []
+        self._observe = observe or (lambda stage, seconds: None)
+        #: extractor failures since its last success (the health endpoint reads it)
+        self.failing_streak = 0
 
     @property
     def provenance(self) -> Provenance:
@@ -135,6 +146,8 @@ class Explorer:
                 seed.id, list(zip(queries, results, strict=True)), self.replica.confirmed,
                 provenance)
             await self._emit(detections, feedback)
+            if message is not None and message.timestamp:
+                self._observe("seed_to_detection", time.time() - message.timestamp)
             self.replica.explored.add(explored_key(seed.id, provenance.model_version))
             self.stats.seeds_explored += 1
             self.stats.queries += len(queries)
@@ -155,12 +168,16 @@ class Explorer:
         delay = 0.5
         while True:
             extractor = self.extractor
+            started = time.perf_counter()
             try:
                 extractions = await extractor.extract(seeds, k)
+                self._observe("extract", time.perf_counter() - started)
+                self.failing_streak = 0
                 break
             except ExtractorError as exc:
                 # The batch stays unacknowledged: seeds wait for the model, they are not lost.
                 self.stats.extractor_errors += 1
+                self.failing_streak += 1
                 log.warning("extractor %s failed (%s); retrying in %.1fs",
                             extractor.name, exc, delay)
                 await asyncio.sleep(delay)

@@ -167,6 +167,36 @@ class Replica:
         self.stats.last_commit_at = time.time()
         self.stats.positions = offsets
 
+    # --- progress ----------------------------------------------------------------------------
+
+    @property
+    def started(self) -> bool:
+        """True once the replica consumes (its partitions are assigned)."""
+        return self._started.is_set()
+
+    async def end_offsets(self, topic: str) -> dict[TopicPartition, int]:
+        """The end offsets of one of the replica's topics."""
+        consumer = self._consumer
+        if consumer is None or not self.started:
+            return {}
+        partitions = [tp for tp in consumer.assignment() if tp.topic == topic]
+        return await consumer.end_offsets(partitions) if partitions else {}
+
+    async def lag(self) -> dict[str, int]:
+        """Messages published but not yet applied, by topic (listings: not yet committed,
+        i.e. not yet searchable)."""
+        consumer = self._consumer
+        if consumer is None or not self.started:
+            return {}
+        listings = self.settings.topics.listings
+        committed = self.index.committed_offsets().get(listings, {})
+        out: dict[str, int] = {}
+        for tp, end in (await consumer.end_offsets(list(consumer.assignment()))).items():
+            done = committed.get(tp.partition, 0) if tp.topic == listings \
+                else self._positions.get(tp, 0)
+            out[tp.topic] = out.get(tp.topic, 0) + max(0, end - done)
+        return out
+
     # --- waiting -----------------------------------------------------------------------------
 
     def _caught_up_to(self, targets: dict[TopicPartition, int]) -> bool:

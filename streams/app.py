@@ -26,6 +26,7 @@ from agents.extractor.keywords import KeywordsExtractor
 from agents.index import ListingIndex
 from agents.replica import Replica
 from agents.rollout import RolloutFollower
+from streams.metrics import WorkerMetrics, logging_config, serve
 from streams.settings import ExtractorBackend, SecurityProtocol, Settings
 
 log = logging.getLogger(__name__)
@@ -84,8 +85,11 @@ class Worker:
         self.replica: Replica | None = None
         self.explorer: Explorer | None = None
         self.rollouts: RolloutFollower | None = None
+        self.metrics = WorkerMetrics(self)
         self.app.task(self._run_replica)
         self.app.task(self._follow_rollouts)
+        if settings.metrics_enabled:
+            self.app.task(self._serve_metrics)
         self.app.agent(self.toxic_items, name="explore", concurrency=1)(self._explore)
 
     async def _send(self, topic: str, key: bytes, value: bytes) -> object:
@@ -106,7 +110,8 @@ class Worker:
         fallback = None
         if settings.extractor is not ExtractorBackend.KEYWORDS:
             fallback = KeywordsExtractor()
-        self.explorer = Explorer(settings, self.replica, extractor, self._send, fallback=fallback)
+        self.explorer = Explorer(settings, self.replica, extractor, self._send, fallback=fallback,
+                                 observe=self.metrics.observe)
         self.rollouts = RolloutFollower(settings, self.explorer, self._send_dead)
         log.info("worker %s: extractor %s (%s), index %s with %d listings",
                  settings.worker_id, extractor.name, extractor.model_version,
@@ -123,6 +128,14 @@ class Worker:
             log.exception("replica stopped: the worker cannot serve without its index")
             await self.app.crash(RuntimeError("replica failed"))
             raise
+
+    async def _serve_metrics(self) -> None:
+        runner = await serve(self.metrics, self.settings)
+        try:
+            await self.metrics.refresh_lag()
+        finally:
+            if runner is not None:
+                await runner.cleanup()
 
     async def _follow_rollouts(self) -> None:
         self._build()
@@ -142,7 +155,8 @@ class Worker:
         async for events in stream.noack_take(self.settings.explore_batch,
                                               within=self.settings.explore_batch_within_s):
             messages = [RawMessage(e.message.topic, e.message.partition, e.message.offset,
-                                   e.message.key, e.message.value) for e in events]
+                                   e.message.key, e.message.value, e.message.timestamp)
+                         for e in events]
             await self.explorer.handle(messages)
             for event in events:
                 await stream.ack(event)
@@ -156,4 +170,5 @@ def create_worker(settings: Settings) -> Worker:
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Run a worker in the foreground until it is stopped (SIGTERM/SIGINT)."""
     worker = create_worker(settings)
-    faust.Worker(worker.app, loglevel=loglevel, quiet=True).execute_from_commandline()
+    faust.Worker(worker.app, loglevel=loglevel, quiet=True,
+                 logging_config=logging_config(settings, loglevel)).execute_from_commandline()

@@ -91,9 +91,14 @@ class Settings(BaseSettings):
     queries_per_seed: int = Field(default=4, ge=1, le=16, description="K queries a seed.")
     results_per_query: int = Field(default=10, ge=1, le=1000, description="Top N a query.")
     search_threads: int = Field(default=2, ge=1)
-    web_enabled: bool = False
+    web_enabled: bool = Field(default=False, description="faust's own web views.")
     web_host: str = "127.0.0.1"
-    web_port: int = 6066
+    web_port: int = Field(default=6066, ge=1, le=65535)
+    metrics_enabled: bool = Field(default=True, description="/metrics and /health.")
+    metrics_host: str = Field(default="127.0.0.1", description="Bind address of /metrics.")
+    metrics_port: int = Field(default=9400, ge=0, le=65535)
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="Worker logs: text, or json (one object a line).")
 
     # --- Extractor ---------------------------------------------------------------------------
     extractor: ExtractorBackend = ExtractorBackend.KEYWORDS

@@ -43,6 +43,7 @@ class Cluster:
         run = uuid.uuid4().hex[:8]
         self.overrides = {"topic_prefix": f"it-{run}.", "app_id": f"qx-it-{run}",
                           "state_dir": str(tmp / "state"), "extractor": "keywords",
+                          "metrics_port": "0",  # any free port: workers of a test coexist
                           **{k: str(v) for k, v in overrides.items()}}
         self.settings = base.model_copy(update={
             "topic_prefix": self.overrides["topic_prefix"], "app_id": self.overrides["app_id"],
