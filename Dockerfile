@@ -11,10 +11,13 @@ COPY schemas schemas
 COPY marketplace marketplace
 COPY serving serving
 COPY cli cli
-RUN pip install .
+# package-data carries the non-Python files (trainer configs, JSON schemas, broker config).
+RUN pip install . && python -c "import trainer.train, pathlib; \
+assert (pathlib.Path(trainer.train.__file__).parent / 'configs' / 'sft.yaml').is_file()"
 
-# Worker state (index replicas) lives on a volume.
-ENV QEXPLORER_STATE_DIR=/var/lib/qexplorer
+# Worker state (index replicas) lives on a volume. The default cache directory is next to the
+# source tree, which for an installed package is inside site-packages: keep it on the volume.
+ENV QEXPLORER_STATE_DIR=/var/lib/qexplorer QEXPLORER_CACHE_DIR=/var/lib/qexplorer/cache
 VOLUME ["/var/lib/qexplorer"]
 ENTRYPOINT ["qexplorer"]
 CMD ["worker"]

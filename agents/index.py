@@ -80,36 +80,46 @@ class ListingIndex:
     reader only (any number of processes may read; one may write).
     """
 
-    def __init__(self, index: tantivy.Index, *, writable: bool, heap_mb: int = 128) -> None:
+    def __init__(self, index: tantivy.Index, *, writable: bool, heap_mb: int = 128,
+                 threads: int = 1) -> None:
         self._index = index
         self._index.register_tokenizer(ANALYZER, _analyzer())
         self._writer = (
-            index.writer(heap_size=heap_mb * 1024 * 1024, num_threads=1) if writable else None
+            index.writer(heap_size=heap_mb * 1024 * 1024, num_threads=threads)
+            if writable else None
         )
         self._lock = threading.Lock()  # serialises writer calls between threads
         self._pending = 0
+        # Hashes of every listing id that may be in the index (a superset: deletes and
+        # rollbacks leave theirs). An id not in it is new, and its upsert skips the delete:
+        # deletes are applied to every segment at commit and stop the writer's threads from
+        # working in parallel (bench/indexing.py: 48k/s with them, 98k/s without).
+        self._known: set[int] = self._load_ids() if writable else set()
 
     # --- lifecycle -----------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: Path | None, *, writable: bool = True, heap_mb: int = 128) -> ListingIndex:
-        """Open the index at ``path`` (None: in memory), creating it when it does not exist."""
+    def open(cls, path: Path | None, *, writable: bool = True, heap_mb: int = 128,
+             threads: int = 1) -> ListingIndex:
+        """Open the index at ``path`` (None: in memory), creating it when it does not exist.
+        ``threads`` indexing threads share ``heap_mb`` of writer memory."""
         schema = _schema()
+        kwargs = {"writable": writable, "heap_mb": heap_mb, "threads": threads}
         if path is None:
-            return cls(tantivy.Index(schema), writable=writable, heap_mb=heap_mb)
+            return cls(tantivy.Index(schema), **kwargs)
         path.mkdir(parents=True, exist_ok=True)
         if tantivy.Index.exists(str(path)):
             try:
                 index = tantivy.Index(schema, path=str(path), reuse=True)
             except ValueError as exc:
                 raise IndexFormatError(f"cannot open index at {path}: {exc}") from exc
-            opened = cls(index, writable=writable, heap_mb=heap_mb)
+            opened = cls(index, **kwargs)
             found = opened._meta(_META_FORMAT)
             if found is not None and found != INDEX_FORMAT:
                 opened.close()
                 raise IndexFormatError(f"index at {path} has format {found}, need {INDEX_FORMAT}")
             return opened
-        opened = cls(tantivy.Index(schema, path=str(path)), writable=writable, heap_mb=heap_mb)
+        opened = cls(tantivy.Index(schema, path=str(path)), **kwargs)
         if writable:
             opened._put_meta(_META_FORMAT, INDEX_FORMAT)
             opened.commit(None)
@@ -136,9 +146,13 @@ class ListingIndex:
             seller=listing.seller,
             language=listing.language,
         )
+        key = hash(listing.id)
         with self._lock:
             writer = self._require_writer()
-            writer.delete_documents_by_term("id", listing.id)
+            if key in self._known:
+                writer.delete_documents_by_term("id", listing.id)
+            else:
+                self._known.add(key)
             writer.add_document(doc)
             self._pending += 1
 
@@ -176,6 +190,16 @@ class ListingIndex:
         return self._writer
 
     # --- reads -------------------------------------------------------------------------------
+
+    def _load_ids(self) -> set[int]:
+        """Hashes of the ids of every listing in the last commit (one pass at open)."""
+        searcher = self._index.searcher()
+        total = searcher.num_docs
+        if total == 0:
+            return set()
+        query = tantivy.Query.term_query(self._index.schema, "kind", "listing")
+        return {hash(searcher.doc(address).get_first("id"))
+                for _, address in searcher.search(query, total).hits}
 
     def reload(self) -> None:
         """See the latest commit (of this or another process)."""

@@ -14,6 +14,7 @@ from typing import Annotated
 import orjson
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from cli.serve import rollout_command, serve_model_command
 from cli.train import eval_command, replay_command, train_app
@@ -41,7 +42,7 @@ def _settings(**overrides) -> Settings:
     try:
         return get_settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValueError as exc:
-        console.print(f"[red]invalid configuration:[/red] {exc}")
+        console.print(Text("invalid configuration: ", style="red") + Text(str(exc)))
         raise typer.Exit(2) from None
 
 

@@ -104,7 +104,8 @@ class Worker:
             return
         settings = self.settings
         sys.setswitchinterval(0.0005)  # searches release the GIL; don't make them wait 5 ms
-        self.index = ListingIndex.open(settings.index_dir, heap_mb=settings.index_writer_heap_mb)
+        self.index = ListingIndex.open(settings.index_dir, heap_mb=settings.index_writer_heap_mb,
+                                       threads=settings.index_writer_threads)
         self.replica = Replica(settings, self.index, self._send_dead)
         extractor = build_extractor(settings)
         fallback = None

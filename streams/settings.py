@@ -48,6 +48,7 @@ class Settings(BaseSettings):
         extra="ignore",
         frozen=True,
         populate_by_name=True,
+        hide_input_in_errors=True,  # an error must never print a secret it was given
     )
 
     # --- Kafka -----------------------------------------------------------------------------
@@ -70,8 +71,8 @@ class Settings(BaseSettings):
         default=PROJECT_ROOT / ".cache", description="Jars, broker data, indexes, models."
     )
     local_kafka_version: str = "4.4.0"
-    local_kafka_port: int = 9092
-    local_kafka_controller_port: int = 9093
+    local_kafka_port: int = Field(default=9092, ge=1, le=65535)
+    local_kafka_controller_port: int = Field(default=9093, ge=1, le=65535)
     local_kafka_heap: str = "512m"
 
     # --- Worker ------------------------------------------------------------------------------
@@ -83,6 +84,7 @@ class Settings(BaseSettings):
     index_commit_docs: int = Field(default=5000, ge=1, description="Commit after this many.")
     index_commit_interval_s: float = Field(default=0.5, gt=0, description="...or this long.")
     index_writer_heap_mb: int = Field(default=128, ge=16)
+    index_writer_threads: int = Field(default=2, ge=1, le=16, description="Indexing threads.")
     explore_batch: int = Field(default=16, ge=1, description="Seeds taken per agent batch.")
     explore_batch_within_s: float = Field(default=0.2, gt=0)
     explore_wait_index_s: float = Field(

@@ -97,3 +97,19 @@ def test_search_excludes_ids_and_keeps_ranks_dense(index: ListingIndex) -> None:
     index.commit(None)
     hits = index.search("snow", 5, exclude=("a",))
     assert [h.listing_id for h in hits] == ["d"] and hits[0].rank == 1
+
+
+def test_upsert_after_reopening_replaces_the_listing_of_an_earlier_run(tmp_path):
+    index = ListingIndex.open(tmp_path, threads=2)
+    index.upsert(ListingUpsert(id="a", title="old red bicycle"))
+    index.upsert(ListingUpsert(id="b", title="blue kettle"))
+    index.commit({"listings": {0: 2}})
+    index.close()
+    reopened = ListingIndex.open(tmp_path, threads=2)  # learns which ids exist
+    reopened.upsert(ListingUpsert(id="a", title="new green bicycle"))
+    reopened.upsert(ListingUpsert(id="c", title="green lamp"))
+    reopened.commit({"listings": {0: 4}})
+    assert reopened.count() == 3
+    assert [h.listing_id for h in reopened.search("bicycle", 10)] == ["a"]
+    assert reopened.search("old red", 10) == []
+    assert {h.listing_id for h in reopened.search("green", 10)} == {"a", "c"}
