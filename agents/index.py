@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -287,3 +288,21 @@ class ListingIndex:
             seller=doc.get_first("seller") or "",
             language=doc.get_first("language") or "",
         )
+
+
+def open_or_rebuild(path: Path, **kwargs) -> tuple[ListingIndex, str | None]:
+    """Open the replica at ``path``; when it is corrupted or of another format, move it aside
+    (``<path>.broken-<time>``, kept for a post-mortem) and start an empty one, which the replica
+    refills from the listings topic (the offsets live inside the index, so an empty index
+    means "from the beginning"). Returns the index and why it was rebuilt (None if not)."""
+    try:
+        return ListingIndex.open(path, **kwargs), None
+    except BaseException as exc:  # tantivy reports some damage as a pyo3 PanicException
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        reason = f"{type(exc).__name__}: {exc}"
+    aside = path.with_name(f"{path.name}.broken-{time.strftime('%Y%m%d-%H%M%S')}")
+    path.rename(aside)
+    log.error("index at %s unusable (%s): moved to %s, rebuilding from the topic",
+              path, reason, aside)
+    return ListingIndex.open(path, **kwargs), reason

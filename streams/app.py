@@ -23,7 +23,7 @@ import faust
 from agents.explorer import Explorer, RawMessage, send_dead_letter
 from agents.extractor.factory import build_extractor
 from agents.extractor.keywords import KeywordsExtractor
-from agents.index import ListingIndex
+from agents.index import ListingIndex, open_or_rebuild
 from agents.replica import Replica
 from agents.rollout import RolloutFollower
 from streams.metrics import WorkerMetrics, logging_config, serve
@@ -82,6 +82,7 @@ class Worker:
             for name in (topics.detections, topics.feedback, topics.dead_letter)
         }
         self.index: ListingIndex | None = None
+        self.index_rebuilt: str | None = None  # why the index was rebuilt at start, if it was
         self.replica: Replica | None = None
         self.explorer: Explorer | None = None
         self.rollouts: RolloutFollower | None = None
@@ -104,8 +105,9 @@ class Worker:
             return
         settings = self.settings
         sys.setswitchinterval(0.0005)  # searches release the GIL; don't make them wait 5 ms
-        self.index = ListingIndex.open(settings.index_dir, heap_mb=settings.index_writer_heap_mb,
-                                       threads=settings.index_writer_threads)
+        self.index, self.index_rebuilt = open_or_rebuild(
+            settings.index_dir, heap_mb=settings.index_writer_heap_mb,
+            threads=settings.index_writer_threads)
         self.replica = Replica(settings, self.index, self._send_dead)
         extractor = build_extractor(settings)
         fallback = None

@@ -59,9 +59,9 @@ class Cluster:
             env["KAFKA_BOOTSTRAP"] = self.settings.kafka_bootstrap
         return env
 
-    def start_worker(self, worker_id: str = "w1"):
-        """Start a real worker process."""
-        process = spawn_worker(self.env(worker_id), self.logs / f"{worker_id}.log")
+    def start_worker(self, worker_id: str = "w1", **env: str):
+        """Start a real worker process (``env``: more variables for this one)."""
+        process = spawn_worker({**self.env(worker_id), **env}, self.logs / f"{worker_id}.log")
         self.processes.append(process)
         return process
 
@@ -93,3 +93,24 @@ def wait_for(predicate, timeout_s: float, interval_s: float = 0.5, message: str 
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout_s}s: {message}")
         time.sleep(interval_s)
+
+
+def read_records(cluster: Cluster, topic: str, contract) -> list:
+    """Every record of a topic, decoded."""
+    from schemas.codec import decode
+    from streams.client import read_to_end
+
+    return [decode(contract, m.value)
+            for m in asyncio.run(read_to_end(cluster.settings, topic))]
+
+
+def explored(cluster: Cluster, seed_ids: set[str]):
+    """Search-feedback records by seed once every seed in ``seed_ids`` has some, else None."""
+    from collections import defaultdict
+
+    from schemas.models import SearchFeedback
+
+    by_seed = defaultdict(list)
+    for record in read_records(cluster, cluster.settings.topics.feedback, SearchFeedback):
+        by_seed[record.seed_id].append(record)
+    return by_seed if seed_ids <= set(by_seed) else None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections import defaultdict
 
 import pytest
 
@@ -18,20 +17,18 @@ from agents.extractor.transformers_backend import TransformersExtractor
 from agents.queries import candidate_spans
 from marketplace.items import to_listing_dict, to_toxic_dict
 from marketplace.synthetic import generate_marketplace, split_seeds
-from schemas.codec import decode
 from schemas.models import (
     DeadLetter,
     Detection,
     ListingUpsert,
     ModelRollout,
-    SearchFeedback,
     ToxicItem,
 )
 from serving.environment import detect_device, ensure_env
 from serving.server import ModelServer
-from streams.client import publish, read_to_end
+from streams.client import publish
 from streams.settings import Settings
-from tests.integration.conftest import wait_for
+from tests.integration.conftest import explored, read_records, wait_for
 from trainer.bootstrap import BootstrapConfig, bootstrap
 
 pytestmark = pytest.mark.integration
@@ -92,10 +89,6 @@ def servers(runtime, models, tmp_path_factory):
             server.stop()
 
 
-def _read(cluster, topic, model):
-    return [decode(model, m.value) for m in asyncio.run(read_to_end(cluster.settings, topic))]
-
-
 def _publish_market(cluster, items):
     asyncio.run(publish(cluster.settings, cluster.settings.topics.listings,
                         [ListingUpsert(**to_listing_dict(i)) for i in items]))
@@ -111,15 +104,6 @@ def _use_server(cluster, server: ModelServer, **more) -> None:
                              model="", explore_batch="4", **more)
 
 
-def _explored(cluster, seed_ids: set[str]):
-    """Feedback records by seed once every seed in ``seed_ids`` has some, else None."""
-    feedback = _read(cluster, cluster.settings.topics.feedback, SearchFeedback)
-    by_seed = defaultdict(list)
-    for record in feedback:
-        by_seed[record.seed_id].append(record)
-    return by_seed if seed_ids <= set(by_seed) else None
-
-
 def test_worker_explores_with_the_real_vllm_server(cluster, market, models, servers):
     items, seeds = market
     seeds = seeds[:24]
@@ -128,7 +112,7 @@ def test_worker_explores_with_the_real_vllm_server(cluster, market, models, serv
     _publish_market(cluster, items)
     cluster.start_worker()
     _publish_seeds(cluster, seeds)
-    by_seed = wait_for(lambda: _explored(cluster, {s.id for s in seeds}), 300, 1.0,
+    by_seed = wait_for(lambda: explored(cluster, {s.id for s in seeds}), 300, 1.0,
                        f"seeds not explored:\n{cluster.log()}")
 
     # The served model is named by its version, and that version is on every record.
@@ -148,7 +132,7 @@ def test_worker_explores_with_the_real_vllm_server(cluster, market, models, serv
     for seed in seeds:  # extractive: every query is a span of its own seed
         assert set(got[seed.id]) <= set(candidate_spans(seed.title, seed.description))
 
-    detections = _read(cluster, cluster.settings.topics.detections, Detection)
+    detections = read_records(cluster, cluster.settings.topics.detections, Detection)
     seed_ids = {s.id for s in seeds}
     assert detections and all(d.model_version == server.name for d in detections)
     assert {d.listing_id for d in detections}.isdisjoint(seed_ids)
@@ -157,7 +141,7 @@ def test_worker_explores_with_the_real_vllm_server(cluster, market, models, serv
     assert toxic > 0.3, toxic  # the synthetic clusters share disguised words
 
 
-def test_seeds_wait_while_the_server_is_down_and_all_are_explored(
+def test_seeds_wait_while_the_server_is_down_and_all_areexplored(
         cluster, market, models, runtime, tmp_path):
     items, seeds = market
     first, second = seeds[:8], seeds[8:20]
@@ -167,18 +151,18 @@ def test_seeds_wait_while_the_server_is_down_and_all_are_explored(
         _publish_market(cluster, items)
         cluster.start_worker()
         _publish_seeds(cluster, first)
-        wait_for(lambda: _explored(cluster, {s.id for s in first}), 300, 1.0,
+        wait_for(lambda: explored(cluster, {s.id for s in first}), 300, 1.0,
                  f"first seeds not explored:\n{cluster.log()}")
 
         server.kill()  # a crash: no goodbye to in-flight requests
         _publish_seeds(cluster, second)
         wait_for(lambda: "extractor openai failed" in cluster.log(), 120, 1.0,
                  f"the worker never noticed the server was down:\n{cluster.log()}")
-        explored = _explored(cluster, set()) or {}
-        assert not {s.id for s in second} & set(explored), "explored without a model?"
+        so_far = explored(cluster, set()) or {}
+        assert not {s.id for s in second} & set(so_far), "explored without a model?"
 
         server.start().wait_ready()
-        by_seed = wait_for(lambda: _explored(cluster, {s.id for s in seeds[:20]}), 300, 1.0,
+        by_seed = wait_for(lambda: explored(cluster, {s.id for s in seeds[:20]}), 300, 1.0,
                            f"seeds lost after the restart:\n{cluster.log()}")
     finally:
         server.stop()
@@ -196,7 +180,7 @@ def test_rollout_switches_models_without_stopping_or_losing_seeds(cluster, marke
     _publish_market(cluster, items)
     cluster.start_worker()
     _publish_seeds(cluster, before)
-    wait_for(lambda: _explored(cluster, {s.id for s in before}), 300, 1.0,
+    wait_for(lambda: explored(cluster, {s.id for s in before}), 300, 1.0,
              f"seeds not explored:\n{cluster.log()}")
 
     topic = cluster.settings.topics.rollouts
@@ -210,7 +194,7 @@ def test_rollout_switches_models_without_stopping_or_losing_seeds(cluster, marke
     _publish_seeds(cluster, after)
 
     ids = {s.id for s in seeds[:24]}
-    by_seed = wait_for(lambda: _explored(cluster, ids), 300, 1.0,
+    by_seed = wait_for(lambda: explored(cluster, ids), 300, 1.0,
                        f"seeds lost in the rollout:\n{cluster.log()}")
     version = {sid: {r.model_version for r in rs} for sid, rs in by_seed.items()}
     assert all(len(v) == 1 for v in version.values()), version  # one model a seed
@@ -219,6 +203,6 @@ def test_rollout_switches_models_without_stopping_or_losing_seeds(cluster, marke
     assert all(version[s.id] == {new.name} for s in after)
 
     # The untrusted server was refused (its URL never got the API key) and dead-lettered.
-    dead = _read(cluster, cluster.settings.topics.dead_letter, DeadLetter)
+    dead = read_records(cluster, cluster.settings.topics.dead_letter, DeadLetter)
     assert [d.stage for d in dead] == ["rollout"]
     assert "not one this worker may use" in dead[0].error

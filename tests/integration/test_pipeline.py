@@ -17,10 +17,9 @@ from agents.extractor.keywords import KeywordsExtractor
 from agents.index import ListingIndex
 from marketplace.datasets import dedupe_texts, load_dataset, marketplace_sample
 from marketplace.items import to_listing_dict
-from schemas.codec import decode
 from schemas.models import Detection, ListingUpsert, SearchFeedback, ToxicItem, detection_key
 from streams.client import publish, read_to_end
-from tests.integration.conftest import wait_for
+from tests.integration.conftest import read_records, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -34,10 +33,6 @@ def _sms_marketplace():
     except FileNotFoundError:
         pytest.skip("../shared/datasets is not beside the project")
     return marketplace_sample(dedupe_texts(items), harmful_rate=0.12, seed=0)
-
-
-def _read(cluster, topic, model):
-    return [decode(model, m.value) for m in asyncio.run(read_to_end(cluster.settings, topic))]
 
 
 def test_real_dataset_through_kafka_gives_the_expected_detections_and_feedback(cluster):
@@ -57,11 +52,11 @@ def test_real_dataset_through_kafka_gives_the_expected_detections_and_feedback(c
     seed_ids = {s.id for s in seeds}
 
     def all_explored():
-        feedback = _read(cluster, topics.feedback, SearchFeedback)
+        feedback = read_records(cluster, topics.feedback, SearchFeedback)
         return feedback if {f.seed_id for f in feedback} == seed_ids else None
 
     feedback = wait_for(all_explored, 180, 1.0, f"seeds not explored:\n{cluster.log()}")
-    detections = _read(cluster, topics.detections, Detection)
+    detections = read_records(cluster, topics.detections, Detection)
 
     # The queries are the deterministic extractor's, for the seed's own text.
     extractor = KeywordsExtractor()
@@ -137,7 +132,7 @@ def test_bad_messages_reach_the_dead_letter_topic_and_the_worker_goes_on(cluster
     raws = {base64.b64decode(r["raw_value_b64"]) for r in records}
     assert {b"{not json", b"\xff\xfe"} <= raws
     assert any("unsupported schema_version 9" in r["error"] for r in records)
-    feedback = wait_for(lambda: _read(cluster, topics.feedback, SearchFeedback), 120, 1.0,
+    feedback = wait_for(lambda: read_records(cluster, topics.feedback, SearchFeedback), 120, 1.0,
                         "the good seed was not explored")
     assert feedback[0].seed_id == "t-ok"
     assert [h.listing_id for h in feedback[0].results] == ["ok-1"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.index import INDEX_FORMAT, IndexFormatError, ListingIndex
+from agents.index import INDEX_FORMAT, IndexFormatError, ListingIndex, open_or_rebuild
 from schemas.models import ListingUpsert
 
 
@@ -113,3 +113,51 @@ def test_upsert_after_reopening_replaces_the_listing_of_an_earlier_run(tmp_path)
     assert [h.listing_id for h in reopened.search("bicycle", 10)] == ["a"]
     assert reopened.search("old red", 10) == []
     assert {h.listing_id for h in reopened.search("green", 10)} == {"a", "c"}
+
+
+def _damage(path, how: str) -> None:
+    import os
+
+    files = [f for f in path.iterdir() if f.is_file()]
+    if how == "meta-garbage":
+        (path / "meta.json").write_text("{not json")
+    elif how == "segment-missing":
+        for f in files:
+            if f.suffix == ".idx":
+                f.unlink()
+    elif how == "segment-garbage":
+        for f in files:
+            if f.suffix == ".store":
+                f.write_bytes(os.urandom(max(64, f.stat().st_size)))
+    elif how == "all-garbage":
+        for f in files:
+            f.write_bytes(os.urandom(200))
+
+
+@pytest.mark.parametrize("how", ["meta-garbage", "segment-missing", "segment-garbage",
+                                 "all-garbage", "other-format"])
+def test_a_damaged_index_is_moved_aside_and_rebuilt_empty(tmp_path, how, monkeypatch):
+    path = tmp_path / "index"
+    index = ListingIndex.open(path)
+    for n in range(20):
+        index.upsert(ListingUpsert(id=f"l{n}", title=f"lamp {n}"))
+    index.commit({"listings": {0: 20}})
+    index.close()
+    if how == "other-format":
+        monkeypatch.setattr("agents.index.INDEX_FORMAT", INDEX_FORMAT + 1)
+    else:
+        _damage(path, how)
+    rebuilt, reason = open_or_rebuild(path)
+    assert reason is not None and rebuilt.count() == 0
+    assert rebuilt.committed_offsets() == {}  # the replica starts the topic from the beginning
+    [aside] = [p for p in tmp_path.iterdir() if p.name.startswith("index.broken-")]
+    assert any(aside.iterdir())  # kept for a post-mortem
+
+
+def test_a_sound_index_is_opened_as_it_is(tmp_path):
+    index = ListingIndex.open(tmp_path / "index")
+    index.upsert(ListingUpsert(id="a", title="lamp"))
+    index.commit({"listings": {0: 1}})
+    index.close()
+    reopened, reason = open_or_rebuild(tmp_path / "index")
+    assert reason is None and reopened.count() == 1
