@@ -55,6 +55,10 @@ class Replica:
         self._dead_letters = dead_letters
         self._consumer: AIOKafkaConsumer | None = None
         self._positions: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, int] = {}  # listings positions in the last commit
+        # what a waiting seed needs searchable: commit as soon as it is applied, instead of
+        # at the next commit interval (seeds would wait up to that long)
+        self._wanted: dict[TopicPartition, int] = {}
         self._progress = asyncio.Condition()
         self._started = asyncio.Event()
 
@@ -86,7 +90,7 @@ class Replica:
             for tp in partitions:
                 if tp.topic == topics.listings and tp.partition in stored:
                     consumer.seek(tp, stored[tp.partition])
-                    self._positions[tp] = stored[tp.partition]
+                    self._positions[tp] = self._committed[tp] = stored[tp.partition]
                 else:
                     await consumer.seek_to_beginning(tp)
             log.info("replica resumes listings at %s (%d listings in the index)",
@@ -122,9 +126,13 @@ class Replica:
                 await self._dead_letters(record)
             due = time.monotonic() - last_commit >= self.settings.index_commit_interval_s
             full = self.index.pending >= self.settings.index_commit_docs
-            if self.index.pending and (due or full):
+            wanted = bool(self._wanted) and all(self._positions.get(tp, 0) >= end
+                                                for tp, end in self._wanted.items())
+            if self._uncommitted() and (due or full or wanted):
                 await asyncio.to_thread(self._commit)
                 last_commit = time.monotonic()
+            if wanted:
+                self._wanted = {}
             if batches or due:
                 async with self._progress:
                     self._progress.notify_all()
@@ -158,11 +166,19 @@ class Replica:
                 continue
         self.stats.confirmed = len(self.confirmed)
 
+    def _uncommitted(self) -> bool:
+        """Listing events applied (or dead-lettered) since the last commit."""
+        return bool(self.index.pending) or any(
+            pos > self._committed.get(tp, 0) for tp, pos in self._positions.items()
+            if tp.topic == self.settings.topics.listings)
+
     def _commit(self) -> None:
         listings = self.settings.topics.listings
         offsets = {listings: {tp.partition: pos for tp, pos in self._positions.items()
                               if tp.topic == listings}}
         self.index.commit(offsets)
+        self._committed.update({tp: pos for tp, pos in self._positions.items()
+                                if tp.topic == listings})
         self.stats.commits += 1
         self.stats.last_commit_at = time.time()
         self.stats.positions = offsets
@@ -216,6 +232,10 @@ class Replica:
         consumer = self._consumer
         assert consumer is not None
         targets = await consumer.end_offsets(list(consumer.assignment()))
+        listings = self.settings.topics.listings
+        for tp, end in targets.items():
+            if tp.topic == listings and self._committed.get(tp, 0) < end:
+                self._wanted[tp] = max(end, self._wanted.get(tp, 0))
         deadline = time.monotonic() + timeout_s
         async with self._progress:
             while not self._caught_up_to(targets):

@@ -86,7 +86,8 @@ class Settings(BaseSettings):
     index_writer_heap_mb: int = Field(default=128, ge=16)
     index_writer_threads: int = Field(default=2, ge=1, le=16, description="Indexing threads.")
     explore_batch: int = Field(default=16, ge=1, description="Seeds taken per agent batch.")
-    explore_batch_within_s: float = Field(default=0.2, gt=0)
+    explore_batch_within_s: float = Field(
+        default=0.05, gt=0, description="...or what arrived within this long.")
     explore_wait_index_s: float = Field(
         default=30.0, ge=0, description="Wait this long for the index to catch up before exploring."
     )
