@@ -108,6 +108,7 @@ class Explorer:
 
     async def _handle(self, messages: Sequence[RawMessage]) -> None:
         seeds: dict[str, ToxicItem] = {}
+        sources: dict[str, RawMessage] = {}  # the message each seed came from (its dead letter)
         for message in messages:
             try:
                 item = decode(ToxicItem, message.value)
@@ -119,6 +120,7 @@ class Explorer:
                 self.stats.seeds_skipped += 1
                 continue
             seeds.setdefault(item.id, item)
+            sources.setdefault(item.id, message)
         if not seeds:
             return
         if not await self.replica.wait_caught_up(self.settings.explore_wait_index_s):
@@ -126,13 +128,12 @@ class Explorer:
                         self.settings.explore_wait_index_s)
         provenance, extractions = await self._extract(
             [SeedText(s.id, s.title, s.description) for s in seeds.values()])
-        by_id = {m.key.decode("utf-8", "replace") if m.key else None: m for m in messages}
         await asyncio.gather(*(self._explore_one(seeds[e.seed_id], e, provenance,
-                                                 by_id.get(e.seed_id))
+                                                 sources[e.seed_id])
                                for e in extractions))
 
     async def _explore_one(self, seed: ToxicItem, extraction: Extraction,
-                           provenance: Provenance, message: RawMessage | None) -> None:
+                           provenance: Provenance, message: RawMessage) -> None:
         try:
             queries = extraction.queries
             if not queries:
@@ -146,7 +147,7 @@ class Explorer:
                 seed.id, list(zip(queries, results, strict=True)), self.replica.confirmed,
                 provenance)
             await self._emit(detections, feedback)
-            if message is not None and message.timestamp:
+            if message.timestamp:
                 self._observe("seed_to_detection", time.time() - message.timestamp)
             self.replica.explored.add(explored_key(seed.id, provenance.model_version))
             self.stats.seeds_explored += 1
@@ -154,8 +155,7 @@ class Explorer:
             self.stats.detections += len(detections)
         except Exception as exc:  # one seed's bad data must not stop the others
             log.exception("exploring seed %s failed", seed.id)
-            if message is not None:
-                await self._dead_letter(message, "explore", exc)
+            await self._dead_letter(message, "explore", exc)
 
     def _search(self, query: str, limit: int, seed_id: str) -> list[Hit]:
         return self.replica.index.search(query, limit, exclude=(seed_id,))

@@ -35,6 +35,13 @@ CONTRACTS: dict[str, Any] = {
 }
 SUPPORTED_VERSIONS = {1}
 MAX_MESSAGE_BYTES = 256 * 1024
+#: A dead letter keeps a message of up to MAX_MESSAGE_BYTES whole (base64: 4/3 of it) plus a
+#: bounded key, error and provenance, so its own contract allows more.
+MAX_DEAD_LETTER_BYTES = 2 * MAX_MESSAGE_BYTES
+#: A dead letter keeps at most this much of a message's key (valid keys are ids, far shorter).
+MAX_DEAD_LETTER_KEY_BYTES = 1024
+#: Bound on a dead letter's error text (the DeadLetter model's own limit).
+_MAX_ERROR_CHARS = 2_000
 
 _ADAPTERS: dict[Any, TypeAdapter] = {}
 
@@ -50,11 +57,18 @@ def _adapter(contract: Any) -> TypeAdapter:
     return adapter
 
 
+def _clip(text: str, limit: int) -> str:
+    """``text`` as one readable line: non-printable characters (newlines, controls) escaped,
+    at most ``limit`` characters. Reasons echo field names and values from the message."""
+    text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text[: limit + 1])
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _summarise(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors(include_url=False, include_input=False)[:5]:
         loc = ".".join(str(p) for p in err.get("loc", ())) or "<root>"
-        parts.append(f"{loc}: {err.get('msg')}")
+        parts.append(f"{_clip(loc, 80)}: {_clip(str(err.get('msg')), 200)}")
     more = exc.error_count() - len(parts)
     return "; ".join(parts) + (f"; (+{more} more)" if more > 0 else "")
 
@@ -63,18 +77,21 @@ def decode(contract: type[T] | Any, raw: bytes | None) -> T:
     """Validate raw message bytes against a contract, or raise SchemaError saying why."""
     if raw is None:
         raise SchemaError("empty message (null value)")
-    if len(raw) > MAX_MESSAGE_BYTES:
-        raise SchemaError(f"message of {len(raw)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    limit = MAX_DEAD_LETTER_BYTES if contract is DeadLetter else MAX_MESSAGE_BYTES
+    if len(raw) > limit:
+        raise SchemaError(f"message of {len(raw)} bytes exceeds {limit}")
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise SchemaError(f"not valid JSON/UTF-8: {exc}") from None
+        raise SchemaError(f"not valid JSON/UTF-8: {_clip(str(exc), 200)}") from None
     if not isinstance(data, dict):
         raise SchemaError(f"expected a JSON object, got {type(data).__name__}")
     version = data.get("schema_version")
-    if version not in SUPPORTED_VERSIONS:
+    # type first: a list is unhashable (TypeError), and true == 1.0 == 1 would pass as 1
+    if type(version) is not int or version not in SUPPORTED_VERSIONS:
         raise SchemaError(
-            f"unsupported schema_version {version!r} (supported: {sorted(SUPPORTED_VERSIONS)})"
+            f"unsupported schema_version {_clip(repr(version), 60)} "
+            f"(supported: {sorted(SUPPORTED_VERSIONS)})"
         )
     try:
         return _adapter(contract).validate_python(data)
@@ -97,12 +114,26 @@ def dead_letter(
     partition: int | None = None,
     offset: int | None = None,
 ) -> DeadLetter:
-    """The dead-letter record for a message that failed at ``stage``."""
+    """The dead-letter record for a message that failed at ``stage``.
+
+    The raw value is kept whole up to MAX_MESSAGE_BYTES (so it can be replayed). A longer one
+    can never be decoded (its size alone is refused), so only its first MAX_MESSAGE_BYTES are
+    kept, and the key is cut to MAX_DEAD_LETTER_KEY_BYTES; the error says so. This keeps every
+    dead letter within its own contract (MAX_DEAD_LETTER_BYTES) and the broker's size limit.
+    """
     if isinstance(error, BaseException):
         error = f"{type(error).__name__}: {error}"
+    cuts = []
+    if value is not None and len(value) > MAX_MESSAGE_BYTES:
+        cuts.append(f"value cut to its first {MAX_MESSAGE_BYTES} of {len(value)} bytes")
+        value = value[:MAX_MESSAGE_BYTES]
+    if key is not None and len(key) > MAX_DEAD_LETTER_KEY_BYTES:
+        cuts.append(f"key cut to its first {MAX_DEAD_LETTER_KEY_BYTES} of {len(key)} bytes")
+        key = key[:MAX_DEAD_LETTER_KEY_BYTES]
+    note = f" [raw {'; '.join(cuts)}]" if cuts else ""
     return DeadLetter(
         stage=stage[:200],
-        error=str(error)[:2_000],
+        error=str(error)[: _MAX_ERROR_CHARS - len(note)] + note,
         topic=topic[:200],
         partition=partition,
         offset=offset,

@@ -97,7 +97,7 @@ class Detection(_Record):
     listing_title: Title = ""
     queries: list[QueryText] = Field(min_length=1, max_length=64)
     best_rank: int = Field(ge=1)
-    best_score: float
+    best_score: float = Field(allow_inf_nan=False)  # JSON has no NaN/inf: orjson writes null
     extractor: ShortText
     model_version: ShortText
     prompt_version: ShortText
@@ -112,7 +112,7 @@ class SearchHit(_Record):
 
     listing_id: Id
     rank: int = Field(ge=1)
-    score: float
+    score: float = Field(allow_inf_nan=False)
 
 
 class SearchFeedback(_Record):

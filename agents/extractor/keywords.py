@@ -140,6 +140,19 @@ def yake_keywords(text: str, limit: int, *, ngram: int = 3) -> list[str]:
         return []
 
 
+def _spans_of(seed: SeedText, found: list[str]) -> list[str]:
+    """The phrases of ``found`` that occur (up to case) in the seed's title or description.
+
+    YAKE's tokenizer splits a word where the script changes and rejoins the parts with
+    spaces (``AAAᨀAAB`` gives ``AAA ᨀ AAB``, ``テストtest`` gives ``テスト test``), and may keep
+    the period :func:`_seed_text` puts between title and description (``AAA.``): neither is
+    the seller's spelling, and the first searches for something else.
+    """
+    parts = [" ".join(strip_invisible(text).split()).casefold()
+             for text in (seed.title, seed.description or "")]
+    return [phrase for phrase in found if any(phrase.casefold() in part for part in parts)]
+
+
 def tfidf_terms(
     text: str,
     limit: int,
@@ -236,7 +249,8 @@ class KeywordsExtractor(Extractor):
                 )
             except Exception as exc:  # the index behind doc_freq failed: retry later
                 raise ExtractorError(f"tf-idf document frequencies failed: {exc!r}") from exc
-        found = cjk_bigrams(text, limit) if _is_cjk(text) else yake_keywords(text, limit)
+        found = (cjk_bigrams(text, limit) if _is_cjk(text)
+                 else _spans_of(seed, yake_keywords(text, limit)))
         # very short seeds give YAKE nothing to rank: fall back to the title's first words
         return found or first_words(seed, self.first_n)
 
