@@ -12,11 +12,26 @@ from schemas.codec import CONTRACTS
 JSON_DIR = Path(__file__).resolve().parent / "json"
 
 
+#: Fields the codec requires on the wire although the models default them when building a
+#: record in Python: a message must say which version and which operation it is.
+WIRE_REQUIRED = ("schema_version", "op")
+
+
+def _require_wire_fields(schema: dict) -> None:
+    for model in [schema, *schema.get("$defs", {}).values()]:
+        props = model.get("properties", {})
+        required = model.setdefault("required", []) if props else []
+        for field in WIRE_REQUIRED:
+            if field in props and field not in required:
+                required.insert(0, field)
+
+
 def json_schemas() -> dict[str, dict]:
     """File name -> JSON Schema of each topic contract (version 1)."""
     out = {}
     for topic, contract in CONTRACTS.items():
         schema = TypeAdapter(contract).json_schema(mode="validation")
+        _require_wire_fields(schema)
         schema["$id"] = f"https://qexplorer.example/schemas/{topic}.v1.schema.json"
         schema["title"] = schema.get("title") or topic
         schema["x-topic"] = topic
