@@ -1,65 +1,90 @@
 """Indexing throughput of the pipeline against its raw ceilings, measured in one run.
 
-Three figures for the same synthetic listings, each repeated:
+Four figures for the same synthetic listings, each repeated:
 
 - ``raw_tantivy``: tantivy-py bulk indexing with its default tokenizer (the ceiling);
-- ``listing_index``: the project's index alone (its analyzer, upsert-by-id, stored fields);
+- ``listing_index``: the project's index alone (its analyzer, upsert-by-id, stored fields),
+  opened as the worker opens it (writer heap and threads from the settings);
 - ``pipeline``: a real worker process consuming the ``listings`` topic from a real broker into
   its replica, from its first commit to the commit that holds every listing (worker start-up
-  excluded, decoding, validation and commits included).
+  excluded, decoding, validation and commits included);
+- ``raw_consumer``: a plain aiokafka consumer reading the same messages from the same topic
+  and only ``orjson``-decoding them (the Kafka ceiling), with the replica's fetch settings and
+  the same clock convention (from its first batch to its last, scaled to the whole set).
+
+The listings are published once; each repeat starts a fresh worker (a new, empty replica).
 
 Usage: ``.venv/bin/python -m bench.indexing --size 50000 --repeats 3 --out bench/results``.
-It needs the broker (``qexplorer kafka start``, or KAFKA_BOOTSTRAP) for the pipeline figure.
+It needs the broker (``qexplorer kafka start``, or KAFKA_BOOTSTRAP) for the Kafka figures.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
+import contextlib
 import statistics
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
-from importlib.metadata import version
 from pathlib import Path
 
 import orjson
 import tantivy
+from aiokafka import AIOKafkaConsumer
 
-from agents.index import ListingIndex
-from marketplace.items import to_listing_dict
-from marketplace.synthetic import generate_marketplace
+from bench.common import BenchCluster, machine, open_index, synthetic_listings
+from bench.report import comparison
 from schemas.models import ListingUpsert
+from streams.client import publish, topic_partitions
 from streams.settings import Settings
 
+PATHS = ("raw_tantivy", "listing_index", "pipeline", "raw_consumer")
 
-def raw_tantivy(listings: list[ListingUpsert]) -> float:
-    """Seconds for tantivy-py to bulk index the listings' texts (default tokenizer)."""
+
+def raw_schema() -> tantivy.Schema:
+    """The raw ceiling's schema: id, title, description; default tokenizer."""
     builder = tantivy.SchemaBuilder()
     builder.add_text_field("id", stored=True, tokenizer_name="raw")
     builder.add_text_field("title", stored=True)
     builder.add_text_field("description", stored=True)
-    schema = builder.build()
+    return builder.build()
+
+
+def build_raw_index(listings: list[ListingUpsert], path: Path) -> tantivy.Index:
+    """Bulk index the listings' texts with tantivy-py alone into ``path``; merges finished."""
+    path.mkdir(parents=True, exist_ok=True)
+    index = tantivy.Index(raw_schema(), str(path))
+    fill_raw_index(index, listings)
+    return index
+
+
+def fill_raw_index(index: tantivy.Index, listings: list[ListingUpsert]) -> None:
+    """Add the listings to a raw index in one commit and wait for its merges."""
+    writer = index.writer(128_000_000)
+    for listing in listings:
+        writer.add_document(tantivy.Document(id=listing.id, title=listing.title,
+                                             description=listing.description))
+    writer.commit()
+    writer.wait_merging_threads()
+    index.reload()
+
+
+def raw_tantivy(listings: list[ListingUpsert]) -> float:
+    """Seconds for tantivy-py to bulk index the listings' texts (default tokenizer)."""
     with tempfile.TemporaryDirectory() as path:
-        index = tantivy.Index(schema, path)
+        index = tantivy.Index(raw_schema(), path)
         started = time.perf_counter()
-        writer = index.writer(128_000_000)
-        for listing in listings:
-            writer.add_document(tantivy.Document(id=listing.id, title=listing.title,
-                                                 description=listing.description))
-        writer.commit()
-        writer.wait_merging_threads()
+        fill_raw_index(index, listings)
         return time.perf_counter() - started
 
 
-def listing_index(listings: list[ListingUpsert]) -> float:
+def listing_index(listings: list[ListingUpsert], settings: Settings | None = None) -> float:
     """Seconds for the project's ListingIndex to upsert and commit the listings."""
+    settings = settings or Settings()
     with tempfile.TemporaryDirectory() as path:
         started = time.perf_counter()
-        index = ListingIndex.open(Path(path))
+        index = open_index(Path(path), settings)
         for listing in listings:
             index.upsert(listing)
         index.commit({})
@@ -67,47 +92,77 @@ def listing_index(listings: list[ListingUpsert]) -> float:
         return time.perf_counter() - started
 
 
-def pipeline(listings: list[ListingUpsert], settings: Settings) -> float:
-    """Seconds a real worker takes from its first index commit to holding every listing,
-    scaled to the whole set (the listings in the first commit are not counted)."""
-    from streams.client import publish
-    from streams.supervise import spawn_worker, stop_worker
-    from streams.topics import create_topics, delete_topics
-
-    run = uuid.uuid4().hex[:8]
-    with tempfile.TemporaryDirectory() as state:
-        overrides = {"topic_prefix": f"bench-{run}.", "app_id": f"qx-bench-{run}",
-                     "state_dir": state, "worker_id": "bench"}
-        run_settings = settings.model_copy(update={**overrides, "state_dir": Path(state)})
-        asyncio.run(create_topics(run_settings))
-        try:
-            asyncio.run(publish(run_settings, run_settings.topics.listings, listings))
-            env = {f"QEXPLORER_{k.upper()}": v for k, v in overrides.items()}
-            worker = spawn_worker(env, Path(state) / "worker.log")
-            try:
-                first_count, first_at = _wait_count(run_settings, lambda n: n > 0)
-                _, done_at = _wait_count(run_settings, lambda n: n >= len(listings))
-            finally:
-                stop_worker(worker)
-        finally:
-            asyncio.run(delete_topics(run_settings))
-    return (done_at - first_at) * len(listings) / max(1, len(listings) - first_count)
+def pipeline(cluster: BenchCluster, worker_id: str, size: int) -> float:
+    """Seconds a new worker takes from its first index commit to holding all ``size``
+    listings of the cluster's topic, scaled to the whole set (the listings in the first
+    commit are not counted)."""
+    cluster.start_worker(worker_id)
+    try:
+        reader = cluster.reader(worker_id)
+        first_count, first_at = cluster.wait_count(worker_id, reader, lambda n: n > 0)
+        _, done_at = cluster.wait_count(worker_id, reader, lambda n: n >= size)
+    finally:
+        cluster.stop_worker(worker_id)
+    return (done_at - first_at) * size / max(1, size - first_count)
 
 
-def _wait_count(settings: Settings, done: Callable[[int], bool],
-                timeout_s: float = 600) -> tuple[int, float]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        count = 0
-        if settings.index_dir.exists():
-            try:
-                count = ListingIndex.open(settings.index_dir, writable=False).count()
-            except Exception:
-                count = 0
-        if done(count):
-            return count, time.perf_counter()
-        time.sleep(0.02)
-    raise TimeoutError("the worker did not index the listings in time")
+async def _consume(settings: Settings, topic: str, size: int, timeout_s: float) -> float:
+    consumer = AIOKafkaConsumer(**settings.kafka_client_kwargs(), group_id=None,
+                                enable_auto_commit=False, auto_offset_reset="earliest",
+                                max_poll_records=settings.index_commit_docs,
+                                fetch_max_bytes=32 * 1024 * 1024)
+    await consumer.start()
+    try:
+        partitions = await topic_partitions(consumer, topic)
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        seen, first_count, first_at = 0, 0, 0.0
+        started = time.perf_counter()
+        deadline = time.monotonic() + timeout_s
+        while seen < size:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"raw consumer read {seen}/{size} in {timeout_s}s")
+            batches = await consumer.getmany(timeout_ms=100,
+                                             max_records=settings.index_commit_docs)
+            for messages in batches.values():
+                for message in messages:
+                    orjson.loads(message.value)
+                seen += len(messages)
+            if seen and not first_count:
+                first_count, first_at = seen, time.perf_counter()
+        done_at = time.perf_counter()
+    finally:
+        await consumer.stop()
+    if first_count >= size:  # one batch held everything: nothing to scale from
+        return done_at - started
+    return (done_at - first_at) * size / (size - first_count)
+
+
+def raw_consumer(settings: Settings, topic: str, size: int, timeout_s: float = 300) -> float:
+    """Seconds for a plain aiokafka consumer to read and orjson-decode ``size`` messages of
+    ``topic`` (client start-up excluded; from its first batch, scaled to the whole set)."""
+    return asyncio.run(_consume(settings, topic, size, timeout_s))
+
+
+def measure(listings: list[ListingUpsert], settings: Settings, repeats: int, log_dir: Path,
+            kafka: bool = True, progress: Callable[[str], None] = print
+            ) -> dict[str, list[float]]:
+    """Seconds of each path per repeat (the Kafka paths only with ``kafka``)."""
+    runs: dict[str, list[float]] = {name: [] for name in PATHS}
+    context = BenchCluster(settings, "indexing", log_dir) if kafka else contextlib.nullcontext()
+    with context as cluster:
+        if cluster is not None:
+            asyncio.run(publish(cluster.settings, cluster.settings.topics.listings, listings))
+        for repeat in range(repeats):
+            runs["raw_tantivy"].append(raw_tantivy(listings))
+            runs["listing_index"].append(listing_index(listings, settings))
+            if cluster is not None:
+                runs["pipeline"].append(pipeline(cluster, f"r{repeat}", len(listings)))
+                runs["raw_consumer"].append(raw_consumer(
+                    cluster.settings, cluster.settings.topics.listings, len(listings)))
+            progress(f"indexing repeat {repeat + 1}/{repeats}: "
+                     + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in runs.items() if v))
+    return {name: seconds for name, seconds in runs.items() if seconds}
 
 
 def _summary(seconds: list[float], size: int) -> dict:
@@ -117,43 +172,86 @@ def _summary(seconds: list[float], size: int) -> dict:
             "seconds": seconds}
 
 
+def summarise(runs: dict[str, list[float]], size: int) -> dict[str, dict]:
+    """Rates per path with their ratios to the raw ceilings (where measured)."""
+    results = {name: _summary(s, size) for name, s in runs.items()}
+    for ceiling in ("raw_tantivy", "raw_consumer"):
+        if ceiling in results:
+            base = results[ceiling]["listings_per_s_median"]
+            for figures in results.values():
+                figures[f"ratio_to_{ceiling}"] = figures["listings_per_s_median"] / base
+    return results
+
+
+def rows(runs: dict[str, list[float]], size: int) -> list[dict]:
+    """The aggregate report's rows: the pipeline against each ceiling, the index alone
+    against raw tantivy."""
+    rate = {name: [size / s for s in seconds] for name, seconds in runs.items()}
+    out = [comparison("indexing", "listing_index: ListingIndex alone, listings/s", "/s",
+                      rate["listing_index"], ceiling=rate["raw_tantivy"],
+                      ceiling_name="raw_tantivy")]
+    if "pipeline" in rate:
+        metric = "pipeline: Kafka to searchable index (worker), listings/s"
+        out.append(comparison("indexing", metric, "/s", rate["pipeline"],
+                              ceiling=rate["raw_tantivy"], ceiling_name="raw_tantivy"))
+        out.append(comparison("indexing", metric, "/s", rate["pipeline"],
+                              ceiling=rate["raw_consumer"],
+                              ceiling_name="raw_consumer (aiokafka + orjson)"))
+    return out
+
+
+def run(settings: Settings, *, size: int, repeats: int, log_dir: Path,
+        progress: Callable[[str], None] = print) -> dict:
+    """The indexing benchmark for the aggregate report (``bench.run``)."""
+    listings = synthetic_listings(size)
+    runs = measure(listings, settings, repeats, log_dir, progress=progress)
+    results = summarise(runs, len(listings))
+    return {"params": {"size": len(listings), "repeats": repeats,
+                       "index_writer_threads": settings.index_writer_threads,
+                       "index_writer_heap_mb": settings.index_writer_heap_mb,
+                       "index_commit_docs": settings.index_commit_docs},
+            "rows": rows(runs, len(listings)), "details": results,
+            "notes": [f"{len(listings):,} synthetic listings published once; each repeat a new "
+                      "worker (empty replica), clocked from its first index commit to the one "
+                      "holding every listing, scaled to the whole set",
+                      "raw_consumer: same topic, replica's fetch settings, reads and "
+                      "orjson-decodes only, same clock convention"]}
+
+
+def markdown(results: dict[str, dict]) -> str:
+    """The standalone report as a Markdown table."""
+    lines = ["| path | listings/s (median) | min-max | ratio to raw tantivy | "
+             "ratio to raw consumer |", "|---|---|---|---|---|"]
+    for name, f in results.items():
+        to_consumer = f.get("ratio_to_raw_consumer")
+        lines.append(f"| {name} | {f['listings_per_s_median']:,.0f} | "
+                     f"{f['listings_per_s_min']:,.0f}-{f['listings_per_s_max']:,.0f} | "
+                     f"{f['ratio_to_raw_tantivy']:.2f} | "
+                     f"{'-' if to_consumer is None else f'{to_consumer:.2f}'} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
-    """Run the three measurements and write ``indexing.json`` and ``indexing.md``."""
+    """Run the measurements and write ``indexing.json`` and ``indexing.md``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=50_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
-    parser.add_argument("--no-pipeline", action="store_true", help="skip the Kafka figure")
+    parser.add_argument("--no-pipeline", action="store_true", help="skip the Kafka figures")
     args = parser.parse_args()
 
-    items = generate_marketplace(n_benign=args.size, n_clusters=12, seed=1)[: args.size]
-    listings = [ListingUpsert(**to_listing_dict(i)) for i in items]
+    listings = synthetic_listings(args.size)
     settings = Settings()
-    runs: dict[str, list[float]] = {"raw_tantivy": [], "listing_index": [], "pipeline": []}
-    for repeat in range(args.repeats):
-        runs["raw_tantivy"].append(raw_tantivy(listings))
-        runs["listing_index"].append(listing_index(listings))
-        if not args.no_pipeline:
-            runs["pipeline"].append(pipeline(listings, settings))
-        print(f"repeat {repeat + 1}/{args.repeats}: "
-              + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in runs.items() if v), flush=True)
-    results = {name: _summary(s, len(listings)) for name, s in runs.items() if s}
-    ceiling = results["raw_tantivy"]["listings_per_s_median"]
-    for figures in results.values():
-        figures["ratio_to_raw_tantivy"] = figures["listings_per_s_median"] / ceiling
+    runs = measure(listings, settings, args.repeats, args.out / "logs",
+                   kafka=not args.no_pipeline)
+    results = summarise(runs, len(listings))
     report = {"benchmark": "indexing", "size": len(listings), "repeats": args.repeats,
-              "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                          "tantivy": version("tantivy"), "cpus": len(os.sched_getaffinity(0))},
-              "results": results}
+              "machine": machine(), "results": results}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "indexing.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
-    lines = ["| path | listings/s (median) | min-max | ratio to raw tantivy |", "|---|---|---|---|"]
-    for name, f in results.items():
-        lines.append(f"| {name} | {f['listings_per_s_median']:,.0f} | "
-                     f"{f['listings_per_s_min']:,.0f}-{f['listings_per_s_max']:,.0f} | "
-                     f"{f['ratio_to_raw_tantivy']:.2f} |")
-    (args.out / "indexing.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    table = markdown(results)
+    (args.out / "indexing.md").write_text(table)
+    print(table)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from cli.bench import bench_command
 from cli.serve import rollout_command, serve_model_command
 from cli.train import eval_command, replay_command, train_app
 from streams.settings import Settings, get_settings
@@ -36,6 +37,7 @@ app.command("eval")(eval_command)
 app.command("replay")(replay_command)
 app.command("serve-model")(serve_model_command)
 app.command("rollout")(rollout_command)
+app.command("bench")(bench_command)
 
 
 def _settings(**overrides) -> Settings:

@@ -1,0 +1,457 @@
+"""Exploration: seeds/s and seed-to-feedback latency through a real worker, and the search
+fan-out's queries/s against raw tantivy-py, measured in one run.
+
+A worker (``keywords`` extractor by default: no model, so the figure is the pipeline's own)
+indexes ``size`` synthetic listings; then, per repeat, confirmed toxic items ("seeds", texts
+of the marketplace's toxic clusters under fresh ids) are published to ``toxic-items``:
+
+- **steady**: ``steady_rate`` seeds/s (5/s: moderators confirming items) for ``steady_s``;
+- **burst**: ``burst`` seeds at once (a moderation backlog released).
+
+Latency of a seed = the broker timestamp of its last ``search-feedback`` record - the broker
+timestamp of its ``toxic-items`` record (both CreateTime, read back from Kafka; the worker
+awaits every output before a seed counts as explored). Seeds/s of a phase = seeds / (last
+feedback - first seed). The ceiling of seeds/s is the same extractor alone in this process
+in batches of the worker's size (what exploration could reach if Kafka, index waits, search
+and emitting cost nothing).
+
+The fan-out figure replays the query strings the worker actually ran (read from
+``search-feedback``) against the worker's own index, opened read-only after it stopped:
+``ListingIndex.search`` on a ThreadPoolExecutor of the worker's ``search_threads``, submitted
+from an event loop with ``sys.setswitchinterval`` as ``streams/app.py`` sets it (the
+explorer's search path), against tantivy-py ``searcher.search(index.parse_query(q), N)`` with
+the same threads on a raw index of the same listings (and the same plus fetching the N stored
+documents, which the explorer needs).
+
+``--model DIR`` adds the same phases with ``QEXPLORER_EXTRACTOR=transformers`` on that model.
+
+Usage: ``.venv/bin/python -m bench.exploration --repeats 3 --out .cache/bench``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import orjson
+import tantivy
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from agents.extractor.base import SeedText
+from agents.extractor.factory import build_extractor
+from agents.index import ListingIndex
+from bench.common import (
+    WORKER_SWITCH_INTERVAL_S,
+    BenchCluster,
+    as_listings,
+    free_port,
+    log_tail,
+    machine,
+    scrape,
+    synthetic_items,
+)
+from bench.indexing import build_raw_index
+from bench.report import comparison, latency_summary, markdown
+from marketplace.items import LabelledItem, to_toxic_dict
+from schemas.codec import encode
+from schemas.models import ListingUpsert, ToxicItem
+from streams.client import publish, read_to_end, topic_partitions
+from streams.settings import Settings
+
+SIZE = 20_000
+STEADY_RATE = 5.0
+STEADY_S = 10.0
+BURST = 200
+FANOUT_QUERIES = 8_000
+STALL_S = 20.0
+
+
+def seeds_from(harmful: Sequence[LabelledItem], n: int, tag: str) -> list[ToxicItem]:
+    """``n`` confirmed toxic items cycling through the harmful items' texts, each under a new
+    id (an id already explored by this model version would be skipped)."""
+    out = []
+    for k in range(n):
+        item = harmful[k % len(harmful)]
+        out.append(ToxicItem(**{**to_toxic_dict(item, "bench"), "id": f"{item.id}.{tag}{k}"}))
+    return out
+
+
+def phase_figures(seed_ts: dict[str, float], feedback_ts: dict[str, list[float]],
+                  seeds: Sequence[str]) -> dict:
+    """Seeds/s and seed-to-feedback latencies of one phase from broker timestamps (seconds):
+    ``seed_ts`` per seed id, ``feedback_ts`` every feedback record's time per seed id."""
+    done = [s for s in seeds if s in seed_ts and feedback_ts.get(s)]
+    latencies = [max(feedback_ts[s]) - seed_ts[s] for s in done]
+    figures = {"seeds": len(seeds), "explored": len(done), "latency": latency_summary(latencies),
+               "seeds_per_s": None}
+    if done:
+        span = max(max(feedback_ts[s]) for s in done) - min(seed_ts[s] for s in done)
+        figures["seeds_per_s"] = len(done) / span if span > 0 else None
+    return figures
+
+
+class FeedbackFollower:
+    """Follows ``search-feedback`` from the beginning: which seeds have feedback so far."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.seen: set[str] = set()
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        """Start following in the background."""
+        consumer = AIOKafkaConsumer(**self.settings.kafka_client_kwargs(), group_id=None,
+                                    enable_auto_commit=False, auto_offset_reset="earliest")
+        await consumer.start()
+        partitions = await topic_partitions(consumer, self.settings.topics.feedback)
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        self._task = asyncio.create_task(self._follow(consumer))
+
+    async def _follow(self, consumer: AIOKafkaConsumer) -> None:
+        try:
+            while True:
+                for messages in (await consumer.getmany(timeout_ms=100)).values():
+                    self.seen.update(orjson.loads(m.value)["seed_id"] for m in messages)
+        finally:
+            await consumer.stop()
+
+    async def wait(self, seeds: set[str], stall_s: float, check: Callable[[], None]) -> None:
+        """Until every seed has feedback, or nothing new arrived for ``stall_s``."""
+        last_progress, last_count = time.monotonic(), -1
+        while not seeds <= self.seen:
+            count = len(seeds & self.seen)
+            if count != last_count:
+                last_progress, last_count = time.monotonic(), count
+            elif time.monotonic() - last_progress > stall_s:
+                return
+            check()
+            await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        """Stop following."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+async def _publish(producer: AIOKafkaProducer, topic: str, seeds: Sequence[ToxicItem],
+                   rate: float | None) -> None:
+    started = time.perf_counter()
+    futures = []
+    for k, seed in enumerate(seeds):
+        if rate:
+            await asyncio.sleep(max(0.0, started + k / rate - time.perf_counter()))
+        futures.append(await producer.send(topic, key=seed.id.encode(), value=encode(seed)))
+    await asyncio.gather(*futures)
+
+
+async def _phases(cluster: BenchCluster, plan: Sequence[tuple[str, float | None,
+                                                              list[ToxicItem]]],
+                  progress: Callable[[str], None]) -> tuple[dict, dict, list[tuple[str, str]]]:
+    """Publish each phase's seeds and wait for their feedback; then read both topics back.
+    Returns seed timestamps, feedback timestamps per seed, and (query, seed id) pairs."""
+    settings = cluster.settings
+    topics = settings.topics
+    follower = FeedbackFollower(settings)
+    await follower.start()
+    producer = AIOKafkaProducer(**settings.kafka_client_kwargs(), acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        for name, rate, seeds in plan:
+            started = time.perf_counter()
+            await _publish(producer, topics.toxic_items, seeds, rate)
+            await follower.wait({s.id for s in seeds},
+                                STALL_S if name != "warm-up" else 180.0,
+                                lambda: cluster.check_alive("w"))
+            progress(f"exploration {name}: {len(seeds)} seeds in "
+                     f"{time.perf_counter() - started:.1f}s")
+        await asyncio.sleep(1.0)  # the last seeds' remaining feedback records
+    finally:
+        await producer.stop()
+        await follower.stop()
+    seed_ts = {m.key.decode(): m.timestamp / 1000
+               for m in await read_to_end(settings, topics.toxic_items)}
+    feedback_ts: dict[str, list[float]] = defaultdict(list)
+    queries: list[tuple[str, str]] = []
+    for m in await read_to_end(settings, topics.feedback, timeout_s=60):
+        record = orjson.loads(m.value)
+        feedback_ts[record["seed_id"]].append(m.timestamp / 1000)
+        queries.append((record["query"], record["seed_id"]))
+    return seed_ts, feedback_ts, queries
+
+
+def worker_metrics(samples: dict[str, float]) -> dict:
+    """What the worker's own /metrics say about the whole run (warm-up, steady and burst
+    phases): batches extracted and mean time per stage sample, seeds, queries, detections."""
+    out: dict = {}
+    for stage in ("extract", "seed_to_detection"):
+        count = samples.get(f'qexplorer_latency_seconds_count{{stage="{stage}"}}')
+        total = samples.get(f'qexplorer_latency_seconds_sum{{stage="{stage}"}}')
+        if count:
+            out[stage] = {"count": int(count), "mean_ms": 1000 * (total or 0.0) / count}
+    for name in ("seeds_explored", "queries", "detections", "dead_letters"):
+        found = [v for k, v in samples.items() if k.startswith(f"qexplorer_{name}_total")]
+        if found:
+            out[name] = int(sum(found))
+    return out
+
+
+def _extractor_alone(settings: Settings, seeds: Sequence[ToxicItem]) -> float:
+    """Seeds/s of the worker's extractor in this process (loaded and warmed up first), in
+    batches of the worker's ``explore_batch`` one after the other, as the worker calls it."""
+    extractor = build_extractor(settings)
+    texts = [SeedText(s.id, s.title, s.description) for s in seeds]
+    size, k = settings.explore_batch, settings.queries_per_seed
+
+    async def timed() -> float:
+        await extractor.extract(texts[:2], k)  # loads a model
+        started = time.perf_counter()
+        for at in range(0, len(texts), size):
+            await extractor.extract(texts[at:at + size], k)
+        seconds = time.perf_counter() - started
+        await extractor.aclose()
+        return seconds
+
+    return len(texts) / asyncio.run(timed())
+
+
+def explore(settings: Settings, listings: list[ListingUpsert], harmful: list[LabelledItem], *,
+            repeats: int, log_dir: Path, label: str, steady_rate: float, steady_s: float,
+            burst: int, progress: Callable[[str], None], **worker: object) -> dict:
+    """One worker's phases: per repeat a steady stream then a burst of seeds. Returns the
+    figures per phase, the extractor-alone ceiling per repeat and the fan-out figures (on
+    this worker's index, after it stopped)."""
+    steady_n = max(1, round(steady_rate * steady_s))
+    plan: list[tuple[str, float | None, list[ToxicItem]]] = [
+        ("warm-up", None, seeds_from(harmful, 1, "warm"))]
+    for r in range(repeats):
+        plan.append((f"steady {r + 1}", steady_rate, seeds_from(harmful, steady_n, f"s{r}-")))
+        plan.append((f"burst {r + 1}", None, seeds_from(harmful, burst, f"b{r}-")))
+    cluster = BenchCluster(settings, f"explore-{label}", log_dir,
+                           **{"metrics_port": free_port(), **worker})
+    with cluster:
+        worker_settings = cluster.worker_settings("w")
+        asyncio.run(publish(cluster.settings, cluster.settings.topics.listings, listings))
+        cluster.start_worker("w")
+        reader = cluster.reader("w")
+        cluster.wait_count("w", reader, lambda n: n >= len(listings), timeout_s=300)
+        seed_ts, feedback_ts, queries = asyncio.run(_phases(cluster, plan, progress))
+        metrics = worker_metrics(scrape(worker_settings.metrics_host,
+                                        worker_settings.metrics_port))
+        cluster.stop_worker("w")
+        if not queries:
+            raise RuntimeError(f"no search feedback came back:\n"
+                               f"{log_tail(cluster.log_path('w'))}")
+        phases: dict[str, list[dict]] = {"steady": [], "burst": []}
+        for name, _, seeds in plan[1:]:
+            phases[name.split()[0]].append(
+                phase_figures(seed_ts, feedback_ts, [s.id for s in seeds]))
+        ceiling = [_extractor_alone(worker_settings, plan[2 + 2 * r][2]) for r in range(repeats)]
+        fanout = fanout_searches(worker_settings, listings, queries, repeats)
+    return {"phases": phases, "extractor_alone_seeds_per_s": ceiling, "fanout": fanout,
+            "worker_metrics": metrics,
+            "worker": {"extractor": str(worker_settings.extractor),
+                       "model": worker_settings.model,
+                       "explore_batch": worker_settings.explore_batch,
+                       "explore_batch_within_s": worker_settings.explore_batch_within_s,
+                       "queries_per_seed": worker_settings.queries_per_seed,
+                       "results_per_query": worker_settings.results_per_query,
+                       "search_threads": worker_settings.search_threads}}
+
+
+# --- the search fan-out ----------------------------------------------------------------------
+
+
+def _pipeline_searches(index: ListingIndex, queries: Sequence[tuple[str, str]], threads: int,
+                       limit: int) -> float:
+    """Seconds for the explorer's search path to run every query (see the module docstring)."""
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(WORKER_SWITCH_INTERVAL_S)
+    try:
+        with ThreadPoolExecutor(threads, thread_name_prefix="search") as pool:
+            async def fan_out() -> float:
+                loop = asyncio.get_running_loop()
+                started = time.perf_counter()
+                await asyncio.gather(*(loop.run_in_executor(pool, index.search, q, limit, (s,))
+                                       for q, s in queries))
+                return time.perf_counter() - started
+
+            return asyncio.run(fan_out())
+    finally:
+        sys.setswitchinterval(previous)
+
+
+def _raw_searches(index: tantivy.Index, queries: Sequence[str], threads: int, limit: int,
+                  fetch: bool) -> float:
+    """Seconds for tantivy-py alone to run every query with ``threads`` threads (and, with
+    ``fetch``, to load the stored documents of the hits)."""
+    searcher = index.searcher()
+    fields = ["title", "description"]
+
+    def one(query: str) -> None:
+        hits = searcher.search(index.parse_query(query, fields), limit).hits
+        if fetch:
+            for _, address in hits:
+                searcher.doc(address)
+
+    with ThreadPoolExecutor(threads) as pool:
+        started = time.perf_counter()
+        list(pool.map(one, queries))
+        return time.perf_counter() - started
+
+
+def fanout_searches(settings: Settings, listings: list[ListingUpsert],
+                    queries: Sequence[tuple[str, str]], repeats: int) -> dict:
+    """Queries/s of the explorer's search path on the worker's index against raw tantivy-py
+    on a raw index of the same listings, same query strings, same threads, per repeat."""
+    threads, limit = settings.search_threads, settings.results_per_query
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = build_raw_index(listings, Path(tmp) / "raw")
+        usable = []
+        for query, seed in queries:
+            try:
+                raw.parse_query(query, ["title", "description"])
+                usable.append((query, seed))
+            except ValueError:
+                continue
+        unparsable = len(queries) - len(usable)
+        usable = [usable[k % len(usable)] for k in range(FANOUT_QUERIES)]
+        index = ListingIndex.open(settings.index_dir, writable=False)
+        texts = [q for q, _ in usable]
+        _pipeline_searches(index, usable[:200], threads, limit)  # warm the caches, both sides
+        _raw_searches(raw, texts[:200], threads, limit, fetch=True)
+        runs: dict[str, list[float]] = {"pipeline": [], "raw": [], "raw_fetch": []}
+        for _ in range(repeats):
+            runs["pipeline"].append(len(usable) / _pipeline_searches(index, usable, threads,
+                                                                     limit))
+            runs["raw"].append(len(usable) / _raw_searches(raw, texts, threads, limit, False))
+            runs["raw_fetch"].append(len(usable) / _raw_searches(raw, texts, threads, limit,
+                                                                 True))
+    return {"queries_per_s": runs, "queries": len(usable),
+            "distinct_queries": len(set(texts)), "unparsable_raw": unparsable,
+            "threads": threads, "limit": limit,
+            "switch_interval_s": {"pipeline": WORKER_SWITCH_INTERVAL_S,
+                                  "raw": sys.getswitchinterval()}}
+
+
+# --- the benchmark ---------------------------------------------------------------------------
+
+
+def _rows(result: dict, label: str, steady_rate: float, burst: int) -> list[dict]:
+    phases = result["phases"]
+    rows = []
+    bursts = [p for p in phases["burst"] if p["seeds_per_s"]]
+    if bursts:
+        rows.append(comparison(
+            "exploration", f"{label}: burst of {burst} seeds, seeds/s", "/s",
+            [p["seeds_per_s"] for p in bursts],
+            ceiling=result["extractor_alone_seeds_per_s"][:len(bursts)],
+            ceiling_name="extractor alone, in-process"))
+    for kind, title in (("steady", f"steady {steady_rate:g} seeds/s"),
+                        ("burst", f"burst of {burst}")):
+        done = [p for p in phases[kind] if p["latency"]["n"]]
+        for q in ("p50", "p95"):
+            if done:
+                rows.append(comparison(
+                    "exploration", f"{label}: {title}, seed to feedback {q}", "ms",
+                    [p["latency"][f"{q}_ms"] for p in done], better="lower"))
+    return rows
+
+
+def run(settings: Settings, *, size: int, repeats: int, log_dir: Path, model: str | None = None,
+        steady_rate: float = STEADY_RATE, steady_s: float = STEADY_S, burst: int = BURST,
+        progress: Callable[[str], None] = print) -> dict:
+    """The exploration benchmark for the aggregate report (``bench.run``)."""
+    items = synthetic_items(size, seed=3)
+    listings = as_listings(items)
+    harmful = [i for i in items if i.harmful]
+    common = {"repeats": repeats, "log_dir": log_dir, "steady_rate": steady_rate,
+              "steady_s": steady_s, "burst": burst, "progress": progress}
+    keywords = explore(settings, listings, harmful, label="keywords", extractor="keywords",
+                       **common)
+    rows = _rows(keywords, "keywords", steady_rate, burst)
+    fanout = keywords["fanout"]
+    rates = fanout["queries_per_s"]
+    metric = (f"search fan-out (ListingIndex.search, {fanout['threads']} threads), "
+              "queries/s")
+    rows.append(comparison("exploration", metric, "/s", rates["pipeline"], ceiling=rates["raw"],
+                           ceiling_name="raw tantivy-py search"))
+    rows.append(comparison("exploration", metric, "/s", rates["pipeline"],
+                           ceiling=rates["raw_fetch"],
+                           ceiling_name="raw tantivy-py search + doc fetch"))
+    details = {"keywords": keywords}
+    if model:
+        with_model = explore(settings, listings, harmful, label="transformers",
+                             extractor="transformers", model=model, **common)
+        rows += _rows(with_model, "transformers", steady_rate, burst)
+        details["transformers"] = with_model
+    notes = []
+    for label, result in details.items():
+        steady = result["phases"]["steady"]
+        achieved = [p["seeds_per_s"] for p in steady if p["seeds_per_s"]]
+        missing = sum(p["seeds"] - p["explored"] for kind in result["phases"].values()
+                      for p in kind)
+        w = result["worker"]
+        notes.append(
+            f"{label}: {len(listings):,} listings indexed first; per repeat "
+            f"{steady[0]['seeds'] if steady else 0} seeds at {steady_rate:g}/s (achieved "
+            f"{statistics.median(achieved) if achieved else 0:.2f}/s) then {burst} at once; "
+            f"batch {w['explore_batch']} within {w['explore_batch_within_s']} s, K="
+            f"{w['queries_per_seed']}, N={w['results_per_query']}"
+            + (f"; {missing} seeds without feedback" if missing else ""))
+        m = result["worker_metrics"]
+        if "extract" in m:
+            notes.append(
+                f"{label}, the worker's /metrics over all phases: {m['extract']['count']} "
+                f"batches, extraction {m['extract']['mean_ms']:.1f} ms per batch on average; "
+                f"{m.get('seeds_explored', 0)} seeds, {m.get('queries', 0)} queries, "
+                f"{m.get('detections', 0)} detections"
+                + (f"; seed_to_detection mean {m['seed_to_detection']['mean_ms']:.0f} ms"
+                   if "seed_to_detection" in m else ""))
+    notes.append(f"fan-out: the {fanout['distinct_queries']:,} distinct query strings the "
+                 f"worker ran, cycled to {fanout['queries']:,} searches per repeat and side "
+                 f"({fanout['unparsable_raw']} refused by the raw parser left out); pipeline "
+                 f"side at switch interval {fanout['switch_interval_s']['pipeline'] * 1000:g} "
+                 f"ms as streams/app.py sets it, raw side at the default "
+                 f"{fanout['switch_interval_s']['raw'] * 1000:g} ms; raw index: default "
+                 "tokenizer, same listings")
+    return {"params": {"size": len(listings), "repeats": repeats, "steady_rate": steady_rate,
+                       "steady_s": steady_s, "burst": burst, "model": model},
+            "rows": rows, "notes": notes, "details": details}
+
+
+def main() -> None:
+    """Run the exploration benchmark alone; write ``exploration.json`` and ``.md``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", type=int, default=SIZE)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--model", help="also run with the transformers extractor on DIR")
+    parser.add_argument("--out", type=Path, default=Path(".cache/bench"))
+    args = parser.parse_args()
+    started = time.time()
+    section = run(Settings(), size=args.size, repeats=args.repeats,
+                  log_dir=args.out / "logs", model=args.model)
+    report = {"command": "python -m bench.exploration", "started_at": time.ctime(started),
+              "duration_s": time.time() - started, "machine": machine(),
+              "params": {"size": args.size, "repeats": args.repeats},
+              "benchmarks": {"exploration": section}}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "exploration.json").write_bytes(orjson.dumps(report,
+                                                             option=orjson.OPT_INDENT_2))
+    (args.out / "exploration.md").write_text(markdown(report))
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()
