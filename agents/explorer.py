@@ -64,9 +64,10 @@ class Explorer:
     def __init__(self, settings: Settings, replica: Replica, extractor: Extractor,
                  send: Send, *, fallback: Extractor | None = None,
                  observe: Observe | None = None) -> None:
-        """``observe`` receives latencies: ``extract`` (a batch's extraction) and
-        ``seed_to_detection`` (from the seed's message reaching the broker to its outputs
-        being acknowledged)."""
+        """``observe`` receives latencies: ``wait_index`` (a batch waiting for the index to
+        hold what was published before it), ``extract`` (a batch's extraction), ``search``
+        (a seed's queries), ``emit`` (a seed's outputs until the broker acknowledged them) and
+        ``seed_to_detection`` (from the seed's message reaching the broker to that)."""
         self.settings = settings
         self.replica = replica
         self.extractor = extractor
@@ -123,9 +124,11 @@ class Explorer:
             sources.setdefault(item.id, message)
         if not seeds:
             return
+        started = time.perf_counter()
         if not await self.replica.wait_caught_up(self.settings.explore_wait_index_s):
             log.warning("index not caught up after %.1fs: exploring with what it has",
                         self.settings.explore_wait_index_s)
+        self._observe("wait_index", time.perf_counter() - started)
         provenance, extractions = await self._extract(
             [SeedText(s.id, s.title, s.description) for s in seeds.values()])
         await asyncio.gather(*(self._explore_one(seeds[e.seed_id], e, provenance,
@@ -140,13 +143,17 @@ class Explorer:
                 raise ValueError("the extractor produced no valid query for this item")
             limit = self.settings.results_per_query
             loop = asyncio.get_running_loop()
+            started = time.perf_counter()
             results = await asyncio.gather(*(
                 loop.run_in_executor(self._pool, self._search, q, limit, seed.id)
                 for q in queries))
+            self._observe("search", time.perf_counter() - started)
             detections, feedback = merge_hits(
                 seed.id, list(zip(queries, results, strict=True)), self.replica.confirmed,
                 provenance)
+            started = time.perf_counter()
             await self._emit(detections, feedback)
+            self._observe("emit", time.perf_counter() - started)
             if message.timestamp:
                 self._observe("seed_to_detection", time.time() - message.timestamp)
             self.replica.explored.add(explored_key(seed.id, provenance.model_version))

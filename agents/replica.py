@@ -74,6 +74,9 @@ class Replica:
             auto_offset_reset="earliest",
             max_poll_records=self.settings.index_commit_docs,
             fetch_max_bytes=32 * 1024 * 1024,
+            # measured: with aiokafka's default 500 ms a seed waiting for the feedback and
+            # toxic items it just caused to be read waited ~0.5 s a batch (27 vs 130 seeds/s)
+            fetch_max_wait_ms=50,
         )
         self._consumer = consumer
         await consumer.start()
@@ -110,13 +113,13 @@ class Replica:
         while True:
             batches = await consumer.getmany(timeout_ms=100,
                                              max_records=self.settings.index_commit_docs)
-            dead: list[DeadLetter] = []
+            fetched = [(tp, ms) for tp, ms in batches.items() if tp.topic == topics.listings]
+            # one hand-off to the indexing thread a fetch, not one a partition
+            dead = await asyncio.to_thread(self._apply_fetched, fetched) if fetched else []
             for tp, messages in batches.items():
-                if tp.topic == topics.listings:
-                    dead += await asyncio.to_thread(self._apply_listings, tp, messages)
-                elif tp.topic == topics.toxic_items:
+                if tp.topic == topics.toxic_items:
                     self._apply_toxic(messages)
-                else:
+                elif tp.topic == topics.feedback:
                     self.explored.update(m.key.decode("utf-8", "replace") for m in messages
                                          if m.key is not None)
                     self.stats.explored = len(self.explored)
@@ -136,6 +139,9 @@ class Replica:
             if batches or due:
                 async with self._progress:
                     self._progress.notify_all()
+
+    def _apply_fetched(self, fetched) -> list[DeadLetter]:
+        return [d for tp, messages in fetched for d in self._apply_listings(tp, messages)]
 
     def _apply_listings(self, tp: TopicPartition, messages) -> list[DeadLetter]:
         dead = []
