@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
+
 from agents.explore import Hit, Provenance, explored_key, merge_hits
 from agents.extractor.base import Extraction, Extractor, ExtractorError, SeedText
 from agents.prompt import PROMPT_VERSION
@@ -172,23 +174,22 @@ class Explorer:
         extractor in service at that moment, so a rollout also rescues a batch waiting
         for a server that is gone."""
         k = self.settings.queries_per_seed
-        delay = 0.5
-        while True:
-            extractor = self.extractor
-            started = time.perf_counter()
-            try:
+
+        def failed(state: RetryCallState) -> None:
+            # The batch stays unacknowledged: seeds wait for the model, they are not lost.
+            self.stats.extractor_errors += 1
+            self.failing_streak += 1
+            log.warning("extractor %s failed (%s); retrying in %.1fs", self.extractor.name,
+                        state.outcome.exception() if state.outcome else "?",
+                        state.upcoming_sleep)
+
+        async for attempt in _until_it_works(ExtractorError, failed):
+            with attempt:
+                extractor = self.extractor
+                started = time.perf_counter()
                 extractions = await extractor.extract(seeds, k)
-                self._observe("extract", time.perf_counter() - started)
-                self.failing_streak = 0
-                break
-            except ExtractorError as exc:
-                # The batch stays unacknowledged: seeds wait for the model, they are not lost.
-                self.stats.extractor_errors += 1
-                self.failing_streak += 1
-                log.warning("extractor %s failed (%s); retrying in %.1fs",
-                            extractor.name, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+        self._observe("extract", time.perf_counter() - started)
+        self.failing_streak = 0
         provenance = provenance_of(extractor)
         if self.fallback is None:
             return provenance, extractions
@@ -204,16 +205,16 @@ class Explorer:
         messages = [(topics.detections, d.key.encode(), encode(d)) for d in detections]
         messages += [(topics.feedback, explored_key(f.seed_id, f.model_version).encode(),
                       encode(f)) for f in feedback]
-        delay = 0.5
-        while True:
-            try:
+
+        def failed(state: RetryCallState) -> None:
+            log.warning("emitting %d records failed (%s); retrying in %.1fs", len(messages),
+                        state.outcome.exception() if state.outcome else "?",
+                        state.upcoming_sleep)
+
+        # the broker is away: resend; keys make repeats harmless
+        async for attempt in _until_it_works(Exception, failed):
+            with attempt:
                 await asyncio.gather(*(self._send(*m) for m in messages))
-                return
-            except Exception as exc:  # the broker is away: resend, keys make repeats harmless
-                log.warning("emitting %d records failed (%s); retrying in %.1fs",
-                            len(messages), exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
 
     async def _dead_letter(self, message: RawMessage, stage: str, exc: BaseException) -> None:
         record = dead_letter(stage=stage, error=exc, topic=message.topic, value=message.value,
@@ -225,6 +226,16 @@ class Explorer:
     def close(self) -> None:
         """Stop the search threads."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _until_it_works(errors: type[BaseException] | tuple[type[BaseException], ...],
+                    before_sleep: Callable[[RetryCallState], None]) -> AsyncRetrying:
+    """Retry on ``errors`` without a limit, backing off from 0.5 s to 30 s: what cannot be
+    done now (model, broker) is done later, never dropped."""
+    return AsyncRetrying(retry=retry_if_exception_type(errors),
+                         wait=wait_exponential(multiplier=0.5, max=30.0),
+                         sleep=lambda seconds: asyncio.sleep(seconds),
+                         before_sleep=before_sleep, reraise=True)
 
 
 def provenance_of(extractor: Extractor) -> Provenance:

@@ -20,6 +20,13 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer
+from tenacity import (
+    AsyncRetrying,
+    RetryError,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from agents.explorer import Explorer, RawMessage
 from agents.extractor.base import Extractor, ExtractorError, SeedText
@@ -55,18 +62,17 @@ def rollout_settings(settings: Settings, rollout: ModelRollout) -> Settings:
 
 async def probe(extractor: Extractor, attempts: int = 5, backoff_s: float = 1.0) -> None:
     """One real extraction with the new extractor; raises RolloutRefused if it never works."""
-    delay = backoff_s
-    for attempt in range(1, attempts + 1):
-        try:
-            await extractor.extract([PROBE], 1)
-            return
-        except ExtractorError as exc:
-            if attempt == attempts:
-                raise RolloutRefused(f"the new model failed its probe {attempts} times: {exc}") \
-                    from exc
-            log.warning("rollout probe failed (%s); retrying in %.1fs", exc, delay)
-            await asyncio.sleep(delay)
-            delay *= 2
+    retrying = AsyncRetrying(
+        retry=retry_if_exception_type(ExtractorError), stop=stop_after_attempt(attempts),
+        wait=wait_exponential(multiplier=backoff_s), sleep=lambda s: asyncio.sleep(s),
+        before_sleep=lambda state: log.warning(
+            "rollout probe failed (%s); retrying in %.1fs",
+            state.outcome.exception() if state.outcome else "?", state.upcoming_sleep))
+    try:
+        await retrying(extractor.extract, [PROBE], 1)
+    except RetryError as exc:
+        raise RolloutRefused(f"the new model failed its probe {attempts} times: "
+                             f"{exc.last_attempt.exception()}") from exc
 
 
 class RolloutFollower:
