@@ -211,10 +211,13 @@ class Explorer:
                         state.outcome.exception() if state.outcome else "?",
                         state.upcoming_sleep)
 
-        # the broker is away: resend; keys make repeats harmless
-        async for attempt in _until_it_works(Exception, failed):
-            with attempt:
-                await asyncio.gather(*(self._send(*m) for m in messages))
+        # Detections first: a feedback record marks the seed explored (the replica reads its
+        # key), so it must never be on the broker while a detection of that seed is not.
+        # The broker is away: resend; keys make repeats harmless.
+        for batch in (messages[:len(detections)], messages[len(detections):]):
+            async for attempt in _until_it_works(Exception, failed):
+                with attempt:
+                    await asyncio.gather(*(self._send(*m) for m in batch))
 
     async def _dead_letter(self, message: RawMessage, stage: str, exc: BaseException) -> None:
         record = dead_letter(stage=stage, error=exc, topic=message.topic, value=message.value,
