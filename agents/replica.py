@@ -72,7 +72,7 @@ class Replica:
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            max_poll_records=self.settings.index_commit_docs,
+            max_poll_records=self.settings.index_fetch_records,
             fetch_max_bytes=32 * 1024 * 1024,
             # measured: with aiokafka's default 500 ms a seed waiting for the feedback and
             # toxic items it just caused to be read waited ~0.5 s a batch (27 vs 130 seeds/s)
@@ -112,7 +112,7 @@ class Replica:
         last_commit = time.monotonic()
         while True:
             batches = await consumer.getmany(timeout_ms=100,
-                                             max_records=self.settings.index_commit_docs)
+                                             max_records=self.settings.index_fetch_records)
             fetched = [(tp, ms) for tp, ms in batches.items() if tp.topic == topics.listings]
             # one hand-off to the indexing thread a fetch, not one a partition
             dead = await asyncio.to_thread(self._apply_fetched, fetched) if fetched else []
@@ -156,7 +156,7 @@ class Replica:
                                         partition=tp.partition, offset=message.offset))
                 continue
             if isinstance(event, ListingUpsert):
-                self.index.upsert(event)
+                self.index.upsert(event, message.value)
             else:
                 self.index.delete(event.id)
         self.stats.listings_applied += len(messages) - len(dead)

@@ -35,6 +35,7 @@ from aiokafka import AIOKafkaConsumer
 
 from bench.common import BenchCluster, machine, open_index, synthetic_listings
 from bench.report import comparison
+from schemas.codec import encode
 from schemas.models import ListingUpsert
 from streams.client import publish, topic_partitions
 from streams.settings import Settings
@@ -80,13 +81,15 @@ def raw_tantivy(listings: list[ListingUpsert]) -> float:
 
 
 def listing_index(listings: list[ListingUpsert], settings: Settings | None = None) -> float:
-    """Seconds for the project's ListingIndex to upsert and commit the listings."""
+    """Seconds for the project's ListingIndex to upsert and commit the listings (given their
+    messages, as the replica is)."""
     settings = settings or Settings()
+    sources = [encode(listing) for listing in listings]  # as the replica receives them
     with tempfile.TemporaryDirectory() as path:
         started = time.perf_counter()
         index = open_index(Path(path), settings)
-        for listing in listings:
-            index.upsert(listing)
+        for listing, source in zip(listings, sources, strict=True):
+            index.upsert(listing, source)
         index.commit({})
         index.close()
         return time.perf_counter() - started
@@ -109,7 +112,7 @@ def pipeline(cluster: BenchCluster, worker_id: str, size: int) -> float:
 async def _consume(settings: Settings, topic: str, size: int, timeout_s: float) -> float:
     consumer = AIOKafkaConsumer(**settings.kafka_client_kwargs(), group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest",
-                                max_poll_records=settings.index_commit_docs,
+                                max_poll_records=settings.index_fetch_records,
                                 fetch_max_bytes=32 * 1024 * 1024)
     await consumer.start()
     try:
@@ -123,7 +126,7 @@ async def _consume(settings: Settings, topic: str, size: int, timeout_s: float) 
             if time.monotonic() > deadline:
                 raise TimeoutError(f"raw consumer read {seen}/{size} in {timeout_s}s")
             batches = await consumer.getmany(timeout_ms=100,
-                                             max_records=settings.index_commit_docs)
+                                             max_records=settings.index_fetch_records)
             for messages in batches.values():
                 for message in messages:
                     orjson.loads(message.value)
@@ -209,7 +212,8 @@ def run(settings: Settings, *, size: int, repeats: int, log_dir: Path,
     return {"params": {"size": len(listings), "repeats": repeats,
                        "index_writer_threads": settings.index_writer_threads,
                        "index_writer_heap_mb": settings.index_writer_heap_mb,
-                       "index_commit_docs": settings.index_commit_docs},
+                       "index_commit_docs": settings.index_commit_docs,
+                       "index_fetch_records": settings.index_fetch_records},
             "rows": rows(runs, len(listings)), "details": results,
             "notes": [f"{len(listings):,} synthetic listings published once; each repeat a new "
                       "worker (empty replica), clocked from its first index commit to the one "

@@ -37,6 +37,7 @@ from agents.index import ListingIndex
 from bench.common import as_listings, dir_bytes, machine, open_index, rss_bytes, synthetic_items
 from bench.indexing import raw_tantivy
 from bench.report import comparison, latency_summary, markdown
+from schemas.codec import encode
 from streams.settings import PROJECT_ROOT, Settings
 
 SIZES = (10_000, 100_000, 1_000_000)
@@ -63,6 +64,7 @@ def measure_size(size: int, repeats: int, progress: Callable[[str], None]) -> di
     extractions = asyncio.run(KeywordsExtractor().extract(seeds, settings.queries_per_seed))
     queries = [(q, e.seed_id) for e in extractions for q in e.queries][:MAX_QUERIES]
     del items
+    sources = [encode(listing) for listing in listings]  # as the replica receives them
     limit = settings.results_per_query
     out: dict = {"size": size, "queries": len(queries), "index_s": [], "raw_s": [],
                  "disk_bytes": [], "search": [], "rss_delta_bytes": None}
@@ -72,8 +74,8 @@ def measure_size(size: int, repeats: int, progress: Callable[[str], None]) -> di
             before = rss_bytes()
             started = time.perf_counter()
             index = open_index(path, settings)
-            for listing in listings:
-                index.upsert(listing)
+            for listing, source in zip(listings, sources, strict=True):
+                index.upsert(listing, source)
             index.commit({"listings": {0: size}})
             out["index_s"].append(time.perf_counter() - started)
             after = rss_bytes()

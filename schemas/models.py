@@ -19,6 +19,9 @@ Title = Annotated[str, StringConstraints(max_length=1_000)]
 Description = Annotated[str, StringConstraints(max_length=20_000)]
 ShortText = Annotated[str, StringConstraints(max_length=200)]
 QueryText = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+#: Version 1 of a contract: the JSON integer 1 (strict, so neither ``true`` nor ``1.0``, which
+#: a ``Literal[1]`` lets through when validating JSON). The JSON Schema still says ``const: 1``.
+SchemaVersion = Annotated[int, Field(strict=True, ge=1, le=1, json_schema_extra={"const": 1})]
 
 
 def utcnow() -> datetime:
@@ -37,7 +40,7 @@ class _Record(BaseModel):
 class ListingUpsert(_Record):
     """A listing created or edited on the platform (key: the listing id)."""
 
-    schema_version: Literal[1] = 1
+    schema_version: SchemaVersion = 1
     op: Literal["upsert"] = "upsert"
     id: Id
     title: Title
@@ -52,7 +55,7 @@ class ListingUpsert(_Record):
 class ListingDelete(_Record):
     """A listing removed from the platform (key: the listing id)."""
 
-    schema_version: Literal[1] = 1
+    schema_version: SchemaVersion = 1
     op: Literal["delete"] = "delete"
     id: Id
     deleted_at: datetime = Field(default_factory=utcnow, strict=False)
@@ -67,7 +70,7 @@ ListingEvent = Annotated[ListingUpsert | ListingDelete, Field(discriminator="op"
 class ToxicItem(_Record):
     """A listing a moderator confirmed as toxic: a seed to explore and a label for training."""
 
-    schema_version: Literal[1] = 1
+    schema_version: SchemaVersion = 1
     id: Id
     title: Title
     description: Description = ""
@@ -90,7 +93,7 @@ def detection_key(seed_id: str, listing_id: str, model_version: str) -> str:
 class Detection(_Record):
     """A candidate toxic listing found from a seed, for review (key: ``key``)."""
 
-    schema_version: Literal[1] = 1
+    schema_version: SchemaVersion = 1
     key: Annotated[str, StringConstraints(min_length=8, max_length=64)]
     seed_id: Id
     listing_id: Id
@@ -118,7 +121,7 @@ class SearchHit(_Record):
 class SearchFeedback(_Record):
     """One executed query and what it returned: the trainer's raw material (key: seed id)."""
 
-    schema_version: Literal[1] = 1
+    schema_version: SchemaVersion = 1
     seed_id: Id
     query: QueryText
     query_index: int = Field(ge=0)
@@ -135,7 +138,7 @@ class SearchFeedback(_Record):
 class DeadLetter(_Record):
     """A message that could not be processed, with its raw bytes so it can be replayed."""
 
-    schema_version: Literal[1] = 1
+    schema_version: SchemaVersion = 1
     stage: ShortText = Field(description="Where it failed: decode-listing, explore, ...")
     error: Annotated[str, StringConstraints(max_length=2_000)]
     topic: ShortText
@@ -156,7 +159,7 @@ class ModelRollout(_Record):
     the API key stays in each worker's settings and ``base_url`` must be one the workers
     are configured to allow."""
 
-    schema_version: Literal[1] = 1
+    schema_version: SchemaVersion = 1
     extractor: Literal["keywords", "transformers", "openai"]
     model: ShortText | None = Field(
         default=None, description="Served model name (openai), directory or hub id.")

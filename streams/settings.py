@@ -81,8 +81,12 @@ class Settings(BaseSettings):
     )
     app_id: str = Field(default="qexplorer", description="Faust app id = consumer group.")
     worker_id: str = Field(default="worker-1", description="Names this worker's index replica.")
-    index_commit_docs: int = Field(default=5000, ge=1, description="Commit after this many.")
-    index_commit_interval_s: float = Field(default=0.5, gt=0, description="...or this long.")
+    index_commit_interval_s: float = Field(
+        default=0.5, gt=0, description="Commit the index (listings become searchable) this often.")
+    index_commit_docs: int = Field(
+        default=50_000, ge=1, description="...or after this many changes (catching up).")
+    index_fetch_records: int = Field(
+        default=5000, ge=1, description="Listing events applied per hand-off to the index.")
     index_writer_heap_mb: int = Field(default=128, ge=16)
     index_writer_threads: int = Field(default=2, ge=1, le=16, description="Indexing threads.")
     explore_batch: int = Field(default=16, ge=1, description="Seeds taken per agent batch.")

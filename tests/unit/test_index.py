@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from agents.index import INDEX_FORMAT, IndexFormatError, ListingIndex, open_or_rebuild
-from schemas.models import ListingUpsert
+from schemas.codec import decode
+from schemas.models import ListingEvent, ListingUpsert
 
 
 def _listing(id: str, title: str, description: str = "") -> ListingUpsert:
@@ -40,6 +41,29 @@ def test_upsert_replaces_and_delete_removes(index: ListingIndex) -> None:
     assert index.ids() == {"b", "c"}
     assert index.get("c").title == "modern steel chair"
     assert index.search("oak", 10) == []
+
+
+@pytest.mark.parametrize("raw", [
+    # what the codec leaves to its defaults, and fields the index does not hold
+    b'{"schema_version":1,"op":"upsert","id":"m1","title":"red bike","price":12.5,'
+    b'"created_at":"2026-01-01T00:00:00Z"}',
+    # escapes, whitespace around the object, a key given twice (the last one wins, as it
+    # does in validation)
+    b'  {"schema_version":1,"op":"upsert","id":"\\u006d1","title":"old","title":"red bike",'
+    b'"description":"\\ud83c\\udf43 line\\none","language":"en"}\n',
+])
+def test_a_listing_is_indexed_from_its_message_as_it_was_validated(tmp_path: Path,
+                                                                    raw: bytes) -> None:
+    ix = ListingIndex.open(tmp_path / "i")
+    listing = decode(ListingEvent, raw)
+    ix.upsert(listing, raw)
+    ix.commit(None)
+    stored = ix.get("m1")
+    assert (stored.title, stored.description, stored.language) == (
+        listing.title, listing.description, listing.language)
+    assert [h.listing_id for h in ix.search("bike", 5)] == ["m1"]
+    assert ix.search("old", 5) == []
+    ix.close()
 
 
 def test_offsets_are_committed_with_the_data_and_survive_reopen(tmp_path: Path) -> None:
