@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from agents.index import INDEX_FORMAT, IndexFormatError, ListingIndex, open_or_rebuild
+from agents.index import INDEX_FORMAT, IndexFormatError, ListingIndex, _analyzer, open_or_rebuild
 from schemas.codec import decode
 from schemas.models import ListingEvent, ListingUpsert
 
@@ -185,3 +188,51 @@ def test_a_sound_index_is_opened_as_it_is(tmp_path):
     index.close()
     reopened, reason = open_or_rebuild(tmp_path / "index")
     assert reason is None and reopened.count() == 1
+
+
+# --- the analyzer ------------------------------------------------------------------------------
+
+# CJK ideographs and radicals (all of Unicode's Han script in these blocks), and a sample of
+# what listings hold around them: Latin with accents and combining marks, digits, Devanagari,
+# emoji and other symbols, punctuation and spaces.
+_HAN_BLOCKS = [(0x2E80, 0x2FD5), (0x3400, 0x4DBF), (0x4E00, 0x9FFF)]
+_ALPHABET = st.one_of(
+    st.sampled_from("abcXYZ019 ,.-_@#\t\n'\"()!?/"),
+    st.characters(min_codepoint=0xC0, max_codepoint=0x17F),    # Latin-1, Latin Extended-A
+    st.characters(min_codepoint=0x300, max_codepoint=0x36F),   # combining marks
+    st.characters(min_codepoint=0x900, max_codepoint=0x97F),   # Devanagari
+    st.characters(min_codepoint=0x2600, max_codepoint=0x27BF),  # symbols, dingbats
+    st.characters(min_codepoint=0x1F300, max_codepoint=0x1F64F),  # emoji
+    st.sampled_from("，。！「」：；"),                           # CJK punctuation
+    *[st.characters(min_codepoint=a, max_codepoint=b) for a, b in _HAN_BLOCKS],
+)
+
+
+def _is_han(ch: str) -> bool:
+    return any(a <= ord(ch) <= b for a, b in _HAN_BLOCKS) and unicodedata.category(ch) != "Cn"
+
+
+def _reference_tokens(text: str) -> list[str]:
+    """The analyzer's definition, spelled out: one token per Han character or symbol (So), one
+    per run of other letters and digits that may continue with combining marks; tokens of 40
+    UTF-8 bytes or more dropped; lowercased."""
+    tokens: list[str] = []
+    word = ""
+    for ch in text:
+        category = unicodedata.category(ch)
+        if _is_han(ch) or category == "So":
+            tokens += [word, ch] if word else [ch]
+            word = ""
+        elif category[0] in "LN" or (category[0] == "M" and word):
+            word += ch
+        elif word:
+            tokens.append(word)
+            word = ""
+    tokens += [word] if word else []
+    return [t.lower() for t in tokens if len(t.encode()) < 40]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(_ALPHABET, max_size=60))
+def test_the_analyzer_tokenises_as_its_definition_says(text: str) -> None:
+    assert _analyzer().analyze(text) == _reference_tokens(text)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import tantivy
 
+from agents.index import _analyzer
 from agents.queries import (
     MAX_QUERY_CHARS,
     MAX_QUERY_TOKENS,
@@ -17,7 +18,6 @@ from agents.queries import (
 
 # Analyzers a listing index may use: Tantivy's built-ins, a CJK bigram analyzer and
 # QExplorer's own (Han characters, letter/digit runs and symbols as tokens).
-QX_PATTERN = r"\p{Han}|[\p{L}\p{N}--\p{Han}][\p{L}\p{N}\p{M}--\p{Han}]*|\p{So}"
 ANALYZERS = ["default", "en_stem", "raw", "whitespace", "bigram", "qx"]
 FIELDS = ["title", "description"]
 
@@ -43,11 +43,7 @@ def _index(tokenizer: str) -> tantivy.Index:
         tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.ngram(2, 2))
         .filter(tantivy.Filter.lowercase()).build(),
     )
-    index.register_tokenizer(
-        "qx",
-        tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.regex(QX_PATTERN))
-        .filter(tantivy.Filter.remove_long(40)).filter(tantivy.Filter.lowercase()).build(),
-    )
+    index.register_tokenizer("qx", _analyzer())
     writer = index.writer(15_000_000, 1)
     for title, desc in [
         ("Brand new R0LEX Submariner", "vx lux888 fast ship"),
