@@ -13,13 +13,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
 from agents.explore import Hit, Provenance, explored_key, merge_hits
 from agents.extractor.base import Extraction, Extractor, ExtractorError, SeedText
+from agents.index import ListingIndex
 from agents.prompt import PROMPT_VERSION
 from agents.replica import Replica
 from schemas.codec import SchemaError, dead_letter, decode, encode
@@ -47,6 +48,36 @@ Send = Callable[[str, bytes, bytes], Awaitable[object]]
 Observe = Callable[[str, float], None]
 
 
+def search_seeds(index: ListingIndex, work: Sequence[tuple[str, Sequence[str]]],
+                 limit: int) -> list[list[list[Hit]] | Exception]:
+    """Each seed's queries (``(seed id, queries)``), the seed itself left out of its results.
+    A seed whose search fails gets the exception instead, and the others go on."""
+    out: list[list[list[Hit]] | Exception] = []
+    for seed_id, queries in work:
+        try:
+            out.append(index.search_many(queries, limit, (seed_id,)))
+        except Exception as exc:  # handed back: that seed is dead-lettered
+            out.append(exc)
+    return out
+
+
+async def fan_out(pool: Executor, threads: int, index: ListingIndex,
+                  work: Sequence[tuple[str, Sequence[str]]], limit: int
+                  ) -> dict[str, list[list[Hit]] | Exception]:
+    """Search a batch's seeds (see :func:`search_seeds`) on ``pool`` in ``threads``
+    contiguous shares, one hand-off a share: a hand-off to a thread costs as much as a few
+    searches, so one a query or even one a seed halved the fan-out's rate."""
+    if not work:
+        return {}
+    size = -(-len(work) // max(1, min(threads, len(work))))
+    shares = [work[i:i + size] for i in range(0, len(work), size)]
+    loop = asyncio.get_running_loop()
+    done = await asyncio.gather(*(loop.run_in_executor(pool, search_seeds, index, share, limit)
+                                  for share in shares))
+    return {seed_id: found for share, results in zip(shares, done, strict=True)
+            for (seed_id, _), found in zip(share, results, strict=True)}
+
+
 @dataclass
 class ExplorerStats:
     """Counters a worker reports."""
@@ -68,7 +99,7 @@ class Explorer:
                  observe: Observe | None = None) -> None:
         """``observe`` receives latencies: ``wait_index`` (a batch waiting for the index to
         hold what was published before it), ``extract`` (a batch's extraction), ``search``
-        (a seed's queries), ``emit`` (a seed's outputs until the broker acknowledged them) and
+        (a batch's queries), ``emit`` (a seed's outputs until the broker acknowledged them) and
         ``seed_to_detection`` (from the seed's message reaching the broker to that)."""
         self.settings = settings
         self.replica = replica
@@ -133,23 +164,25 @@ class Explorer:
         self._observe("wait_index", time.perf_counter() - started)
         provenance, extractions = await self._extract(
             [SeedText(s.id, s.title, s.description) for s in seeds.values()])
+        started = time.perf_counter()
+        found = await fan_out(self._pool, self.settings.search_threads, self.replica.index,
+                              [(e.seed_id, e.queries) for e in extractions if e.queries],
+                              self.settings.results_per_query)
+        self._observe("search", time.perf_counter() - started)
         await asyncio.gather(*(self._explore_one(seeds[e.seed_id], e, provenance,
-                                                 sources[e.seed_id])
+                                                 sources[e.seed_id], found.get(e.seed_id))
                                for e in extractions))
 
     async def _explore_one(self, seed: ToxicItem, extraction: Extraction,
-                           provenance: Provenance, message: RawMessage) -> None:
+                           provenance: Provenance, message: RawMessage,
+                           results: list[list[Hit]] | Exception | None) -> None:
         try:
             queries = extraction.queries
             if not queries:
                 raise ValueError("the extractor produced no valid query for this item")
-            limit = self.settings.results_per_query
-            loop = asyncio.get_running_loop()
-            started = time.perf_counter()
-            results = await asyncio.gather(*(
-                loop.run_in_executor(self._pool, self._search, q, limit, seed.id)
-                for q in queries))
-            self._observe("search", time.perf_counter() - started)
+            if isinstance(results, Exception):
+                raise results
+            assert results is not None  # fan_out searched every seed with queries
             detections, feedback = merge_hits(
                 seed.id, list(zip(queries, results, strict=True)), self.replica.confirmed,
                 provenance)
@@ -165,9 +198,6 @@ class Explorer:
         except Exception as exc:  # one seed's bad data must not stop the others
             log.exception("exploring seed %s failed", seed.id)
             await self._dead_letter(message, "explore", exc)
-
-    def _search(self, query: str, limit: int, seed_id: str) -> list[Hit]:
-        return self.replica.index.search(query, limit, exclude=(seed_id,))
 
     async def _extract(self, seeds: list[SeedText]) -> tuple[Provenance, list[Extraction]]:
         """The extractions of a batch and what produced them. Each attempt uses the

@@ -66,6 +66,10 @@ def strip_invisible(text: str) -> str:
     """
     if not text:
         return ""
+    # printable text holds no control, format, surrogate or separator character (bar the
+    # space): only U+FFFD could need removing; checked in C, far faster than the loop
+    if text.isprintable() and "\ufffd" not in text:
+        return text
     out: list[str] = []
     for ch in text:
         if ch in _WS_CONTROLS:

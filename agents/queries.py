@@ -55,7 +55,8 @@ _HAN = (
     "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
     "\U00020000-\U0003134f"
 )
-_HAN_RUN = re.compile(f"[{_HAN}]+")
+# A search term: a run of Han characters, or a run of anything else but whitespace.
+_TERMS = re.compile(f"([{_HAN}]+)|([^\\s{_HAN}]+)")
 
 _QUOTE_PAIRS = {'"': '"', "'": "'", "“": "”", "‘": "’", "「": "」", "『": "』", "`": "`",
                 "«": "»"}
@@ -189,19 +190,9 @@ def to_search_text(q: str) -> str:
     if not isinstance(q, str):
         return ""
     text = strip_invisible(q[:MAX_SEARCH_INPUT_CHARS]).lower().translate(_SYNTAX_TABLE)
-    terms: list[str] = []
-    for token in text.split():
-        pos = 0
-        for m in _HAN_RUN.finditer(token):
-            if m.start() > pos:
-                terms.append(token[pos : m.start()])
-            terms.append(f'"{m.group()}"')
-            pos = m.end()
-        if pos < len(token):
-            terms.append(token[pos:])
-        if len(terms) >= MAX_SEARCH_TERMS:
-            break
-    terms = terms[:MAX_SEARCH_TERMS]
+    # words and Han runs in one pass: a Han run is a phrase, wherever it stands in a word
+    terms = [f'"{han}"' if han else other
+             for han, other in _TERMS.findall(text)[:MAX_SEARCH_TERMS]]
     if any(_yields_token(t) for t in terms):
         return " ".join(terms)
     # A single clause never makes the parser fail, even when it analyses to nothing: keep

@@ -50,8 +50,8 @@ class WorkerMetrics:
         self.worker = worker
         self.registry = CollectorRegistry(auto_describe=True)
         self.latency = Histogram(
-            "qexplorer_latency_seconds", "Stages of exploration: wait_index and extract (a "
-            "batch), search and emit (a seed), seed_to_detection (a seed's message reaching "
+            "qexplorer_latency_seconds", "Stages of exploration: wait_index, extract and "
+            "search (a batch), emit (a seed), seed_to_detection (a seed's message reaching "
             "the broker to its detections being acknowledged).",
             ["stage"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.lag: dict[str, int] = {}

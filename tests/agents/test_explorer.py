@@ -147,6 +147,30 @@ async def test_a_seed_without_queries_is_dead_lettered_not_dropped(settings, rep
     assert len(dead) == 1 and dead[0].stage == "explore" and "no valid query" in dead[0].error
 
 
+async def test_a_batch_is_searched_in_shares_and_a_failed_search_loses_only_its_seed(
+        settings, replica, monkeypatch):
+    search_many = replica.index.search_many
+
+    def failing_for_l2(queries, limit, exclude=()):
+        if "l2" in exclude:
+            raise RuntimeError("searcher gone")
+        return search_many(queries, limit, exclude)
+
+    monkeypatch.setattr(replica.index, "search_many", failing_for_l2)
+    sink = Sink()
+    settings = settings.model_copy(update={"search_threads": 2})
+    seeds = {f"l{i}": ["snow"] for i in range(5)}
+    explorer = Explorer(settings, replica, StubExtractor(seeds), sink)
+    await explorer.handle([_message(_seed(id=i), n) for n, i in enumerate(seeds)])
+    explored = {f.seed_id for f in sink.records("t.search-feedback", SearchFeedback)}
+    assert explored == {"l0", "l1", "l3", "l4"}
+    [dead] = sink.records("t.dead-letter", DeadLetter)
+    assert dead.offset == 2 and dead.stage == "explore" and "searcher gone" in dead.error
+    # each seed left itself out of its own results
+    for f in sink.records("t.search-feedback", SearchFeedback):
+        assert f.seed_id not in {h.listing_id for h in f.results}
+
+
 async def test_the_fallback_extractor_fills_in_for_empty_model_output(settings, replica):
     sink = Sink()
     explorer = Explorer(settings, replica, StubExtractor({}), sink,

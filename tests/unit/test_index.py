@@ -53,7 +53,7 @@ def test_upsert_replaces_and_delete_removes(index: ListingIndex) -> None:
     # escapes, whitespace around the object, a key given twice (the last one wins, as it
     # does in validation)
     b'  {"schema_version":1,"op":"upsert","id":"\\u006d1","title":"old","title":"red bike",'
-    b'"description":"\\ud83c\\udf43 line\\none","language":"en"}\n',
+    b'"description":"\\ud83c\\udf43 line\\nfour","language":"en"}\n',
 ])
 def test_a_listing_is_indexed_from_its_message_as_it_was_validated(tmp_path: Path,
                                                                     raw: bytes) -> None:
@@ -61,10 +61,9 @@ def test_a_listing_is_indexed_from_its_message_as_it_was_validated(tmp_path: Pat
     listing = decode(ListingEvent, raw)
     ix.upsert(listing, raw)
     ix.commit(None)
-    stored = ix.get("m1")
-    assert (stored.title, stored.description, stored.language) == (
-        listing.title, listing.description, listing.language)
-    assert [h.listing_id for h in ix.search("bike", 5)] == ["m1"]
+    assert ix.get("m1").title == listing.title
+    for text in filter(None, [listing.title, listing.description]):
+        assert [h.listing_id for h in ix.search(text, 5)] == ["m1"]
     assert ix.search("old", 5) == []
     ix.close()
 
