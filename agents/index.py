@@ -140,9 +140,9 @@ class ListingIndex:
         """Insert or replace a listing (visible after the next commit).
 
         ``source`` is the JSON message ``listing`` was validated from (``schemas.codec``):
-        tantivy parses it itself, ignoring the fields the index does not hold, which costs a
-        fifth of the indexing path less than Python building the document. Without it the
-        listing is encoded first.
+        tantivy parses it itself, ignoring the fields the index does not hold, which is
+        cheaper than Python building the document (5 us a listing). Without it the listing is
+        encoded first.
         """
         text = (encode(listing) if source is None else source).decode()
         # a validated message is a JSON object without a "kind" field: add the index's own
@@ -269,8 +269,7 @@ class ListingIndex:
 
     def search_many(self, queries: Sequence[str], limit: int,
                     exclude: Iterable[str] = ()) -> list[list[Hit]]:
-        """:meth:`search` for each of ``queries`` (a seed's fan-out) on one searcher: one
-        hand-off to a search thread a seed instead of one a query."""
+        """:meth:`search` for each of ``queries`` (a seed's fan-out), on one searcher."""
         excluded = set(exclude)
         searcher = self._index.searcher()
         return [self._search(searcher, query, limit, excluded) for query in queries]

@@ -84,8 +84,9 @@ def decode(contract: type[T] | Any, raw: bytes | None) -> T:
     if len(raw) > limit:
         raise SchemaError(f"message of {len(raw)} bytes exceeds {limit}")
     # Fast path, taken by every valid message: pydantic parses and validates the JSON in one
-    # pass (6 us a listing instead of 10). Whatever it refuses, or a record whose version was
-    # only defaulted, goes the path below, which decides and says why in its own words.
+    # pass (a worker's profile: 6.6 us a listing instead of 8.7). Whatever it refuses, or a
+    # record whose version was only defaulted, goes the path below, which decides and says
+    # why in its own words.
     try:
         record = _adapter(contract).validate_json(raw)
     except ValidationError:
