@@ -34,8 +34,9 @@ ANALYZER = "qx_text"
 # single-character classes in one set tokenise 9% faster than as two alternatives.)
 TOKEN_PATTERN = r"[\p{Han}\p{So}]|[\p{L}\p{N}--\p{Han}][\p{L}\p{N}\p{M}--\p{Han}]*"
 SEARCH_FIELDS = ["title", "description"]
-_META_OFFSETS = "__meta__:offsets"
-_META_FORMAT = "__meta__:format"
+# Metadata documents are keyed in a field of their own: no listing id can touch them.
+_META_OFFSETS = "offsets"
+_META_FORMAT = "format"
 
 
 class IndexFormatError(RuntimeError):
@@ -70,6 +71,7 @@ def _schema() -> tantivy.Schema:
     builder.add_text_field("category", stored=False, tokenizer_name="raw")
     builder.add_text_field("seller", stored=False, tokenizer_name="raw")
     builder.add_text_field("language", stored=False, tokenizer_name="raw")
+    builder.add_text_field("meta_key", stored=False, tokenizer_name="raw", index_option="basic")
     builder.add_text_field("meta", stored=True, tokenizer_name="raw", index_option="basic")
     return builder.build()
 
@@ -184,9 +186,9 @@ class ListingIndex:
 
     def _put_meta(self, key: str, value: object) -> None:
         writer = self._require_writer()
-        writer.delete_documents_by_term("id", key)
+        writer.delete_documents_by_term("meta_key", key)
         meta = orjson.dumps(value).decode()
-        writer.add_document(tantivy.Document(id=key, kind="meta", meta=meta))
+        writer.add_document(tantivy.Document(meta_key=key, kind="meta", meta=meta))
 
     def _require_writer(self) -> tantivy.IndexWriter:
         if self._writer is None:
@@ -217,7 +219,7 @@ class ListingIndex:
 
     def _meta(self, key: str) -> object | None:
         searcher = self._index.searcher()
-        query = tantivy.Query.term_query(self._index.schema, "id", key)
+        query = tantivy.Query.term_query(self._index.schema, "meta_key", key)
         hits = searcher.search(query, 1).hits
         if not hits:
             return None

@@ -17,10 +17,11 @@ and emitting cost nothing).
 
 The fan-out figure replays the query strings the worker actually ran (read from
 ``search-feedback``) against the worker's own index, opened read-only after it stopped:
-``ListingIndex.search`` on a ThreadPoolExecutor of the worker's ``search_threads``, submitted
-from an event loop with ``sys.setswitchinterval`` as ``streams/app.py`` sets it (the
-explorer's search path), against tantivy-py ``searcher.search(index.parse_query(t), N)`` with
-the same threads and the same parser input ``t = to_search_text(q)``: on the worker's index
+``agents.explorer.fan_out`` in batches of the worker's size on a ThreadPoolExecutor of its
+``search_threads``, from an event loop with ``sys.setswitchinterval`` as ``streams/app.py``
+sets it (the explorer's search path), against tantivy-py
+``searcher.search(index.parse_query(t), N)`` (the fastest of 1 and that many threads, each
+looping over its share) with the same parser input ``t = to_search_text(q)``: on the worker's index
 plus fetching the N stored documents, which the explorer needs (the same work without the
 pipeline), and on a raw index of the same listings with the default tokenizer, with and without
 the fetch (what QExplorer's analysis costs: Han characters as phrases, emoji as tokens).

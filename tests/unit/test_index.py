@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.index import INDEX_FORMAT, IndexFormatError, ListingIndex, _analyzer, open_or_rebuild
+from agents.index import (
+    _META_FORMAT,
+    INDEX_FORMAT,
+    IndexFormatError,
+    ListingIndex,
+    _analyzer,
+    open_or_rebuild,
+)
 from schemas.codec import decode
 from schemas.models import ListingEvent, ListingUpsert
 
@@ -68,6 +75,21 @@ def test_a_listing_is_indexed_from_its_message_as_it_was_validated(tmp_path: Pat
     ix.close()
 
 
+@pytest.mark.parametrize("listing_id", ["__meta__:offsets", "offsets", "format"])
+def test_no_listing_id_can_touch_the_index_metadata(tmp_path: Path, listing_id: str) -> None:
+    path = tmp_path / "i"
+    ix = ListingIndex.open(path)
+    ix.upsert(_listing(listing_id, "red bike"))
+    ix.commit({"listings": {0: 1}})
+    ix.upsert(_listing(listing_id, "blue bike"))
+    ix.commit({"listings": {0: 2}})
+    ix.close()
+    again = ListingIndex.open(path)
+    assert again.committed_offsets() == {"listings": {0: 2}}
+    assert again.ids() == {listing_id} and again.get(listing_id).title == "blue bike"
+    again.close()
+
+
 def test_offsets_are_committed_with_the_data_and_survive_reopen(tmp_path: Path) -> None:
     path = tmp_path / "index"
     ix = ListingIndex.open(path)
@@ -84,7 +106,7 @@ def test_offsets_are_committed_with_the_data_and_survive_reopen(tmp_path: Path) 
 def test_an_index_of_another_format_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "index"
     ix = ListingIndex.open(path)
-    ix._put_meta("__meta__:format", INDEX_FORMAT + 1)
+    ix._put_meta(_META_FORMAT, INDEX_FORMAT + 1)
     ix.commit(None)
     ix.close()
     with pytest.raises(IndexFormatError):
