@@ -287,9 +287,8 @@ class ListingIndex:
             log.warning("query rejected by the parser: %r (%s)", query, exc)
             return []
         hits: list[Hit] = []
-        fetch = searcher.doc
         for score, address in searcher.search(parsed, max(1, limit + len(excluded))).hits:
-            doc = fetch(address)
+            doc = searcher.doc(address)
             listing_id = doc.get_first("id")
             if listing_id not in excluded:
                 hits.append(Hit(listing_id, len(hits) + 1, score, doc.get_first("title") or ""))

@@ -47,7 +47,7 @@ PATHS = ("raw_tantivy", "raw_tantivy_analyzer", "listing_index", "pipeline", "ra
 
 
 def raw_schema(tokenizer: str = "default") -> tantivy.Schema:
-    """The raw ceiling's schema: id, title, description; the default tokenizer."""
+    """The raw ceiling's schema: id, title, description, the texts under ``tokenizer``."""
     builder = tantivy.SchemaBuilder()
     builder.add_text_field("id", stored=True, tokenizer_name="raw")
     builder.add_text_field("title", stored=True, tokenizer_name=tokenizer)
