@@ -1,24 +1,24 @@
-"""Pure exploration logic: from a seed's per-query search results to detections and feedback.
+"""Pure exploration logic: from a seed's per-query search results to detections and feedback,
+and the ledger of which seeds are confirmed and which were explored by which model.
 
-No I/O here: the explorer agent calls these with what the extractor and the searcher returned.
+No I/O here: the explorer agent calls these with what the extractor and the search returned;
+the worker's replica fills the ledger from the topics.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence, Set
 from dataclasses import dataclass, field
 
-from schemas.models import Detection, SearchFeedback, SearchHit, detection_key, utcnow
-
-
-@dataclass(frozen=True, slots=True)
-class Hit:
-    """One search result: a listing, its 1-based rank and its BM25 score."""
-
-    listing_id: str
-    rank: int
-    score: float
-    title: str = ""
+from schemas.models import (
+    Detection,
+    SearchFeedback,
+    SearchHit,
+    detection_key,
+    explored_key,
+    utcnow,
+)
+from search.protocol import Hit
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +98,35 @@ def merge_hits(
     return detections, feedback
 
 
-def explored_key(seed_id: str, model_version: str) -> str:
-    """Key of the 'explored' table: a seed is explored once per model version."""
-    return f"{model_version}\x1f{seed_id}"
+
+class Ledger:
+    """Which items are confirmed toxic, and which (seed, model version) pairs are explored.
+
+    The worker's replica records what the topics say; the explorer records what it has just
+    done and asks before exploring. Sets only grow (a confirmed item stays a label)."""
+
+    def __init__(self) -> None:
+        self._confirmed: set[str] = set()
+        self._explored: set[str] = set()
+
+    @property
+    def confirmed(self) -> Set[str]:
+        """Every confirmed toxic item id (read-only view)."""
+        return self._confirmed
+
+    def confirm(self, item_ids: Iterable[str]) -> None:
+        """Record confirmed toxic items."""
+        self._confirmed.update(item_ids)
+
+    def is_explored(self, seed_id: str, model_version: str) -> bool:
+        """True when this model version has explored this seed."""
+        return explored_key(seed_id, model_version) in self._explored
+
+    def mark_explored(self, keys: Iterable[str]) -> None:
+        """Record explored pairs by their search-feedback keys (``explored_key``)."""
+        self._explored.update(keys)
+
+    @property
+    def explored_count(self) -> int:
+        """How many (seed, model version) pairs are explored."""
+        return len(self._explored)

@@ -15,17 +15,20 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
-from agents.explore import Hit, Provenance, explored_key, merge_hits
+from agents.explore import Ledger, Provenance, merge_hits
 from agents.extractor.base import Extraction, Extractor, ExtractorError, SeedText
-from agents.index import ListingIndex
 from agents.prompt import PROMPT_VERSION
-from agents.replica import Replica
 from schemas.codec import SchemaError, dead_letter, decode, encode
-from schemas.models import DeadLetter, Detection, SearchFeedback, ToxicItem
-from streams.settings import Settings
+from schemas.models import DeadLetter, Detection, SearchFeedback, ToxicItem, explored_key
+from schemas.topics import DEAD_LETTER, DETECTIONS, SEARCH_FEEDBACK, Topics
+from search.protocol import Hit, SearchIndex
+
+if TYPE_CHECKING:
+    from config import ExplorationSettings
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +51,25 @@ Send = Callable[[str, bytes, bytes], Awaitable[object]]
 Observe = Callable[[str, float], None]
 
 
-def search_seeds(index: ListingIndex, work: Sequence[tuple[str, Sequence[str]]],
+class Replica(Protocol):
+    """What the explorer needs from the worker's replica of shared state."""
+
+    @property
+    def index(self) -> SearchIndex:
+        """Every listing, searchable."""
+        ...
+
+    @property
+    def ledger(self) -> Ledger:
+        """Confirmed items and explored (seed, model version) pairs."""
+        ...
+
+    async def wait_caught_up(self, timeout_s: float) -> bool:
+        """Wait until everything published before the call is searchable."""
+        ...
+
+
+def search_seeds(index: SearchIndex, work: Sequence[tuple[str, Sequence[str]]],
                  limit: int) -> list[list[list[Hit]] | Exception]:
     """Each seed's queries (``(seed id, queries)``), the seed itself left out of its results.
     A seed whose search fails gets the exception instead, and the others go on."""
@@ -61,7 +82,7 @@ def search_seeds(index: ListingIndex, work: Sequence[tuple[str, Sequence[str]]],
     return out
 
 
-async def fan_out(pool: Executor, threads: int, index: ListingIndex,
+async def fan_out(pool: Executor, threads: int, index: SearchIndex,
                   work: Sequence[tuple[str, Sequence[str]]], limit: int
                   ) -> dict[str, list[list[Hit]] | Exception]:
     """Search a batch's seeds (see :func:`search_seeds`) on ``pool`` in ``threads``
@@ -95,14 +116,15 @@ class ExplorerStats:
 class Explorer:
     """Explores seeds against the worker's replica and emits the results."""
 
-    def __init__(self, settings: Settings, replica: Replica, extractor: Extractor,
-                 send: Send, *, fallback: Extractor | None = None,
+    def __init__(self, settings: ExplorationSettings, topics: Topics, replica: Replica,
+                 extractor: Extractor, send: Send, *, fallback: Extractor | None = None,
                  observe: Observe | None = None) -> None:
         """``observe`` receives latencies: ``wait_index`` (a batch waiting for the index to
         hold what was published before it), ``extract`` (a batch's extraction), ``search``
         (a batch's queries), ``emit`` (a seed's outputs until the broker acknowledged them) and
         ``seed_to_detection`` (from the seed's message reaching the broker to that)."""
         self.settings = settings
+        self.topics = topics
         self.replica = replica
         self.extractor = extractor
         self.fallback = fallback
@@ -144,14 +166,15 @@ class Explorer:
     async def _handle(self, messages: Sequence[RawMessage]) -> None:
         seeds: dict[str, ToxicItem] = {}
         sources: dict[str, RawMessage] = {}  # the message each seed came from (its dead letter)
+        ledger = self.replica.ledger
         for message in messages:
             try:
                 item = decode(ToxicItem, message.value)
             except SchemaError as exc:
                 await self._dead_letter(message, "decode-toxic-item", exc)
                 continue
-            self.replica.confirmed.add(item.id)
-            if explored_key(item.id, self.provenance.model_version) in self.replica.explored:
+            ledger.confirm([item.id])
+            if ledger.is_explored(item.id, self.provenance.model_version):
                 self.stats.seeds_skipped += 1
                 continue
             seeds.setdefault(item.id, item)
@@ -159,9 +182,9 @@ class Explorer:
         if not seeds:
             return
         started = time.perf_counter()
-        if not await self.replica.wait_caught_up(self.settings.explore_wait_index_s):
+        if not await self.replica.wait_caught_up(self.settings.wait_index_s):
             log.warning("index not caught up after %.1fs: exploring with what it has",
-                        self.settings.explore_wait_index_s)
+                        self.settings.wait_index_s)
         self._observe("wait_index", time.perf_counter() - started)
         provenance, extractions = await self._extract(
             [SeedText(s.id, s.title, s.description) for s in seeds.values()])
@@ -185,14 +208,14 @@ class Explorer:
                 raise results
             assert results is not None  # fan_out searched every seed with queries
             detections, feedback = merge_hits(
-                seed.id, list(zip(queries, results, strict=True)), self.replica.confirmed,
-                provenance)
+                seed.id, list(zip(queries, results, strict=True)),
+                self.replica.ledger.confirmed, provenance)
             started = time.perf_counter()
             await self._emit(detections, feedback)
             self._observe("emit", time.perf_counter() - started)
             if message.timestamp:
                 self._observe("seed_to_detection", time.time() - message.timestamp)
-            self.replica.explored.add(explored_key(seed.id, provenance.model_version))
+            self.replica.ledger.mark_explored([explored_key(seed.id, provenance.model_version)])
             self.stats.seeds_explored += 1
             self.stats.queries += len(queries)
             self.stats.detections += len(detections)
@@ -232,10 +255,11 @@ class Explorer:
                             for e in extractions]
 
     async def _emit(self, detections: list[Detection], feedback: list[SearchFeedback]) -> None:
-        topics = self.settings.topics
-        messages = [(topics.detections, d.key.encode(), encode(d)) for d in detections]
-        messages += [(topics.feedback, explored_key(f.seed_id, f.model_version).encode(),
-                      encode(f)) for f in feedback]
+        topics = self.topics
+        messages = [(topics.detections, DETECTIONS.key(d).encode(), encode(d))
+                    for d in detections]
+        messages += [(topics.feedback, SEARCH_FEEDBACK.key(f).encode(), encode(f))
+                     for f in feedback]
 
         def failed(state: RetryCallState) -> None:
             log.warning("emitting %d records failed (%s); retrying in %.1fs", len(messages),
@@ -254,7 +278,7 @@ class Explorer:
         record = dead_letter(stage=stage, error=exc, topic=message.topic, value=message.value,
                              key=message.key, partition=message.partition,
                              offset=message.offset)
-        await send_dead_letter(self._send, self.settings, record)
+        await send_dead_letter(self._send, self.topics, record)
         self.stats.dead_letters += 1
 
     def close(self) -> None:
@@ -277,10 +301,9 @@ def provenance_of(extractor: Extractor) -> Provenance:
     return Provenance(extractor.name, extractor.model_version, PROMPT_VERSION)
 
 
-async def send_dead_letter(send: Send, settings: Settings, record: DeadLetter) -> None:
+async def send_dead_letter(send: Send, topics: Topics, record: DeadLetter) -> None:
     """Publish a dead-letter record keyed by where the message came from (dedupes replays)."""
-    key = f"{record.topic}:{record.partition}:{record.offset}:{record.stage}".encode()
-    await send(settings.topics.dead_letter, key, encode(record))
+    await send(topics.dead_letter, DEAD_LETTER.key(record).encode(), encode(record))
     log.warning("dead letter from %s[%s]@%s at %s: %s", record.topic, record.partition,
                 record.offset, record.stage, record.error)
 

@@ -88,19 +88,10 @@ def dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def _version(package: str) -> str:
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "not installed"
-
-
 def machine() -> dict:
     """Where the benchmark ran: platform, usable cpus, Python and the libraries that matter."""
     return {"platform": platform.platform(), "cpus": len(os.sched_getaffinity(0)),
-            "python": platform.python_version(),
-            "versions": {p: _version(p) for p in ("tantivy", "aiokafka", "faust-streaming",
-                                                  "orjson", "pydantic")}}
+            "python": platform.python_version(), "versions": library_versions()}
 
 
 def git_state() -> dict:

@@ -14,15 +14,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-console = Console()
+from cli.common import console
 
 
 def _source_tree_on_path() -> None:
     """``bench/`` is not an installed package (like ``tests/``): it runs from the source
     checkout, whose root goes on ``sys.path`` (the workers it starts run from there too)."""
-    from streams.settings import PROJECT_ROOT
+    from config import PROJECT_ROOT
 
     if not (PROJECT_ROOT / "bench" / "run.py").is_file():
         console.print(f"[red]qexplorer bench needs the source checkout: no bench/ in "

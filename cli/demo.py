@@ -17,9 +17,10 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from config import Settings
 from marketplace.items import LabelledItem, to_listing_dict, to_toxic_dict
 from schemas.models import ListingUpsert, ToxicItem
-from streams.settings import ExtractorBackend, Settings
+from schemas.topics import LISTINGS, TOXIC_ITEMS
 
 
 @dataclass(frozen=True)
@@ -99,43 +100,40 @@ def run_demo(settings: Settings, *, dataset: str | None, benign: int, confirm: f
     from streams.topics import create_topics, delete_topics
 
     started = time.monotonic()
-    if settings.uses_local_broker:
+    if settings.kafka.uses_local_broker:
         console.print("[bold]1/5[/bold] local Kafka broker (no KAFKA_BOOTSTRAP configured)")
-        local.start(settings, progress=console.print)
+        local.start(local.LocalBroker.of(settings), progress=console.print)
     run_id = time.strftime("%Y%m%d%H%M%S")
-    overrides = {"topic_prefix": f"{settings.topic_prefix}demo-{run_id}.",
-                 "app_id": f"qexplorer-demo-{run_id}", "worker_id": "demo"}
-    settings = settings.model_copy(update=overrides)
-    asyncio.run(create_topics(settings))
-    console.print(f"[bold]2/5[/bold] topics: {', '.join(settings.topics.all())}")
-    if settings.extractor is ExtractorBackend.KEYWORDS:
+    settings = settings.replace(
+        topic={"prefix": f"{settings.topic.prefix}demo-{run_id}."},
+        worker={"app_id": f"qexplorer-demo-{run_id}", "worker_id": "demo"})
+    kafka, topics = settings.kafka, settings.topics
+    asyncio.run(create_topics(kafka, topics))
+    console.print(f"[bold]2/5[/bold] topics: {', '.join(topics.all())}")
+    if settings.extractor.backend == "keywords":
         console.print("extractor: keywords (YAKE) - no trained model is configured; set "
                       "QEXPLORER_EXTRACTOR and QEXPLORER_MODEL to use one")
-    env = {f"QEXPLORER_{k.upper()}": str(v) for k, v in overrides.items()}
-    env["QEXPLORER_EXTRACTOR"] = settings.extractor.value
-    if settings.model:
-        env["QEXPLORER_MODEL"] = settings.model
-    log_path = settings.cache_dir / "demo" / f"worker-{run_id}.log"
-    process = spawn_worker(env, log_path)
+    log_path = settings.paths.cache_dir / "demo" / f"worker-{run_id}.log"
+    process = spawn_worker(settings.to_env(), log_path)
     console.print(f"[bold]3/5[/bold] worker pid {process.pid} (log: {log_path})")
     try:
         items = _load_items(dataset, benign)
         seeds = split_seeds(items, confirm, seed=11)
         seed_ids = {s.id for s in seeds}
-        listings = [ListingUpsert(**to_listing_dict(i)) for i in items]
-        asyncio.run(publish(settings, settings.topics.listings, listings))
-        asyncio.run(publish(settings, settings.topics.toxic_items,
+        asyncio.run(publish(kafka, topics, LISTINGS,
+                            [ListingUpsert(**to_listing_dict(i)) for i in items]))
+        asyncio.run(publish(kafka, topics, TOXIC_ITEMS,
                             [ToxicItem(**to_toxic_dict(s, "demo-moderator")) for s in seeds]))
         harmful = sum(i.harmful for i in items)
         console.print(f"[bold]4/5[/bold] published {len(items)} listings ({harmful} toxic, "
                       f"source: {dataset or 'synthetic marketplace'}), confirmed {len(seeds)}")
         explored = _wait_explored(settings, seed_ids, timeout_s, process, console)
         detections = [orjson.loads(m.value) for m in
-                      asyncio.run(read_to_end(settings, settings.topics.detections))]
+                      asyncio.run(read_to_end(kafka, topics.detections))]
     finally:
         stop_worker(process)
         if not keep:
-            asyncio.run(delete_topics(settings))
+            asyncio.run(delete_topics(kafka, topics, app_id=settings.worker.app_id))
     counts = score_detections(detections, items, seed_ids)
     first = detections[0] if detections else {}
     summary = DemoSummary(
@@ -159,7 +157,7 @@ def _wait_explored(settings: Settings, seed_ids: set[str], timeout_s: float, pro
             if process.poll() is not None:
                 console.print(f"[red]the worker exited with code {process.returncode}[/red]")
                 break
-            records = asyncio.run(read_to_end(settings, settings.topics.feedback))
+            records = asyncio.run(read_to_end(settings.kafka, settings.topics.feedback))
             explored = {orjson.loads(m.value)["seed_id"] for m in records} & seed_ids
             status.update(f"exploring seeds... {len(explored)}/{len(seed_ids)}")
             time.sleep(1.0)

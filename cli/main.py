@@ -1,6 +1,7 @@
 """The ``qexplorer`` command: one entry point for every job, each a thin wrapper.
 
-Every command reads the one Settings object (environment / .env); options only override it.
+Every command reads the settings (environment / .env, ``cli.common.load_settings``); options
+only override them.
 """
 
 from __future__ import annotations
@@ -13,15 +14,12 @@ from typing import Annotated
 
 import orjson
 import typer
-from rich.console import Console
-from rich.text import Text
 
 from cli.bench import bench_command
+from cli.common import console, load_settings
 from cli.serve import rollout_command, serve_model_command
 from cli.train import eval_command, replay_command, train_app
-from streams.settings import Settings, get_settings
 
-console = Console()
 app = typer.Typer(help="QExplorer: find disguised toxic listings from confirmed ones.",
                   no_args_is_help=True, add_completion=False)
 kafka_app = typer.Typer(help="The local development Kafka broker (KRaft, no Docker).",
@@ -40,14 +38,6 @@ app.command("rollout")(rollout_command)
 app.command("bench")(bench_command)
 
 
-def _settings(**overrides) -> Settings:
-    try:
-        return get_settings(**{k: v for k, v in overrides.items() if v is not None})
-    except ValueError as exc:
-        console.print(Text("invalid configuration: ", style="red") + Text(str(exc)))
-        raise typer.Exit(2) from None
-
-
 # --- kafka -----------------------------------------------------------------------------------
 
 
@@ -56,7 +46,7 @@ def kafka_start() -> None:
     """Fetch the broker jars (first time only), format storage and start the broker."""
     from streams.broker import local
 
-    status = local.start(_settings(), progress=console.print)
+    status = local.start(local.LocalBroker.of(load_settings()), progress=console.print)
     console.print(f"kafka running: pid {status.pid} at {status.bootstrap}")
 
 
@@ -65,7 +55,8 @@ def kafka_stop() -> None:
     """Stop the local broker."""
     from streams.broker import local
 
-    console.print("stopped" if local.stop(_settings()) else "not running")
+    console.print("stopped" if local.stop(local.LocalBroker.of(load_settings()))
+                  else "not running")
 
 
 @kafka_app.command("status")
@@ -73,7 +64,7 @@ def kafka_status() -> None:
     """Show whether the local broker runs and answers."""
     from streams.broker import local
 
-    status = local.status(_settings())
+    status = local.status(local.LocalBroker.of(load_settings()))
     console.print(status)
     raise typer.Exit(0 if status.reachable else 1)
 
@@ -83,7 +74,7 @@ def kafka_reset() -> None:
     """Stop the local broker and delete its data."""
     from streams.broker import local
 
-    local.reset(_settings())
+    local.reset(local.LocalBroker.of(load_settings()))
     console.print("broker data deleted")
 
 
@@ -92,32 +83,54 @@ def kafka_reset() -> None:
 
 @topics_app.command("create")
 def topics_create() -> None:
-    """Create the topics that are missing, with their partition counts."""
+    """Create the topics that are missing, as the registry declares them."""
     from streams.topics import create_topics
 
-    created = asyncio.run(create_topics(_settings()))
+    settings = load_settings()
+    created = asyncio.run(create_topics(settings.kafka, settings.topics))
     console.print(f"created: {', '.join(created) or 'nothing (all exist)'}")
 
 
 @topics_app.command("list")
 def topics_list() -> None:
-    """Show QExplorer's topic names and partition counts."""
-    from streams.topics import topic_specs
+    """Show QExplorer's topics: partitions, configuration and what each carries."""
+    settings = load_settings()
+    topics = settings.topics
+    for name, spec in topics:
+        config = ", ".join(f"{k}={v}" for k, v in topics.config(spec).items())
+        console.print(f"{name}\t{topics.partitions(spec)} partitions\t{config}\t{spec.doc}",
+                      highlight=False)
 
-    for name, partitions in topic_specs(_settings()).items():
-        console.print(f"{name}\t{partitions} partitions")
+
+@topics_app.command("check")
+def topics_check() -> None:
+    """Compare the live topics with the registry (what a worker checks at start)."""
+    from streams.topics import check_topics
+
+    settings = load_settings()
+    check = asyncio.run(check_topics(settings.kafka, settings.topics))
+    for line in check.refusals:
+        console.print(f"[red]refused[/red] {line}", highlight=False)
+    for line in check.warnings:
+        console.print(f"[yellow]differs[/yellow] {line}", highlight=False)
+    if check.ok and not check.warnings:
+        console.print("the live topics match the registry")
+    raise typer.Exit(0 if check.ok else 1)
 
 
 @topics_app.command("delete")
 def topics_delete(yes: Annotated[bool, typer.Option("--yes", help="Really delete.")] = False
                   ) -> None:
-    """Delete QExplorer's topics (with the configured prefix)."""
+    """Delete QExplorer's topics (with the configured prefix) and faust's own."""
     from streams.topics import delete_topics
 
     if not yes:
         console.print("refusing without --yes")
         raise typer.Exit(2)
-    asyncio.run(delete_topics(_settings()))
+    settings = load_settings()
+    deleted = asyncio.run(delete_topics(settings.kafka, settings.topics,
+                                        app_id=settings.worker.app_id))
+    console.print(f"deleted: {', '.join(deleted) or 'nothing'}")
 
 
 # --- worker ----------------------------------------------------------------------------------
@@ -131,22 +144,24 @@ def worker(
     """Run a worker: index every listing, explore the seeds assigned to it."""
     from streams.app import run_worker
 
-    run_worker(_settings(worker_id=worker_id), loglevel=loglevel)
+    run_worker(load_settings(worker={"worker_id": worker_id}), loglevel=loglevel)
 
 
 # --- platform side ---------------------------------------------------------------------------
 
 
 def _publish(kind: str, path: Path, confirmed_by: str) -> None:
+    from schemas.topics import LISTINGS, TOXIC_ITEMS
     from streams.client import publish, read_rows, rows_to_records
 
-    settings = _settings()
+    settings = load_settings()
     records, errors = rows_to_records(read_rows(path), kind, confirmed_by)
     for error in errors[:20]:
         console.print(f"[red]{path}:{error.line}[/red] {error.error}")
-    topic = settings.topics.listings if kind == "listings" else settings.topics.toxic_items
-    sent = asyncio.run(publish(settings, topic, records))
-    console.print(f"published {sent} records to {topic}; {len(errors)} rows rejected")
+    spec = LISTINGS if kind == "listings" else TOXIC_ITEMS
+    sent = asyncio.run(publish(settings.kafka, settings.topics, spec, records))
+    console.print(f"published {sent} records to {settings.topics.name(spec)}; "
+                  f"{len(errors)} rows rejected")
     if errors:
         raise typer.Exit(1)
 
@@ -168,27 +183,26 @@ def publish_toxic(
 
 @app.command()
 def tail(
-    topic: Annotated[str, typer.Argument(help="detections, search-feedback or dead-letter")
-                     ] = "detections",
+    topic: Annotated[str, typer.Argument(
+        help="A topic of the registry: detections, search-feedback, dead-letter, listings, "
+             "toxic-items, model-rollouts.")] = "detections",
     from_beginning: Annotated[bool, typer.Option(help="Start at the oldest message.")] = False,
     limit: Annotated[int, typer.Option(help="Stop after this many (0: never).")] = 0,
 ) -> None:
     """Show a topic live, one readable line a message."""
     from streams.client import follow
 
-    settings = _settings()
-    names = {"detections": settings.topics.detections,
-             "search-feedback": settings.topics.feedback,
-             "feedback": settings.topics.feedback,
-             "dead-letter": settings.topics.dead_letter}
-    if topic not in names:
-        console.print(f"unknown topic {topic!r}: one of {', '.join(names)}")
-        raise typer.Exit(2)
+    settings = load_settings()
+    try:
+        spec = settings.topics.spec(topic)
+    except KeyError as exc:
+        console.print(str(exc.args[0]))
+        raise typer.Exit(2) from None
 
     async def run() -> None:
         seen = 0
-        async for message in follow(settings, names[topic], from_beginning):
-            console.print(format_message(topic, message.value), highlight=False)
+        async for message in follow(settings.kafka, settings.topics.name(spec), from_beginning):
+            console.print(format_message(spec.name, message.value), highlight=False)
             seen += 1
             if limit and seen >= limit:
                 return
@@ -198,7 +212,7 @@ def tail(
 
 
 def format_message(topic: str, value: bytes | None) -> str:
-    """One readable line for a detection, feedback or dead-letter record."""
+    """One readable line for a record of the topic with this logical name."""
     try:
         data = orjson.loads(value or b"null")
     except orjson.JSONDecodeError:
@@ -209,10 +223,31 @@ def format_message(topic: str, value: bytes | None) -> str:
         return (f"{data.get('seed_id')} -> {data.get('listing_id')}  rank {data.get('best_rank')}"
                 f"  score {data.get('best_score', 0):.2f}  [{data.get('model_version')}]  "
                 f"{data.get('listing_title', '')[:60]!r}  via {data.get('queries')}")
-    if topic in ("search-feedback", "feedback"):
+    if topic == "search-feedback":
         ids = [r.get("listing_id") for r in data.get("results", [])][:5]
         return f"{data.get('seed_id')}  q={data.get('query')!r}  -> {ids}"
-    return f"{data.get('stage')}: {data.get('error')}  ({data.get('topic')}@{data.get('offset')})"
+    if topic == "dead-letter":
+        return (f"{data.get('stage')}: {data.get('error')}  "
+                f"({data.get('topic')}@{data.get('offset')})")
+    if topic == "model-rollouts":
+        return (f"{data.get('extractor')} {data.get('model') or ''} "
+                f"{data.get('base_url') or ''} [{data.get('model_version') or ''}] "
+                f"{data.get('reason', '')}")
+    title = data.get("title")
+    return f"{data.get('op', 'item')} {data.get('id')}" + (f"  {title[:60]!r}" if title else "")
+
+
+@app.command("settings")
+def show_settings() -> None:
+    """Every setting: its variable, the value in effect (secrets masked) and its meaning."""
+    from config.settings import environment_variables
+
+    current = load_settings()
+    for row in environment_variables():
+        value = getattr(getattr(current, row["slice"]), row["field"])
+        shown = "" if value is None else str(value)
+        console.print(f"{row['variable']}={shown}\t# {row['description'] or row['field']}",
+                      highlight=False, soft_wrap=True)
 
 
 # --- schemas and data ------------------------------------------------------------------------
@@ -264,7 +299,8 @@ def demo(
     """The main job on embedded defaults: broker, topics, a worker, a marketplace, detections."""
     from cli.demo import run_demo
 
-    settings = _settings(extractor="transformers", model=model) if model else _settings()
+    settings = load_settings(extractor={"backend": "transformers", "model": model}
+                             if model else {})
     summary = run_demo(settings, dataset=dataset, benign=benign, confirm=confirm,
                        timeout_s=timeout, keep=keep, console=console)
     if summary.seeds_explored < summary.seeds:

@@ -13,9 +13,8 @@ import signal
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-console = Console()
+from cli.common import console, load_settings
 
 
 def serve_model_command(
@@ -28,15 +27,14 @@ def serve_model_command(
 ) -> None:
     """Serve a model with vLLM's OpenAI-compatible server (its own virtualenv; built on
     first use, a few minutes). Runs in the foreground until Ctrl-C."""
-    from cli.main import _settings
     from cli.train import latest_model
     from serving.environment import detect_device, ensure_env
     from serving.server import ModelServer
 
-    settings = _settings(serve_device=device)
-    device = detect_device(settings)
+    settings = load_settings(serving={"device": device})
+    device = detect_device(settings.serving)
     with console.status(f"model server environment ({device}): building if needed"):
-        python = ensure_env(settings, device)
+        python = ensure_env(settings.serving, settings.paths.cache_dir, device)
     console.print(f"model server environment: {python.parent.parent}")
     if setup_only:
         return
@@ -45,7 +43,7 @@ def serve_model_command(
         console.print("[red]no model: pass a directory or train one (qexplorer train all, or "
                       "qexplorer train bootstrap for an untrained one)[/red]")
         raise typer.Exit(2)
-    server = ModelServer(settings, python, model, device=device, port=port)
+    server = ModelServer.of(settings, python, model, device=device, port=port)
     server.start()
     try:
         with console.status(f"starting vLLM for {server.name} (log {server.log_path})"):
@@ -83,20 +81,22 @@ def rollout_command(
 ) -> None:
     """Switch every running worker to another model, without stopping the stream: each
     worker probes the new model, then explores its next seeds with it."""
-    from cli.main import _settings
-    from schemas.codec import SchemaError
+    from agents.extractor.registry import BACKENDS
     from schemas.models import ModelRollout
+    from schemas.topics import MODEL_ROLLOUTS
     from streams.client import publish
 
-    settings = _settings()
+    settings = load_settings()
     try:
+        if extractor not in BACKENDS:
+            raise ValueError(f"unknown extractor {extractor!r}: one of {', '.join(BACKENDS)}")
         record = ModelRollout(extractor=extractor, model=model, base_url=base_url,
                               model_version=version, reason=reason, issued_by="cli")
-    except (SchemaError, ValueError) as exc:
+    except ValueError as exc:
         console.print(f"[red]invalid rollout:[/red] {exc}")
         raise typer.Exit(2) from None
-    topic = settings.topics.rollouts
-    asyncio.run(publish(settings, topic, [record], key=lambda _: "extractor"))
-    console.print(f"published to {topic}: {extractor} {model or '(served model)'} "
-                  f"{base_url or settings.openai_base_url}; workers log the switch or refuse "
-                  f"it to {settings.topics.dead_letter}")
+    asyncio.run(publish(settings.kafka, settings.topics, MODEL_ROLLOUTS, [record]))
+    console.print(f"published to {settings.topics.rollouts}: {extractor} "
+                  f"{model or '(served model)'} "
+                  f"{base_url or settings.extractor.openai_base_url}; workers log the switch "
+                  f"or refuse it to {settings.topics.dead_letter}")

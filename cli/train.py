@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-console = Console()
+from cli.common import console, load_settings
+
 train_app = typer.Typer(help="The learning loop: bootstrap a model, build data, SFT, DPO.",
                         no_args_is_help=True)
 
@@ -29,9 +29,7 @@ ModelOpt = Annotated[str | None, typer.Option(
 
 
 def _cache() -> Path:
-    from streams.settings import get_settings
-
-    return get_settings().cache_dir / "models"
+    return load_settings().paths.models_dir
 
 
 def _corpora(data: Path | None, names: list[str] | None) -> dict:
@@ -114,11 +112,11 @@ def train_data(
     from trainer.loop import build_data
 
     if from_topics:
-        from streams.settings import get_settings
         from trainer.feedback import build_from_topics
 
-        found = build_from_topics(get_settings(), out, BuildConfig(k=k, threshold=threshold,
-                                                                   margin=margin))
+        settings = load_settings()
+        found = build_from_topics(settings.kafka, settings.topics, out,
+                                  BuildConfig(k=k, threshold=threshold, margin=margin))
         console.print(json.dumps(found))
         return
     chosen = model or latest_model()
@@ -239,20 +237,16 @@ def replay_command(
     Compares YAKE, TF-IDF, first words and the trained model (default: the latest, if any).
     """
     from marketplace.datasets import marketplace_sample
-    from streams.broker import local
-    from streams.settings import get_settings
     from trainer.replay import run_replay
 
-    settings = get_settings()
-    if settings.uses_local_broker:
-        local.start(settings, progress=console.print)
+    settings = load_settings()
     name, items = next(iter(_corpora(data, [corpus]).items()))
     items = marketplace_sample(items, harmful_rate=0.12, seed=0)
-    extractors = {m: {"extractor": "keywords", "model": m}
+    extractors = {m: {"backend": "keywords", "model": m}
                   for m in ("first_words", "tfidf", "yake")}
     chosen = model or latest_model()
     if chosen:
-        extractors["model"] = {"extractor": "transformers", "model": chosen}
+        extractors["model"] = {"backend": "transformers", "model": chosen}
     report = run_replay(settings, items, extractors, dataset_name=name,
                         out_dir=_out(out, "replay"), initial_fraction=initial,
                         review_delay_s=delay, progress=console.print)

@@ -12,14 +12,15 @@ import asyncio
 
 from aiokafka import AIOKafkaConsumer
 
+from config import KafkaSettings, TopicSettings
 from schemas.codec import SchemaError, decode
 from schemas.models import Detection
-from streams.settings import get_settings
+from schemas.topics import DETECTIONS, Topics
 
 
 async def main() -> None:
-    settings = get_settings()
-    consumer = AIOKafkaConsumer(settings.topics.detections, **settings.kafka_client_kwargs(),
+    kafka, topics = KafkaSettings(), Topics(TopicSettings().prefix)
+    consumer = AIOKafkaConsumer(topics.name(DETECTIONS), **kafka.client_kwargs(),
                                 group_id="review-queue", auto_offset_reset="earliest")
     await consumer.start()
     seen: set[str] = set()  # a real queue keeps this in its database (unique key)

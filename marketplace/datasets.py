@@ -9,7 +9,6 @@ marketplace-like one (all benign rows, a per-cluster sample of the harmful ones)
 from __future__ import annotations
 
 import csv
-import os
 import random
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import orjson
 
+from config import PathsSettings
 from marketplace.items import LabelledItem
 
 csv.field_size_limit(10_000_000)
@@ -24,10 +24,7 @@ csv.field_size_limit(10_000_000)
 
 def datasets_dir() -> Path:
     """``QEXPLORER_DATASETS_DIR``, else ``../shared/datasets`` beside the project root."""
-    override = os.environ.get("QEXPLORER_DATASETS_DIR")
-    if override:
-        return Path(override)
-    return Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+    return PathsSettings().datasets_dir
 
 
 def _sms_spam(root: Path) -> Iterator[LabelledItem]:

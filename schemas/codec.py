@@ -12,27 +12,13 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from schemas.models import (
-    DeadLetter,
-    Detection,
-    ListingEvent,
-    ModelRollout,
-    SearchFeedback,
-    ToxicItem,
-    utcnow,
-)
+from schemas.models import DeadLetter, utcnow
+from schemas.topics import REGISTRY
 
 T = TypeVar("T")
 
-#: The contract of each logical topic, by the topic's logical name.
-CONTRACTS: dict[str, Any] = {
-    "listings": ListingEvent,
-    "toxic-items": ToxicItem,
-    "detections": Detection,
-    "search-feedback": SearchFeedback,
-    "dead-letter": DeadLetter,
-    "model-rollouts": ModelRollout,
-}
+#: The contract of each topic, by the topic's logical name (from the registry).
+CONTRACTS: dict[str, Any] = {spec.name: spec.contract for spec in REGISTRY}
 SUPPORTED_VERSIONS = {1}
 MAX_MESSAGE_BYTES = 256 * 1024
 #: A dead letter keeps a message of up to MAX_MESSAGE_BYTES whole (base64: 4/3 of it) plus a
@@ -156,7 +142,3 @@ def dead_letter(
         failed_at=utcnow(),
     )
 
-
-def key_bytes(key: str) -> bytes:
-    """Message keys are UTF-8 strings."""
-    return key.encode("utf-8")

@@ -90,6 +90,12 @@ def detection_key(seed_id: str, listing_id: str, model_version: str) -> str:
     return hashlib.sha256(raw).hexdigest()[:32]
 
 
+def explored_key(seed_id: str, model_version: str) -> str:
+    """Key of a seed's search feedback: a seed is explored once per model version, and a
+    worker reads these keys to know which (seed, model version) pairs are done."""
+    return f"{model_version}\x1f{seed_id}"
+
+
 class Detection(_Record):
     """A candidate toxic listing found from a seed, for review (key: ``key``)."""
 
@@ -160,7 +166,9 @@ class ModelRollout(_Record):
     are configured to allow."""
 
     schema_version: SchemaVersion = 1
-    extractor: Literal["keywords", "transformers", "openai"]
+    extractor: Annotated[str, StringConstraints(max_length=64, pattern=r"^[a-z][a-z0-9_-]*$")] = \
+        Field(description="An extractor backend the workers have (keywords, transformers, "
+                          "openai); a worker refuses a name it does not know.")
     model: ShortText | None = Field(
         default=None, description="Served model name (openai), directory or hub id.")
     base_url: ShortText | None = Field(

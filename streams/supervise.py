@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from streams.settings import PROJECT_ROOT
+from config import PROJECT_ROOT
 
 
 def worker_command() -> list[str]:

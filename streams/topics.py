@@ -1,43 +1,42 @@
-"""Topic administration: create QExplorer's topics explicitly, with their partition counts.
+"""Topic administration: create QExplorer's topics as the registry declares them, delete them,
+and check that the live topics keep what they must.
 
-Auto-created topics get the broker's defaults and faust then disagrees with them, so every
-topic is created here before a worker starts.
+Auto-created topics get the broker's defaults (and faust then disagrees with them), so every
+topic is created here, with its partitions and configuration (``schemas.topics``), before a
+worker starts. A worker checks the live configuration at start (:func:`check_topics`) and
+refuses to run when ``listings`` would lose data: that topic is the source every replica is
+rebuilt from.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
-from streams.settings import Settings
+from config import KafkaSettings
+from schemas.topics import LISTINGS, Topics, TopicSpec, faust_internal_topics
+
+#: Configuration keys the registry manages.
+MANAGED = ("cleanup.policy", "retention.ms")
 
 
-def topic_specs(settings: Settings) -> dict[str, int]:
-    """Topic name -> partition count. The dead-letter topic has one partition (order matters
-    more than throughput there), and so has the model-rollouts topic (one total order)."""
-    topics = settings.topics
-    n = settings.topic_partitions
-    return {topics.listings: n, topics.toxic_items: n, topics.detections: n,
-            topics.feedback: n, topics.dead_letter: 1, topics.rollouts: 1}
-
-
-#: Per-topic configuration: the rollouts topic keeps the last record per key.
-TOPIC_CONFIGS = {"model-rollouts": {"cleanup.policy": "compact"}}
-
-
-async def create_topics(settings: Settings) -> list[str]:
-    """Create the topics that do not exist yet; return the names created."""
-    specs = topic_specs(settings)
-    admin = AIOKafkaAdminClient(**settings.kafka_client_kwargs())
+async def create_topics(kafka: KafkaSettings, topics: Topics,
+                        extra_config: Mapping[str, Mapping[str, str]] | None = None) -> list[str]:
+    """Create the topics that do not exist yet; return the names created. ``extra_config``
+    adds settings by full topic name (tests force compaction with it)."""
+    extra = extra_config or {}
+    admin = AIOKafkaAdminClient(**kafka.client_kwargs())
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        prefix = settings.topic_prefix
-        missing = [NewTopic(name, partitions, settings.topic_replication,
-                            topic_configs=TOPIC_CONFIGS.get(name.removeprefix(prefix), {}))
-                   for name, partitions in specs.items() if name not in existing]
+        missing = [NewTopic(name, topics.partitions(spec), topics.replication,
+                            topic_configs={**topics.config(spec), **extra.get(name, {})})
+                   for name, spec in topics if name not in existing]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # a concurrent creator won
                 await admin.create_topics(missing)
@@ -46,14 +45,92 @@ async def create_topics(settings: Settings) -> list[str]:
         await admin.close()
 
 
-async def delete_topics(settings: Settings, names: list[str] | None = None) -> None:
-    """Delete the given topics (default: all of QExplorer's, with this prefix)."""
-    admin = AIOKafkaAdminClient(**settings.kafka_client_kwargs())
+async def delete_topics(kafka: KafkaSettings, topics: Topics, *, app_id: str | None = None,
+                        names: Iterable[str] = ()) -> list[str]:
+    """Delete the registry's topics (with this prefix), faust's own topics of ``app_id`` and
+    ``names``; returns those that existed. The broker deletes asynchronously: a topic may
+    still be listed for a moment after this returns."""
+    wanted = [*topics.all(), *(faust_internal_topics(app_id) if app_id else []), *names]
+    admin = AIOKafkaAdminClient(**kafka.client_kwargs())
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        doomed = [t for t in (names or list(topic_specs(settings))) if t in existing]
+        doomed = [t for t in dict.fromkeys(wanted) if t in existing]
         if doomed:
             await admin.delete_topics(doomed)
+        return doomed
     finally:
         await admin.close()
+
+
+async def live_configs(kafka: KafkaSettings, names: Iterable[str]) -> dict[str, dict[str, str]]:
+    """The broker's configuration of each existing topic among ``names``."""
+    admin = AIOKafkaAdminClient(**kafka.client_kwargs())
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [n for n in names if n in existing]
+        if not wanted:
+            return {}
+        responses = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name) for name in wanted])
+    finally:
+        await admin.close()
+    out: dict[str, dict[str, str]] = {}
+    for response in responses:
+        for resource in response.to_object()["resources"]:
+            if resource["error_code"] == 0:
+                out[resource["resource_name"]] = {
+                    e["config_names"]: e["config_value"] for e in resource["config_entries"]}
+    return out
+
+
+def data_loss(config: Mapping[str, str]) -> list[str]:
+    """Why a topic with this live configuration would lose records that are still current
+    (empty when it keeps every key's latest record): the ``listings`` requirement."""
+    policy = {p.strip() for p in config.get("cleanup.policy", "delete").split(",")}
+    reasons = []
+    if "compact" not in policy:
+        reasons.append(f"cleanup.policy={config.get('cleanup.policy', 'delete')} (needs "
+                       "compact: the latest record of every listing must be kept)")
+    if "delete" in policy:
+        for key in ("retention.ms", "retention.bytes"):
+            if config.get(key, "-1") != "-1":
+                reasons.append(f"cleanup.policy includes delete with {key}={config[key]} "
+                               "(old listings would be deleted)")
+    return reasons
+
+
+def drift(spec: TopicSpec, expected: Mapping[str, str], live: Mapping[str, str]) -> list[str]:
+    """The managed settings where a live topic differs from what the registry declares."""
+    return [f"{spec.name}: {key}={live.get(key)!r}, expected {expected[key]!r}"
+            for key in MANAGED if key in expected and live.get(key) != expected[key]]
+
+
+@dataclass
+class TopicCheck:
+    """What a worker found in the live topic configuration."""
+
+    refusals: list[str] = field(default_factory=list)  # the worker must not run
+    warnings: list[str] = field(default_factory=list)  # differs from the registry
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing refuses the worker."""
+        return not self.refusals
+
+
+async def check_topics(kafka: KafkaSettings, topics: Topics) -> TopicCheck:
+    """Compare the live topics with the registry: ``listings`` that would lose data is a
+    refusal, any other difference (retention, policy) a warning."""
+    live = await live_configs(kafka, topics.all())
+    check = TopicCheck()
+    for name, spec in topics:
+        config = live.get(name)
+        if config is None:
+            continue  # a missing topic is the replica's error, with its own message
+        if spec is LISTINGS:
+            check.refusals += [f"topic {name}: {reason}" for reason in data_loss(config)]
+        else:
+            check.warnings += drift(spec, topics.config(spec), config)
+    return check

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from agents.prompt import END_MARKER, build_prompt
+from config.versions import library_versions
 from marketplace.items import LabelledItem
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>"]
@@ -124,6 +125,7 @@ def bootstrap(items: Sequence[LabelledItem], out: Path, config: BootstrapConfig,
         "hyperparameters": asdict(config),
         "metrics": {"train_loss": result.training_loss,
                     "seconds": round(time.monotonic() - started, 1)},
+        "versions": library_versions(),
     }
     (out / "qexplorer.json").write_text(json.dumps(card, indent=2))
     return out

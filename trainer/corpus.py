@@ -3,7 +3,7 @@
 A corpus is a list of :class:`LabelledItem`, exact duplicate texts collapsed (so a query cannot
 score by finding copies). Seeds are its harmful items; a seed's siblings are the other harmful
 items of its cluster, or all other harmful items where the set has no clusters
-(../shared/ENGINEERING.md section 8).
+(the evaluation protocol, ``trainer.evaluate``).
 """
 
 from __future__ import annotations

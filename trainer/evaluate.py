@@ -1,6 +1,6 @@
 """The evaluation: every method on the same held-out seeds of every corpus, side by side.
 
-Protocol (../shared/ENGINEERING.md section 8): a corpus is deduplicated and indexed whole; the
+Protocol (:data:`PROTOCOL`): a corpus is deduplicated and indexed whole; the
 evaluation seeds are the held-out side of the cluster split (at most ``max_seeds``); each method
 gives ``k`` queries per seed; each query is searched with the seed excluded. Methods: the first
 words of the title, TF-IDF top terms, YAKE, and any models (base zero-shot, SFT, SFT+DPO).
@@ -18,20 +18,24 @@ from pathlib import Path
 
 from agents.extractor.base import Extractor, SeedText
 from agents.extractor.keywords import KeywordsExtractor
+from config.versions import library_versions
 from marketplace.items import LabelledItem
 from trainer.corpus import data_hash, sample_seeds, siblings, split_seeds
 from trainer.scoring import Searcher, score_seed, summarise
 
 BASELINES = ("first_words", "tfidf", "yake")
+#: How the numbers are made, recorded with every report.
+PROTOCOL = ("corpus deduplicated and indexed whole (Tantivy BM25, terms OR-ed); evaluation "
+            "seeds = the held-out side of the cluster split; k queries a seed, each searched "
+            "with the seed excluded; precision@10, hits@10, recall@100 of the siblings, valid "
+            "queries; mean and 95% bootstrap interval")
 
 
 def baseline_extractors(searcher: Searcher) -> dict[str, KeywordsExtractor]:
-    """The model-free methods, TF-IDF with the corpus's document frequencies."""
-    return {
-        "first_words": KeywordsExtractor("first_words"),
-        "tfidf": KeywordsExtractor("tfidf", doc_freq=searcher.doc_freq, num_docs=searcher.size),
-        "yake": KeywordsExtractor("yake"),
-    }
+    """The model-free methods, TF-IDF with the corpus index's term statistics (as a worker's
+    is with its replica's)."""
+    return {method: KeywordsExtractor(method, stats=searcher.index if method == "tfidf" else None)
+            for method in BASELINES}
 
 
 def model_extractor(model: str, batch_size: int = 16, temperature: float = 0.0,
@@ -88,7 +92,8 @@ def evaluate(corpora: Mapping[str, Sequence[LabelledItem]], models: Mapping[str,
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(report, indent=2))
     (out / "eval_meta.json").write_text(json.dumps(
-        {"models": dict(models), "corpora": meta, "protocol": "ENGINEERING.md section 8",
+        {"models": dict(models), "corpora": meta, "protocol": PROTOCOL,
+         "versions": library_versions(),
          "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=2))
     (out / "eval.md").write_text(markdown_table(report))
     plot(report, out / "eval.png")

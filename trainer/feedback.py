@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agents.extractor.base import SeedText
+from config import KafkaSettings
 from schemas.codec import SchemaError, decode
 from schemas.models import SearchFeedback, ToxicItem
-from streams.settings import Settings
+from schemas.topics import Topics
 from trainer.dataset import BuildConfig, feedback_candidates, feedback_rows
 from trainer.train import write_rows
 
@@ -29,13 +30,13 @@ class TopicsSnapshot:
     invalid: int
 
 
-def read_topics(settings: Settings) -> TopicsSnapshot:
+def read_topics(kafka: KafkaSettings, topics: Topics) -> TopicsSnapshot:
     """Read ``search-feedback`` and ``toxic-items`` from the start to their current end."""
     from streams.client import read_to_end
 
     async def both():
-        return await asyncio.gather(read_to_end(settings, settings.topics.feedback),
-                                    read_to_end(settings, settings.topics.toxic_items))
+        return await asyncio.gather(read_to_end(kafka, topics.feedback),
+                                    read_to_end(kafka, topics.toxic_items))
 
     feedback_raw, toxic_raw = asyncio.run(both())
     feedback, toxic, invalid = [], [], 0
@@ -58,9 +59,10 @@ def rows_from_topics(snapshot: TopicsSnapshot, config: BuildConfig
     return feedback_rows("kafka", seeds, feedback_candidates(records, confirmed), config)
 
 
-def build_from_topics(settings: Settings, out: Path, config: BuildConfig) -> dict:
+def build_from_topics(kafka: KafkaSettings, topics: Topics, out: Path,
+                      config: BuildConfig) -> dict:
     """Read the topics, write ``sft.jsonl`` and ``dpo.jsonl`` into ``out``; returns counts."""
-    snapshot = read_topics(settings)
+    snapshot = read_topics(kafka, topics)
     sft, dpo = rows_from_topics(snapshot, config)
     hashes = {"sft": write_rows(sft, out / "sft.jsonl"), "dpo": write_rows(dpo, out / "dpo.jsonl")}
     return {"feedback_records": len(snapshot.feedback), "toxic_items": len(snapshot.toxic),

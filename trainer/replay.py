@@ -43,9 +43,10 @@ from typing import Protocol
 
 import orjson
 
+from config import Settings
 from marketplace.items import LabelledItem, to_toxic_dict
 from schemas.models import ToxicItem
-from streams.settings import Settings
+from schemas.topics import TOXIC_ITEMS
 from trainer.corpus import data_hash
 
 #: ``confirmed_by`` of the items the simulated moderator confirms.
@@ -294,27 +295,15 @@ def _toxic(item: LabelledItem, confirmed_by: str) -> ToxicItem:
     return ToxicItem(**to_toxic_dict(item, confirmed_by))
 
 
-def _run_settings(base: Settings, overrides: dict[str, str], isolation: dict) -> Settings:
-    """The base settings' explicit values, the extractor overrides and the isolation on top
-    (validated, so a bad configuration fails here rather than in the worker)."""
-    explicit = {name: getattr(base, name) for name in base.model_fields_set}
-    return Settings(**{**explicit, **overrides, **isolation})
+def _run_settings(base: Settings, extractor: dict[str, str], isolation: dict) -> Settings:
+    """The base settings with the run's extractor (``backend``, ``model``, ...) and isolation
+    (slices) on top, validated, so a bad configuration fails here rather than in the
+    worker."""
+    from agents.extractor import registry
 
-
-def _worker_env(settings: Settings) -> dict[str, str]:
-    """Every explicitly set value as a QEXPLORER_* variable, so the worker sees the same
-    settings as this process even where they were set in code."""
-    env: dict[str, str] = {}
-    for name in sorted(settings.model_fields_set):
-        value = getattr(settings, name)
-        if value is None:
-            continue
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
-        env[f"QEXPLORER_{name.upper()}"] = str(value)
-    if settings.kafka_bootstrap:
-        env["KAFKA_BOOTSTRAP"] = settings.kafka_bootstrap
-    return env
+    run = base.replace(extractor=extractor, **isolation)
+    registry.check(run.extractor)
+    return run
 
 
 @dataclass
@@ -334,7 +323,8 @@ async def _follow_detections(settings: Settings, moderator: Moderator, watch: _W
     from schemas.models import Detection
     from streams.client import follow
 
-    async for message in follow(settings, settings.topics.detections, from_beginning=True):
+    async for message in follow(settings.kafka, settings.topics.detections,
+                                from_beginning=True):
         try:
             detection = decode(Detection, message.value)
         except SchemaError:
@@ -350,7 +340,7 @@ async def _follow_explored(settings: Settings, watch: _Watch) -> None:
     """Seeds explored (their search feedback) or failed (dead-lettered toxic items)."""
     from streams.client import follow
 
-    async for message in follow(settings, settings.topics.feedback, from_beginning=True):
+    async for message in follow(settings.kafka, settings.topics.feedback, from_beginning=True):
         try:
             seed = orjson.loads(message.value or b"null")["seed_id"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
@@ -366,7 +356,8 @@ async def _follow_dead_letters(settings: Settings, watch: _Watch) -> None:
     from schemas.models import DeadLetter
     from streams.client import follow
 
-    async for message in follow(settings, settings.topics.dead_letter, from_beginning=True):
+    async for message in follow(settings.kafka, settings.topics.dead_letter,
+                                from_beginning=True):
         try:
             record = decode(DeadLetter, message.value)
         except SchemaError:
@@ -396,7 +387,7 @@ async def _moderate(settings: Settings, moderator: Moderator, by_id: dict[str, L
             judgements = moderator.due(now)
             confirm = [j.listing_id for j in judgements if j.confirm]
             if confirm:
-                await publish(settings, settings.topics.toxic_items,
+                await publish(settings.kafka, settings.topics, TOXIC_ITEMS,
                               [_toxic(by_id[i], MODERATOR) for i in confirm])
                 seeds.update(confirm)
             if judgements:
@@ -435,28 +426,32 @@ def _run_one(settings: Settings, items: list[LabelledItem], seeds: list[Labelled
     """One isolated run: topics, a worker, the marketplace, the seeds, the moderator loop."""
     from marketplace.items import to_listing_dict
     from schemas.models import ListingUpsert
+    from schemas.topics import LISTINGS
     from streams.client import publish
     from streams.supervise import spawn_worker, stop_worker
     from streams.topics import create_topics, delete_topics
 
     slug = _slug(label)
-    state_dir = (settings.state_dir or settings.cache_dir / "workers") / f"replay-{run_id}" / slug
+    paths = settings.paths
+    state_dir = (paths.state_dir or paths.cache_dir / "workers") / f"replay-{run_id}" / slug
     run = _run_settings(settings, overrides, {
-        "topic_prefix": f"{settings.topic_prefix}replay-{run_id}-{slug}.",
-        "app_id": f"qexplorer-replay-{run_id}-{slug}", "worker_id": "replay",
-        "state_dir": state_dir})
+        "topic": {"prefix": f"{settings.topic.prefix}replay-{run_id}-{slug}."},
+        "worker": {"app_id": f"qexplorer-replay-{run_id}-{slug}", "worker_id": "replay"},
+        "paths": {"state_dir": state_dir}})
+    kafka, topics = run.kafka, run.topics
     log_path = out_dir / "logs" / f"worker-{slug}.log"
     started = time.monotonic()
-    asyncio.run(create_topics(run))
-    process = spawn_worker(_worker_env(run), log_path)
-    progress(f"{label}: worker pid {process.pid} ({run.extractor}"
-             f"{f', model {run.model}' if run.model else ''}; log {log_path})")
+    asyncio.run(create_topics(kafka, topics))
+    process = spawn_worker(run.to_env(), log_path)
+    model = run.extractor.model
+    progress(f"{label}: worker pid {process.pid} ({run.extractor.backend}"
+             f"{f', model {model}' if model else ''}; log {log_path})")
     try:
-        asyncio.run(publish(run, run.topics.listings,
+        asyncio.run(publish(kafka, topics, LISTINGS,
                             [ListingUpsert(**to_listing_dict(i)) for i in items]))
         moderator = Moderator(items, [s.id for s in seeds], delay_s=review_delay_s,
                               start=time.monotonic())
-        asyncio.run(publish(run, run.topics.toxic_items, [_toxic(s, SEEDER) for s in seeds]))
+        asyncio.run(publish(kafka, topics, TOXIC_ITEMS, [_toxic(s, SEEDER) for s in seeds]))
         progress(f"{label}: published {len(items)} listings, confirmed {len(seeds)} seeds")
         reason, watch = asyncio.run(_moderate(
             run, moderator, {i.id: i for i in items}, process, idle_s=idle_s,
@@ -464,9 +459,7 @@ def _run_one(settings: Settings, items: list[LabelledItem], seeds: list[Labelled
     finally:
         exit_code = stop_worker(process)
         if not keep:
-            # faust's own topic too, which the project's topic list does not name
-            asyncio.run(delete_topics(run, [*run.topics.all(),
-                                            f"{run.app_id}-__assignor-__leader"]))
+            asyncio.run(delete_topics(kafka, topics, app_id=run.worker.app_id))
             shutil.rmtree(state_dir, ignore_errors=True)
     summary = summarise(moderator.series)
     summary.update({
@@ -475,7 +468,7 @@ def _run_one(settings: Settings, items: list[LabelledItem], seeds: list[Labelled
         "seeds_failed": len(watch.failed), "rounds": moderator.rounds,
         "detections": moderator.detections, "duplicate_detections": moderator.duplicates,
         "pending_at_stop": moderator.pending, "bad_messages": watch.bad_messages,
-        "extractor": watch.extractor or str(run.extractor),
+        "extractor": watch.extractor or run.extractor.backend,
         "model_version": watch.model_version, "worker_exit_code": exit_code,
         "seconds": round(time.monotonic() - started, 1)})
     progress(f"{label}: {reason}; {summary['reviewed']} reviewed, {summary['harmful_found']}/"
@@ -492,8 +485,8 @@ def run_replay(settings: Settings, items: list[LabelledItem],
                progress: Callable[[str], None] | None = None, keep: bool = False) -> dict:
     """Replay one labelled marketplace through the real system once per extractor.
 
-    ``extractors`` maps a label to settings overrides for that run (``{"extractor":
-    "keywords", "model": "tfidf"}``, ``{"extractor": "transformers", "model": "/models/x"}``);
+    ``extractors`` maps a label to extractor settings for that run (``{"backend":
+    "keywords", "model": "tfidf"}``, ``{"backend": "transformers", "model": "/models/x"}``);
     anything not overridden comes from ``settings``. Runs go one after the other, each with
     its own topics, consumer group, state directory and worker, all removed afterwards unless
     ``keep``. The same initial seeds (``split_seeds(items, initial_fraction, seed)``) start
@@ -516,15 +509,15 @@ def run_replay(settings: Settings, items: list[LabelledItem],
     if len({_slug(label) for label in extractors}) != len(extractors):
         raise ValueError("extractor labels must stay distinct once reduced to [A-Za-z0-9_-]")
     for label, overrides in extractors.items():  # fail on a bad configuration before any run
-        checked = _run_settings(settings, overrides, {})
+        checked = _run_settings(settings, overrides, {}).extractor
         model = checked.model or ""
-        if (checked.extractor != "keywords" and model.startswith(("/", "./", "../", "~"))
+        if (checked.backend != "keywords" and model.startswith(("/", "./", "../", "~"))
                 and not Path(model).expanduser().exists()):
             raise ValueError(f"{label}: model directory {model} does not exist")
-    if settings.uses_local_broker:
+    if settings.kafka.uses_local_broker:
         from streams.broker import local
 
-        local.start(settings, progress=say)
+        local.start(local.LocalBroker.of(settings), progress=say)
     out_dir.mkdir(parents=True, exist_ok=True)
     run_id = f"{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:6]}"
     report: dict = {

@@ -1,10 +1,10 @@
 """Search-based scoring of queries: the metrics of the evaluation protocol and of the data.
 
-One :class:`Searcher` holds a corpus in an in-memory :class:`ListingIndex` (the same analyzer
-and query escaping as the workers). A query's score is its precision@10: the harmful share of
-its top-10 results other than the seed (0 when it finds nothing). Per seed, the protocol's
-metrics (../shared/ENGINEERING.md section 8) average over its queries; recall@100 counts the
-seed's siblings in the union of its queries' top 100.
+One :class:`Searcher` holds a corpus in an in-memory search index (``search.memory_index``:
+the same analyzer and query escaping as the workers). A query's score is its precision@10:
+the harmful share of its top-10 results other than the seed (0 when it finds nothing). Per
+seed, the protocol's metrics (``trainer.evaluate.PROTOCOL``) average over its queries;
+recall@100 counts the seed's siblings in the union of its queries' top 100.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from agents.index import ListingIndex
 from agents.queries import is_valid_query
 from marketplace.items import LabelledItem, to_listing_dict
 from schemas.models import ListingUpsert
+from search import memory_index
+from search.protocol import Change, search
 
 TOP = 10
 DEEP = 100
@@ -27,9 +28,8 @@ class Searcher:
     """A labelled corpus in an in-memory index; results are cached per (query, seed)."""
 
     def __init__(self, items: Sequence[LabelledItem]) -> None:
-        self.index = ListingIndex.open(None, heap_mb=64)
-        for item in items:
-            self.index.upsert(ListingUpsert(**to_listing_dict(item)))
+        self.index = memory_index()
+        self.index.apply(Change(ListingUpsert(**to_listing_dict(item))) for item in items)
         self.index.commit(None)
         self.harmful = frozenset(i.id for i in items if i.harmful)
         self.size = len(items)
@@ -39,7 +39,7 @@ class Searcher:
         """Ids of the top ``limit`` (at most 100) results, the seed excluded."""
         key = (query, seed_id)
         if key not in self._cache:
-            hits = self.index.search(query, DEEP, exclude=(seed_id,))
+            hits = search(self.index, query, DEEP, exclude=(seed_id,))
             self._cache[key] = [h.listing_id for h in hits]
         return self._cache[key][:limit]
 
@@ -51,10 +51,6 @@ class Searcher:
     def hits(self, query: str, seed_id: str) -> int:
         """Harmful listings among the query's top 10."""
         return sum(i in self.harmful for i in self.ids(query, seed_id, TOP))
-
-    def doc_freq(self, term: str) -> int:
-        """Document frequency of an analysed term (for the TF-IDF baseline)."""
-        return self.index.doc_freq(term)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import yaml
 
+from config.versions import library_versions
+
 CONFIG_DIR = Path(__file__).parent / "configs"
 CARD = "qexplorer.json"
 
@@ -148,6 +150,7 @@ def train(stage_rows: Path, model: str, out: Path, config: TrainConfig) -> Path:
         "metrics": {"train_loss": result.training_loss,
                     "seconds": round(time.monotonic() - started, 1)},
         "prompt_version": rows[0].get("prompt_version"),
+        "versions": library_versions(),
     }
     (out / CARD).write_text(json.dumps(card, indent=2))
     return out

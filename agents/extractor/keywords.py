@@ -10,25 +10,32 @@ Methods:
   mostly in Han characters use character bigrams of the Han runs instead (YAKE needs word
   boundaries), ranked by frequency then position, together with the seed's Latin/digit
   tokens (contact ids such as ``vx123`` are the best sibling signal there is).
-* ``tfidf``: single terms ranked by term frequency times inverse document frequency. The
-  document frequencies come from a ``doc_freq(term) -> int`` callable over the index
-  (lowercased terms, as the default analyzer stores them) and ``num_docs``; without them the
-  ranking is in-seed term frequency with a small stopword list.
+* ``tfidf``: single terms ranked by term frequency times inverse document frequency, the
+  document frequencies and corpus size read from the search index (``TermStats``).
 * ``first_words``: one query, the first N (default 5) words of the title.
+
+``from_settings`` builds it for the registry: ``QEXPLORER_MODEL`` names the method.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import re
 from collections import Counter
 from collections.abc import Callable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from agents.extractor.base import Extraction, Extractor, ExtractorError, SeedText
-from agents.prompt import strip_invisible
 from agents.queries import clean_queries
+from search.text import strip_invisible
+
+if TYPE_CHECKING:
+    from config import ExtractorSettings
+    from search.protocol import TermStats
+
+log = logging.getLogger(__name__)
 
 Method = Literal["yake", "tfidf", "first_words"]
 METHODS: tuple[str, ...] = ("yake", "tfidf", "first_words")
@@ -198,29 +205,21 @@ class KeywordsExtractor(Extractor):
         self,
         method: Method | str = "yake",
         *,
-        doc_freq: Callable[[str], int] | None = None,
-        num_docs: int | Callable[[], int] | None = None,
+        stats: TermStats | None = None,
         first_n: int = 5,
         model_version: str | None = None,
     ) -> None:
-        """Pick the ``method``. For ``tfidf``, ``doc_freq`` and ``num_docs`` (an int or a
-        callable read on every batch, since the index grows) give the idf; ``num_docs`` may
-        also be an attribute of ``doc_freq``. ``model_version`` overrides the recorded
+        """Pick the ``method``; ``tfidf`` needs the index's term statistics ``stats`` (read
+        on every seed, since the index grows). ``model_version`` overrides the recorded
         version."""
         if method not in METHODS:
             raise ValueError(f"unknown keywords method {method!r}; choose one of {METHODS}")
-        if num_docs is None and doc_freq is not None:
-            num_docs = getattr(doc_freq, "num_docs", None)
-        if doc_freq is not None and num_docs is None:
-            raise ValueError(
-                "keywords doc_freq was given without num_docs: pass num_docs (an int or a "
-                "callable) so tf-idf can compute idf"
-            )
+        if method == "tfidf" and stats is None:
+            raise ValueError("keywords method tfidf needs the search index's term statistics")
         if first_n < 1:
             raise ValueError(f"first_n must be >= 1, got first_n={first_n}")
         self.method: str = method
-        self.doc_freq = doc_freq
-        self.num_docs = num_docs
+        self.stats = stats
         self.first_n = first_n
         self._model_version = model_version or f"keywords-{method}-{ALGORITHM_REVISION}"
 
@@ -228,11 +227,6 @@ class KeywordsExtractor(Extractor):
     def model_version(self) -> str:
         """``keywords-<method>-<revision>`` unless overridden."""
         return self._model_version
-
-    def _num_docs(self) -> int | None:
-        if callable(self.num_docs):
-            return int(self.num_docs())
-        return self.num_docs
 
     def candidates(self, seed: SeedText, k: int) -> list[str]:
         """Raw candidate spans for one seed, best first (more than ``k`` when available)."""
@@ -243,11 +237,11 @@ class KeywordsExtractor(Extractor):
             return []
         limit = max(2 * k, k + 4)
         if self.method == "tfidf":
+            assert self.stats is not None  # checked at construction
             try:
-                return tfidf_terms(
-                    text, limit, doc_freq=self.doc_freq, num_docs=self._num_docs()
-                )
-            except Exception as exc:  # the index behind doc_freq failed: retry later
+                return tfidf_terms(text, limit, doc_freq=self.stats.doc_freq,
+                                   num_docs=self.stats.count())
+            except Exception as exc:  # the index behind the statistics failed: retry later
                 raise ExtractorError(f"tf-idf document frequencies failed: {exc!r}") from exc
         found = (cjk_bigrams(text, limit) if _is_cjk(text)
                  else _spans_of(seed, yake_keywords(text, limit)))
@@ -268,3 +262,15 @@ class KeywordsExtractor(Extractor):
         if not seeds:
             return []
         return await asyncio.to_thread(self.extract_sync, seeds, k)
+
+
+def from_settings(settings: ExtractorSettings, stats: TermStats) -> KeywordsExtractor:
+    """The registry's builder: ``settings.model`` names the method (default ``yake``)."""
+    method = "yake"
+    if settings.model in METHODS:
+        method = settings.model
+    elif settings.model:
+        log.warning("extractor=keywords ignores model=%r (not one of %s); using %s",
+                    settings.model, ", ".join(METHODS), method)
+    return KeywordsExtractor(method, stats=stats if method == "tfidf" else None,
+                             model_version=settings.model_version)

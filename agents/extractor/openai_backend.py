@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from pydantic import SecretStr
@@ -36,8 +36,20 @@ from tenacity import (
 )
 
 from agents.extractor.base import Extraction, Extractor, ExtractorError, SeedText
-from agents.prompt import END_MARKER, build_prompt, parse_completion
-from agents.queries import MAX_QUERY_CHARS, candidate_spans, clean_queries, rank_spans
+from agents.extractor.decoding import (
+    SPAN_ROOM,
+    from_completions,
+    keep_end,
+    prompt_budget,
+    ranked,
+    spans_of,
+)
+from agents.prompt import END_MARKER, build_prompt
+from agents.queries import MAX_QUERY_CHARS
+
+if TYPE_CHECKING:
+    from config import ExtractorSettings
+    from search.protocol import TermStats
 
 log = logging.getLogger(__name__)
 
@@ -250,17 +262,15 @@ class OpenAIExtractor(Extractor):
 
     async def _rank(self, model: str, seed: SeedText, k: int) -> Extraction:
         """Extractive decoding: score every span as the first query line, keep the best."""
-        spans = candidate_spans(seed.title, seed.description, limit=self.max_spans)
+        spans = spans_of(seed, self.max_spans)
         if not spans:
             return Extraction(seed_id=seed.id, queries=[], raw=[])
         async with self._semaphore:
             prompt_ids, *conts = await asyncio.gather(
                 self._tokenize(model, build_prompt(seed.title, seed.description, k)),
                 *(self._tokenize(model, f"{span}\n") for span in spans))
-            limit = self._max_model_len
-            if limit is not None and limit > self.max_new_tokens + 8:
-                # the same cut as the in-process backend: keep the end (listing and cue)
-                prompt_ids = prompt_ids[-(limit - self.max_new_tokens - 16):]
+            prompt_ids = keep_end(prompt_ids, prompt_budget(self._max_model_len,
+                                                            self.max_new_tokens, SPAN_ROOM))
             data = await self._call("POST", "/completions", {
                 "model": model, "prompt": [prompt_ids + cont for cont in conts],
                 "max_tokens": 1, "temperature": 0.0, "echo": True, "logprobs": 0})
@@ -273,9 +283,8 @@ class OpenAIExtractor(Extractor):
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ExtractorError(
                 f"completion without prompt log-probabilities: {data!r:.300}") from exc
-        queries, raw = rank_spans(spans, scores, k, temperature=self.temperature,
-                                  sample_key=f"{self.seed}:{seed.id}")
-        return Extraction(seed_id=seed.id, queries=queries, raw=raw)
+        return ranked(seed, spans, scores, k, temperature=self.temperature,
+                      sample_seed=self.seed)
 
     async def _complete(self, model: str, seed: SeedText, k: int) -> Extraction:
         """Free-text decoding, constrained to the query-list grammar when ``structured``."""
@@ -299,13 +308,7 @@ class OpenAIExtractor(Extractor):
             texts = [str(c.get("text") or "") for c in choices]
         except (KeyError, TypeError, AttributeError) as exc:
             raise ExtractorError(f"completion response without choices: {data!r:.300}") from exc
-        candidates = [q for text in texts for q in parse_completion(text)]
-        seed_text = f"{seed.title} {seed.description or ''}"
-        return Extraction(
-            seed_id=seed.id,
-            queries=clean_queries(candidates, k, seed_text=seed_text),
-            raw=texts,
-        )
+        return from_completions(seed, texts, k)
 
     async def extract(self, seeds: list[SeedText], k: int) -> list[Extraction]:
         """One Extraction per seed, requested concurrently (at most ``concurrency`` in
@@ -331,3 +334,14 @@ class OpenAIExtractor(Extractor):
         if self._client is not None and self._owns_client:
             await self._client.aclose()
             self._client = None
+
+
+def from_settings(settings: ExtractorSettings, stats: TermStats) -> OpenAIExtractor:
+    """The registry's builder (term statistics are not needed)."""
+    return OpenAIExtractor(settings.openai_base_url, model=settings.model,
+                           api_key=settings.openai_api_key, timeout_s=settings.openai_timeout_s,
+                           concurrency=settings.openai_concurrency,
+                           max_new_tokens=settings.max_new_tokens,
+                           temperature=settings.temperature, seed=settings.seed,
+                           model_version=settings.model_version,
+                           extractive=settings.extractive, structured=settings.openai_structured)

@@ -19,13 +19,27 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agents.extractor.base import Extraction, Extractor, ExtractorError, SeedText
-from agents.prompt import END_MARKER, build_prompt, chat_messages, parse_completion
-from agents.queries import candidate_spans, clean_queries, rank_spans
+from agents.extractor.decoding import (
+    SPAN_ROOM,
+    from_completions,
+    keep_end,
+    prompt_budget,
+    ranked,
+    spans_of,
+)
+from agents.prompt import END_MARKER, build_prompt, chat_messages
+
+if TYPE_CHECKING:
+    from config import ExtractorSettings
+    from search.protocol import TermStats
 
 log = logging.getLogger(__name__)
+
+#: The registry checks that ``QEXPLORER_MODEL`` names one.
+NEEDS_MODEL = True
 
 #: Files whose content or size/mtime identify a model directory's version.
 CARD_FILES = ("qexplorer.json", "model_card.json")
@@ -208,18 +222,16 @@ class TransformersExtractor(Extractor):
             )
         return build_prompt(seed.title, seed.description, k)
 
-    def _max_prompt_tokens(self) -> int | None:
+    def _context(self) -> int | None:
         limit = getattr(self._model.config, "max_position_embeddings", None)
-        if isinstance(limit, int) and limit > self.max_new_tokens + 8:
-            return limit - self.max_new_tokens
-        return None
+        return limit if isinstance(limit, int) else None
 
     def generate_sync(self, prompts: list[str]) -> list[str]:
         """Raw completions for ``prompts`` (blocking; one batch, left padded)."""
         import torch
 
         tok, model = self._tokenizer, self._model
-        max_len = self._max_prompt_tokens()
+        max_len = prompt_budget(self._context(), self.max_new_tokens)
         enc = tok(
             prompts,
             return_tensors="pt",
@@ -262,10 +274,8 @@ class TransformersExtractor(Extractor):
             except (RuntimeError, ValueError, IndexError, MemoryError) as exc:
                 raise ExtractorError(f"generation failed with {self.model_ref!r}: {exc}") \
                     from exc
-            for seed, text in zip(batch, texts, strict=True):
-                seed_text = f"{seed.title} {seed.description or ''}"
-                queries = clean_queries(parse_completion(text), k, seed_text=seed_text)
-                results.append(Extraction(seed_id=seed.id, queries=queries, raw=[text]))
+            results += [from_completions(seed, [text], k)
+                        for seed, text in zip(batch, texts, strict=True)]
         return results
 
     def rank_spans_sync(self, seed: SeedText, k: int, chunk: int = 32) -> Extraction:
@@ -275,14 +285,12 @@ class TransformersExtractor(Extractor):
 
         import torch
 
-        spans = candidate_spans(seed.title, seed.description, limit=self.max_spans)
+        spans = spans_of(seed, self.max_spans)
         if not spans:
             return Extraction(seed_id=seed.id, queries=[], raw=[])
         tok, model = self._tokenizer, self._model
-        prompt_ids = tok(self._prompt(seed, k), add_special_tokens=False)["input_ids"]
-        limit = self._max_prompt_tokens()
-        if limit is not None:
-            prompt_ids = prompt_ids[-(limit - 16):]
+        prompt_ids = keep_end(tok(self._prompt(seed, k), add_special_tokens=False)["input_ids"],
+                              prompt_budget(self._context(), self.max_new_tokens, SPAN_ROOM))
         with torch.inference_mode():
             out = model(input_ids=torch.tensor([prompt_ids]), use_cache=True)
             first_logp = torch.log_softmax(out.logits[0, -1], -1)
@@ -305,9 +313,8 @@ class TransformersExtractor(Extractor):
                     total = first_logp[cont[0]].item()
                     total += sum(logp[row, j - 1, cont[j]].item() for j in range(1, len(cont)))
                     scores.append(total)
-        queries, raw = rank_spans(spans, scores, k, temperature=self.temperature,
-                                  sample_key=f"{self.seed}:{seed.id}")
-        return Extraction(seed_id=seed.id, queries=queries, raw=raw)
+        return ranked(seed, spans, scores, k, temperature=self.temperature,
+                      sample_seed=self.seed)
 
     async def extract(self, seeds: list[SeedText], k: int) -> list[Extraction]:
         """One Extraction per seed (at most ``k`` queries, possibly none when the output is
@@ -323,3 +330,12 @@ class TransformersExtractor(Extractor):
             self._model = None
             self._tokenizer = None
 
+
+
+def from_settings(settings: ExtractorSettings, stats: TermStats) -> TransformersExtractor:
+    """The registry's builder (term statistics are not needed)."""
+    assert settings.model  # the registry checks NEEDS_MODEL
+    return TransformersExtractor(settings.model, max_new_tokens=settings.max_new_tokens,
+                                 temperature=settings.temperature, seed=settings.seed,
+                                 model_version=settings.model_version,
+                                 extractive=settings.extractive)

@@ -4,7 +4,7 @@ For development, the tests and the demo: no Docker, no Kafka distribution. The b
 come from Maven Central through ``pom.xml`` beside this file (fetched once with ``mvn`` into
 ``<cache_dir>/kafka/jars-<version>/``) and the broker runs as a detached ``java`` process.
 
-Everything lives under ``<cache_dir>/kafka/``::
+Everything lives under the broker's home, ``<cache_dir>/kafka/`` (:class:`LocalBroker`)::
 
     jars-<version>/        the broker's classpath (``.complete`` marks a finished download)
     server.properties      rendered from the settings on every start
@@ -14,7 +14,7 @@ Everything lives under ``<cache_dir>/kafka/``::
     broker.pid             the pid of the running broker
 
 Only the local broker is managed here: ``start``/``status``/``stop`` use
-``127.0.0.1:<local_kafka_port>`` whatever ``kafka_bootstrap`` says.
+``KafkaSettings.local_address`` whatever ``KAFKA_BOOTSTRAP`` says.
 """
 
 from __future__ import annotations
@@ -36,11 +36,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from streams.settings import Settings
+from config import KafkaSettings, Settings
+from config.settings import LOCAL_HOST
 
 __all__ = [
     "BrokerError",
     "BrokerStatus",
+    "LocalBroker",
     "cluster_id_file",
     "data_dir",
     "ensure_jars",
@@ -97,73 +99,88 @@ class BrokerStatus:
         return f"local Kafka {state}{pid}, {self.bootstrap} {reach}; log {self.log_path}"
 
 
+@dataclass(frozen=True)
+class LocalBroker:
+    """The local broker: its settings (version, ports, heap) and its home folder."""
+
+    kafka: KafkaSettings
+    home: Path
+
+    @classmethod
+    def of(cls, settings: Settings) -> LocalBroker:
+        """The local broker of these settings (home: ``<cache_dir>/kafka``)."""
+        return cls(settings.kafka, settings.paths.kafka_dir)
+
+
 # --- paths --------------------------------------------------------------------------------
 
 
-def kafka_dir(settings: Settings) -> Path:
-    """``<cache_dir>/kafka`` (made absolute): everything of the local broker."""
-    return Path(settings.cache_dir).expanduser().absolute() / "kafka"
+def kafka_dir(broker: LocalBroker) -> Path:
+    """The broker's home: everything of the local broker."""
+    return broker.home
 
 
-def jars_dir(settings: Settings) -> Path:
+def jars_dir(broker: LocalBroker) -> Path:
     """The folder of the broker's jars for the configured Kafka version."""
-    return kafka_dir(settings) / f"jars-{settings.local_kafka_version}"
+    return kafka_dir(broker) / f"jars-{broker.kafka.local_version}"
 
 
-def data_dir(settings: Settings) -> Path:
+def data_dir(broker: LocalBroker) -> Path:
     """The broker's data (``reset`` deletes it): cluster id and log.dirs."""
-    return kafka_dir(settings) / "data"
+    return kafka_dir(broker) / "data"
 
 
-def cluster_id_file(settings: Settings) -> Path:
+def cluster_id_file(broker: LocalBroker) -> Path:
     """Where the cluster id chosen at the first format is kept."""
-    return data_dir(settings) / "cluster.id"
+    return data_dir(broker) / "cluster.id"
 
 
-def log_file(settings: Settings) -> Path:
+def log_file(broker: LocalBroker) -> Path:
     """The broker's stdout and stderr."""
-    return kafka_dir(settings) / "broker.log"
+    return kafka_dir(broker) / "broker.log"
 
 
-def pid_file(settings: Settings) -> Path:
+def pid_file(broker: LocalBroker) -> Path:
     """The pid of the running broker."""
-    return kafka_dir(settings) / "broker.pid"
+    return kafka_dir(broker) / "broker.pid"
 
 
-def properties_file(settings: Settings) -> Path:
+def properties_file(broker: LocalBroker) -> Path:
     """The rendered ``server.properties``."""
-    return kafka_dir(settings) / "server.properties"
+    return kafka_dir(broker) / "server.properties"
 
 
-def local_bootstrap(settings: Settings) -> str:
-    """The local broker's client address, ``127.0.0.1:<local_kafka_port>``."""
-    return f"127.0.0.1:{settings.local_kafka_port}"
+def local_bootstrap(broker: LocalBroker) -> str:
+    """The local broker's client address (``KafkaSettings.local_address``)."""
+    return broker.kafka.local_address
 
 
 # --- configuration ------------------------------------------------------------------------
 
 
-def render_server_properties(settings: Settings) -> str:
+def render_server_properties(broker: LocalBroker) -> str:
     """The broker's ``server.properties``: one node that is both broker and KRaft controller.
 
     Pure: computes text only, touches no file.
     """
-    port = settings.local_kafka_port
-    controller_port = settings.local_kafka_controller_port
+    port = broker.kafka.local_port
+    controller_port = broker.kafka.local_controller_port
     if port == controller_port:
         raise BrokerError(
-            f"local_kafka_port and local_kafka_controller_port are both {port}: they must differ"
+            f"QEXPLORER_LOCAL_KAFKA_PORT and QEXPLORER_LOCAL_KAFKA_CONTROLLER_PORT are both "
+            f"{port}: they must differ"
         )
-    logs = data_dir(settings) / "logs"
+    logs = data_dir(broker) / "logs"
     entries: list[tuple[str, object] | str] = [
         "# Rendered by streams.broker.local from the QExplorer settings; rewritten on every start.",
         "# KRaft, one node with both roles",
         ("process.roles", "broker,controller"),
         ("node.id", 1),
-        ("controller.quorum.voters", f"1@127.0.0.1:{controller_port}"),
+        ("controller.quorum.voters", f"1@{LOCAL_HOST}:{controller_port}"),
         ("controller.listener.names", "CONTROLLER"),
-        ("listeners", f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}"),
-        ("advertised.listeners", f"PLAINTEXT://127.0.0.1:{port}"),
+        ("listeners",
+         f"PLAINTEXT://{LOCAL_HOST}:{port},CONTROLLER://{LOCAL_HOST}:{controller_port}"),
+        ("advertised.listeners", f"PLAINTEXT://{LOCAL_HOST}:{port}"),
         ("inter.broker.listener.name", "PLAINTEXT"),
         ("listener.security.protocol.map", "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"),
         "# storage",
@@ -186,6 +203,8 @@ def render_server_properties(settings: Settings) -> str:
         ("num.network.threads", 2),
         ("num.io.threads", 2),
         ("log.cleaner.dedupe.buffer.size", 16 * 1024 * 1024),
+        "# compacted topics (listings) are cleaned soon after a segment rolls",
+        ("log.cleaner.backoff.ms", 1000),
     ]
     lines = [e if isinstance(e, str) else f"{e[0]}={e[1]}" for e in entries]
     return "\n".join(lines) + "\n"
@@ -202,19 +221,19 @@ def _escape_property(value: str) -> str:
 # --- jars ---------------------------------------------------------------------------------
 
 
-def ensure_jars(settings: Settings, progress: Callable[[str], Any] | None = print) -> Path:
+def ensure_jars(broker: LocalBroker, progress: Callable[[str], Any] | None = print) -> Path:
     """The folder of the broker's jars, fetched from Maven Central with ``mvn`` the first time.
 
     The download is marked complete only after ``mvn`` succeeded, so an interrupted one is
     redone (and so is one made with a different ``pom.xml``). Safe to call from several
     processes at once (a file lock serialises them).
     """
-    target = jars_dir(settings)
+    target = jars_dir(broker)
     marker = target / JARS_MARKER
     if _jars_complete(marker):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(kafka_dir(settings) / ".jars.lock"):
+    with _file_lock(kafka_dir(broker) / ".jars.lock"):
         if _jars_complete(marker):  # another process finished while we waited
             return target
         mvn = shutil.which("mvn")
@@ -225,7 +244,7 @@ def ensure_jars(settings: Settings, progress: Callable[[str], Any] | None = prin
             )
         if not POM.is_file():
             raise BrokerError(f"{POM} is missing: the package was installed without it")
-        version = settings.local_kafka_version
+        version = broker.kafka.local_version
         if target.exists():
             shutil.rmtree(target)  # a half download
         target.mkdir(parents=True)
@@ -272,7 +291,7 @@ def _jars_complete(marker: Path) -> bool:
 async def is_reachable_async(bootstrap: str, timeout_s: float = 3.0, **client_kwargs: Any) -> bool:
     """True when a Kafka client fetches cluster metadata (with at least one broker) in time.
 
-    ``client_kwargs`` go to ``AIOKafkaAdminClient`` (security settings, for instance).
+    ``client_kwargs`` go to ``AIOKafkaAdminClient`` (security broker, for instance).
     """
     if not any(_port_open(host, port, timeout_s) for host, port in _parse_bootstrap(bootstrap)):
         return False  # nothing listens: skip the client and its connection-error logging
@@ -336,23 +355,23 @@ def _port_open(host: str, port: int, timeout_s: float) -> bool:
 # --- process ------------------------------------------------------------------------------
 
 
-def status(settings: Settings) -> BrokerStatus:
+def status(broker: LocalBroker) -> BrokerStatus:
     """The local broker's state: is our process alive, and does it answer clients."""
-    pid = _read_pid(settings)
+    pid = _read_pid(broker)
     running = pid is not None and _is_broker_process(pid)
-    bootstrap = local_bootstrap(settings)
+    bootstrap = local_bootstrap(broker)
     return BrokerStatus(
         running=running,
         pid=pid if running else None,
         bootstrap=bootstrap,
         reachable=is_reachable(bootstrap),
-        log_path=log_file(settings),
-        data_dir=data_dir(settings),
+        log_path=log_file(broker),
+        data_dir=data_dir(broker),
     )
 
 
 def start(
-    settings: Settings, wait_s: float = 90, progress: Callable[[str], Any] | None = print
+    broker: LocalBroker, wait_s: float = 90, progress: Callable[[str], Any] | None = print
 ) -> BrokerStatus:
     """Start the local broker unless it already runs, and wait until clients can use it.
 
@@ -361,45 +380,45 @@ def start(
     storage. Raises ``BrokerError`` with the end of the broker's log when it dies or is not
     ready within ``wait_s`` seconds (it is then stopped).
     """
-    kdir = kafka_dir(settings)
+    kdir = kafka_dir(broker)
     kdir.mkdir(parents=True, exist_ok=True)
-    bootstrap = local_bootstrap(settings)
+    bootstrap = local_bootstrap(broker)
     with _file_lock(kdir / ".broker.lock"):
-        pid = _read_pid(settings)
+        pid = _read_pid(broker)
         if pid is not None and _is_broker_process(pid):
             if is_reachable(bootstrap):
-                return status(settings)
+                return status(broker)
             _say(progress, f"Local Kafka (pid {pid}) is up but not ready yet: waiting...")
-            _wait_ready(settings, pid, wait_s)
-            return status(settings)
+            _wait_ready(broker, pid, wait_s)
+            return status(broker)
         if pid is not None:
-            pid_file(settings).unlink(missing_ok=True)  # stale: that process is gone
+            pid_file(broker).unlink(missing_ok=True)  # stale: that process is gone
         if is_reachable(bootstrap):
             # Not ours (no pid file) but a Kafka answers there: use it rather than fight it.
             _say(progress, f"A Kafka broker not started by QExplorer answers on {bootstrap}: "
                            "using it.")
-            return status(settings)
-        for port in (settings.local_kafka_port, settings.local_kafka_controller_port):
-            if _port_open("127.0.0.1", port, 1.0):
+            return status(broker)
+        for port in (broker.kafka.local_port, broker.kafka.local_controller_port):
+            if _port_open(LOCAL_HOST, port, 1.0):
                 raise BrokerError(
-                    f"port {port} on 127.0.0.1 is taken by something that is not a Kafka "
+                    f"port {port} on {LOCAL_HOST} is taken by something that is not a Kafka "
                     "broker: free it or set QEXPLORER_LOCAL_KAFKA_PORT / "
                     "QEXPLORER_LOCAL_KAFKA_CONTROLLER_PORT"
                 )
 
         java = _check_java()
-        jars = ensure_jars(settings, progress)
-        props = properties_file(settings)
-        props.write_text(render_server_properties(settings))
-        _format_storage(settings, java, jars, props)
+        jars = ensure_jars(broker, progress)
+        props = properties_file(broker)
+        props.write_text(render_server_properties(broker))
+        _format_storage(broker, java, jars, props)
 
-        log = log_file(settings)
+        log = log_file(broker)
         if log.exists():
             log.replace(log.with_name(log.name + ".1"))
         cmd = [
             java,
-            f"-Xmx{settings.local_kafka_heap}",
-            f"-Xms{settings.local_kafka_heap}",
+            f"-Xmx{broker.kafka.local_heap}",
+            f"-Xms{broker.kafka.local_heap}",
             "-XX:+UseG1GC",
             "-Djava.awt.headless=true",
             "-Dorg.slf4j.simpleLogger.showDateTime=true",
@@ -408,7 +427,7 @@ def start(
             "kafka.Kafka",
             str(props),
         ]
-        _say(progress, f"Starting local Kafka {settings.local_kafka_version} on {bootstrap} "
+        _say(progress, f"Starting local Kafka {broker.kafka.local_version} on {bootstrap} "
                        f"(log: {log})...")
         t0 = time.monotonic()
         with log.open("ab") as out:
@@ -417,39 +436,39 @@ def start(
                 cwd=kdir, start_new_session=True,
             )
         _CHILDREN[proc.pid] = proc
-        pid_file(settings).write_text(f"{proc.pid}\n")
+        pid_file(broker).write_text(f"{proc.pid}\n")
         try:
-            _wait_ready(settings, proc.pid, wait_s)
+            _wait_ready(broker, proc.pid, wait_s)
         except BrokerError:
             _terminate(proc.pid, 10)
-            pid_file(settings).unlink(missing_ok=True)
+            pid_file(broker).unlink(missing_ok=True)
             raise
         _say(progress, f"Local Kafka ready in {time.monotonic() - t0:.1f} s (pid {proc.pid}).")
-        return status(settings)
+        return status(broker)
 
 
-def stop(settings: Settings, timeout_s: float = 30) -> bool:
+def stop(broker: LocalBroker, timeout_s: float = 30) -> bool:
     """Stop the local broker started by ``start``: SIGTERM, then SIGKILL after ``timeout_s``.
 
     Returns True when a broker was running and is now stopped, False when none was running.
     A broker QExplorer did not start (no pid file) is never touched.
     """
-    kdir = kafka_dir(settings)
+    kdir = kafka_dir(broker)
     if not kdir.exists():
         return False
     with _file_lock(kdir / ".broker.lock"):
-        pid = _read_pid(settings)
+        pid = _read_pid(broker)
         was_running = pid is not None and _is_broker_process(pid)
         if was_running:
             _terminate(pid, timeout_s)
-        pid_file(settings).unlink(missing_ok=True)
+        pid_file(broker).unlink(missing_ok=True)
         return was_running
 
 
-def reset(settings: Settings) -> None:
+def reset(broker: LocalBroker) -> None:
     """Stop the local broker and delete its data (topics, offsets, cluster id)."""
-    stop(settings)
-    shutil.rmtree(data_dir(settings), ignore_errors=True)
+    stop(broker)
+    shutil.rmtree(data_dir(broker), ignore_errors=True)
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -464,9 +483,9 @@ def _tail(text: str, lines: int = 30) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _log_tail(settings: Settings, lines: int = 30) -> str:
+def _log_tail(broker: LocalBroker, lines: int = 30) -> str:
     try:
-        text = log_file(settings).read_text(errors="replace")
+        text = log_file(broker).read_text(errors="replace")
     except OSError:
         return "(no log)"
     return _tail(text, lines) or "(empty log)"
@@ -508,13 +527,13 @@ def _check_java() -> str:
     return java
 
 
-def _format_storage(settings: Settings, java: str, jars: Path, props: Path) -> None:
+def _format_storage(broker: LocalBroker, java: str, jars: Path, props: Path) -> None:
     """Format log.dirs for KRaft once; the cluster id is kept in ``data/cluster.id``."""
-    logs = data_dir(settings) / "logs"
+    logs = data_dir(broker) / "logs"
     if (logs / "meta.properties").is_file():
         return
     base = [java, "-Xmx256m", "-cp", f"{jars}/*", "kafka.tools.StorageTool"]
-    id_file = cluster_id_file(settings)
+    id_file = cluster_id_file(broker)
     cluster_id = id_file.read_text().strip() if id_file.is_file() else ""
     if not cluster_id:
         proc = subprocess.run([*base, "random-uuid"], capture_output=True, text=True,
@@ -533,9 +552,9 @@ def _format_storage(settings: Settings, java: str, jars: Path, props: Path) -> N
         raise BrokerError(f"StorageTool format failed:\n{_tail(proc.stdout + proc.stderr)}")
 
 
-def _read_pid(settings: Settings) -> int | None:
+def _read_pid(broker: LocalBroker) -> int | None:
     try:
-        return int(pid_file(settings).read_text().strip())
+        return int(pid_file(broker).read_text().strip())
     except (OSError, ValueError):
         return None
 
@@ -576,15 +595,15 @@ def _is_broker_process(pid: int) -> bool:
         return True  # no /proc: trust the pid file
 
 
-def _wait_ready(settings: Settings, pid: int, wait_s: float) -> None:
+def _wait_ready(broker: LocalBroker, pid: int, wait_s: float) -> None:
     deadline = time.monotonic() + wait_s
-    bootstrap = local_bootstrap(settings)
-    log = log_file(settings)
+    bootstrap = local_bootstrap(broker)
+    log = log_file(broker)
     while True:
         if not _is_alive(pid):
             raise BrokerError(
                 f"the local Kafka broker (pid {pid}) exited during start-up; end of {log}:\n"
-                f"{_log_tail(settings)}"
+                f"{_log_tail(broker)}"
             )
         started = False
         with contextlib.suppress(OSError):
@@ -594,7 +613,7 @@ def _wait_ready(settings: Settings, pid: int, wait_s: float) -> None:
         if time.monotonic() > deadline:
             raise BrokerError(
                 f"the local Kafka broker (pid {pid}) was not ready within {wait_s:.0f} s; "
-                f"end of {log}:\n{_log_tail(settings)}"
+                f"end of {log}:\n{_log_tail(broker)}"
             )
         time.sleep(0.25)
 

@@ -1,10 +1,12 @@
-"""The listing index: one worker's Tantivy replica of every listing, and safe search over it.
+"""Tantivy, the embedded search backend: one worker's replica of every listing on its disk.
 
-The index owns its analyzer (words, CJK characters and emoji as tokens, lowercased), applies
-upserts and deletes, and commits them atomically together with the Kafka offsets they came
-from (a metadata document inside the same commit), so a restarted worker resumes exactly where
-its last commit ended. Search never hands raw text to the query parser: it goes through
-``agents.queries.to_search_text`` and the parser's errors are caught.
+:class:`TantivyIndex` implements :class:`search.protocol.SearchIndex`. It owns its analyzer
+(words, CJK characters and emoji as tokens, lowercased), applies upserts and deletes, and
+commits them atomically together with the Kafka offsets they came from (a metadata document
+inside the same commit), so a restarted worker resumes exactly where its last commit ended.
+Search never hands raw text to the query parser: it goes through
+``search.query.to_search_text`` and the parser's errors are caught. :func:`open_or_rebuild`
+moves a damaged index aside so the replica refills a new one from the topic.
 """
 
 from __future__ import annotations
@@ -12,17 +14,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 import tantivy
 
-from agents.explore import Hit
-from agents.queries import to_search_text
 from schemas.codec import encode
 from schemas.models import ListingUpsert
+from search.protocol import Change, Hit, Offsets, SearchIndex
+from search.query import to_search_text
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +78,10 @@ def _schema() -> tantivy.Schema:
     return builder.build()
 
 
-class ListingIndex:
+class TantivyIndex(SearchIndex):
     """A Tantivy index of listings with offset-tracked commits.
 
-    Open it with ``ListingIndex.open(path)`` (created when missing). ``writable=False`` opens a
+    Open it with ``TantivyIndex.open(path)`` (created when missing). ``writable=False`` opens a
     reader only (any number of processes may read; one may write).
     """
 
@@ -103,7 +105,7 @@ class ListingIndex:
 
     @classmethod
     def open(cls, path: Path | None, *, writable: bool = True, heap_mb: int = 128,
-             threads: int = 1) -> ListingIndex:
+             threads: int = 1) -> TantivyIndex:
         """Open the index at ``path`` (None: in memory), creating it when it does not exist.
         ``threads`` indexing threads share ``heap_mb`` of writer memory."""
         schema = _schema()
@@ -137,6 +139,14 @@ class ListingIndex:
             self._writer = None
 
     # --- writes ------------------------------------------------------------------------------
+
+    def apply(self, changes: Iterable[Change]) -> None:
+        """Apply upserts and deletes (visible after the next commit)."""
+        for change in changes:
+            if isinstance(change.event, ListingUpsert):
+                self.upsert(change.event, change.source)
+            else:
+                self.delete(change.event.id)
 
     def upsert(self, listing: ListingUpsert, source: bytes | None = None) -> None:
         """Insert or replace a listing (visible after the next commit).
@@ -173,7 +183,7 @@ class ListingIndex:
         """Changes applied since the last commit."""
         return self._pending
 
-    def commit(self, offsets: Mapping[str, Mapping[int, int]] | None) -> None:
+    def commit(self, offsets: Offsets | None) -> None:
         """Commit pending changes; with ``offsets`` ({topic: {partition: next offset}}) stored
         in the same commit, so the data and the position it reflects can never disagree."""
         with self._lock:
@@ -301,13 +311,13 @@ class ListingIndex:
         return StoredListing(id=doc.get_first("id"), title=doc.get_first("title") or "")
 
 
-def open_or_rebuild(path: Path, **kwargs) -> tuple[ListingIndex, str | None]:
+def open_or_rebuild(path: Path, **kwargs) -> tuple[TantivyIndex, str | None]:
     """Open the replica at ``path``; when it is corrupted or of another format, move it aside
     (``<path>.broken-<time>``, kept for a post-mortem) and start an empty one, which the replica
     refills from the listings topic (the offsets live inside the index, so an empty index
     means "from the beginning"). Returns the index and why it was rebuilt (None if not)."""
     try:
-        return ListingIndex.open(path, **kwargs), None
+        return TantivyIndex.open(path, **kwargs), None
     except BaseException as exc:  # tantivy reports some damage as a pyo3 PanicException
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
@@ -316,4 +326,4 @@ def open_or_rebuild(path: Path, **kwargs) -> tuple[ListingIndex, str | None]:
     path.rename(aside)
     log.error("index at %s unusable (%s): moved to %s, rebuilding from the topic",
               path, reason, aside)
-    return ListingIndex.open(path, **kwargs), reason
+    return TantivyIndex.open(path, **kwargs), reason

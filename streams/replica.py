@@ -1,11 +1,11 @@
-"""The worker's replica of shared state: every listing in Tantivy, every confirmed toxic id,
-every (seed, model version) already explored.
+"""The worker's replica of shared state: every listing in the search index, every confirmed
+toxic id, every (seed, model version) already explored.
 
 Seeds are split across workers by the consumer group, but each worker must search all
 listings, so the replica reads *all* partitions itself (manual assignment, no group). Listing
-positions are committed inside the index (``ListingIndex.commit``), so a restarted worker
+positions are committed inside the index (``SearchIndex.commit``), so a restarted worker
 resumes from its last index commit: no gap, no full replay. The toxic-items and search-feedback
-topics are small and re-read from the start on every start.
+topics are small and re-read from the start on every start into the :class:`Ledger`.
 """
 
 from __future__ import annotations
@@ -19,11 +19,13 @@ from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from agents.index import ListingIndex
+from agents.explore import Ledger
+from config import IndexSettings, KafkaSettings
 from schemas.codec import SchemaError, dead_letter, decode
-from schemas.models import DeadLetter, ListingEvent, ListingUpsert, ToxicItem
+from schemas.models import DeadLetter, ListingEvent, ToxicItem
+from schemas.topics import Topics
+from search.protocol import Change, SearchIndex
 from streams.client import topic_partitions
-from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +48,13 @@ class ReplicaStats:
 class Replica:
     """Consumes listings, toxic-items and search-feedback in full and keeps them queryable."""
 
-    def __init__(self, settings: Settings, index: ListingIndex, dead_letters: DeadLetterSink):
+    def __init__(self, kafka: KafkaSettings, topics: Topics, settings: IndexSettings,
+                 index: SearchIndex, dead_letters: DeadLetterSink) -> None:
+        self.kafka = kafka
+        self.topics = topics
         self.settings = settings
         self.index = index
-        self.confirmed: set[str] = set()
-        self.explored: set[str] = set()
+        self.ledger = Ledger()
         self.stats = ReplicaStats()
         self._dead_letters = dead_letters
         self._consumer: AIOKafkaConsumer | None = None
@@ -66,13 +70,13 @@ class Replica:
 
     async def run(self) -> None:
         """Consume until cancelled; the final index commit happens on the way out."""
-        topics = self.settings.topics
+        topics = self.topics
         consumer = AIOKafkaConsumer(
-            **self.settings.kafka_client_kwargs(),
+            **self.kafka.client_kwargs(),
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            max_poll_records=self.settings.index_fetch_records,
+            max_poll_records=self.settings.fetch_records,
             fetch_max_bytes=32 * 1024 * 1024,
             # measured: with aiokafka's default 500 ms a seed waiting for the feedback and
             # toxic items it just caused to be read waited ~0.5 s a batch (27 vs 130 seeds/s)
@@ -108,11 +112,11 @@ class Replica:
                 await consumer.stop()
 
     async def _loop(self, consumer: AIOKafkaConsumer) -> None:
-        topics = self.settings.topics
+        topics = self.topics
         last_commit = time.monotonic()
         while True:
             batches = await consumer.getmany(timeout_ms=100,
-                                             max_records=self.settings.index_fetch_records)
+                                             max_records=self.settings.fetch_records)
             fetched = [(tp, ms) for tp, ms in batches.items() if tp.topic == topics.listings]
             # one hand-off to the indexing thread a fetch, not one a partition
             dead = await asyncio.to_thread(self._apply_fetched, fetched) if fetched else []
@@ -120,15 +124,15 @@ class Replica:
                 if tp.topic == topics.toxic_items:
                     self._apply_toxic(messages)
                 elif tp.topic == topics.feedback:
-                    self.explored.update(m.key.decode("utf-8", "replace") for m in messages
-                                         if m.key is not None)
-                    self.stats.explored = len(self.explored)
+                    self.ledger.mark_explored(m.key.decode("utf-8", "replace")
+                                              for m in messages if m.key is not None)
+                    self.stats.explored = self.ledger.explored_count
                 if messages:
                     self._positions[tp] = messages[-1].offset + 1
             for record in dead:
                 await self._dead_letters(record)
-            due = time.monotonic() - last_commit >= self.settings.index_commit_interval_s
-            full = self.index.pending >= self.settings.index_commit_docs
+            due = time.monotonic() - last_commit >= self.settings.commit_interval_s
+            full = self.index.pending >= self.settings.commit_docs
             wanted = bool(self._wanted) and all(self._positions.get(tp, 0) >= end
                                                 for tp, end in self._wanted.items())
             if self._uncommitted() and (due or full or wanted):
@@ -145,6 +149,7 @@ class Replica:
 
     def _apply_listings(self, tp: TopicPartition, messages) -> list[DeadLetter]:
         dead = []
+        changes = []
         for message in messages:
             try:
                 event = decode(ListingEvent, message.value)
@@ -155,11 +160,9 @@ class Replica:
                                         value=message.value, key=message.key,
                                         partition=tp.partition, offset=message.offset))
                 continue
-            if isinstance(event, ListingUpsert):
-                self.index.upsert(event, message.value)
-            else:
-                self.index.delete(event.id)
-        self.stats.listings_applied += len(messages) - len(dead)
+            changes.append(Change(event, message.value))
+        self.index.apply(changes)
+        self.stats.listings_applied += len(changes)
         self.stats.listings_dead += len(dead)
         return dead
 
@@ -167,19 +170,19 @@ class Replica:
         # Bad toxic items are dead-lettered once, by the explorer that owns the partition.
         for message in messages:
             try:
-                self.confirmed.add(decode(ToxicItem, message.value).id)
+                self.ledger.confirm([decode(ToxicItem, message.value).id])
             except SchemaError:
                 continue
-        self.stats.confirmed = len(self.confirmed)
+        self.stats.confirmed = len(self.ledger.confirmed)
 
     def _uncommitted(self) -> bool:
         """Listing events applied (or dead-lettered) since the last commit."""
         return bool(self.index.pending) or any(
             pos > self._committed.get(tp, 0) for tp, pos in self._positions.items()
-            if tp.topic == self.settings.topics.listings)
+            if tp.topic == self.topics.listings)
 
     def _commit(self) -> None:
-        listings = self.settings.topics.listings
+        listings = self.topics.listings
         offsets = {listings: {tp.partition: pos for tp, pos in self._positions.items()
                               if tp.topic == listings}}
         self.index.commit(offsets)
@@ -210,7 +213,7 @@ class Replica:
         consumer = self._consumer
         if consumer is None or not self.started:
             return {}
-        listings = self.settings.topics.listings
+        listings = self.topics.listings
         committed = self.index.committed_offsets().get(listings, {})
         out: dict[str, int] = {}
         for tp, end in (await consumer.end_offsets(list(consumer.assignment()))).items():
@@ -222,9 +225,9 @@ class Replica:
     # --- waiting -----------------------------------------------------------------------------
 
     def _caught_up_to(self, targets: dict[TopicPartition, int]) -> bool:
-        committed = self.index.committed_offsets().get(self.settings.topics.listings, {})
+        committed = self.index.committed_offsets().get(self.topics.listings, {})
         for tp, end in targets.items():
-            if tp.topic == self.settings.topics.listings:
+            if tp.topic == self.topics.listings:
                 if committed.get(tp.partition, 0) < end:
                     return False
             elif self._positions.get(tp, 0) < end:
@@ -238,7 +241,7 @@ class Replica:
         consumer = self._consumer
         assert consumer is not None
         targets = await consumer.end_offsets(list(consumer.assignment()))
-        listings = self.settings.topics.listings
+        listings = self.topics.listings
         for tp, end in targets.items():
             if tp.topic == listings and self._committed.get(tp, 0) < end:
                 self._wanted[tp] = max(end, self._wanted.get(tp, 0))

