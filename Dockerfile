@@ -3,16 +3,19 @@ FROM python:3.11-slim
 
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
-COPY pyproject.toml README.md ./
-COPY streams streams
-COPY agents agents
-COPY trainer trainer
+COPY pyproject.toml README.md constraints.txt ./
+COPY config config
 COPY schemas schemas
+COPY search search
+COPY agents agents
+COPY streams streams
 COPY marketplace marketplace
+COPY trainer trainer
 COPY serving serving
 COPY cli cli
-# package-data carries the non-Python files (trainer configs, JSON schemas, broker config).
-RUN pip install . && python -c "import trainer.train, pathlib; \
+# The versions the project is tested with (constraints.txt); package-data carries the
+# non-Python files (trainer configs, JSON schemas, broker config).
+RUN pip install -c constraints.txt . && python -c "import trainer.train, pathlib; \
 assert (pathlib.Path(trainer.train.__file__).parent / 'configs' / 'sft.yaml').is_file()"
 
 # Worker state (index replicas) lives on a volume. The default cache directory is next to the

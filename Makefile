@@ -1,7 +1,8 @@
-# The two commands of the README: `make demo` and `make test` (each sets up first).
-.PHONY: setup demo test lint clean
+# The two commands of the README: `make demo` and `make test` (each sets up first);
+# `make test-fast` runs ruff and the unit and agent tests only (no broker, a few minutes).
+.PHONY: setup demo test test-fast lint clean
 
-.venv/.installed: pyproject.toml scripts/setup.sh
+.venv/.installed: pyproject.toml constraints.txt scripts/setup.sh
 	bash scripts/setup.sh
 
 setup: .venv/.installed
@@ -12,6 +13,10 @@ demo: setup
 test: setup
 	.venv/bin/ruff check .
 	.venv/bin/python -m pytest
+
+test-fast: setup
+	.venv/bin/ruff check .
+	.venv/bin/python -m pytest tests/unit tests/agents
 
 lint: setup
 	.venv/bin/ruff check .

@@ -106,17 +106,17 @@ class Ledger:
     done and asks before exploring. Sets only grow (a confirmed item stays a label)."""
 
     def __init__(self) -> None:
-        self._confirmed: set[str] = set()
+        self._confirmed: dict[str, None] = {}  # a dict for its read-only keys() view
         self._explored: set[str] = set()
 
     @property
     def confirmed(self) -> Set[str]:
-        """Every confirmed toxic item id (read-only view)."""
-        return self._confirmed
+        """Every confirmed toxic item id (a read-only view that follows the ledger)."""
+        return self._confirmed.keys()
 
     def confirm(self, item_ids: Iterable[str]) -> None:
         """Record confirmed toxic items."""
-        self._confirmed.update(item_ids)
+        self._confirmed.update(dict.fromkeys(item_ids))
 
     def is_explored(self, seed_id: str, model_version: str) -> bool:
         """True when this model version has explored this seed."""

@@ -3,8 +3,13 @@ processes, read-only views of a worker's index, process memory and machine facts
 
 A :class:`BenchCluster` is what ``tests/integration/conftest.py``'s ``Cluster`` is for the
 tests: a unique topic prefix, consumer group (app id) and state directory per run, so a
-benchmark never sees another run's messages; its workers are stopped and its topics and state
-deleted when the ``with`` block ends, whatever happened inside.
+benchmark never sees another run's messages; its workers are stopped and its topics (faust's
+own included) and state deleted when the ``with`` block ends, whatever happened inside.
+
+The pipeline's figures go through the search protocol (``search.protocol.SearchIndex``, opened
+by :func:`open_index` as the worker opens its replica). Watching a worker's index while the
+worker writes it is the one thing the protocol has no method for (another process's commits
+are seen after a reload): :func:`open_view` is Tantivy's read-only reader, used only to observe.
 """
 
 from __future__ import annotations
@@ -19,17 +24,20 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
-from importlib.metadata import PackageNotFoundError, version
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import tantivy
 
-from agents.index import ListingIndex
+from config import PROJECT_ROOT, IndexSettings, Settings
+from config.versions import library_versions
 from marketplace.items import LabelledItem, to_listing_dict
 from marketplace.synthetic import generate_marketplace
+from schemas.codec import encode
 from schemas.models import ListingUpsert
-from streams.settings import PROJECT_ROOT, Settings, get_settings
+from search import open_replica
+from search.protocol import Change, SearchIndex
+from search.tantivy_index import TantivyIndex
 from streams.supervise import spawn_worker, stop_worker
 from streams.topics import create_topics, delete_topics
 
@@ -63,10 +71,30 @@ def renamed(listings: list[ListingUpsert], n: int, tag: str) -> list[ListingUpse
         update={"id": f"{listings[k % len(listings)].id}-{tag}{k}"}) for k in range(n)]
 
 
-def open_index(path: Path | None, settings: Settings) -> ListingIndex:
-    """Open a writable ListingIndex the way the worker opens its replica (streams/app.py)."""
-    return ListingIndex.open(path, heap_mb=settings.index_writer_heap_mb,
-                             threads=settings.index_writer_threads)
+def as_changes(listings: Sequence[ListingUpsert]) -> list[Change]:
+    """The listings as the replica hands them to the index: each with the validated message
+    it came from (``search.protocol.Change``)."""
+    return [Change(listing, encode(listing)) for listing in listings]
+
+
+def open_index(directory: Path, settings: IndexSettings) -> SearchIndex:
+    """Open (creating it) a writable index with its state in ``directory``, the way the worker
+    opens its replica (``search.open_replica``: the configured backend, writer heap and
+    threads). Raises RuntimeError when the index there was unusable and had to be rebuilt."""
+    index, rebuilt = open_replica(settings, directory)
+    if rebuilt is not None:
+        index.close()
+        raise RuntimeError(f"the index in {directory} was unusable and rebuilt: {rebuilt}")
+    return index
+
+
+def open_view(path: Path) -> TantivyIndex | None:
+    """A read-only view of the Tantivy index another process writes at ``path`` (None while
+    it does not exist: opening a missing index would create it). Only for watching a worker:
+    call ``reload()`` to see its latest commit."""
+    if not (path.exists() and tantivy.Index.exists(str(path))):
+        return None
+    return TantivyIndex.open(path, writable=False)
 
 
 # --- processes and machines ------------------------------------------------------------------
@@ -145,22 +173,6 @@ def log_tail(path: Path, chars: int = 3000) -> str:
 # --- the cluster of one benchmark run --------------------------------------------------------
 
 
-async def delete_app_topics(settings: Settings) -> list[str]:
-    """Delete the topics faust created for this app id (``<app_id>-__assignor-__leader``);
-    ``streams.topics.delete_topics`` only knows QExplorer's own. Returns their names."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(**settings.kafka_client_kwargs())
-    await admin.start()
-    try:
-        doomed = [t for t in await admin.list_topics() if t.startswith(f"{settings.app_id}-")]
-        if doomed:
-            await admin.delete_topics(doomed)
-        return doomed
-    finally:
-        await admin.close()
-
-
 class WorkerDied(RuntimeError):
     """A worker process exited while the benchmark was waiting for it."""
 
@@ -168,43 +180,56 @@ class WorkerDied(RuntimeError):
 class BenchCluster:
     """Topics, consumer group and state directory of one benchmark run, and its workers.
 
-    ``overrides`` are worker settings (``index_commit_interval_s=0.5``, ``extractor=...``)
-    passed to every worker as ``QEXPLORER_*`` environment variables.
+    ``slices`` are worker settings by slice (``index={"commit_interval_s": 0.5}``,
+    ``extractor={"backend": "keywords"}``), on top of the run's own; every worker gets them
+    as ``QEXPLORER_*`` environment variables (``Settings.to_env``).
     """
 
-    def __init__(self, base: Settings, name: str, log_dir: Path, **overrides: object) -> None:
+    def __init__(self, base: Settings, name: str, log_dir: Path,
+                 **slices: Mapping[str, object]) -> None:
         run = uuid.uuid4().hex[:8]
         self.name = name
         self.state = Path(tempfile.mkdtemp(prefix=f"qx-bench-{name}-"))
         self.log_dir = log_dir
-        self.overrides = {"topic_prefix": f"bench-{name}-{run}.",
-                          "app_id": f"qx-bench-{name}-{run}", "state_dir": str(self.state),
-                          "metrics_port": "0",  # any free port: never clash with a live worker
-                          **{k: str(v) for k, v in overrides.items()}}
-        self.settings = base.model_copy(update={
-            "topic_prefix": self.overrides["topic_prefix"], "app_id": self.overrides["app_id"],
-            "state_dir": self.state})
-        self._base = base
+        values: dict[str, dict[str, object]] = {
+            "topic": {"prefix": f"bench-{name}-{run}."},
+            "worker": {"app_id": f"qx-bench-{name}-{run}"},
+            "paths": {"state_dir": self.state},
+            "metrics": {"port": 0},  # any free port: never clash with a live worker
+        }
+        for part, changed in slices.items():
+            values[part] = {**values.get(part, {}), **changed}
+        try:
+            self.settings = base.replace(**values)
+        except Exception:
+            shutil.rmtree(self.state, ignore_errors=True)
+            raise
         self.workers: dict[str, subprocess.Popen] = {}
 
     def __enter__(self) -> BenchCluster:
-        asyncio.run(create_topics(self.settings))
+        try:
+            asyncio.run(create_topics(self.settings.kafka, self.settings.topics))
+        except BaseException:
+            shutil.rmtree(self.state, ignore_errors=True)
+            raise
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         try:
             for process in self.workers.values():
                 stop_worker(process, timeout_s=20)
-            asyncio.run(delete_topics(self.settings))
-            asyncio.run(delete_app_topics(self.settings))
+            asyncio.run(delete_topics(self.settings.kafka, self.settings.topics,
+                                      app_id=self.settings.worker.app_id))
         finally:
             shutil.rmtree(self.state, ignore_errors=True)
 
     def worker_settings(self, worker_id: str) -> Settings:
-        """The settings a worker of this run sees (same environment plus the overrides)."""
-        return get_settings(**self.overrides, worker_id=worker_id,
-                            **({"kafka_bootstrap": self._base.kafka_bootstrap}
-                               if self._base.kafka_bootstrap else {}))
+        """The settings a worker of this run sees (the run's, with its worker id)."""
+        return self.settings.replace(worker={"worker_id": worker_id})
+
+    def index_dir(self, worker_id: str) -> Path:
+        """Where a worker of this run keeps its Tantivy replica."""
+        return self.worker_settings(worker_id).worker_dir() / "index"
 
     def log_path(self, worker_id: str) -> Path:
         """Where a worker of this run writes its log."""
@@ -212,11 +237,8 @@ class BenchCluster:
 
     def start_worker(self, worker_id: str) -> subprocess.Popen:
         """Start a real worker process (``qexplorer worker``) for this run."""
-        env = {f"QEXPLORER_{k.upper()}": v for k, v in self.overrides.items()}
-        env["QEXPLORER_WORKER_ID"] = worker_id
-        if self._base.kafka_bootstrap:
-            env["KAFKA_BOOTSTRAP"] = self._base.kafka_bootstrap
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        env = self.worker_settings(worker_id).to_env()
         self.workers[worker_id] = spawn_worker(env, self.log_path(worker_id))
         return self.workers[worker_id]
 
@@ -232,22 +254,27 @@ class BenchCluster:
             raise WorkerDied(f"worker {worker_id} exited with {process.returncode}:\n"
                              f"{log_tail(self.log_path(worker_id))}")
 
-    def reader(self, worker_id: str, timeout_s: float = 120) -> ListingIndex:
-        """A read-only view of the worker's index, once the worker has created it (opening a
-        missing index would create it in the worker's directory)."""
-        path = self.worker_settings(worker_id).index_dir
+    def reader(self, worker_id: str, timeout_s: float = 120) -> TantivyIndex:
+        """A read-only view of the worker's index (:func:`open_view`), once the worker has
+        created it."""
+        backend = self.settings.index.backend
+        if backend != "tantivy":
+            raise RuntimeError(f"the benchmarks watch a worker's index through Tantivy's "
+                               f"reader; QEXPLORER_SEARCH_BACKEND={backend} has none")
+        path = self.index_dir(worker_id)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             self.check_alive(worker_id)
-            if path.exists() and tantivy.Index.exists(str(path)):
-                try:
-                    return ListingIndex.open(path, writable=False)
-                except Exception:  # caught mid-creation: try again
-                    pass
+            try:
+                view = open_view(path)
+            except Exception:  # caught mid-creation: try again
+                view = None
+            if view is not None:
+                return view
             time.sleep(0.02)
         raise TimeoutError(f"worker {worker_id} created no index at {path} in {timeout_s}s")
 
-    def wait_count(self, worker_id: str, reader: ListingIndex, done: Callable[[int], bool],
+    def wait_count(self, worker_id: str, reader: TantivyIndex, done: Callable[[int], bool],
                    timeout_s: float = 600, interval_s: float = 0.02) -> tuple[int, float]:
         """Poll the worker's committed listing count until ``done(count)``; return the count
         and ``time.perf_counter()`` when it was seen."""

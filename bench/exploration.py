@@ -16,8 +16,9 @@ in batches of the worker's size (what exploration could reach if Kafka, index wa
 and emitting cost nothing).
 
 The fan-out figure replays the query strings the worker actually ran (read from
-``search-feedback``) against the worker's own index, opened read-only after it stopped:
-``agents.explorer.fan_out`` in batches of the worker's size on a ThreadPoolExecutor of its
+``search-feedback``) against the worker's own index, reopened as the worker opens it
+(``search.open_replica``) after it stopped: ``agents.explorer.fan_out`` (``SearchIndex.
+search_many`` a seed) in batches of the worker's size on a ThreadPoolExecutor of its
 ``search_threads``, from an event loop with ``sys.setswitchinterval`` as ``streams/app.py``
 sets it (the explorer's search path), against tantivy-py
 ``searcher.search(index.parse_query(t), N)`` (the fastest of 1 and that many threads, each
@@ -48,13 +49,11 @@ from pathlib import Path
 
 import orjson
 import tantivy
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from agents.explorer import fan_out
 from agents.extractor.base import SeedText
-from agents.extractor.factory import build_extractor
-from agents.index import ListingIndex
-from agents.queries import to_search_text
+from agents.extractor.registry import build_extractor
 from bench.common import (
     WORKER_SWITCH_INTERVAL_S,
     BenchCluster,
@@ -62,16 +61,21 @@ from bench.common import (
     free_port,
     log_tail,
     machine,
+    open_index,
     scrape,
     synthetic_items,
 )
 from bench.indexing import build_raw_index
 from bench.report import comparison, latency_summary, markdown
+from config import KafkaSettings, Settings
 from marketplace.items import LabelledItem, to_toxic_dict
 from schemas.codec import encode
 from schemas.models import ListingUpsert, ToxicItem
-from streams.client import publish, read_to_end, topic_partitions
-from streams.settings import Settings
+from schemas.topics import LISTINGS, TOXIC_ITEMS
+from search.protocol import SearchIndex, TermStats
+from search.query import to_search_text
+from search.tantivy_index import TantivyIndex
+from streams.client import follow, publish, read_to_end
 
 SIZE = 20_000
 STEADY_RATE = 5.0
@@ -108,28 +112,19 @@ def phase_figures(seed_ts: dict[str, float], feedback_ts: dict[str, list[float]]
 class FeedbackFollower:
     """Follows ``search-feedback`` from the beginning: which seeds have feedback so far."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, kafka: KafkaSettings, topic: str) -> None:
+        self.kafka = kafka
+        self.topic = topic
         self.seen: set[str] = set()
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
         """Start following in the background."""
-        consumer = AIOKafkaConsumer(**self.settings.kafka_client_kwargs(), group_id=None,
-                                    enable_auto_commit=False, auto_offset_reset="earliest")
-        await consumer.start()
-        partitions = await topic_partitions(consumer, self.settings.topics.feedback)
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        self._task = asyncio.create_task(self._follow(consumer))
+        self._task = asyncio.create_task(self._follow())
 
-    async def _follow(self, consumer: AIOKafkaConsumer) -> None:
-        try:
-            while True:
-                for messages in (await consumer.getmany(timeout_ms=100)).values():
-                    self.seen.update(orjson.loads(m.value)["seed_id"] for m in messages)
-        finally:
-            await consumer.stop()
+    async def _follow(self) -> None:
+        async for message in follow(self.kafka, self.topic, from_beginning=True):
+            self.seen.add(orjson.loads(message.value)["seed_id"])
 
     async def wait(self, seeds: set[str], stall_s: float, check: Callable[[], None]) -> None:
         """Until every seed has feedback, or nothing new arrived for ``stall_s``."""
@@ -158,7 +153,8 @@ async def _publish(producer: AIOKafkaProducer, topic: str, seeds: Sequence[Toxic
     for k, seed in enumerate(seeds):
         if rate:
             await asyncio.sleep(max(0.0, started + k / rate - time.perf_counter()))
-        futures.append(await producer.send(topic, key=seed.id.encode(), value=encode(seed)))
+        futures.append(await producer.send(topic, key=TOXIC_ITEMS.key(seed).encode(),
+                                           value=encode(seed)))
     await asyncio.gather(*futures)
 
 
@@ -169,9 +165,9 @@ async def _phases(cluster: BenchCluster, plan: Sequence[tuple[str, float | None,
     Returns seed timestamps, feedback timestamps per seed, and (query, seed id) pairs."""
     settings = cluster.settings
     topics = settings.topics
-    follower = FeedbackFollower(settings)
+    follower = FeedbackFollower(settings.kafka, topics.feedback)
     await follower.start()
-    producer = AIOKafkaProducer(**settings.kafka_client_kwargs(), acks="all", linger_ms=5)
+    producer = AIOKafkaProducer(**settings.kafka.client_kwargs(), acks="all", linger_ms=5)
     await producer.start()
     try:
         for name, rate, seeds in plan:
@@ -187,10 +183,10 @@ async def _phases(cluster: BenchCluster, plan: Sequence[tuple[str, float | None,
         await producer.stop()
         await follower.stop()
     seed_ts = {m.key.decode(): m.timestamp / 1000
-               for m in await read_to_end(settings, topics.toxic_items)}
+               for m in await read_to_end(settings.kafka, topics.toxic_items)}
     feedback_ts: dict[str, list[float]] = defaultdict(list)
     queries: list[tuple[str, str]] = []
-    for m in await read_to_end(settings, topics.feedback, timeout_s=60):
+    for m in await read_to_end(settings.kafka, topics.feedback, timeout_s=60):
         record = orjson.loads(m.value)
         feedback_ts[record["seed_id"]].append(m.timestamp / 1000)
         queries.append((record["query"], record["seed_id"]))
@@ -213,12 +209,13 @@ def worker_metrics(samples: dict[str, float]) -> dict:
     return out
 
 
-def _extractor_alone(settings: Settings, seeds: Sequence[ToxicItem]) -> float:
+def _extractor_alone(settings: Settings, stats: TermStats, seeds: Sequence[ToxicItem]) -> float:
     """Seeds/s of the worker's extractor in this process (loaded and warmed up first), in
-    batches of the worker's ``explore_batch`` one after the other, as the worker calls it."""
-    extractor = build_extractor(settings)
+    batches of the worker's ``explore_batch`` one after the other, as the worker calls it
+    (``stats``: the worker's index, as the worker gives it to the extractor)."""
+    extractor = build_extractor(settings.extractor, stats)
     texts = [SeedText(s.id, s.title, s.description) for s in seeds]
-    size, k = settings.explore_batch, settings.queries_per_seed
+    size, k = settings.exploration.batch, settings.exploration.queries_per_seed
 
     async def timed() -> float:
         await extractor.extract(texts[:2], k)  # loads a model
@@ -234,10 +231,12 @@ def _extractor_alone(settings: Settings, seeds: Sequence[ToxicItem]) -> float:
 
 def explore(settings: Settings, listings: list[ListingUpsert], harmful: list[LabelledItem], *,
             repeats: int, log_dir: Path, label: str, steady_rate: float, steady_s: float,
-            burst: int, progress: Callable[[str], None], **worker: object) -> dict:
+            burst: int, progress: Callable[[str], None],
+            extractor: dict[str, object]) -> dict:
     """One worker's phases: per repeat a steady stream then a burst of seeds. Returns the
     figures per phase, the extractor-alone ceiling per repeat and the fan-out figures (on
-    this worker's index, after it stopped)."""
+    this worker's index, after it stopped). ``extractor``: the worker's extractor settings
+    (``{"backend": "keywords"}``)."""
     steady_n = max(1, round(steady_rate * steady_s))
     plan: list[tuple[str, float | None, list[ToxicItem]]] = [
         ("warm-up", None, seeds_from(harmful, 1, "warm"))]
@@ -245,16 +244,17 @@ def explore(settings: Settings, listings: list[ListingUpsert], harmful: list[Lab
         plan.append((f"steady {r + 1}", steady_rate, seeds_from(harmful, steady_n, f"s{r}-")))
         plan.append((f"burst {r + 1}", None, seeds_from(harmful, burst, f"b{r}-")))
     cluster = BenchCluster(settings, f"explore-{label}", log_dir,
-                           **{"metrics_port": free_port(), **worker})
+                           metrics={"port": free_port()}, extractor=extractor)
     with cluster:
         worker_settings = cluster.worker_settings("w")
-        asyncio.run(publish(cluster.settings, cluster.settings.topics.listings, listings))
+        asyncio.run(publish(cluster.settings.kafka, cluster.settings.topics, LISTINGS,
+                            listings))
         cluster.start_worker("w")
         reader = cluster.reader("w")
         cluster.wait_count("w", reader, lambda n: n >= len(listings), timeout_s=300)
         seed_ts, feedback_ts, queries = asyncio.run(_phases(cluster, plan, progress))
-        metrics = worker_metrics(scrape(worker_settings.metrics_host,
-                                        worker_settings.metrics_port))
+        metrics = worker_metrics(scrape(worker_settings.metrics.host,
+                                        worker_settings.metrics.port))
         cluster.stop_worker("w")
         if not queries:
             raise RuntimeError(f"no search feedback came back:\n"
@@ -263,24 +263,32 @@ def explore(settings: Settings, listings: list[ListingUpsert], harmful: list[Lab
         for name, _, seeds in plan[1:]:
             phases[name.split()[0]].append(
                 phase_figures(seed_ts, feedback_ts, [s.id for s in seeds]))
-        ceiling = [_extractor_alone(worker_settings, plan[2 + 2 * r][2]) for r in range(repeats)]
-        fanout = fanout_searches(worker_settings, listings, queries, repeats)
+        # the worker's index, reopened as the worker opens it (it stopped: its writer is free)
+        index = open_index(worker_settings.worker_dir(), worker_settings.index)
+        try:
+            ceiling = [_extractor_alone(worker_settings, index, plan[2 + 2 * r][2])
+                       for r in range(repeats)]
+            fanout = fanout_searches(worker_settings, index, cluster.index_dir("w"), listings,
+                                     queries, repeats)
+        finally:
+            index.close()
+    exploration = worker_settings.exploration
     return {"phases": phases, "extractor_alone_seeds_per_s": ceiling, "fanout": fanout,
             "worker_metrics": metrics,
-            "worker": {"extractor": str(worker_settings.extractor),
-                       "model": worker_settings.model,
-                       "explore_batch": worker_settings.explore_batch,
-                       "explore_batch_within_s": worker_settings.explore_batch_within_s,
-                       "queries_per_seed": worker_settings.queries_per_seed,
-                       "results_per_query": worker_settings.results_per_query,
-                       "search_threads": worker_settings.search_threads}}
+            "worker": {"extractor": worker_settings.extractor.backend,
+                       "model": worker_settings.extractor.model,
+                       "explore_batch": exploration.batch,
+                       "explore_batch_within_s": exploration.batch_within_s,
+                       "queries_per_seed": exploration.queries_per_seed,
+                       "results_per_query": exploration.results_per_query,
+                       "search_threads": exploration.search_threads}}
 
 
 # --- the search fan-out ----------------------------------------------------------------------
 
 
-def _pipeline_searches(index: ListingIndex, queries: Sequence[tuple[str, str]], threads: int,
-                       limit: int, batch: int) -> float:
+def pipeline_searches(index: SearchIndex, queries: Sequence[tuple[str, str]], threads: int,
+                      limit: int, batch: int) -> float:
     """Seconds for the explorer's search path to run every query (see the module docstring):
     a seed's queries are the consecutive pairs with its id, and ``batch`` seeds at a time go
     through ``agents.explorer.fan_out``, as the explorer searches a batch."""
@@ -326,15 +334,18 @@ def _raw_searches(index: tantivy.Index, queries: Sequence[str], threads: int, li
     return best
 
 
-def fanout_searches(settings: Settings, listings: list[ListingUpsert],
-                    queries: Sequence[tuple[str, str]], repeats: int) -> dict:
-    """Queries/s of the explorer's search path on the worker's index against raw tantivy-py,
-    same query texts (as ``to_search_text`` makes them for the parser), same threads, per
-    repeat: on the worker's own index (same analysis, with the stored-document fetch the
-    explorer needs), and on a raw index of the same listings with the default tokenizer
-    (search alone, and with the fetch)."""
-    threads, limit = settings.search_threads, settings.results_per_query
-    batch = settings.explore_batch
+def fanout_searches(settings: Settings, index: SearchIndex, index_dir: Path,
+                    listings: list[ListingUpsert], queries: Sequence[tuple[str, str]],
+                    repeats: int) -> dict:
+    """Queries/s of the explorer's search path on the worker's index (``index``, through the
+    search protocol) against raw tantivy-py, same query texts (as ``to_search_text`` makes
+    them for the parser), same threads, per repeat: on the worker's own index files
+    (``index_dir``: same analysis, with the stored-document fetch the explorer needs), and on
+    a raw index of the same listings with the default tokenizer (search alone, and with the
+    fetch)."""
+    exploration = settings.exploration
+    threads, limit = exploration.search_threads, exploration.results_per_query
+    batch = exploration.batch
     with tempfile.TemporaryDirectory() as tmp:
         raw = build_raw_index(listings, Path(tmp) / "raw")
         usable = []
@@ -350,16 +361,16 @@ def fanout_searches(settings: Settings, listings: list[ListingUpsert],
         usable = [usable[k % len(usable)] for k in range(FANOUT_QUERIES)]
         pairs = [(q, s) for q, s, _ in usable]
         texts = [t for _, _, t in usable]
-        index = ListingIndex.open(settings.index_dir, writable=False)
-        same = index.tantivy_index
-        _pipeline_searches(index, pairs[:200], threads, limit, batch)  # warm the caches, every side
+        # the ceiling on the same files: tantivy-py itself, with QExplorer's analyzer registered
+        same = TantivyIndex.open(index_dir, writable=False).tantivy_index
+        pipeline_searches(index, pairs[:200], threads, limit, batch)  # warm the caches, every side
         _raw_searches(raw, texts[:200], threads, limit, fetch=True)
         _raw_searches(same, texts[:200], threads, limit, fetch=True)
         runs: dict[str, list[float]] = {"pipeline": [], "raw_same_index_fetch": [], "raw": [],
                                         "raw_fetch": []}
         for _ in range(repeats):
-            runs["pipeline"].append(len(usable) / _pipeline_searches(index, pairs, threads,
-                                                                     limit, batch))
+            runs["pipeline"].append(len(usable) / pipeline_searches(index, pairs, threads,
+                                                                    limit, batch))
             runs["raw_same_index_fetch"].append(
                 len(usable) / _raw_searches(same, texts, threads, limit, True))
             runs["raw"].append(len(usable) / _raw_searches(raw, texts, threads, limit, False))
@@ -405,12 +416,12 @@ def run(settings: Settings, *, size: int, repeats: int, log_dir: Path, model: st
     harmful = [i for i in items if i.harmful]
     common = {"repeats": repeats, "log_dir": log_dir, "steady_rate": steady_rate,
               "steady_s": steady_s, "burst": burst, "progress": progress}
-    keywords = explore(settings, listings, harmful, label="keywords", extractor="keywords",
-                       **common)
+    keywords = explore(settings, listings, harmful, label="keywords",
+                       extractor={"backend": "keywords"}, **common)
     rows = _rows(keywords, "keywords", steady_rate, burst)
     fanout = keywords["fanout"]
     rates = fanout["queries_per_s"]
-    metric = (f"search fan-out (ListingIndex.search, {fanout['threads']} threads), "
+    metric = (f"search fan-out (SearchIndex.search_many, {fanout['threads']} threads), "
               "queries/s")
     rows.append(comparison("exploration", metric, "/s", rates["pipeline"],
                            ceiling=rates["raw_same_index_fetch"],
@@ -423,7 +434,7 @@ def run(settings: Settings, *, size: int, repeats: int, log_dir: Path, model: st
     details = {"keywords": keywords}
     if model:
         with_model = explore(settings, listings, harmful, label="transformers",
-                             extractor="transformers", model=model, **common)
+                             extractor={"backend": "transformers", "model": model}, **common)
         rows += _rows(with_model, "transformers", steady_rate, burst)
         details["transformers"] = with_model
     notes = []

@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import os
 import platform
-import socket
 import statistics
 import tempfile
 import time
@@ -33,16 +32,18 @@ from importlib.metadata import version
 from pathlib import Path
 
 import orjson
+from pydantic import SecretStr
 
 from agents.extractor.base import Extraction, Extractor, SeedText
 from agents.extractor.openai_backend import OpenAIExtractor, ServerUsage
 from agents.extractor.transformers_backend import TransformersExtractor
 from agents.prompt import build_prompt
 from agents.queries import candidate_spans
+from bench.common import free_port
+from config import Settings
 from marketplace.synthetic import generate_marketplace, split_seeds
 from serving.environment import detect_device, ensure_env, env_versions
 from serving.server import ModelServer
-from streams.settings import Settings
 
 K = 4
 
@@ -52,6 +53,17 @@ def seeds_for(n: int, seed: int = 7) -> list[SeedText]:
     items = generate_marketplace(n_benign=200, n_clusters=12, seed=seed)
     chosen = split_seeds(items, 1.0, seed=seed)[:n]
     return [SeedText(i.id, i.title, i.description) for i in chosen]
+
+
+def load_tokenizer(model: str):
+    """The model's own tokenizer (what both backends count tokens with), loaded apart from
+    the extractor: ``AutoTokenizer`` from the model directory or hub id."""
+    from transformers import AutoTokenizer
+
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    return AutoTokenizer.from_pretrained(model)
 
 
 def work_tokens(tokenizer, seeds: list[SeedText], outputs: list[Extraction],
@@ -72,16 +84,17 @@ async def _time(extractor: Extractor, seeds: list[SeedText]) -> tuple[float, lis
 
 
 async def _mode(local: TransformersExtractor, server: ModelServer, seeds: list[SeedText],
-                repeats: int, concurrency: int, mode: str,
+                repeats: int, concurrency: int, mode: str, api_key: SecretStr | None = None,
                 ) -> tuple[dict[str, list[float]], dict[str, list[Extraction]], dict[str, int]]:
     """Alternate the backends ``repeats`` times in one event loop; also return the prompt
-    tokens each server path reported (its real work)."""
+    tokens each server path reported (its real work). ``api_key``: what the server was
+    started to require (the extractor settings' key)."""
     backends: dict[str, Extractor] = {"transformers": local}
     for name, structured in (("vllm", False), ("vllm+grammar", True)):
         if structured and local.extractive:
             continue  # the grammar only concerns free text
         backends[name] = OpenAIExtractor(
-            server.base_url, model=server.name, extractive=local.extractive,
+            server.base_url, model=server.name, api_key=api_key, extractive=local.extractive,
             structured=structured, concurrency=concurrency, timeout_s=120)
         await _time(backends[name], seeds[:2])  # warm-up: first requests compile, allocate
         backends[name].usage = ServerUsage()
@@ -101,14 +114,10 @@ async def _mode(local: TransformersExtractor, server: ModelServer, seeds: list[S
     return runs, outputs, prompt_tokens
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _default_model(settings: Settings, workdir: Path) -> str:
-    pointer = settings.cache_dir / "models" / "LATEST"
+def default_model(settings: Settings, workdir: Path) -> str:
+    """The model trained last (``<cache>/models/LATEST``), else a small model bootstrapped
+    into ``workdir``."""
+    pointer = settings.paths.models_dir / "LATEST"
     if pointer.is_file():
         return pointer.read_text().strip()
     from trainer.bootstrap import BootstrapConfig, bootstrap
@@ -120,10 +129,11 @@ def _default_model(settings: Settings, workdir: Path) -> str:
 def measure(model: str, seeds: list[SeedText], repeats: int, concurrency: int,
             settings: Settings, workdir: Path) -> dict:
     """Run both backends ``repeats`` times in each mode; return the report."""
-    device = detect_device(settings)
-    python = ensure_env(settings, device)
-    server = ModelServer(settings, python, model, device=device, port=_free_port(),
-                         log_path=workdir / "vllm.log")
+    device = detect_device(settings.serving)
+    python = ensure_env(settings.serving, settings.paths.cache_dir, device)
+    server = ModelServer.of(settings, python, model, device=device, port=free_port(),
+                            log_path=workdir / "vllm.log")
+    tokenizer = load_tokenizer(model)
     results: dict[str, dict] = {}
     with server:
         for extractive in (True, False):
@@ -131,10 +141,11 @@ def measure(model: str, seeds: list[SeedText], repeats: int, concurrency: int,
             local = TransformersExtractor(model, extractive=extractive)
             local.load_sync()  # loading is not extraction: outside the clock
             runs, outputs, prompt_tokens = asyncio.run(
-                _mode(local, server, seeds, repeats, concurrency, mode))
+                _mode(local, server, seeds, repeats, concurrency, mode,
+                      settings.extractor.openai_api_key))
             baseline = outputs["transformers"]
             for name, seconds in runs.items():
-                tokens = work_tokens(local._tokenizer, seeds, outputs[name], extractive)
+                tokens = work_tokens(tokenizer, seeds, outputs[name], extractive)
                 figures = results[f"{mode}/{name}"] = _summary(seconds, len(seeds), tokens)
                 if name == "transformers":
                     continue
@@ -194,7 +205,7 @@ def main() -> None:
     args = parser.parse_args()
     settings = Settings()
     with tempfile.TemporaryDirectory() as tmp:
-        model = args.model or _default_model(settings, Path(tmp))
+        model = args.model or default_model(settings, Path(tmp))
         report = measure(model, seeds_for(args.seeds), args.repeats, args.concurrency,
                          settings, Path(tmp))
     args.out.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 
 A worker consumes the ``listings`` topic while this process publishes new listings at a fixed
 rate (200/s and 5,000/s by default) for ``phase_s`` seconds per repeat. The worker stores the
-Kafka offsets inside each index commit (``ListingIndex.committed_offsets()``), so listing
+Kafka offsets inside each index commit (``SearchIndex.committed_offsets()``), so listing
 (partition p, offset o) is searchable from the first commit whose offset for p exceeds o. A
 separate poller process opens the worker's index read-only and reloads it every
 ``poll_s`` (10 ms), recording when each new commit became visible; its own cost per poll is
@@ -30,14 +30,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import orjson
-import tantivy
 from aiokafka import AIOKafkaProducer
 
-from agents.index import ListingIndex
-from bench.common import BenchCluster, machine, renamed, synthetic_listings
+from bench.common import BenchCluster, machine, open_view, renamed, synthetic_listings
 from bench.report import comparison, latency_summary, markdown, percentile
+from config import Settings
 from schemas.codec import encode
-from streams.settings import Settings
+from schemas.topics import LISTINGS
+from search.tantivy_index import TantivyIndex
 
 RATES = (200, 5_000)
 PHASE_S = 10.0
@@ -58,9 +58,12 @@ def poll_commits(index_dir: str, topic: str, interval_s: float, stop, conn) -> N
     back the timeline of committed offsets (each change, with the time it was seen) and the
     cost of a poll."""
     path = Path(index_dir)
-    while not (path.exists() and tantivy.Index.exists(index_dir)) and not stop.is_set():
+    reader = open_view(path)
+    while reader is None and not stop.is_set():
         time.sleep(interval_s)
-    reader = ListingIndex.open(path, writable=False)
+        reader = open_view(path)
+    if reader is None:
+        return
     conn.send("ready")
     timeline: list[Seen] = []
     costs: list[float] = []
@@ -177,7 +180,7 @@ async def _publish_at(producer: AIOKafkaProducer, topic: str,
     return [(a[0], a[1], send_times[i], a[2]) for i, a in enumerate(acks) if a is not None]
 
 
-async def _wait_searchable(reader: ListingIndex, topic: str, sent: Sequence[Sent],
+async def _wait_searchable(reader: TantivyIndex, topic: str, sent: Sequence[Sent],
                            timeout_s: float, check: Callable[[], None]) -> None:
     need: dict[int, int] = {}
     for partition, offset, _, _ in sent:
@@ -193,12 +196,12 @@ async def _wait_searchable(reader: ListingIndex, topic: str, sent: Sequence[Sent
     raise TimeoutError(f"the worker did not make the listings searchable in {timeout_s}s")
 
 
-async def _phases(settings: Settings, reader: ListingIndex,
+async def _phases(settings: Settings, reader: TantivyIndex,
                   plan: Sequence[tuple[float, list[tuple[bytes, bytes]]]],
                   progress: Callable[[str], None], check: Callable[[], None]
                   ) -> list[list[Sent]]:
     topic = settings.topics.listings
-    producer = AIOKafkaProducer(**settings.kafka_client_kwargs(), acks="all", linger_ms=5,
+    producer = AIOKafkaProducer(**settings.kafka.client_kwargs(), acks="all", linger_ms=5,
                                 max_batch_size=256 * 1024)
     await producer.start()
     try:
@@ -206,7 +209,7 @@ async def _phases(settings: Settings, reader: ListingIndex,
         for phase, (rate, messages) in enumerate(plan):
             sent = await _publish_at(producer, topic, messages, rate)
             await _wait_searchable(reader, topic, sent, timeout_s=120, check=check)
-            await asyncio.sleep(2 * settings.index_commit_interval_s)  # a quiet gap
+            await asyncio.sleep(2 * settings.index.commit_interval_s)  # a quiet gap
             out.append(sent)
             progress(f"freshness: {'warm-up: ' if phase == 0 else ''}{len(sent):,} listings "
                      f"at {rate:,.0f}/s searchable")
@@ -226,7 +229,7 @@ def run(settings: Settings, *, repeats: int, log_dir: Path, rates: Sequence[int]
     base = synthetic_listings(20_000, seed=2)
     total = WARMUP + sum(int(rate * phase_s) for rate in rates) * repeats
     listings = renamed(base, total, "f")
-    encoded = [(item.id.encode(), encode(item)) for item in listings]
+    encoded = [(LISTINGS.key(item).encode(), encode(item)) for item in listings]
     plan: list[tuple[float, list[tuple[bytes, bytes]]]] = [(1_000.0, encoded[:WARMUP])]
     labels: list[tuple[int, int]] = []
     at = WARMUP
@@ -240,7 +243,7 @@ def run(settings: Settings, *, repeats: int, log_dir: Path, rates: Sequence[int]
         worker_settings = cluster.worker_settings("w")
         cluster.start_worker("w")
         reader = cluster.reader("w")
-        with Poller(worker_settings.index_dir, worker_settings.topics.listings, poll_s) as poller:
+        with Poller(cluster.index_dir("w"), worker_settings.topics.listings, poll_s) as poller:
             sent_phases = asyncio.run(_phases(cluster.settings, reader, plan, progress,
                                               lambda: cluster.check_alive("w")))[1:]
         cluster.check_alive("w")
@@ -248,7 +251,7 @@ def run(settings: Settings, *, repeats: int, log_dir: Path, rates: Sequence[int]
     per_rate: dict[int, list[dict]] = {rate: [] for rate in rates}
     for (rate, _), sent in zip(labels, sent_phases, strict=True):
         per_rate[rate].append(phase_figures(sent, searchable_at(timeline, sent)))
-    interval_ms = worker_settings.index_commit_interval_s * 1000
+    interval_ms = worker_settings.index.commit_interval_s * 1000
     rows, notes = [], []
     for rate, phases in per_rate.items():
         done = [p for p in phases if p["searchable"]["n"]]
@@ -271,15 +274,15 @@ def run(settings: Settings, *, repeats: int, log_dir: Path, rates: Sequence[int]
                      f"{len(phases)} phases of {phase_s:.0f} s; send-to-ack p50 {ack:.1f} ms"
                      + (f"; {never} never seen searchable" if never else ""))
     cost = poller.result.get("cost_ms", {})
-    notes.append(f"worker commit policy: every {worker_settings.index_commit_interval_s} s or "
-                 f"{worker_settings.index_commit_docs:,} listings; poller every "
+    notes.append(f"worker commit policy: every {worker_settings.index.commit_interval_s} s or "
+                 f"{worker_settings.index.commit_docs:,} listings; poller every "
                  f"{poll_s * 1000:.0f} ms in its own process, {poller.result.get('polls', 0):,} "
                  f"polls costing {cost.get('mean') or 0:.2f} ms mean, "
                  f"{cost.get('p99') or 0:.2f} ms p99 (resolution ~ interval + cost)")
     return {"params": {"rates": list(rates), "phase_s": phase_s, "repeats": repeats,
                        "poll_s": poll_s,
-                       "index_commit_interval_s": worker_settings.index_commit_interval_s,
-                       "index_commit_docs": worker_settings.index_commit_docs},
+                       "index_commit_interval_s": worker_settings.index.commit_interval_s,
+                       "index_commit_docs": worker_settings.index.commit_docs},
             "rows": rows, "notes": notes,
             "details": {"phases": {str(rate): phases for rate, phases in per_rate.items()},
                         "poller": {k: v for k, v in poller.result.items() if k != "timeline"},

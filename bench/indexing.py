@@ -5,8 +5,10 @@ Five figures for the same synthetic listings, each repeated:
 - ``raw_tantivy``: tantivy-py bulk indexing with its default tokenizer (the ceiling);
 - ``raw_tantivy_analyzer``: the same with QExplorer's analyzer (what indexing the same texts
   the way search needs them costs tantivy itself: the analyzer's share of the gap);
-- ``listing_index``: the project's index alone (its analyzer, upsert-by-id, stored fields),
-  opened as the worker opens it (writer heap and threads from the settings);
+- ``listing_index``: the project's index alone (its analyzer, upsert-by-id, stored fields)
+  through the search protocol (``SearchIndex.apply`` and ``commit``), opened as the worker
+  opens its replica (``search.open_replica``: backend, writer heap and threads from the
+  settings);
 - ``pipeline``: a real worker process consuming the ``listings`` topic from a real broker into
   its replica, from its first commit to the commit that holds every listing (worker start-up
   excluded, decoding, validation and commits included);
@@ -35,13 +37,13 @@ import orjson
 import tantivy
 from aiokafka import AIOKafkaConsumer
 
-from agents.index import ANALYZER, _analyzer
-from bench.common import BenchCluster, machine, open_index, synthetic_listings
+from bench.common import BenchCluster, as_changes, machine, open_index, synthetic_listings
 from bench.report import comparison
-from schemas.codec import encode
+from config import Settings
 from schemas.models import ListingUpsert
+from schemas.topics import LISTINGS
+from search.tantivy_index import ANALYZER
 from streams.client import publish, topic_partitions
-from streams.settings import Settings
 
 PATHS = ("raw_tantivy", "raw_tantivy_analyzer", "listing_index", "pipeline", "raw_consumer")
 
@@ -80,22 +82,21 @@ def raw_tantivy(listings: list[ListingUpsert], analyzer: bool = False) -> float:
     with tempfile.TemporaryDirectory() as path:
         index = tantivy.Index(raw_schema(ANALYZER if analyzer else "default"), path)
         if analyzer:
-            index.register_tokenizer(ANALYZER, _analyzer())
+            index.register_tokenizer(ANALYZER, analyzer())
         started = time.perf_counter()
         fill_raw_index(index, listings)
         return time.perf_counter() - started
 
 
 def listing_index(listings: list[ListingUpsert], settings: Settings | None = None) -> float:
-    """Seconds for the project's ListingIndex to upsert and commit the listings (given their
-    messages, as the replica is)."""
+    """Seconds for the project's index to apply and commit the listings (given their
+    messages, as the replica hands them over), through the search protocol."""
     settings = settings or Settings()
-    sources = [encode(listing) for listing in listings]  # as the replica receives them
+    changes = as_changes(listings)  # as the replica receives them
     with tempfile.TemporaryDirectory() as path:
         started = time.perf_counter()
-        index = open_index(Path(path), settings)
-        for listing, source in zip(listings, sources, strict=True):
-            index.upsert(listing, source)
+        index = open_index(Path(path), settings.index)
+        index.apply(changes)
         index.commit({})
         index.close()
         return time.perf_counter() - started
@@ -116,9 +117,9 @@ def pipeline(cluster: BenchCluster, worker_id: str, size: int) -> float:
 
 
 async def _consume(settings: Settings, topic: str, size: int, timeout_s: float) -> float:
-    consumer = AIOKafkaConsumer(**settings.kafka_client_kwargs(), group_id=None,
+    consumer = AIOKafkaConsumer(**settings.kafka.client_kwargs(), group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest",
-                                max_poll_records=settings.index_fetch_records,
+                                max_poll_records=settings.index.fetch_records,
                                 fetch_max_bytes=32 * 1024 * 1024)
     await consumer.start()
     try:
@@ -132,7 +133,7 @@ async def _consume(settings: Settings, topic: str, size: int, timeout_s: float) 
             if time.monotonic() > deadline:
                 raise TimeoutError(f"raw consumer read {seen}/{size} in {timeout_s}s")
             batches = await consumer.getmany(timeout_ms=100,
-                                             max_records=settings.index_fetch_records)
+                                             max_records=settings.index.fetch_records)
             for messages in batches.values():
                 for message in messages:
                     orjson.loads(message.value)
@@ -161,7 +162,8 @@ def measure(listings: list[ListingUpsert], settings: Settings, repeats: int, log
     context = BenchCluster(settings, "indexing", log_dir) if kafka else contextlib.nullcontext()
     with context as cluster:
         if cluster is not None:
-            asyncio.run(publish(cluster.settings, cluster.settings.topics.listings, listings))
+            asyncio.run(publish(cluster.settings.kafka, cluster.settings.topics, LISTINGS,
+                                listings))
         for repeat in range(repeats):
             runs["raw_tantivy"].append(raw_tantivy(listings))
             runs["raw_tantivy_analyzer"].append(raw_tantivy(listings, analyzer=True))
@@ -197,7 +199,7 @@ def rows(runs: dict[str, list[float]], size: int) -> list[dict]:
     """The aggregate report's rows: the pipeline against each ceiling, the index alone
     against raw tantivy."""
     rate = {name: [size / s for s in seconds] for name, seconds in runs.items()}
-    alone = "listing_index: ListingIndex alone, listings/s"
+    alone = "listing_index: the project's index alone (SearchIndex.apply), listings/s"
     out = [comparison("indexing", alone, "/s", rate["listing_index"],
                       ceiling=rate["raw_tantivy"], ceiling_name="raw_tantivy"),
            comparison("indexing", alone, "/s", rate["listing_index"],
@@ -223,10 +225,11 @@ def run(settings: Settings, *, size: int, repeats: int, log_dir: Path,
     runs = measure(listings, settings, repeats, log_dir, progress=progress)
     results = summarise(runs, len(listings))
     return {"params": {"size": len(listings), "repeats": repeats,
-                       "index_writer_threads": settings.index_writer_threads,
-                       "index_writer_heap_mb": settings.index_writer_heap_mb,
-                       "index_commit_docs": settings.index_commit_docs,
-                       "index_fetch_records": settings.index_fetch_records},
+                       "search_backend": settings.index.backend,
+                       "index_writer_threads": settings.index.writer_threads,
+                       "index_writer_heap_mb": settings.index.writer_heap_mb,
+                       "index_commit_docs": settings.index.commit_docs,
+                       "index_fetch_records": settings.index.fetch_records},
             "rows": rows(runs, len(listings)), "details": results,
             "notes": [f"{len(listings):,} synthetic listings published once; each repeat a new "
                       "worker (empty replica), clocked from its first index commit to the one "

@@ -2,9 +2,10 @@
 
 - ``indexing``: a real worker indexing ``--size`` listings from Kafka (the broker must run),
   sampled from its first index commit until its index holds every listing;
-- ``fanout``: the explorer's search path (``bench.exploration._pipeline_searches``, the
-  keyword queries of the synthetic marketplace cycled to 8,000 searches) on a ListingIndex of
-  ``--size`` listings, in a child process sampled while it searches.
+- ``fanout``: the explorer's search path (``bench.exploration.pipeline_searches``, the
+  keyword queries of the synthetic marketplace cycled to 8,000 searches) on the project's
+  index (``search.open_replica``) of ``--size`` listings, in a child process sampled while it
+  searches.
 
 py-spy samples Python frames of every thread (``--threads``), one every 1/rate s, so a sample
 is 4 ms of a thread's time at the default rate; Tantivy's native indexing threads are not
@@ -28,8 +29,9 @@ from collections import Counter
 from pathlib import Path
 
 from bench.common import BenchCluster, git_state, synthetic_items, synthetic_listings
+from config import Settings
+from schemas.topics import LISTINGS
 from streams.client import publish
-from streams.settings import Settings
 
 RATE = 250
 FANOUT_QUERIES = 8_000
@@ -48,7 +50,8 @@ def _stop(spy: subprocess.Popen) -> None:
     spy.wait(60)
 
 
-_PROJECT = ("agents/", "streams/", "schemas/", "bench/", "cli/", "trainer/", "serving/")
+_PROJECT = ("agents/", "streams/", "schemas/", "search/", "config/", "bench/", "cli/",
+            "trainer/", "serving/")
 
 
 def summarise(raw: Path, top: int = 12) -> tuple[int, list[tuple[str, int]], list[tuple[str, int]]]:
@@ -94,7 +97,8 @@ def profile_indexing(size: int, out: Path) -> str:
     settings = Settings()
     listings = synthetic_listings(size)
     with BenchCluster(settings, "profile", out.parent / "logs") as cluster:
-        asyncio.run(publish(cluster.settings, cluster.settings.topics.listings, listings))
+        asyncio.run(publish(cluster.settings.kafka, cluster.settings.topics, LISTINGS,
+                            listings))
         process = cluster.start_worker("p")
         reader = cluster.reader("p")
         cluster.wait_count("p", reader, lambda n: n > 0)
@@ -116,39 +120,31 @@ def profile_indexing(size: int, out: Path) -> str:
 
 def _fanout_child(size: int, go: Path) -> None:
     """Build the index and queries, wait for ``go`` to exist, then run the searches."""
-    import inspect
-
     from agents.extractor.base import SeedText
     from agents.extractor.keywords import KeywordsExtractor
-    from agents.index import ListingIndex
     from bench import exploration
-    from bench.common import as_listings, open_index
-    from schemas.codec import encode
+    from bench.common import as_changes, as_listings, open_index
 
     settings = Settings()
+    explore = settings.exploration
     items = synthetic_items(size, seed=3)
     with tempfile.TemporaryDirectory() as tmp:
-        index = open_index(Path(tmp) / "index", settings)
-        with_source = "source" in inspect.signature(index.upsert).parameters
-        for listing in as_listings(items):
-            if with_source:
-                index.upsert(listing, encode(listing))
-            else:
-                index.upsert(listing)
+        index = open_index(Path(tmp), settings.index)
+        index.apply(as_changes(as_listings(items)))
         index.commit({})
-        index.close()
+        index.close()  # waits for the merges
         seeds = [SeedText(i.id, i.title, i.description) for i in items if i.harmful]
-        extractions = asyncio.run(KeywordsExtractor().extract(seeds, settings.queries_per_seed))
+        extractions = asyncio.run(KeywordsExtractor().extract(seeds, explore.queries_per_seed))
         pairs = [(q, e.seed_id) for e in extractions for q in e.queries]
         pairs = [pairs[k % len(pairs)] for k in range(FANOUT_QUERIES)]
-        reader = ListingIndex.open(Path(tmp) / "index", writable=False)
-        args = [reader, pairs, settings.search_threads, settings.results_per_query]
-        if "batch" in inspect.signature(exploration._pipeline_searches).parameters:
-            args.append(settings.explore_batch)
+        reader = open_index(Path(tmp), settings.index)
         print("ready", flush=True)
         while not go.exists():
             time.sleep(0.05)
-        seconds = sum(exploration._pipeline_searches(*args) for _ in range(3))
+        seconds = sum(exploration.pipeline_searches(reader, pairs, explore.search_threads,
+                                                    explore.results_per_query, explore.batch)
+                      for _ in range(3))
+        reader.close()
         print(f"{3 * len(pairs) / seconds:.0f} queries/s", flush=True)
 
 
@@ -168,7 +164,7 @@ def profile_fanout(size: int, out: Path) -> str:
         rate = child.stdout.readline().strip()
         child.wait(60)
         _stop(spy)
-    what = (f"The explorer's search path on a ListingIndex of {size:,} synthetic listings: "
+    what = (f"The explorer's search path on the project's index of {size:,} synthetic listings: "
             f"{FANOUT_QUERIES:,} keyword queries 3 times ({rate} under the profiler).")
     return markdown("the search fan-out", what, out.with_suffix(".txt"),
                     "per 1,000 queries", 1000 / (3 * FANOUT_QUERIES))

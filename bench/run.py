@@ -37,7 +37,7 @@ import orjson
 
 from bench.common import git_state, machine
 from bench.report import comparison, markdown
-from streams.settings import Settings
+from config import Settings
 
 DEFAULT = ("indexing", "freshness", "exploration", "scaling")
 OPTIONAL = ("extraction",)
@@ -75,7 +75,7 @@ def _extraction(settings: Settings, *, repeats: int, model: str | None,
     from bench import extraction
 
     with tempfile.TemporaryDirectory() as tmp:
-        chosen = model or extraction._default_model(settings, Path(tmp))
+        chosen = model or extraction.default_model(settings, Path(tmp))
         progress(f"extraction: model {chosen}, {EXTRACTION_SEEDS} seeds")
         result = extraction.measure(chosen, extraction.seeds_for(EXTRACTION_SEEDS), repeats,
                                     8, settings, Path(tmp))
@@ -135,9 +135,10 @@ def check_broker(settings: Settings) -> None:
     """Raise BrokerUnavailable unless the configured broker answers."""
     from streams.broker import local
 
-    if settings.uses_local_broker and not local.status(settings).reachable:
+    kafka = settings.kafka
+    if kafka.uses_local_broker and not local.status(local.LocalBroker.of(settings)).reachable:
         raise BrokerUnavailable("no Kafka broker answers at "
-                                f"{settings.bootstrap}: start it (qexplorer kafka start) or "
+                                f"{kafka.servers}: start it (qexplorer kafka start) or "
                                 "set KAFKA_BOOTSTRAP")
 
 

@@ -2,12 +2,14 @@
 
 For each size, in a fresh process (so its memory figure is not another size's leftovers):
 
-- indexing rate of ``ListingIndex`` (opened as the worker opens it: upserts, one commit with
-  offsets) against raw tantivy-py bulk indexing of the same listings (the ceiling);
+- indexing rate of the project's index through the search protocol (opened as the worker
+  opens its replica, ``search.open_replica``: ``SearchIndex.apply`` of the listings with their
+  messages, one commit with offsets) against raw tantivy-py bulk indexing of the same
+  listings (the ceiling);
 - index size on disk after the writer's merges finished;
-- search latency p50/p95: ``ListingIndex.search`` (top N, stored fields fetched, as the
+- search latency p50/p95: ``search.protocol.search`` (top N, stored fields fetched, as the
   explorer runs it) one query at a time, for the keywords extractor's queries of the
-  marketplace's toxic items, on the index reopened read-only;
+  marketplace's toxic items, on the index closed and reopened;
 - process memory per listing: resident memory (RSS) after the commit minus before the index
   was opened, divided by the listings, measured in the first repeat only (a later repeat
   would reuse memory the first one freed).
@@ -33,12 +35,19 @@ import orjson
 
 from agents.extractor.base import SeedText
 from agents.extractor.keywords import KeywordsExtractor
-from agents.index import ListingIndex
-from bench.common import as_listings, dir_bytes, machine, open_index, rss_bytes, synthetic_items
+from bench.common import (
+    as_changes,
+    as_listings,
+    dir_bytes,
+    machine,
+    open_index,
+    rss_bytes,
+    synthetic_items,
+)
 from bench.indexing import raw_tantivy
 from bench.report import comparison, latency_summary, markdown
-from schemas.codec import encode
-from streams.settings import PROJECT_ROOT, Settings
+from config import PROJECT_ROOT, Settings
+from search.protocol import search
 
 SIZES = (10_000, 100_000, 1_000_000)
 MAX_QUERIES = 400
@@ -61,37 +70,38 @@ def measure_size(size: int, repeats: int, progress: Callable[[str], None]) -> di
     items = synthetic_items(size)
     listings = as_listings(items)
     seeds = [SeedText(i.id, i.title, i.description) for i in items if i.harmful]
-    extractions = asyncio.run(KeywordsExtractor().extract(seeds, settings.queries_per_seed))
+    extractions = asyncio.run(KeywordsExtractor().extract(
+        seeds, settings.exploration.queries_per_seed))
     queries = [(q, e.seed_id) for e in extractions for q in e.queries][:MAX_QUERIES]
     del items
-    sources = [encode(listing) for listing in listings]  # as the replica receives them
-    limit = settings.results_per_query
+    changes = as_changes(listings)  # as the replica hands them to the index
+    limit = settings.exploration.results_per_query
     out: dict = {"size": size, "queries": len(queries), "index_s": [], "raw_s": [],
                  "disk_bytes": [], "search": [], "rss_delta_bytes": None}
     for repeat in range(repeats):
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "index"
+            directory = Path(tmp)  # holds the index and nothing else
             before = rss_bytes()
             started = time.perf_counter()
-            index = open_index(path, settings)
-            for listing, source in zip(listings, sources, strict=True):
-                index.upsert(listing, source)
+            index = open_index(directory, settings.index)
+            index.apply(changes)
             index.commit({"listings": {0: size}})
             out["index_s"].append(time.perf_counter() - started)
             after = rss_bytes()
             if repeat == 0 and before is not None and after is not None:
                 out["rss_delta_bytes"] = after - before
             index.close()  # waits for the merges
-            out["disk_bytes"].append(dir_bytes(path))
-            reader = ListingIndex.open(path, writable=False)
+            out["disk_bytes"].append(dir_bytes(directory))
+            reader = open_index(directory, settings.index)
             for query, seed in queries[:50]:  # warm-up
-                reader.search(query, limit, exclude=(seed,))
+                search(reader, query, limit, (seed,))
             latencies = []
             for query, seed in queries:
                 t = time.perf_counter()
-                reader.search(query, limit, exclude=(seed,))
+                search(reader, query, limit, (seed,))
                 latencies.append(time.perf_counter() - t)
             out["search"].append(latency_summary(latencies))
+            reader.close()
             del reader, index
         out["raw_s"].append(raw_tantivy(listings))
         progress(f"scaling {size:,} repeat {repeat + 1}/{repeats}: index "
@@ -124,7 +134,7 @@ def run(settings: Settings, *, size: int | None, repeats: int,
     for r in results:
         n = r["size"]
         label = f"{n:,} listings"
-        rows.append(comparison("scaling", f"{label}: ListingIndex indexing, listings/s", "/s",
+        rows.append(comparison("scaling", f"{label}: the project's index, listings/s", "/s",
                                [n / s for s in r["index_s"]],
                                ceiling=[n / s for s in r["raw_s"]],
                                ceiling_name="raw_tantivy"))

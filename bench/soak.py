@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import socket
 import statistics
 import time
 from pathlib import Path
@@ -33,18 +32,13 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.common import BenchCluster, git_state, machine, synthetic_items
+from bench.common import BenchCluster, free_port, git_state, machine, synthetic_items
+from config import KafkaSettings, Settings
 from marketplace.items import to_listing_dict, to_toxic_dict
 from marketplace.synthetic import split_seeds
 from schemas.codec import encode
 from schemas.models import ListingDelete, ListingUpsert, ToxicItem
-from streams.settings import Settings
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from schemas.topics import LISTINGS, TOXIC_ITEMS, Topics
 
 
 def _rss(pid: int) -> int:
@@ -83,10 +77,11 @@ def histogram_quantile(q: float, before: dict, after: dict, stage: str) -> float
     return lower
 
 
-async def _publish(settings: Settings, topics, listings, seeds, rate: float, seed_rate: float,
-                   live: int, seconds: float, sent: dict) -> None:
-    """Publish at steady rates for ``seconds``, in 100 ms ticks."""
-    producer = AIOKafkaProducer(**settings.kafka_client_kwargs(), acks="all", linger_ms=5,
+async def _publish(kafka: KafkaSettings, topics: Topics, listings, seeds, rate: float,
+                   seed_rate: float, live: int, seconds: float, sent: dict) -> None:
+    """Publish at steady rates for ``seconds``, in 100 ms ticks (records keyed as the topic
+    registry says)."""
+    producer = AIOKafkaProducer(**kafka.client_kwargs(), acks="all", linger_ms=5,
                                 max_batch_size=512 * 1024)
     await producer.start()
     rng = random.Random(3)
@@ -98,17 +93,20 @@ async def _publish(settings: Settings, topics, listings, seeds, rate: float, see
             while n < target:
                 base = listings[n % len(listings)]
                 listing = base.model_copy(update={"id": f"{base.id}-s{n}"})
-                await producer.send(topics.listings, key=listing.id.encode(), value=encode(listing))
+                await producer.send(topics.listings, key=LISTINGS.key(listing).encode(),
+                                    value=encode(listing))
                 if n >= live:  # the listing published `live` ago expires
                     old = listings[(n - live) % len(listings)]
                     gone = ListingDelete(id=f"{old.id}-s{n - live}")
-                    await producer.send(topics.listings, key=gone.id.encode(), value=encode(gone))
+                    await producer.send(topics.listings, key=LISTINGS.key(gone).encode(),
+                                        value=encode(gone))
                     sent["deletes"] += 1
                 n += 1
             while s < int(seed_rate * tick / 10):
                 seed = seeds[rng.randrange(len(seeds))]
                 item = ToxicItem(**{**to_toxic_dict(seed, "soak"), "id": f"{seed.id}-s{s}"})
-                await producer.send(topics.toxic_items, key=item.id.encode(), value=encode(item))
+                await producer.send(topics.toxic_items, key=TOXIC_ITEMS.key(item).encode(),
+                                    value=encode(item))
                 s += 1
             sent["listings"], sent["seeds"] = n, s
             await asyncio.sleep(max(0.0, tick / 10 - (time.monotonic() - started)))
@@ -215,12 +213,13 @@ def main() -> None:
     listings = [ListingUpsert(**to_listing_dict(i)) for i in items]
     seeds = split_seeds(items, 1.0, seed=2)
     seconds = args.minutes * 60
-    port = _free_port()
+    port = free_port()
     sent = {"listings": 0, "deletes": 0, "seeds": 0}
     samples: list[dict] = []
     settings = Settings()
     started = time.time()
-    with BenchCluster(settings, "soak", args.out / "logs", metrics_port=port) as cluster:
+    with BenchCluster(settings, "soak", args.out / "logs", metrics={"port": port},
+                      extractor={"backend": "keywords"}) as cluster:
         worker = cluster.start_worker("w1")
         deadline = time.monotonic() + 60
         while True:
@@ -235,8 +234,8 @@ def main() -> None:
 
         async def run() -> None:
             await asyncio.gather(
-                _publish(cluster.settings, cluster.settings.topics, listings, seeds, args.rate,
-                         args.seed_rate, args.live, seconds, sent),
+                _publish(cluster.settings.kafka, cluster.settings.topics, listings, seeds,
+                         args.rate, args.seed_rate, args.live, seconds, sent),
                 _sample(cluster, port, worker.pid, args.every, seconds, sent, samples))
 
         asyncio.run(run())

@@ -84,11 +84,14 @@ def kafka_reset() -> None:
 @topics_app.command("create")
 def topics_create() -> None:
     """Create the topics that are missing, as the registry declares them."""
-    from streams.topics import create_topics
+    from streams.topics import check_topics, create_topics
 
     settings = load_settings()
     created = asyncio.run(create_topics(settings.kafka, settings.topics))
     console.print(f"created: {', '.join(created) or 'nothing (all exist)'}")
+    check = asyncio.run(check_topics(settings.kafka, settings.topics))  # topics that existed
+    for line in [*check.refusals, *check.warnings]:
+        console.print(f"[yellow]differs from the registry[/yellow] {line}", highlight=False)
 
 
 @topics_app.command("list")
@@ -284,7 +287,7 @@ def generate(
 @app.command()
 def demo(
     dataset: Annotated[str | None, typer.Option(
-        help="Run on a real set from ../shared/datasets (sms_spam, youtube_spam, "
+        help="Run on a real set of the datasets directory (sms_spam, youtube_spam, "
              "scamspot_instagram, cryptoscamhunter, dream_market) instead of the synthetic one."
     )] = None,
     benign: Annotated[int, typer.Option(help="Synthetic benign listings.")] = 3000,

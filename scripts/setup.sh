@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up a fresh machine: a virtualenv in .venv/ with the project and its tools, and the jars
-# of the local Kafka broker. Idempotent; re-run after pyproject.toml changes.
+# Set up a fresh machine: a virtualenv in .venv/ with the project and its tools at the versions
+# pinned in constraints.txt, and the jars of the local Kafka broker. Idempotent; re-run after
+# pyproject.toml or constraints.txt changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,7 +16,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[dev]"
+.venv/bin/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 .venv/bin/python -c 'from streams.broker.local import LocalBroker, ensure_jars; from config import Settings; ensure_jars(LocalBroker.of(Settings()))'
 touch .venv/.installed
 echo "setup done: .venv/bin/qexplorer --help"

@@ -55,7 +55,9 @@ class StoredListing:
     title: str
 
 
-def _analyzer() -> tantivy.TextAnalyzer:
+def analyzer() -> tantivy.TextAnalyzer:
+    """The index's analyzer: :data:`TOKEN_PATTERN` tokens, those of 40 bytes or more dropped,
+    lowercased (raw ceilings in the benchmarks analyse with it too)."""
     return (
         tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.regex(TOKEN_PATTERN))
         .filter(tantivy.Filter.remove_long(40))
@@ -88,7 +90,7 @@ class TantivyIndex(SearchIndex):
     def __init__(self, index: tantivy.Index, *, writable: bool, heap_mb: int = 128,
                  threads: int = 1) -> None:
         self._index = index
-        self._index.register_tokenizer(ANALYZER, _analyzer())
+        self._index.register_tokenizer(ANALYZER, analyzer())
         self._writer = (
             index.writer(heap_size=heap_mb * 1024 * 1024, num_threads=threads)
             if writable else None

@@ -85,20 +85,20 @@ async def live_configs(kafka: KafkaSettings, names: Iterable[str]) -> dict[str, 
     return out
 
 
+#: The broker's defaults where a configuration does not say (7 days; no size limit).
+_BROKER_DEFAULTS = {"retention.ms": "604800000", "retention.bytes": "-1"}
+
+
 def data_loss(config: Mapping[str, str]) -> list[str]:
-    """Why a topic with this live configuration would lose records that are still current
-    (empty when it keeps every key's latest record): the ``listings`` requirement."""
-    policy = {p.strip() for p in config.get("cleanup.policy", "delete").split(",")}
-    reasons = []
-    if "compact" not in policy:
-        reasons.append(f"cleanup.policy={config.get('cleanup.policy', 'delete')} (needs "
-                       "compact: the latest record of every listing must be kept)")
-    if "delete" in policy:
-        for key in ("retention.ms", "retention.bytes"):
-            if config.get(key, "-1") != "-1":
-                reasons.append(f"cleanup.policy includes delete with {key}={config[key]} "
-                               "(old listings would be deleted)")
-    return reasons
+    """Why a topic with this live configuration would delete records that may still be
+    current (empty when it keeps every key's latest record): the ``listings`` requirement.
+    A time or size limit deletes whole segments, the latest record of a listing included."""
+    policy = config.get("cleanup.policy", "delete")
+    if "delete" not in {p.strip() for p in policy.split(",")}:
+        return []
+    limits = {key: config.get(key, default) for key, default in _BROKER_DEFAULTS.items()}
+    return [f"cleanup.policy={policy} with {key}={value} (listings would be deleted: it must "
+            "be compact, or keep everything)" for key, value in limits.items() if value != "-1"]
 
 
 def drift(spec: TopicSpec, expected: Mapping[str, str], live: Mapping[str, str]) -> list[str]:
@@ -131,6 +131,5 @@ async def check_topics(kafka: KafkaSettings, topics: Topics) -> TopicCheck:
             continue  # a missing topic is the replica's error, with its own message
         if spec is LISTINGS:
             check.refusals += [f"topic {name}: {reason}" for reason in data_loss(config)]
-        else:
-            check.warnings += drift(spec, topics.config(spec), config)
+        check.warnings += drift(spec, topics.config(spec), config)
     return check

@@ -106,6 +106,10 @@ class LocalBroker:
     kafka: KafkaSettings
     home: Path
 
+    def __post_init__(self) -> None:
+        # the broker runs in its home: every path it is given must be absolute
+        object.__setattr__(self, "home", Path(self.home).expanduser().absolute())
+
     @classmethod
     def of(cls, settings: Settings) -> LocalBroker:
         """The local broker of these settings (home: ``<cache_dir>/kafka``)."""

@@ -7,13 +7,21 @@ import asyncio
 import orjson
 import pytest
 
-from agents.explore import explored_key
+from agents.explore import Ledger
 from agents.explorer import Explorer, RawMessage
 from agents.extractor.base import Extraction, Extractor, ExtractorError, SeedText
-from agents.index import ListingIndex
+from config import Settings
 from schemas.codec import decode, encode
-from schemas.models import DeadLetter, Detection, ListingUpsert, SearchFeedback, ToxicItem
-from streams.settings import Settings
+from schemas.models import (
+    DeadLetter,
+    Detection,
+    ListingUpsert,
+    SearchFeedback,
+    ToxicItem,
+    explored_key,
+)
+from search import memory_index
+from search.protocol import Change, SearchIndex
 
 
 class StubExtractor(Extractor):
@@ -41,10 +49,9 @@ class StubExtractor(Extractor):
 
 
 class StubReplica:
-    def __init__(self, index: ListingIndex) -> None:
+    def __init__(self, index: SearchIndex) -> None:
         self.index = index
-        self.confirmed: set[str] = set()
-        self.explored: set[str] = set()
+        self.ledger = Ledger()
 
     async def wait_caught_up(self, timeout_s: float) -> bool:
         return True
@@ -67,17 +74,23 @@ class Sink:
 
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(topic_prefix="t.", queries_per_seed=3, results_per_query=5)
+    return Settings.load(topic={"prefix": "t."},
+                         exploration={"queries_per_seed": 3, "results_per_query": 5})
 
 
 @pytest.fixture
 def replica() -> StubReplica:
-    index = ListingIndex.open(None)
-    for i, title in enumerate(["c0ca snow ❄️ tg @plug", "snow ❄️ fresh tg @plug",
-                               "snow boots size 42", "garden chair", "snow globe"]):
-        index.upsert(ListingUpsert(id=f"l{i}", title=title))
+    index = memory_index()
+    index.apply(Change(ListingUpsert(id=f"l{i}", title=title)) for i, title in enumerate(
+        ["c0ca snow ❄️ tg @plug", "snow ❄️ fresh tg @plug", "snow boots size 42",
+         "garden chair", "snow globe"]))
     index.commit(None)
     return StubReplica(index)
+
+
+def _explorer(settings: Settings, replica: StubReplica, extractor: Extractor, sink,
+              **kwargs) -> Explorer:
+    return Explorer(settings.exploration, settings.topics, replica, extractor, sink, **kwargs)
 
 
 def _message(item: ToxicItem | bytes, offset: int = 0) -> RawMessage:
@@ -92,7 +105,7 @@ def _seed(id: str = "l0", title: str = "c0ca snow ❄️ tg @plug") -> ToxicItem
 
 async def test_a_seed_gives_feedback_per_query_and_detections_without_itself(settings, replica):
     sink = Sink()
-    explorer = Explorer(settings, replica, StubExtractor({"l0": ["snow ❄️", "tg plug"]}), sink)
+    explorer = _explorer(settings, replica, StubExtractor({"l0": ["snow ❄️", "tg plug"]}), sink)
     await explorer.handle([_message(_seed())])
     feedback = sink.records("t.search-feedback", SearchFeedback)
     detections = sink.records("t.detections", Detection)
@@ -107,8 +120,8 @@ async def test_a_seed_gives_feedback_per_query_and_detections_without_itself(set
 
 async def test_confirmed_items_are_not_detected_again(settings, replica):
     sink = Sink()
-    replica.confirmed.add("l1")
-    explorer = Explorer(settings, replica, StubExtractor({"l0": ["snow"]}), sink)
+    replica.ledger.confirm(["l1"])
+    explorer = _explorer(settings, replica, StubExtractor({"l0": ["snow"]}), sink)
     await explorer.handle([_message(_seed())])
     assert "l1" not in {d.listing_id for d in sink.records("t.detections", Detection)}
 
@@ -116,7 +129,7 @@ async def test_confirmed_items_are_not_detected_again(settings, replica):
 async def test_a_seed_is_explored_once_per_model_version(settings, replica):
     sink = Sink()
     extractor = StubExtractor({"l0": ["snow"]})
-    explorer = Explorer(settings, replica, extractor, sink)
+    explorer = _explorer(settings, replica, extractor, sink)
     await explorer.handle([_message(_seed()), _message(_seed(), 1)])
     await explorer.handle([_message(_seed(), 2)])
     assert len(sink.records("t.search-feedback", SearchFeedback)) == 1
@@ -129,7 +142,7 @@ async def test_a_seed_is_explored_once_per_model_version(settings, replica):
 async def test_bad_messages_go_to_the_dead_letter_topic_and_the_rest_is_explored(settings,
                                                                               replica):
     sink = Sink()
-    explorer = Explorer(settings, replica, StubExtractor({"l0": ["snow"]}), sink)
+    explorer = _explorer(settings, replica, StubExtractor({"l0": ["snow"]}), sink)
     bad = orjson.dumps({"schema_version": 1, "id": "x", "title": 5, "confirmed_by": "m"})
     await explorer.handle([_message(b"\xff garbage", 0), _message(bad, 1), _message(_seed(), 2)])
     dead = sink.records("t.dead-letter", DeadLetter)
@@ -141,7 +154,7 @@ async def test_bad_messages_go_to_the_dead_letter_topic_and_the_rest_is_explored
 
 async def test_a_seed_without_queries_is_dead_lettered_not_dropped(settings, replica):
     sink = Sink()
-    explorer = Explorer(settings, replica, StubExtractor({}), sink)
+    explorer = _explorer(settings, replica, StubExtractor({}), sink)
     await explorer.handle([_message(_seed())])
     dead = sink.records("t.dead-letter", DeadLetter)
     assert len(dead) == 1 and dead[0].stage == "explore" and "no valid query" in dead[0].error
@@ -158,9 +171,9 @@ async def test_a_batch_is_searched_in_shares_and_a_failed_search_loses_only_its_
 
     monkeypatch.setattr(replica.index, "search_many", failing_for_l2)
     sink = Sink()
-    settings = settings.model_copy(update={"search_threads": 2})
+    settings = settings.replace(exploration={"search_threads": 2})
     seeds = {f"l{i}": ["snow"] for i in range(5)}
-    explorer = Explorer(settings, replica, StubExtractor(seeds), sink)
+    explorer = _explorer(settings, replica, StubExtractor(seeds), sink)
     await explorer.handle([_message(_seed(id=i), n) for n, i in enumerate(seeds)])
     explored = {f.seed_id for f in sink.records("t.search-feedback", SearchFeedback)}
     assert explored == {"l0", "l1", "l3", "l4"}
@@ -173,7 +186,7 @@ async def test_a_batch_is_searched_in_shares_and_a_failed_search_loses_only_its_
 
 async def test_the_fallback_extractor_fills_in_for_empty_model_output(settings, replica):
     sink = Sink()
-    explorer = Explorer(settings, replica, StubExtractor({}), sink,
+    explorer = _explorer(settings, replica, StubExtractor({}), sink,
                         fallback=StubExtractor({"l0": ["snow"]}, version="kw"))
     await explorer.handle([_message(_seed())])
     assert [f.query for f in sink.records("t.search-feedback", SearchFeedback)] == ["snow"]
@@ -183,7 +196,7 @@ async def test_extractor_outage_is_retried_and_the_seed_waits(settings, replica,
     monkeypatch.setattr(asyncio, "sleep", _no_sleep)
     sink = Sink()
     extractor = StubExtractor({"l0": ["snow"]}, failures=3)
-    explorer = Explorer(settings, replica, extractor, sink)
+    explorer = _explorer(settings, replica, extractor, sink)
     await explorer.handle([_message(_seed())])
     assert extractor.calls == 4 and explorer.stats.extractor_errors == 3
     assert len(sink.records("t.search-feedback", SearchFeedback)) == 1
@@ -193,13 +206,13 @@ async def test_a_failed_send_is_retried_before_the_seed_counts_as_explored(setti
                                                                          monkeypatch):
     monkeypatch.setattr(asyncio, "sleep", _no_sleep)
     sink = Sink(fail_first=1)
-    explorer = Explorer(settings, replica, StubExtractor({"l0": ["snow"]}), sink)
+    explorer = _explorer(settings, replica, StubExtractor({"l0": ["snow"]}), sink)
     await explorer.handle([_message(_seed())])
     # the whole batch of outputs is resent: repeats carry the same keys, nothing is missing
     queries = {f.query for f in sink.records("t.search-feedback", SearchFeedback)}
     assert queries == {"snow"}
     assert sink.records("t.detections", Detection)
-    assert explored_key("l0", "stub-1") in replica.explored
+    assert replica.ledger.is_explored("l0", "stub-1")
 
 
 _real_sleep = asyncio.sleep
@@ -234,7 +247,7 @@ async def test_switching_extractor_mid_batch_keeps_the_batch_on_the_old_model(se
     sink = Sink()
     old = GatedExtractor({"l0": ["snow"], "l3": ["garden"]}, version="old-1")
     new = StubExtractor({"l0": ["snow"], "l3": ["garden"]}, version="new-2")
-    explorer = Explorer(settings, replica, old, sink)
+    explorer = _explorer(settings, replica, old, sink)
     batch = asyncio.create_task(explorer.handle([_message(_seed())]))
     await old.started.wait()
     await explorer.switch_extractor(new)
@@ -254,7 +267,7 @@ async def test_a_rollout_rescues_a_batch_waiting_for_a_dead_server(settings, rep
     monkeypatch.setattr(asyncio, "sleep", _no_sleep)
     sink = Sink()
     dead = StubExtractor({}, failures=10**9, version="gone")
-    explorer = Explorer(settings, replica, dead, sink)
+    explorer = _explorer(settings, replica, dead, sink)
     batch = asyncio.create_task(explorer.handle([_message(_seed())]))
     while dead.calls < 3:
         await _real_sleep(0)

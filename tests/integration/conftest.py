@@ -2,12 +2,14 @@
 
 The broker is the project's own (``qexplorer kafka start``), or the cluster named by
 KAFKA_BOOTSTRAP. Each test gets its own topic prefix, consumer group and state directory, so
-tests never see each other's messages.
+tests never see each other's messages; its workers are stopped and its topics (faust's own
+included) deleted afterwards.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.settings import Settings
+from config import Settings
 from streams.supervise import spawn_worker, stop_worker
 from streams.topics import create_topics, delete_topics
 
@@ -27,37 +29,46 @@ def broker() -> Iterator[Settings]:
     from streams.broker import local
 
     settings = Settings()
+    local_broker = local.LocalBroker.of(settings)
     started_here = False
-    if settings.uses_local_broker and not local.status(settings).reachable:
-        local.start(settings)
+    if settings.kafka.uses_local_broker and not local.status(local_broker).reachable:
+        local.start(local_broker)
         started_here = True
     yield settings
     if started_here:
-        local.stop(settings)
+        local.stop(local_broker)
 
 
 class Cluster:
     """Topics and workers of one test."""
 
-    def __init__(self, base: Settings, tmp: Path, **overrides) -> None:
+    def __init__(self, base: Settings, tmp: Path, **env: object) -> None:
+        """``env``: more QEXPLORER_* settings of the workers, by lowercase name without the
+        prefix (``index_commit_docs=2000``)."""
         run = uuid.uuid4().hex[:8]
-        self.overrides = {"topic_prefix": f"it-{run}.", "app_id": f"qx-it-{run}",
-                          "state_dir": str(tmp / "state"), "extractor": "keywords",
-                          "metrics_port": "0",  # any free port: workers of a test coexist
-                          **{k: str(v) for k, v in overrides.items()}}
-        self.settings = base.model_copy(update={
-            "topic_prefix": self.overrides["topic_prefix"], "app_id": self.overrides["app_id"],
-            "state_dir": tmp / "state"})
+        self.settings = base.replace(
+            topic={"prefix": f"it-{run}."}, worker={"app_id": f"qx-it-{run}"},
+            paths={"state_dir": tmp / "state"}, extractor={"backend": "keywords"},
+            metrics={"port": 0})  # any free port: workers of a test coexist
+        self.extra_env = {f"QEXPLORER_{k.upper()}": str(v) for k, v in env.items()}
         self.logs = tmp / "logs"
         self.processes = []
 
+    def worker_settings(self, worker_id: str = "w1") -> Settings:
+        """The settings of one of this cluster's workers (its index, its state)."""
+        return self.settings.replace(worker={"worker_id": worker_id})
+
+    def index_dir(self, worker_id: str = "w1") -> Path:
+        """Where a worker of this cluster keeps its Tantivy replica."""
+        return self.worker_settings(worker_id).worker_dir() / "index"
+
+    def cli_env(self) -> dict[str, str]:
+        """Environment of a ``qexplorer`` command run against this cluster."""
+        return {**os.environ, **self.settings.to_env(), **self.extra_env}
+
     def env(self, worker_id: str) -> dict[str, str]:
         """Environment of a worker process of this cluster."""
-        env = {f"QEXPLORER_{k.upper()}": v for k, v in self.overrides.items()}
-        env["QEXPLORER_WORKER_ID"] = worker_id
-        if self.settings.kafka_bootstrap:
-            env["KAFKA_BOOTSTRAP"] = self.settings.kafka_bootstrap
-        return env
+        return {**self.worker_settings(worker_id).to_env(), **self.extra_env}
 
     def start_worker(self, worker_id: str = "w1", **env: str):
         """Start a real worker process (``env``: more variables for this one)."""
@@ -76,11 +87,31 @@ def cluster(broker: Settings, tmp_path: Path, request) -> Iterator[Cluster]:
     """Fresh topics and a state directory; workers are stopped and topics deleted after."""
     marker = request.node.get_closest_marker("worker_settings")
     cluster = Cluster(broker, tmp_path, **(marker.kwargs if marker else {}))
-    asyncio.run(create_topics(cluster.settings))
+    settings = cluster.settings
+    asyncio.run(create_topics(settings.kafka, settings.topics))
     yield cluster
     for process in cluster.processes:
         stop_worker(process, timeout_s=15)
-    asyncio.run(delete_topics(cluster.settings))
+    asyncio.run(delete_topics(settings.kafka, settings.topics, app_id=settings.worker.app_id))
+    # the broker deletes asynchronously; a run leaves nothing behind, faust's topics included
+    wait_for(lambda: not run_topics(settings), 60, 0.5,
+             f"topics left behind: {run_topics(settings)}")
+
+
+def run_topics(settings: Settings) -> list[str]:
+    """The topics on the broker that belong to this run (its prefix or its app id)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def names() -> list[str]:
+        admin = AIOKafkaAdminClient(**settings.kafka.client_kwargs())
+        await admin.start()
+        try:
+            return list(await admin.list_topics())
+        finally:
+            await admin.close()
+
+    return [t for t in asyncio.run(names())
+            if t.startswith(settings.topic.prefix) or t.startswith(settings.worker.app_id)]
 
 
 def wait_for(predicate, timeout_s: float, interval_s: float = 0.5, message: str = ""):
@@ -101,7 +132,7 @@ def read_records(cluster: Cluster, topic: str, contract) -> list:
     from streams.client import read_to_end
 
     return [decode(contract, m.value)
-            for m in asyncio.run(read_to_end(cluster.settings, topic))]
+            for m in asyncio.run(read_to_end(cluster.settings.kafka, topic))]
 
 
 def explored(cluster: Cluster, seed_ids: set[str]):

@@ -8,11 +8,12 @@ import asyncio
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from agents.index import ListingIndex
 from marketplace.items import to_listing_dict
 from marketplace.synthetic import generate_marketplace, split_seeds
 from schemas.codec import decode
 from schemas.models import Detection, ListingUpsert, SearchFeedback, ToxicItem, detection_key
+from schemas.topics import LISTINGS, TOXIC_ITEMS
+from search.tantivy_index import TantivyIndex
 from streams.client import publish, read_to_end, topic_partitions
 from streams.supervise import kill_worker, stop_worker
 from tests.integration.conftest import wait_for
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 
 async def _message_count(settings, topic: str) -> int:
-    consumer = AIOKafkaConsumer(**settings.kafka_client_kwargs(), group_id=None)
+    consumer = AIOKafkaConsumer(**settings.kafka.client_kwargs(), group_id=None)
     await consumer.start()
     try:
         partitions = await topic_partitions(consumer, topic)
@@ -32,11 +33,11 @@ async def _message_count(settings, topic: str) -> int:
 
 def _committed(cluster) -> int:
     """Listings in the worker's last index commit, read from another process's view."""
-    path = cluster.settings.model_copy(update={"worker_id": "w1"}).index_dir
+    path = cluster.index_dir("w1")
     if not path.exists():
         return 0
     try:
-        index = ListingIndex.open(path, writable=False)
+        index = TantivyIndex.open(path, writable=False)
     except Exception:  # the worker is still creating it
         return 0
     return index.count()
@@ -49,9 +50,9 @@ def test_sigkill_during_indexing_and_exploring_loses_nothing(cluster):
     seeds = split_seeds(items, 0.5, seed=3)
     topics = cluster.settings.topics
     settings = cluster.settings
-    asyncio.run(publish(settings, topics.listings,
+    asyncio.run(publish(settings.kafka, settings.topics, LISTINGS,
                         [ListingUpsert(**to_listing_dict(i)) for i in items]))
-    asyncio.run(publish(settings, topics.toxic_items, [
+    asyncio.run(publish(settings.kafka, settings.topics, TOXIC_ITEMS, [
         ToxicItem(id=s.id, title=s.title, description=s.description, cluster=s.cluster,
                   confirmed_by="test") for s in seeds]))
 
@@ -67,7 +68,7 @@ def test_sigkill_during_indexing_and_exploring_loses_nothing(cluster):
              f"no seed explored after restart:\n{cluster.log()}")
     kill_worker(worker)
     explored_before = {decode(SearchFeedback, m.value).seed_id
-                       for m in asyncio.run(read_to_end(settings, topics.feedback))}
+                       for m in asyncio.run(read_to_end(settings.kafka, topics.feedback))}
 
     # 3. a clean run to the end
     worker = cluster.start_worker()
@@ -75,16 +76,16 @@ def test_sigkill_during_indexing_and_exploring_loses_nothing(cluster):
 
     def all_explored():
         records = [decode(SearchFeedback, m.value)
-                   for m in asyncio.run(read_to_end(settings, topics.feedback))]
+                   for m in asyncio.run(read_to_end(settings.kafka, topics.feedback))]
         return records if {r.seed_id for r in records} >= seed_ids else None
 
     feedback = wait_for(all_explored, 240, 1.0, f"seeds missing:\n{cluster.log()}")
     detections = [decode(Detection, m.value)
-                  for m in asyncio.run(read_to_end(settings, topics.detections))]
+                  for m in asyncio.run(read_to_end(settings.kafka, topics.detections))]
     stop_worker(worker)
 
     assert explored_before < seed_ids, "exploration ended before the second kill"
-    index = ListingIndex.open(cluster.settings.model_copy(update={"worker_id": "w1"}).index_dir,
+    index = TantivyIndex.open(cluster.index_dir("w1"),
                               writable=False)
     assert index.ids() == {i.id for i in items}
     assert index.count() == len(items)

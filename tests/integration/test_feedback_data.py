@@ -10,6 +10,7 @@ from agents.prompt import parse_completion
 from marketplace.items import to_listing_dict
 from marketplace.synthetic import generate_marketplace, split_seeds
 from schemas.models import ListingUpsert, SearchFeedback, ToxicItem
+from schemas.topics import LISTINGS, TOXIC_ITEMS
 from streams.client import publish
 from tests.integration.conftest import wait_for
 from trainer.dataset import BuildConfig
@@ -29,25 +30,26 @@ def test_feedback_scored_by_later_confirmations_becomes_sft_and_dpo_rows(cluster
     by_id = {i.id: i for i in items}
     seeds = split_seeds(items, 0.3, seed=2)
     settings, topics = cluster.settings, cluster.settings.topics
-    asyncio.run(publish(settings, topics.listings,
+    asyncio.run(publish(settings.kafka, topics, LISTINGS,
                         [ListingUpsert(**to_listing_dict(i)) for i in items]))
-    asyncio.run(publish(settings, topics.toxic_items, [_toxic(s) for s in seeds]))
+    asyncio.run(publish(settings.kafka, topics, TOXIC_ITEMS, [_toxic(s) for s in seeds]))
     cluster.start_worker()
     seed_ids = {s.id for s in seeds}
-    wait_for(lambda: {f.seed_id for f in read_topics(settings).feedback} >= seed_ids, 120, 1.0,
-             f"seeds not explored:\n{cluster.log()}")
+    wait_for(lambda: {f.seed_id for f in read_topics(settings.kafka, topics).feedback}
+             >= seed_ids, 120, 1.0, f"seeds not explored:\n{cluster.log()}")
 
     # a moderator confirms every truly toxic listing the searches returned
-    found = {h.listing_id for f in read_topics(settings).feedback for h in f.results}
+    found = {h.listing_id for f in read_topics(settings.kafka, topics).feedback for h in f.results}
     confirmed = [by_id[i] for i in sorted(found - seed_ids) if by_id[i].harmful]
     assert confirmed, "the searches found no toxic listing to confirm"
-    asyncio.run(publish(settings, topics.toxic_items, [_toxic(i, "moderator") for i in confirmed]))
+    asyncio.run(publish(settings.kafka, topics, TOXIC_ITEMS,
+                        [_toxic(i, "moderator") for i in confirmed]))
 
     config = BuildConfig(k=4, threshold=0.5, margin=0.25)
-    summary = build_from_topics(settings, tmp_path, config)
+    summary = build_from_topics(settings.kafka, topics, tmp_path, config)
     assert summary["invalid"] == 0 and summary["sft_rows"] > 0
     truth = {i.id for i in items if i.harmful}
-    feedback: list[SearchFeedback] = read_topics(settings).feedback
+    feedback: list[SearchFeedback] = read_topics(settings.kafka, topics).feedback
     for row in read_rows(tmp_path / "sft.jsonl"):
         # every target query really found mostly toxic listings, by the ground truth
         for query, score in zip(row["queries"], row["scores"], strict=True):

@@ -2,41 +2,44 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 
 import pytest
 
+from config import Settings
 from streams.broker import local
-from streams.settings import Settings
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def settings() -> Settings:
+def settings() -> local.LocalBroker:
     settings = Settings()
-    if not settings.uses_local_broker:
+    if not settings.kafka.uses_local_broker:
         pytest.skip("KAFKA_BOOTSTRAP points at another cluster: the local broker is not used")
-    return settings
+    return local.LocalBroker.of(settings)
 
 
 @pytest.fixture(scope="module")
-def broker(settings: Settings) -> local.BrokerStatus:
+def broker(settings: local.LocalBroker) -> local.BrokerStatus:
     # Idempotent: reuses a broker that is already running. Never stopped here: other tests
     # share it.
     return local.start(settings, wait_s=120)
 
 
-def test_start_is_idempotent_and_reachable(settings: Settings, broker: local.BrokerStatus) -> None:
+def test_start_is_idempotent_and_reachable(settings: local.LocalBroker,
+                                           broker: local.BrokerStatus) -> None:
     assert broker.reachable
-    assert broker.bootstrap == local.local_bootstrap(settings)
+    assert broker.bootstrap == local.local_bootstrap(settings) == settings.kafka.servers
     again = local.start(settings)
     assert again.reachable
     assert again.pid == broker.pid
-    assert local.is_reachable(settings.bootstrap)
+    assert local.is_reachable(settings.kafka.servers)
 
 
-def test_status_reports_the_running_broker(settings: Settings,
+def test_status_reports_the_running_broker(settings: local.LocalBroker,
                                            broker: local.BrokerStatus) -> None:
     state = local.status(settings)
     assert state.reachable
@@ -66,6 +69,10 @@ async def test_create_and_delete_a_topic(broker: local.BrokerStatus) -> None:
         assert len(described[0]["partitions"]) == 3
         response = await admin.delete_topics([name])
         assert [err for _, err, *_ in response.topic_error_codes] == [0]
-        assert name not in await admin.list_topics()
+        # the broker deletes asynchronously: the topic goes from the listing within a deadline
+        deadline = time.monotonic() + 30
+        while name in await admin.list_topics():
+            assert time.monotonic() < deadline, f"{name} still listed 30 s after its deletion"
+            await asyncio.sleep(0.2)
     finally:
         await admin.close()

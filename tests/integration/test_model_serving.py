@@ -15,6 +15,7 @@ import pytest
 from agents.extractor.base import SeedText
 from agents.extractor.transformers_backend import TransformersExtractor
 from agents.queries import candidate_spans
+from config import Settings
 from marketplace.items import to_listing_dict, to_toxic_dict
 from marketplace.synthetic import generate_marketplace, split_seeds
 from schemas.models import (
@@ -24,10 +25,10 @@ from schemas.models import (
     ModelRollout,
     ToxicItem,
 )
+from schemas.topics import LISTINGS, MODEL_ROLLOUTS, TOXIC_ITEMS
 from serving.environment import detect_device, ensure_env
 from serving.server import ModelServer
 from streams.client import publish
-from streams.settings import Settings
 from tests.integration.conftest import explored, read_records, wait_for
 from trainer.bootstrap import BootstrapConfig, bootstrap
 
@@ -52,8 +53,8 @@ def market():
 def runtime(broker):
     """(interpreter of the server's virtualenv, device)."""
     settings = Settings()
-    device = detect_device(settings)
-    return ensure_env(settings, device), device
+    device = detect_device(settings.serving)
+    return ensure_env(settings.serving, settings.paths.cache_dir, device), device
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +72,8 @@ def models(tmp_path_factory, market):
 
 def _server(runtime, model, tmp_path) -> ModelServer:
     python, device = runtime
-    return ModelServer(Settings(), python, str(model), device=device, port=_free_port(),
-                       log_path=tmp_path / f"vllm-{model.name}.log")
+    return ModelServer.of(Settings(), python, str(model), device=device, port=_free_port(),
+                          log_path=tmp_path / f"vllm-{model.name}.log")
 
 
 @pytest.fixture(scope="module")
@@ -90,18 +91,20 @@ def servers(runtime, models, tmp_path_factory):
 
 
 def _publish_market(cluster, items):
-    asyncio.run(publish(cluster.settings, cluster.settings.topics.listings,
+    asyncio.run(publish(cluster.settings.kafka, cluster.settings.topics, LISTINGS,
                         [ListingUpsert(**to_listing_dict(i)) for i in items]))
 
 
 def _publish_seeds(cluster, seeds):
-    asyncio.run(publish(cluster.settings, cluster.settings.topics.toxic_items,
+    asyncio.run(publish(cluster.settings.kafka, cluster.settings.topics, TOXIC_ITEMS,
                         [ToxicItem(**to_toxic_dict(s, "integration-test")) for s in seeds]))
 
 
-def _use_server(cluster, server: ModelServer, **more) -> None:
-    cluster.overrides.update(extractor="openai", openai_base_url=server.base_url,
-                             model="", explore_batch="4", **more)
+def _use_server(cluster, server: ModelServer, **more: str) -> None:
+    cluster.extra_env.update(QEXPLORER_EXTRACTOR="openai",
+                             QEXPLORER_OPENAI_BASE_URL=server.base_url, QEXPLORER_MODEL="",
+                             QEXPLORER_EXPLORE_BATCH="4",
+                             **{f"QEXPLORER_{k.upper()}": v for k, v in more.items()})
 
 
 def test_worker_explores_with_the_real_vllm_server(cluster, market, models, servers):
@@ -183,12 +186,12 @@ def test_rollout_switches_models_without_stopping_or_losing_seeds(cluster, marke
     wait_for(lambda: explored(cluster, {s.id for s in before}), 300, 1.0,
              f"seeds not explored:\n{cluster.log()}")
 
-    topic = cluster.settings.topics.rollouts
+    kafka, topics = cluster.settings.kafka, cluster.settings.topics
     refused = ModelRollout(extractor="openai", base_url="http://203.0.113.9:8000/v1")
-    asyncio.run(publish(cluster.settings, topic, [refused], key=lambda _: "extractor"))
+    asyncio.run(publish(kafka, topics, MODEL_ROLLOUTS, [refused]))
     _publish_seeds(cluster, during)  # seeds keep arriving while the model changes
     rollout = ModelRollout(extractor="openai", base_url=new.base_url, reason="test")
-    asyncio.run(publish(cluster.settings, topic, [rollout], key=lambda _: "extractor"))
+    asyncio.run(publish(kafka, topics, MODEL_ROLLOUTS, [rollout]))
     wait_for(lambda: f"-> openai {new.name}" in cluster.log(), 180, 1.0,
              f"the worker did not switch:\n{cluster.log()}")
     _publish_seeds(cluster, after)

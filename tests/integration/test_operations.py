@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from marketplace.items import to_listing_dict, to_toxic_dict
 from marketplace.synthetic import generate_marketplace, split_seeds
 from schemas.models import ListingUpsert, ToxicItem
+from schemas.topics import LISTINGS, TOXIC_ITEMS
 from streams.client import publish
 from tests.integration.conftest import wait_for
 from tests.integration.test_pipeline import _send_raw
@@ -46,10 +47,10 @@ def test_metrics_health_and_json_logs_of_a_running_worker(cluster):
     topics = cluster.settings.topics
     cluster.start_worker()
     wait_for(_scrape, 60, 0.5, f"no metrics endpoint:\n{cluster.log()}")
-    asyncio.run(publish(cluster.settings, topics.listings,
+    asyncio.run(publish(cluster.settings.kafka, topics, LISTINGS,
                         [ListingUpsert(**to_listing_dict(i)) for i in items]))
     asyncio.run(_send_raw(cluster.settings, topics.listings, [(b"bad", b"{not json")]))
-    asyncio.run(publish(cluster.settings, topics.toxic_items,
+    asyncio.run(publish(cluster.settings.kafka, topics, TOXIC_ITEMS,
                         [ToxicItem(**to_toxic_dict(s, "ops-test")) for s in seeds]))
 
     def explored():

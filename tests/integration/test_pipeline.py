@@ -11,13 +11,21 @@ from collections import defaultdict
 import orjson
 import pytest
 
-from agents.explore import explored_key
 from agents.extractor.base import SeedText
 from agents.extractor.keywords import KeywordsExtractor
-from agents.index import ListingIndex
 from marketplace.datasets import dedupe_texts, load_dataset, marketplace_sample
 from marketplace.items import to_listing_dict
-from schemas.models import Detection, ListingUpsert, SearchFeedback, ToxicItem, detection_key
+from schemas.models import (
+    Detection,
+    ListingUpsert,
+    SearchFeedback,
+    ToxicItem,
+    detection_key,
+    explored_key,
+)
+from schemas.topics import LISTINGS, TOXIC_ITEMS
+from search import memory_index
+from search.protocol import Change, search
 from streams.client import publish, read_to_end
 from tests.integration.conftest import read_records, wait_for
 
@@ -42,10 +50,10 @@ def test_real_dataset_through_kafka_gives_the_expected_detections_and_feedback(c
     seeds = spam[:: max(1, len(spam) // N_SEEDS)][:N_SEEDS]
     topics = cluster.settings.topics
 
-    asyncio.run(publish(cluster.settings, topics.listings,
+    asyncio.run(publish(cluster.settings.kafka, cluster.settings.topics, LISTINGS,
                         [ListingUpsert(**to_listing_dict(i)) for i in items]))
     cluster.start_worker()
-    asyncio.run(publish(cluster.settings, topics.toxic_items, [
+    asyncio.run(publish(cluster.settings.kafka, cluster.settings.topics, TOXIC_ITEMS, [
         ToxicItem(id=s.id, title=s.title, description=s.description, cluster=s.cluster,
                   confirmed_by="integration-test") for s in seeds]))
 
@@ -69,9 +77,8 @@ def test_real_dataset_through_kafka_gives_the_expected_detections_and_feedback(c
     assert dict(queries) == {e.seed_id: e.queries for e in expected if e.queries}
 
     # Each result is a real listing that contains a word of its query; never the seed.
-    reference = ListingIndex.open(None)
-    for item in items:
-        reference.upsert(ListingUpsert(**to_listing_dict(item)))
+    reference = memory_index()
+    reference.apply(Change(ListingUpsert(**to_listing_dict(item))) for item in items)
     reference.commit(None)
     for record in feedback:
         assert record.seed_id not in {h.listing_id for h in record.results}
@@ -82,8 +89,8 @@ def test_real_dataset_through_kafka_gives_the_expected_detections_and_feedback(c
             assert any(w in text for w in words), (record.query, text)
         # ...and the same query on an index built directly from the data finds the same
         # listings (BM25 statistics differ a little: the replica also holds its metadata).
-        direct = {h.listing_id for h in reference.search(record.query, 10,
-                                                         exclude=(record.seed_id,))}
+        direct = {h.listing_id for h in search(reference, record.query, 10,
+                                                 exclude=(record.seed_id,))}
         found = {h.listing_id for h in record.results}
         assert len(direct & found) >= 0.8 * max(len(direct), len(found)), record.query
 
@@ -104,7 +111,7 @@ def test_real_dataset_through_kafka_gives_the_expected_detections_and_feedback(c
     assert precision > 0.4, precision
 
     # Feedback is keyed by (seed, model version): the trainer can group by it.
-    raw = asyncio.run(read_to_end(cluster.settings, topics.feedback))
+    raw = asyncio.run(read_to_end(cluster.settings.kafka, topics.feedback))
     assert {m.key for m in raw} == {explored_key(s, extractor.model_version).encode()
                                     for s in seed_ids}
 
@@ -124,7 +131,7 @@ def test_bad_messages_reach_the_dead_letter_topic_and_the_worker_goes_on(cluster
     ]))
     cluster.start_worker()
     dead = wait_for(lambda: (lambda d: d if len(d) >= 3 else None)(
-        asyncio.run(read_to_end(cluster.settings, topics.dead_letter))), 120, 1.0,
+        asyncio.run(read_to_end(cluster.settings.kafka, topics.dead_letter))), 120, 1.0,
         f"dead letters missing:\n{cluster.log()}")
     records = [orjson.loads(m.value) for m in dead]
     stages = sorted(r["stage"] for r in records)
@@ -141,7 +148,7 @@ def test_bad_messages_reach_the_dead_letter_topic_and_the_worker_goes_on(cluster
 async def _send_raw(settings, topic, pairs):
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(**settings.kafka_client_kwargs(), acks="all")
+    producer = AIOKafkaProducer(**settings.kafka.client_kwargs(), acks="all")
     await producer.start()
     try:
         for key, value in pairs:

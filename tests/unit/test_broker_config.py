@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
 import pytest
 
+from config import KafkaSettings, Settings
 from streams.broker import local
-from streams.broker.local import BrokerError, render_server_properties
-from streams.settings import Settings
+from streams.broker.local import BrokerError, LocalBroker, render_server_properties
 
 
 def _props(text: str) -> dict[str, str]:
@@ -24,14 +25,42 @@ def _props(text: str) -> dict[str, str]:
     return out
 
 
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No QExplorer variable from the caller and no .env file: the values below are the
+    ones the tests give."""
+    for name in list(os.environ):
+        if name.upper().startswith("QEXPLORER_") or name.upper() == "KAFKA_BOOTSTRAP":
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def _broker(cache_dir: Path, **kafka: object) -> LocalBroker:
+    """The local broker of settings with this cache directory and these Kafka values."""
+    return LocalBroker.of(Settings.load(paths={"cache_dir": cache_dir}, kafka=kafka))
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(cache_dir=tmp_path / "cache", kafka_bootstrap=None, local_kafka_port=9092,
-                    local_kafka_controller_port=9093)
+def broker(tmp_path: Path) -> LocalBroker:
+    return _broker(tmp_path / "cache", bootstrap=None, local_port=9092,
+                   local_controller_port=9093)
 
 
-def test_single_node_kraft_with_combined_roles(settings: Settings) -> None:
-    props = _props(render_server_properties(settings))
+def test_the_broker_of_the_settings(tmp_path: Path) -> None:
+    settings = Settings.load(paths={"cache_dir": tmp_path / "cache"},
+                             kafka={"local_port": 19092})
+    broker = LocalBroker.of(settings)
+    assert broker.kafka is settings.kafka
+    assert broker.home == local.kafka_dir(broker) == tmp_path / "cache" / "kafka"
+    assert local.local_bootstrap(broker) == settings.kafka.local_address == "127.0.0.1:19092"
+    # the local broker is managed whatever KAFKA_BOOTSTRAP says
+    external = LocalBroker.of(settings.replace(kafka={"bootstrap": "cluster:9092"}))
+    assert local.local_bootstrap(external) == "127.0.0.1:19092"
+    assert render_server_properties(external) == render_server_properties(broker)
+
+
+def test_single_node_kraft_with_combined_roles(broker: LocalBroker) -> None:
+    props = _props(render_server_properties(broker))
     assert props["process.roles"] == "broker,controller"
     assert props["node.id"] == "1"
     assert props["controller.quorum.voters"] == "1@127.0.0.1:9093"
@@ -40,17 +69,16 @@ def test_single_node_kraft_with_combined_roles(settings: Settings) -> None:
 
 
 def test_listeners_on_loopback_with_configured_ports(tmp_path: Path) -> None:
-    settings = Settings(cache_dir=tmp_path, local_kafka_port=19092,
-                        local_kafka_controller_port=19093)
-    props = _props(render_server_properties(settings))
+    broker = LocalBroker(KafkaSettings(local_port=19092, local_controller_port=19093), tmp_path)
+    props = _props(render_server_properties(broker))
     assert props["listeners"] == "PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093"
     assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:19092"
     assert props["controller.quorum.voters"] == "1@127.0.0.1:19093"
-    assert local.local_bootstrap(settings) == "127.0.0.1:19092"
+    assert local.local_bootstrap(broker) == "127.0.0.1:19092"
 
 
-def test_replication_and_tuning_for_one_small_node(settings: Settings) -> None:
-    props = _props(render_server_properties(settings))
+def test_replication_and_tuning_for_one_small_node(broker: LocalBroker) -> None:
+    props = _props(render_server_properties(broker))
     for key in (
         "offsets.topic.replication.factor",
         "transaction.state.log.replication.factor",
@@ -67,38 +95,39 @@ def test_replication_and_tuning_for_one_small_node(settings: Settings) -> None:
     assert props["auto.create.topics.enable"] == "false"
 
 
-def test_log_dirs_inside_the_cache_data_dir(settings: Settings) -> None:
-    props = _props(render_server_properties(settings))
+def test_log_dirs_inside_the_cache_data_dir(broker: LocalBroker, tmp_path: Path) -> None:
+    props = _props(render_server_properties(broker))
     log_dirs = Path(props["log.dirs"])
-    assert log_dirs.is_relative_to(settings.cache_dir / "kafka" / "data")
-    assert local.data_dir(settings) == settings.cache_dir / "kafka" / "data"
+    assert log_dirs.is_relative_to(tmp_path / "cache" / "kafka" / "data")
+    assert local.data_dir(broker) == tmp_path / "cache" / "kafka" / "data"
 
 
-def test_render_is_pure(settings: Settings) -> None:
-    first = render_server_properties(settings)
-    assert first == render_server_properties(settings)
-    assert not settings.cache_dir.exists()
+def test_render_is_pure(broker: LocalBroker, tmp_path: Path) -> None:
+    first = render_server_properties(broker)
+    assert first == render_server_properties(broker)
+    assert not (tmp_path / "cache").exists()
 
 
 def test_relative_cache_dir_is_made_absolute(monkeypatch: pytest.MonkeyPatch,
                                              tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
-    props = _props(render_server_properties(Settings(cache_dir=Path("rel"))))
+    props = _props(render_server_properties(_broker(Path("rel"))))
     assert Path(props["log.dirs"]) == tmp_path / "rel" / "kafka" / "data" / "logs"
 
 
 def test_same_ports_are_refused(tmp_path: Path) -> None:
-    settings = Settings(cache_dir=tmp_path, local_kafka_port=9092,
-                        local_kafka_controller_port=9092)
+    broker = LocalBroker(KafkaSettings(local_port=9092, local_controller_port=9092), tmp_path)
     with pytest.raises(BrokerError, match="must differ"):
-        render_server_properties(settings)
+        render_server_properties(broker)
 
 
 def test_paths_are_under_cache_dir_and_versioned(tmp_path: Path) -> None:
-    settings = Settings(cache_dir=tmp_path, local_kafka_version="4.9.9")
-    assert local.jars_dir(settings) == tmp_path / "kafka" / "jars-4.9.9"
-    assert local.log_file(settings).parent == tmp_path / "kafka"
-    assert local.pid_file(settings).parent == tmp_path / "kafka"
+    broker = _broker(tmp_path, local_version="4.9.9")
+    assert local.jars_dir(broker) == tmp_path / "kafka" / "jars-4.9.9"
+    assert local.log_file(broker).parent == tmp_path / "kafka"
+    assert local.pid_file(broker).parent == tmp_path / "kafka"
+    assert local.properties_file(broker).parent == tmp_path / "kafka"
+    assert local.cluster_id_file(broker).parent == tmp_path / "kafka" / "data"
 
 
 def test_properties_escaping() -> None:
@@ -151,8 +180,8 @@ def test_nothing_listening_is_not_reachable() -> None:
     assert local.is_reachable(f"127.0.0.1:{port}", timeout_s=1) is False
 
 
-def test_status_without_a_broker(settings: Settings) -> None:
-    probe = Settings(cache_dir=settings.cache_dir, local_kafka_port=_free_port())
+def test_status_without_a_broker(broker: LocalBroker) -> None:
+    probe = LocalBroker(broker.kafka.changed(local_port=_free_port()), broker.home)
     state = local.status(probe)
     assert state.running is False
     assert state.pid is None
@@ -160,8 +189,9 @@ def test_status_without_a_broker(settings: Settings) -> None:
     assert state.log_path == local.log_file(probe)
 
 
-def test_stop_without_a_broker_is_a_no_op(settings: Settings) -> None:
-    assert local.stop(settings) is False
+def test_stop_without_a_broker_is_a_no_op(broker: LocalBroker) -> None:
+    assert local.stop(broker) is False
+    assert not broker.home.exists()  # nothing created either
 
 
 def _free_port() -> int:

@@ -1,6 +1,6 @@
 """Chinese and mixed-language listings in the real in-memory index.
 
-The index tokenises every Han character on its own, and ``agents.queries.to_search_text`` wraps
+The index tokenises every Han character on its own, and ``search.query.to_search_text`` wraps
 each run of Han characters in a query as a phrase, so a Chinese word matches only listings where
 its characters stand together (however the seller spaced or dotted them), never listings that
 merely share one character. These tests build an index of the synthetic marketplace and search
@@ -18,11 +18,11 @@ import pytest
 
 from agents.extractor.base import SeedText
 from agents.extractor.keywords import KeywordsExtractor
-from agents.index import ListingIndex, _analyzer
 from agents.queries import candidate_spans
 from marketplace.items import LabelledItem, to_listing_dict
 from marketplace.synthetic import _EMOJI, CLUSTERS, ClusterSpec, generate_marketplace
 from schemas.models import ListingUpsert
+from search.tantivy_index import TantivyIndex, analyzer
 
 ZH_CLUSTERS: tuple[ClusterSpec, ...] = tuple(c for c in CLUSTERS if c.language == "zh")
 SPEC = {c.name: c for c in CLUSTERS}
@@ -32,7 +32,7 @@ EVERYTHING = 5_000
 #: Results an explorer looks at per query.
 TOP = 10
 
-_ANALYZER = _analyzer()  # the index's own analyzer: what a listing's tokens are
+_ANALYZER = analyzer()  # the index's own analyzer: what a listing's tokens are
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -112,9 +112,9 @@ def tokenised(market: dict[str, LabelledItem]) -> dict[str, tuple[list[str], ...
 
 
 @pytest.fixture(scope="module")
-def index(market: dict[str, LabelledItem]) -> Iterator[ListingIndex]:
+def index(market: dict[str, LabelledItem]) -> Iterator[TantivyIndex]:
     """An in-memory index of every listing of the marketplace."""
-    ix = ListingIndex.open(None)
+    ix = TantivyIndex.open(None)
     for item in market.values():
         ix.upsert(ListingUpsert(**to_listing_dict(item)))
     ix.commit(None)
@@ -136,7 +136,7 @@ def chinese_seeds(market: dict[str, LabelledItem]) -> list[LabelledItem]:
 
 @pytest.mark.parametrize(("cluster", "word"), list(_han_code_words()))
 def test_a_chinese_code_word_finds_exactly_the_listings_holding_it(
-        index: ListingIndex, market: dict[str, LabelledItem], tokenised: dict,
+        index: TantivyIndex, market: dict[str, LabelledItem], tokenised: dict,
         cluster: str, word: str) -> None:
     found = set(_ids(index.search(word, EVERYTHING)))
     holding = _holding(tokenised, word)
@@ -152,7 +152,7 @@ def test_a_chinese_code_word_finds_exactly_the_listings_holding_it(
 
 
 def test_a_chinese_query_skips_listings_sharing_only_a_character(
-        index: ListingIndex, tokenised: dict) -> None:
+        index: TantivyIndex, tokenised: dict) -> None:
     near_misses = 0
     for _, word in _han_code_words():
         found = set(_ids(index.search(word, EVERYTHING)))
@@ -169,7 +169,7 @@ def test_a_chinese_query_skips_listings_sharing_only_a_character(
 @pytest.mark.parametrize(("word", "unrelated"), [("白料", "无视黑白户"), ("老料", "老冰糖"),
                                                  ("飞行", "飞机模型 摆件"), ("口子", "叶子")])
 def test_one_shared_character_is_not_a_match(word: str, unrelated: str) -> None:
-    ix = ListingIndex.open(None)
+    ix = TantivyIndex.open(None)
     try:
         ix.upsert(ListingUpsert(id="unrelated", title=unrelated, language="zh"))
         ix.upsert(ListingUpsert(id="toxic", title=f"上好 {word} 私聊", language="zh"))
@@ -181,7 +181,7 @@ def test_one_shared_character_is_not_a_match(word: str, unrelated: str) -> None:
 
 
 def test_spaced_dotted_and_bracketed_disguises_are_found_by_the_plain_word(
-        index: ListingIndex, market: dict[str, LabelledItem]) -> None:
+        index: TantivyIndex, market: dict[str, LabelledItem]) -> None:
     disguised = 0
     for cluster, word in _han_code_words():
         forms = (" ".join(word), "·".join(word), f"【{word}】")
@@ -211,7 +211,7 @@ def _id_cases() -> Iterator[tuple[str, str, str]]:
 
 @pytest.mark.parametrize(("cluster", "contact", "query"), list(_id_cases()))
 def test_a_contact_id_mixed_with_chinese_ranks_its_network_first(
-        index: ListingIndex, market: dict[str, LabelledItem], tokenised: dict, cluster: str,
+        index: TantivyIndex, market: dict[str, LabelledItem], tokenised: dict, cluster: str,
         contact: str, query: str) -> None:
     holding = _holding(tokenised, contact)
     assert len(holding) >= 2
@@ -228,7 +228,7 @@ def test_every_chinese_network_has_a_contact_id_and_a_homophone() -> None:
 
 @pytest.mark.parametrize("spec", [c for c in ZH_CLUSTERS if "➕V" in " ".join(c.handles)],
                          ids=lambda c: c.name)
-def test_plus_v_handles_lead_with_their_network(index: ListingIndex,
+def test_plus_v_handles_lead_with_their_network(index: TantivyIndex,
                                                 market: dict[str, LabelledItem],
                                                 spec: ClusterSpec) -> None:
     handle = next(h for h in spec.handles if h.startswith("➕V"))  # 加V: add me on WeChat
@@ -237,7 +237,7 @@ def test_plus_v_handles_lead_with_their_network(index: ListingIndex,
 
 
 @pytest.mark.parametrize("spec", ZH_CLUSTERS, ids=lambda c: c.name)
-def test_a_networks_own_emoji_finds_only_that_network(index: ListingIndex,
+def test_a_networks_own_emoji_finds_only_that_network(index: TantivyIndex,
                                                       market: dict[str, LabelledItem],
                                                       tokenised: dict,
                                                       spec: ClusterSpec) -> None:
@@ -251,7 +251,7 @@ def test_a_networks_own_emoji_finds_only_that_network(index: ListingIndex,
 
 @pytest.mark.parametrize(("word", "cluster"), [("冰糖", "ice"), ("叶子", "ice")])
 def test_an_emoji_next_to_a_look_alike_word_lifts_the_network(
-        index: ListingIndex, market: dict[str, LabelledItem], tokenised: dict, word: str,
+        index: TantivyIndex, market: dict[str, LabelledItem], tokenised: dict, word: str,
         cluster: str) -> None:
     benign = [i for i in _holding(tokenised, word) if not market[i].harmful]
     assert benign, f"{word} should have innocent look-alikes"
@@ -267,7 +267,7 @@ def test_an_emoji_next_to_a_look_alike_word_lifts_the_network(
 # --- queries the extractors derive from a Chinese seed -------------------------------------------
 
 
-def _sibling_hits(index: ListingIndex, market: dict[str, LabelledItem], seed: LabelledItem,
+def _sibling_hits(index: TantivyIndex, market: dict[str, LabelledItem], seed: LabelledItem,
                   query: str) -> tuple[int, int]:
     """(siblings, all hits) in the top results of ``query``, the seed itself excluded."""
     hits = _ids(index.search(query, TOP, exclude=[seed.id]))
@@ -275,7 +275,7 @@ def _sibling_hits(index: ListingIndex, market: dict[str, LabelledItem], seed: La
 
 
 def test_keyword_queries_of_a_chinese_seed_find_its_siblings(
-        index: ListingIndex, market: dict[str, LabelledItem],
+        index: TantivyIndex, market: dict[str, LabelledItem],
         chinese_seeds: list[LabelledItem]) -> None:
     extractor = KeywordsExtractor("yake")
     extractions = extractor.extract_sync(
@@ -294,7 +294,7 @@ def test_keyword_queries_of_a_chinese_seed_find_its_siblings(
 
 
 def test_a_contact_id_in_a_chinese_seed_is_its_first_keyword_query(
-        index: ListingIndex, market: dict[str, LabelledItem],
+        index: TantivyIndex, market: dict[str, LabelledItem],
         chinese_seeds: list[LabelledItem]) -> None:
     extractor = KeywordsExtractor("yake")
     checked = 0
@@ -313,7 +313,7 @@ def test_a_contact_id_in_a_chinese_seed_is_its_first_keyword_query(
 
 
 def test_candidate_spans_of_a_chinese_seed_hold_a_query_that_finds_only_siblings(
-        index: ListingIndex, market: dict[str, LabelledItem],
+        index: TantivyIndex, market: dict[str, LabelledItem],
         chinese_seeds: list[LabelledItem]) -> None:
     for seed in chinese_seeds:
         spans = candidate_spans(seed.title, seed.description)
@@ -324,7 +324,7 @@ def test_candidate_spans_of_a_chinese_seed_hold_a_query_that_finds_only_siblings
 
 
 def test_the_contact_span_of_a_chinese_seed_ranks_the_same_contact_first(
-        index: ListingIndex, market: dict[str, LabelledItem], tokenised: dict,
+        index: TantivyIndex, market: dict[str, LabelledItem], tokenised: dict,
         chinese_seeds: list[LabelledItem]) -> None:
     checked = 0
     for seed in chinese_seeds:

@@ -3,7 +3,8 @@
 
 What is checked: the services and their wiring (KRaft Kafka, topic creation, the vLLM server and
 its blue/green slot, the worker, the trainer), that every QExplorer environment variable is a
-real, valid field of ``streams.settings.Settings``, that the worker's URLs name the vLLM
+real setting (``config.settings.environment_variables()``) whose value its settings slice
+accepts and reads back, that the worker's URLs name the vLLM
 services and their ports, that the vLLM command serves a model under its card's version (run
 with stub ``vllm``/``python3``), that published ports stay on loopback, and that the image gets
 every package and data file ``pip install .`` needs.
@@ -27,10 +28,12 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from pydantic import AliasChoices, SecretStr
+from pydantic import SecretStr
 
+from agents.extractor import registry
+from config import KafkaSettings, Settings
+from config.settings import environment_variables, slices
 from serving.server import served_name
-from streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -125,20 +128,12 @@ def _dockerfile_env() -> dict[str, str]:
     return env
 
 
-def _settings_env_names() -> dict[str, str]:
-    """Upper-cased environment variable name -> Settings field it sets."""
-    prefix = Settings.model_config.get("env_prefix", "")
-    names: dict[str, str] = {}
-    for field, info in Settings.model_fields.items():
-        alias = info.validation_alias
-        if isinstance(alias, AliasChoices):
-            choices = [str(c) for c in alias.choices]
-        elif isinstance(alias, str):
-            choices = [alias]
-        else:
-            choices = [f"{prefix}{field}"]
-        for choice in choices:
-            names[choice.upper()] = field
+def _settings_env_names() -> dict[str, tuple[str, str]]:
+    """Upper-cased environment variable name -> (settings slice, field) it sets."""
+    names: dict[str, tuple[str, str]] = {}
+    for row in environment_variables():
+        assert row["variable"].upper() not in names, f"two settings read {row['variable']}"
+        names[row["variable"].upper()] = (row["slice"], row["field"])
     return names
 
 
@@ -157,6 +152,8 @@ def _as_env_text(value: object) -> str:
         return ""
     if isinstance(value, bool):
         return str(value).lower()
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(",", ":"))
     return str(value)
 
 
@@ -362,7 +359,7 @@ def test_named_volumes_are_declared_and_used() -> None:
 
 
 def test_kafka_image_is_the_local_broker_version(clean_env: pytest.MonkeyPatch) -> None:
-    assert SERVICES["kafka"]["image"] == f"apache/kafka:{Settings().local_kafka_version}"
+    assert SERVICES["kafka"]["image"] == f"apache/kafka:{KafkaSettings().local_version}"
 
 
 def test_kafka_runs_single_node_kraft() -> None:
@@ -523,8 +520,8 @@ def test_worker_state_is_on_a_volume(clean_env: pytest.MonkeyPatch) -> None:
     worker = SERVICES["worker"]
     for key, value in {**_dockerfile_env(), **_environment(worker)}.items():
         clean_env.setenv(key, value)
-    settings = Settings()
-    for path in (settings.worker_dir, settings.index_dir):
+    settings = Settings.load()
+    for path in (settings.worker_dir(), settings.worker_dir() / "index"):
         mount = _mount_of(worker, str(path))
         assert mount is not None and mount[0] in COMPOSE["volumes"] and not mount[2], path
 
@@ -534,16 +531,16 @@ def test_worker_urls_name_the_vllm_services_and_their_ports(clean_env: pytest.Mo
     env = _environment(SERVICES["worker"])
     for key, value in env.items():
         clean_env.setenv(key, value)
-    settings = Settings()
-    assert settings.extractor == "openai"
+    extractor = Settings.load().extractor
+    assert extractor.backend == "openai"
     rollout = env["QEXPLORER_ROLLOUT_BASE_URLS"].split(",")
-    for url, service in [(settings.openai_base_url, "vllm"), (rollout[0], "vllm-next")]:
+    for url, service in [(extractor.openai_base_url, "vllm"), (rollout[0], "vllm-next")]:
         parts = urlsplit(url)
         _, argv = _vllm_argv(service, tmp_path, {"version": "v1"})
         assert parts.scheme == "http" and parts.hostname == service, url
         assert parts.port == int(_option(argv, "--port")), url
         assert parts.path.rstrip("/") == "/v1", url
-    assert settings.allowed_model_urls == {"http://vllm:8000/v1", "http://vllm-next:8000/v1"}
+    assert extractor.allowed_model_urls == {"http://vllm:8000/v1", "http://vllm-next:8000/v1"}
 
 
 def test_trainer_is_a_one_off_that_writes_to_the_models_volume() -> None:
@@ -562,18 +559,18 @@ def test_trainer_is_a_one_off_that_writes_to_the_models_volume() -> None:
     assert ("models", "/models", True) in _volumes(SERVICES["vllm"])
 
 
-# --- QExplorer environment vs Settings -----------------------------------------------------------
+# --- QExplorer environment vs the settings ------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", [*QEXPLORER_SERVICES, "Dockerfile"])
-def test_every_qexplorer_variable_is_a_settings_field(name: str) -> None:
+def test_every_qexplorer_variable_is_a_setting(name: str) -> None:
     env = _dockerfile_env() if name == "Dockerfile" else _environment(SERVICES[name])
     known = _settings_env_names()
     variables = [k for k in env if _is_qexplorer_variable(k)]
     assert variables
     unknown = [k for k in variables if k.upper() not in known]
-    assert not unknown, f"{name}: not Settings fields (silently ignored): {unknown}"
-    assert known["KAFKA_BOOTSTRAP"] == "kafka_bootstrap"
+    assert not unknown, f"{name}: not settings (silently ignored): {unknown}"
+    assert known["KAFKA_BOOTSTRAP"] == ("kafka", "bootstrap")
 
 
 @pytest.mark.parametrize("name", QEXPLORER_SERVICES)
@@ -582,12 +579,20 @@ def test_settings_accept_what_each_container_gets(name: str,
     env = {**_dockerfile_env(), **_environment(SERVICES[name])}  # compose wins over ENV
     for key, value in env.items():
         clean_env.setenv(key, value)
-    settings = Settings()  # raises ValidationError on a bad value
+    settings = Settings.load()  # raises SettingsError naming a bad value's variable
+    registry.check(settings.extractor)  # what `qexplorer` checks at start
     known = _settings_env_names()
+    parts = dict(slices())
+    checked = 0
     for key, value in env.items():
         if _is_qexplorer_variable(key):
-            field = known[key.upper()]
-            assert _as_env_text(getattr(settings, field)) == value, (key, field)
+            part_name, field = known[key.upper()]
+            part = parts[part_name]()  # the slice, read from this environment alone
+            assert part == getattr(settings, part_name), part_name
+            assert field in part.model_fields_set, (key, "not read from the environment")
+            assert _as_env_text(getattr(part, field)) == value, (key, part_name, field)
+            checked += 1
+    assert checked
 
 
 def test_interpolation_helper_follows_compose() -> None:
@@ -634,8 +639,8 @@ def test_port_parsing_helper() -> None:
 
 def test_dockerfile_copies_every_package_pip_installs() -> None:
     packages = _packages()
-    assert {"streams", "agents", "trainer", "schemas", "marketplace", "serving", "cli"} <= set(
-        packages)
+    assert {"config", "search", "streams", "agents", "trainer", "schemas", "marketplace",
+            "serving", "cli"} <= set(packages)
     sources = _copied_sources()
     missing = [p for p in packages if p not in sources and "." not in sources]
     assert not missing, f"COPY these or `pip install .` leaves them out: {missing}"

@@ -1,9 +1,10 @@
-"""Merging per-query hits into detections and feedback."""
+"""Merging per-query hits into detections and feedback; the ledger of explored seeds."""
 
 from __future__ import annotations
 
-from agents.explore import Hit, Provenance, explored_key, merge_hits
-from schemas.models import detection_key
+from agents.explore import Ledger, Provenance, merge_hits
+from schemas.models import detection_key, explored_key
+from search.protocol import Hit
 
 PROV = Provenance("keywords", "kw-1", "v1")
 
@@ -43,3 +44,27 @@ def test_detections_are_ordered_by_best_rank() -> None:
 
 def test_explored_key_depends_on_model_version() -> None:
     assert explored_key("s", "m1") != explored_key("s", "m2")
+
+
+def test_explored_key_separates_seed_and_version() -> None:
+    assert explored_key("s", "m") == explored_key("s", "m")
+    assert explored_key("a", "bc") != explored_key("ab", "c")
+    assert explored_key("a", "b") != explored_key("b", "a")
+
+
+def test_the_ledger_knows_which_model_version_explored_which_seed() -> None:
+    ledger = Ledger()
+    assert not ledger.is_explored("s", "m1") and ledger.explored_count == 0
+    ledger.mark_explored([explored_key("s", "m1"), explored_key("s", "m1")])
+    assert ledger.is_explored("s", "m1")
+    assert not ledger.is_explored("s", "m2") and not ledger.is_explored("t", "m1")
+    assert ledger.explored_count == 1
+
+
+def test_the_ledger_collects_confirmed_items_in_a_live_view() -> None:
+    ledger = Ledger()
+    confirmed = ledger.confirmed
+    ledger.confirm(["a", "b"])
+    ledger.confirm(iter(["b", "c"]))
+    assert ledger.confirmed == {"a", "b", "c"}
+    assert confirmed == {"a", "b", "c"}  # a view: later confirmations show through

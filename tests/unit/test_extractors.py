@@ -1,4 +1,4 @@
-"""Extractor backends: keywords, in-process transformers, OpenAI-compatible HTTP, factory."""
+"""Extractor backends: keywords, in-process transformers, OpenAI-compatible HTTP, registry."""
 
 from __future__ import annotations
 
@@ -11,12 +11,15 @@ from pathlib import Path
 import pytest
 
 from agents.extractor.base import Extraction, ExtractorError, SeedText
-from agents.extractor.factory import build_extractor
 from agents.extractor.keywords import KeywordsExtractor, cjk_bigrams, tfidf_terms
 from agents.extractor.openai_backend import query_list_regex
+from agents.extractor.registry import BACKENDS, build_extractor, check
 from agents.prompt import END_MARKER, build_prompt
 from agents.queries import candidate_spans, is_valid_query
-from streams.settings import Settings
+from config import ExtractorSettings
+from schemas.models import ListingUpsert
+from search import memory_index
+from search.protocol import Change, TermStats
 
 SEEDS = [
     SeedText(
@@ -42,12 +45,40 @@ def _assert_spans_of_seed(extraction: Extraction, seed: SeedText) -> None:
         assert _norm(q) in seed_text, (q, seed_text)
 
 
+class FixedStats:
+    """Term statistics from a table (``TermStats``); records the terms asked for."""
+
+    def __init__(self, doc_freq: dict[str, int], count: int, default: int = 0) -> None:
+        self.table = doc_freq
+        self.total = count
+        self.default = default
+        self.asked: list[str] = []
+        self.counted = 0
+
+    def doc_freq(self, term: str) -> int:
+        self.asked.append(term)
+        return self.table.get(term, self.default)
+
+    def count(self) -> int:
+        self.counted += 1
+        return self.total
+
+
+#: A corpus of no statistics: every term in no listing (tf-idf ranks by term frequency).
+EMPTY_STATS = FixedStats({}, 0)
+
+
+def _extractor(method: str) -> KeywordsExtractor:
+    """A keywords extractor; tfidf gets the term statistics it needs."""
+    return KeywordsExtractor(method, stats=EMPTY_STATS if method == "tfidf" else None)
+
+
 # --- keywords ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("method", ["yake", "tfidf", "first_words"])
 async def test_keywords_are_deterministic_bounded_spans_of_the_seed(method):
-    extractor = KeywordsExtractor(method)
+    extractor = _extractor(method)
     first = await extractor.extract(SEEDS, 3)
     second = await extractor.extract(SEEDS, 3)
     assert first == second
@@ -86,33 +117,47 @@ def test_tfidf_uses_document_frequencies_when_given():
     assert tfidf_terms(text, 2) == ["cheap", "watch"]  # plain term frequency without df
 
 
-async def test_tfidf_extractor_reads_num_docs_from_a_callable():
-    calls = []
-
-    def doc_freq(term: str) -> int:
-        calls.append(term)
-        return {"replica": 1}.get(term, 500)
-
-    extractor = KeywordsExtractor("tfidf", doc_freq=doc_freq, num_docs=lambda: 1000)
+async def test_tfidf_extractor_reads_the_statistics_on_every_batch():
+    stats = FixedStats({"replica": 1}, 1000, default=500)
+    extractor = KeywordsExtractor("tfidf", stats=stats)
     [extraction] = await extractor.extract(SEEDS[:1], 2)
     assert extraction.queries[0] == "replica"
-    assert "replica" in calls and all(t == t.lower() for t in calls)
+    assert "replica" in stats.asked and all(t == t.lower() for t in stats.asked)
+    assert stats.counted == 1
+    # the index grows: the next batch reads the new corpus size (not a cached one)
+    stats.total, stats.table = 3, {"replica": 3, "r0lex": 0}
+    [again] = await extractor.extract(SEEDS[:1], 2)
+    assert stats.counted == 2
+    assert again.queries[0] == "R0lex"
 
 
 async def test_tfidf_doc_freq_failure_is_an_extractor_error():
-    def broken(term: str) -> int:
-        raise OSError("index closed")
+    class Broken(FixedStats):
+        def doc_freq(self, term: str) -> int:
+            raise OSError("index closed")
 
     with pytest.raises(ExtractorError, match="index closed"):
-        await KeywordsExtractor("tfidf", doc_freq=broken, num_docs=10).extract(SEEDS[:1], 2)
+        await KeywordsExtractor("tfidf", stats=Broken({}, 10)).extract(SEEDS[:1], 2)
+
+
+async def test_tfidf_count_failure_is_an_extractor_error():
+    class Broken(FixedStats):
+        def count(self) -> int:
+            raise OSError("index closed")
+
+    with pytest.raises(ExtractorError, match="index closed"):
+        await KeywordsExtractor("tfidf", stats=Broken({}, 10)).extract(SEEDS[:1], 2)
 
 
 def test_keywords_configuration_errors():
     with pytest.raises(ValueError, match="unknown keywords method"):
         KeywordsExtractor("bm25")
-    with pytest.raises(ValueError, match="without num_docs"):
-        KeywordsExtractor("tfidf", doc_freq=lambda t: 1)
+    with pytest.raises(ValueError, match="tfidf needs the search index's term statistics"):
+        KeywordsExtractor("tfidf")
+    with pytest.raises(ValueError, match="first_n must be >= 1"):
+        KeywordsExtractor("first_words", first_n=0)
     assert KeywordsExtractor(model_version="pinned").model_version == "pinned"
+    assert isinstance(EMPTY_STATS, TermStats)
 
 
 async def test_first_words_is_one_query_of_five_words():
@@ -120,30 +165,107 @@ async def test_first_words_is_one_query_of_five_words():
     assert extraction.queries == ["Brand NEW R0lex Submariner replica"]
 
 
-# --- factory ----------------------------------------------------------------------------------
+# --- registry ---------------------------------------------------------------------------------
 
 
-def test_factory_picks_the_backend_and_applies_the_version_override(tmp_path):
+def _settings(**values) -> ExtractorSettings:
+    """Extractor settings from ``values`` alone (not the environment)."""
+    return ExtractorSettings.model_validate(values)
+
+
+def _stats_index():
+    """A small committed in-memory index whose document frequencies tf-idf can see."""
+    index = memory_index()
+    index.apply(Change(ListingUpsert(id=f"l{i}", title=title)) for i, title in enumerate([
+        "brand new watch", "new watch strap", "brand new shoes", "new phone case",
+        "brand new bag", "new submariner watch", "new lamp", "new chair"]))
+    index.commit(None)
+    return index
+
+
+def test_the_registry_builds_every_backend(tmp_path):
     from agents.extractor.openai_backend import OpenAIExtractor
     from agents.extractor.transformers_backend import TransformersExtractor
 
-    keywords = build_extractor(Settings(extractor="keywords"))
-    assert isinstance(keywords, KeywordsExtractor) and keywords.method == "yake"
-    tfidf = build_extractor(Settings(extractor="keywords", model="tfidf", model_version="v9"),
-                            doc_freq=lambda t: 1, num_docs=10)
+    kinds = {"keywords": KeywordsExtractor, "transformers": TransformersExtractor,
+             "openai": OpenAIExtractor}
+    assert set(BACKENDS) == set(kinds)  # a new backend must be added here too
+    for name in BACKENDS:
+        settings = _settings(backend=name, model=str(tmp_path) if name != "keywords" else None)
+        check(settings)
+        extractor = build_extractor(settings, EMPTY_STATS)
+        assert isinstance(extractor, kinds[name]) and extractor.name == name
+
+
+def test_the_registry_refuses_an_unknown_backend_listing_the_known_ones():
+    settings = _settings(backend="bm25")
+    for call in (lambda: check(settings), lambda: build_extractor(settings, EMPTY_STATS)):
+        with pytest.raises(ValueError, match="QEXPLORER_EXTRACTOR='bm25'") as info:
+            call()
+        assert all(name in str(info.value) for name in BACKENDS), info.value
+
+
+@pytest.mark.parametrize("model", [None, ""])
+def test_transformers_without_a_model_is_refused_naming_the_setting(model):
+    settings = _settings(backend="transformers", model=model)
+    for call in (lambda: check(settings), lambda: build_extractor(settings, EMPTY_STATS)):
+        with pytest.raises(ValueError, match="QEXPLORER_MODEL"):
+            call()
+    check(_settings(backend="openai"))  # the served model is discovered: no model needed
+    check(_settings(backend="keywords"))
+
+
+@pytest.mark.parametrize(("model", "method"), [(None, "yake"), ("yake", "yake"),
+                                               ("tfidf", "tfidf"),
+                                               ("first_words", "first_words"),
+                                               ("some/hub-model", "yake")])
+def test_keywords_model_selects_the_method(model, method):
+    extractor = build_extractor(_settings(backend="keywords", model=model), EMPTY_STATS)
+    assert isinstance(extractor, KeywordsExtractor) and extractor.method == method
+    assert extractor.model_version == f"keywords-{method}-1"
+
+
+def test_model_version_overrides_the_recorded_version(tmp_path):
+    tfidf = build_extractor(_settings(backend="keywords", model="tfidf", model_version="v9"),
+                            EMPTY_STATS)
     assert isinstance(tfidf, KeywordsExtractor) and tfidf.method == "tfidf"
     assert tfidf.model_version == "v9"
-    fallback = build_extractor(Settings(extractor="keywords", model="some/hub-model"))
-    assert isinstance(fallback, KeywordsExtractor) and fallback.method == "yake"
+    local = build_extractor(_settings(backend="transformers", model=str(tmp_path),
+                                      model_version="sft-7"), EMPTY_STATS)
+    assert local.model_version == "sft-7"
+    remote = build_extractor(_settings(backend="openai", model="qx", model_version="pinned-2"),
+                             EMPTY_STATS)
+    assert remote.model_version == "pinned-2"
 
-    local = build_extractor(Settings(extractor="transformers", model=str(tmp_path),
-                                     model_version="sft-7"))
-    assert isinstance(local, TransformersExtractor) and local.model_version == "sft-7"
 
-    remote = build_extractor(Settings(extractor="openai", model="qx", openai_api_key="sk-x",
-                                      openai_base_url="http://h:1/v1"))
+def test_the_openai_backend_keeps_the_api_key_out_of_its_repr():
+    from agents.extractor.openai_backend import OpenAIExtractor
+
+    remote = build_extractor(_settings(backend="openai", model="qx", openai_api_key="sk-x",
+                                       openai_base_url="http://h:1/v1"), EMPTY_STATS)
     assert isinstance(remote, OpenAIExtractor)
     assert remote.model_version == "qx" and "sk-x" not in repr(remote)
+
+
+async def test_registry_tfidf_weighs_terms_by_the_index_it_is_given():
+    index = _stats_index()
+    seed = SeedText("s", "brand new submariner watch", "")
+    tfidf = build_extractor(_settings(backend="keywords", model="tfidf"), index)
+    assert isinstance(tfidf, KeywordsExtractor) and tfidf.stats is index
+    [extraction] = await tfidf.extract([seed], 4)
+    # "new" is in all 8 listings, "brand" in 3, "watch" in 3, "submariner" in 1
+    assert extraction.queries == ["submariner", "brand", "watch", "new"]
+    expected = tfidf_terms("brand new submariner watch", 8, doc_freq=index.doc_freq,
+                           num_docs=index.count())
+    assert extraction.queries == expected
+    # without the index's frequencies the order is the text's
+    assert tfidf_terms("brand new submariner watch", 4) == ["brand", "new", "submariner",
+                                                             "watch"]
+    # and it reads the index as it grows
+    index.apply(Change(ListingUpsert(id=f"m{i}", title="submariner")) for i in range(20))
+    index.commit(None)
+    [later] = await tfidf.extract([seed], 4)
+    assert later.queries == ["brand", "watch", "new", "submariner"]
 
 
 # --- transformers -----------------------------------------------------------------------------

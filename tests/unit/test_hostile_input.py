@@ -7,8 +7,8 @@ Hypothesis generates the input; hand-written attacks cover what random text rare
    whatever decodes also satisfies the published JSON Schema.
 2. Agents: ``Explorer.handle`` and the replica's listing path turn each undecodable message
    into exactly one dead letter carrying its raw bytes and keep going with the rest.
-3. Search and prompts: ``ListingIndex.search`` never raises on any text or query syntax, the
-   text handed to Tantivy's parser stays bounded (``agents.queries``), the prompt fence holds
+3. Search and prompts: ``TantivyIndex.search`` never raises on any text or query syntax, the
+   text handed to Tantivy's parser stays bounded (``search.query``), the prompt fence holds
    against injection and the keyword extractor only returns valid spans of the seed.
 4. Every test counts the examples it ran (``EXAMPLES``); the counts are printed when the
    module finishes.
@@ -38,7 +38,6 @@ from pydantic import BaseModel, ValidationError
 from agents.explorer import Explorer, RawMessage
 from agents.extractor.base import SeedText
 from agents.extractor.keywords import METHODS, KeywordsExtractor
-from agents.index import ListingIndex
 from agents.prompt import (
     END_MARKER,
     ITEM_CLOSE,
@@ -50,20 +49,15 @@ from agents.prompt import (
     chat_messages,
     clean_item_text,
     instruction,
-    strip_invisible,
 )
 from agents.queries import (
     MAX_QUERY_CHARS,
     MAX_QUERY_TOKENS,
-    MAX_SEARCH_INPUT_CHARS,
-    MAX_SEARCH_TERMS,
-    SYNTAX_CHARS,
     candidate_spans,
     clean_queries,
     is_valid_query,
-    to_search_text,
 )
-from agents.replica import Replica
+from config import Settings
 from schemas.codec import (
     CONTRACTS,
     MAX_DEAD_LETTER_BYTES,
@@ -85,7 +79,10 @@ from schemas.models import (
     SearchHit,
     ToxicItem,
 )
-from streams.settings import Settings
+from search.query import MAX_SEARCH_INPUT_CHARS, MAX_SEARCH_TERMS, SYNTAX_CHARS, to_search_text
+from search.tantivy_index import TantivyIndex
+from search.text import strip_invisible
+from streams.replica import Replica
 from tests.agents.test_explorer import Sink, StubExtractor, StubReplica
 
 # --- example counts ------------------------------------------------------------------------
@@ -182,8 +179,11 @@ DEAD_LETTERS = st.builds(
     DeadLetter, stage=SHORT, error=texts(2000), topic=SHORT, partition=st.none() | INT64,
     offset=st.none() | INT64, raw_key_b64=st.none() | texts(100), raw_value_b64=texts(500),
     failed_at=TIMES)
+#: Backend names: the workers' own, and any other the contract admits (a worker refuses those).
+BACKEND_NAMES = st.sampled_from(["keywords", "transformers", "openai"]) | st.from_regex(
+    r"[a-z][a-z0-9_-]{0,63}", fullmatch=True)
 ROLLOUTS = st.builds(
-    ModelRollout, extractor=st.sampled_from(["keywords", "transformers", "openai"]),
+    ModelRollout, extractor=BACKEND_NAMES,
     model=st.none() | SHORT, base_url=st.none() | SHORT, model_version=st.none() | SHORT,
     reason=SHORT, issued_by=SHORT, issued_at=TIMES)
 
@@ -535,10 +535,12 @@ def test_empty_strings_are_refused_exactly_where_the_schema_wants_text(contract,
     field = data.draw(st.sampled_from(strings))
     record[field] = ""
     _tried(f"empty_string[{contract}]")
-    minimum = max((o.get("minLength", 0) for o in schema["properties"][field].get(
-        "anyOf", [schema["properties"][field]])), default=0)
+    options = schema["properties"][field].get("anyOf", [schema["properties"][field]])
+    minimum = max((o.get("minLength", 0) for o in options), default=0)
+    # a pattern that no empty string matches (``ModelRollout.extractor``) wants text too
+    patterned = any("pattern" in o and not re.search(o["pattern"], "") for o in options)
     _, reason = decode_or_reason(contract, orjson.dumps(record))
-    if minimum > 0:
+    if minimum > 0 or patterned:
         assert reason is not None and field in reason
     else:
         assert reason is None, reason
@@ -610,7 +612,8 @@ def test_scores_json_cannot_carry_are_refused_by_the_models(value):
 
 # --- 2. agents -----------------------------------------------------------------------------
 
-SETTINGS = Settings(topic_prefix="t.", queries_per_seed=3, results_per_query=5)
+SETTINGS = Settings.load(topic={"prefix": "t."},
+                         exploration={"queries_per_seed": 3, "results_per_query": 5})
 TOXIC_TOPIC = "t.toxic-items"
 #: A toxic item far over the size limit (about 1 MB).
 HUGE_ITEM = orjson.dumps({"schema_version": 1, "id": "huge", "title": "a" * (1024 * 1024),
@@ -618,9 +621,9 @@ HUGE_ITEM = orjson.dumps({"schema_version": 1, "id": "huge", "title": "a" * (102
 
 
 @cache
-def _explorer_index() -> ListingIndex:
+def _explorer_index() -> TantivyIndex:
     """A small committed index with hostile listing text, shared by the explorer tests."""
-    index = ListingIndex.open(None, heap_mb=16)
+    index = TantivyIndex.open(None, heap_mb=16)
     for i, title in enumerate(["c0ca snow ❄️ tg @plug", "snow ❄️ fresh tg @plug", "snow globe",
                                "title:x AND (y OR", "每天在家轻松赚钱 加微信abc123",
                                "a" * 100 + " snow", "\x00\u202e snow \u200b"]):
@@ -700,10 +703,16 @@ def assert_dead_letter_of(record: DeadLetter, message: RawMessage, stage: str) -
         assert base64.b64decode(record.raw_key_b64) == message.key[:MAX_DEAD_LETTER_KEY_BYTES]
 
 
+def _keywords(method: str) -> KeywordsExtractor:
+    """The model-free extractor; tfidf weighs terms by the shared index's statistics."""
+    return KeywordsExtractor(method, stats=_explorer_index() if method == "tfidf" else None)
+
+
 async def _run_explorer(extractor, messages: list[RawMessage]) -> tuple[Explorer, Sink]:
     """Handle one batch with a fresh explorer and replica over the shared index."""
     sink = Sink()
-    explorer = Explorer(SETTINGS, StubReplica(_explorer_index()), extractor, sink)
+    explorer = Explorer(SETTINGS.exploration, SETTINGS.topics, StubReplica(_explorer_index()),
+                        extractor, sink)
     try:
         await explorer.handle(messages)
     finally:
@@ -731,7 +740,7 @@ def test_explorer_dead_letters_each_bad_message_once_and_explores_every_seed(mes
     feedback = sink.records(SETTINGS.topics.feedback, SearchFeedback)
     assert sorted(f.seed_id for f in feedback) == sorted(list(seeds) * 2)
     assert explorer.stats.seeds_explored == len(seeds)
-    assert explorer.replica.confirmed == set(seeds)
+    assert explorer.replica.ledger.confirmed == set(seeds)
     for detection in sink.records(SETTINGS.topics.detections, Detection):
         assert detection.seed_id in seeds and detection.listing_id != detection.seed_id
 
@@ -744,7 +753,7 @@ def test_explorer_with_the_keywords_extractor_loses_no_seed(messages, method):
     text yields no valid query."""
     _tried("explorer_keywords_extractor")
     seeds, bad = _expected(messages)
-    explorer, sink = asyncio.run(_run_explorer(KeywordsExtractor(method), messages))
+    explorer, sink = asyncio.run(_run_explorer(_keywords(method), messages))
     dead = sink.records(SETTINGS.topics.dead_letter, DeadLetter)
     assert [d.offset for d in dead if d.stage == "decode-toxic-item"] == [m.offset for m in bad]
     unexplored = [d for d in dead if d.stage == "explore"]
@@ -803,8 +812,9 @@ def listing_batches(draw) -> list[_Record]:
 def test_replica_applies_good_listings_and_dead_letters_the_rest(messages):
     """``Replica._apply_listings`` (decode -> upsert/delete -> dead letter) without Kafka."""
     _tried("replica_apply_listings")
-    index = ListingIndex.open(None, heap_mb=16)
-    replica = Replica(SETTINGS, index, dead_letters=None)  # the sink is only used by run()
+    index = TantivyIndex.open(None, heap_mb=16)
+    replica = Replica(SETTINGS.kafka, SETTINGS.topics, SETTINGS.index, index,
+                      dead_letters=None)  # the sink is only used by run()
     tp = TopicPartition("t.listings", 2)
 
     expected: dict[str, str] = {}
@@ -870,7 +880,7 @@ def assert_bounded_search_text(query: str) -> str:
     return text
 
 
-def assert_search_never_raises(index: ListingIndex, query: str, limit: int) -> None:
+def assert_search_never_raises(index: TantivyIndex, query: str, limit: int) -> None:
     """``search`` returns at most ``limit`` well-formed hits and never raises."""
     assert_bounded_search_text(query)
     hits = index.search(query, limit, exclude=("l0",))
@@ -905,7 +915,7 @@ def test_field_syntax_cannot_reach_other_fields():
 @given(titles=st.lists(texts(300) | SYNTAX_SOUP, min_size=1, max_size=6), data=st.data())
 def test_hostile_listing_text_is_indexed_and_found_by_its_own_words(titles, data):
     _tried("search_hostile_listings")
-    index = ListingIndex.open(None, heap_mb=16)
+    index = TantivyIndex.open(None, heap_mb=16)
     for i, title in enumerate(titles):
         index.upsert(ListingUpsert(id=f"h{i}", title=title[:1000]))
     index.commit(None)
@@ -1027,7 +1037,7 @@ def assert_spans_of_seed(queries: list[str], title: str, description: str) -> No
 def test_the_keywords_extractor_only_returns_valid_spans_of_the_seed(title, description,
                                                                      method, k):
     _tried("keywords_extractor")
-    [extraction] = KeywordsExtractor(method).extract_sync([SeedText("s", title, description)], k)
+    [extraction] = _keywords(method).extract_sync([SeedText("s", title, description)], k)
     assert len(extraction.queries) <= k
     assert_spans_of_seed(extraction.queries, title, description)
 
@@ -1037,7 +1047,7 @@ def test_the_keywords_extractor_only_returns_valid_spans_of_the_seed(title, desc
 def test_mixed_script_disguises_give_spans_of_the_seed(method, word):
     _tried("keywords_mixed_scripts")
     title, description = f"{word} fresh {word}", f"tg {word} {word}x {word}. {word}"
-    [extraction] = KeywordsExtractor(method).extract_sync([SeedText("s", title, description)],
+    [extraction] = _keywords(method).extract_sync([SeedText("s", title, description)],
                                                           5)
     assert_spans_of_seed(extraction.queries, title, description)
 
@@ -1047,7 +1057,7 @@ def test_mixed_script_disguises_give_spans_of_the_seed(method, word):
 def test_injected_instructions_never_become_wildcard_queries(method, attack):
     _tried("keywords_injection")
     title, description = f"c0ca snow {attack}", f"{attack} tg @plug fresh {attack}"
-    [extraction] = KeywordsExtractor(method).extract_sync([SeedText("s", title, description)],
+    [extraction] = _keywords(method).extract_sync([SeedText("s", title, description)],
                                                           5)
     assert extraction.queries
     assert_spans_of_seed(extraction.queries, title, description)

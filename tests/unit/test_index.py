@@ -9,16 +9,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.index import (
+from schemas.codec import decode
+from schemas.models import ListingEvent, ListingUpsert
+from search.tantivy_index import (
     _META_FORMAT,
     INDEX_FORMAT,
     IndexFormatError,
-    ListingIndex,
-    _analyzer,
+    TantivyIndex,
+    analyzer,
     open_or_rebuild,
 )
-from schemas.codec import decode
-from schemas.models import ListingEvent, ListingUpsert
 
 
 def _listing(id: str, title: str, description: str = "") -> ListingUpsert:
@@ -26,8 +26,8 @@ def _listing(id: str, title: str, description: str = "") -> ListingUpsert:
 
 
 @pytest.fixture
-def index(tmp_path: Path) -> ListingIndex:
-    ix = ListingIndex.open(tmp_path / "index")
+def index(tmp_path: Path) -> TantivyIndex:
+    ix = TantivyIndex.open(tmp_path / "index")
     ix.upsert(_listing("a", "Fresh ❄️ snow from C O L O M B I A", "message me on tg"))
     ix.upsert(_listing("b", "冰糖 出售 飞行员", "加微信"))
     ix.upsert(_listing("c", "vintage oak chair", "solid wood, pick up only"))
@@ -37,14 +37,14 @@ def index(tmp_path: Path) -> ListingIndex:
 
 
 def test_changes_are_visible_only_after_commit(tmp_path: Path) -> None:
-    ix = ListingIndex.open(tmp_path / "i")
+    ix = TantivyIndex.open(tmp_path / "i")
     ix.upsert(_listing("x", "lamp"))
     assert ix.count() == 0 and ix.pending == 1
     ix.commit(None)
     assert ix.count() == 1 and ix.pending == 0
 
 
-def test_upsert_replaces_and_delete_removes(index: ListingIndex) -> None:
+def test_upsert_replaces_and_delete_removes(index: TantivyIndex) -> None:
     index.upsert(_listing("c", "modern steel chair"))
     index.delete("a")
     index.commit({"listings": {0: 5}})
@@ -64,7 +64,7 @@ def test_upsert_replaces_and_delete_removes(index: ListingIndex) -> None:
 ])
 def test_a_listing_is_indexed_from_its_message_as_it_was_validated(tmp_path: Path,
                                                                     raw: bytes) -> None:
-    ix = ListingIndex.open(tmp_path / "i")
+    ix = TantivyIndex.open(tmp_path / "i")
     listing = decode(ListingEvent, raw)
     ix.upsert(listing, raw)
     ix.commit(None)
@@ -78,13 +78,13 @@ def test_a_listing_is_indexed_from_its_message_as_it_was_validated(tmp_path: Pat
 @pytest.mark.parametrize("listing_id", ["__meta__:offsets", "offsets", "format"])
 def test_no_listing_id_can_touch_the_index_metadata(tmp_path: Path, listing_id: str) -> None:
     path = tmp_path / "i"
-    ix = ListingIndex.open(path)
+    ix = TantivyIndex.open(path)
     ix.upsert(_listing(listing_id, "red bike"))
     ix.commit({"listings": {0: 1}})
     ix.upsert(_listing(listing_id, "blue bike"))
     ix.commit({"listings": {0: 2}})
     ix.close()
-    again = ListingIndex.open(path)
+    again = TantivyIndex.open(path)
     assert again.committed_offsets() == {"listings": {0: 2}}
     assert again.ids() == {listing_id} and again.get(listing_id).title == "blue bike"
     again.close()
@@ -92,12 +92,12 @@ def test_no_listing_id_can_touch_the_index_metadata(tmp_path: Path, listing_id: 
 
 def test_offsets_are_committed_with_the_data_and_survive_reopen(tmp_path: Path) -> None:
     path = tmp_path / "index"
-    ix = ListingIndex.open(path)
+    ix = TantivyIndex.open(path)
     ix.upsert(_listing("a", "x"))
     ix.commit({"listings": {0: 10, 3: 7}})
     ix.upsert(_listing("b", "y"))  # never committed: lost with the writer
     ix.close()
-    again = ListingIndex.open(path)
+    again = TantivyIndex.open(path)
     assert again.committed_offsets() == {"listings": {0: 10, 3: 7}}
     assert again.ids() == {"a"}
     again.close()
@@ -105,12 +105,12 @@ def test_offsets_are_committed_with_the_data_and_survive_reopen(tmp_path: Path) 
 
 def test_an_index_of_another_format_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "index"
-    ix = ListingIndex.open(path)
+    ix = TantivyIndex.open(path)
     ix._put_meta(_META_FORMAT, INDEX_FORMAT + 1)
     ix.commit(None)
     ix.close()
     with pytest.raises(IndexFormatError):
-        ListingIndex.open(path)
+        TantivyIndex.open(path)
 
 
 @pytest.mark.parametrize(
@@ -127,7 +127,7 @@ def test_an_index_of_another_format_is_refused(tmp_path: Path) -> None:
         ("chair OR", "c"),
     ],
 )
-def test_search_finds_disguises_emoji_and_chinese(index: ListingIndex, query: str,
+def test_search_finds_disguises_emoji_and_chinese(index: TantivyIndex, query: str,
                                                   expected: str) -> None:
     hits = index.search(query, 3)
     assert hits and hits[0].listing_id == expected
@@ -136,11 +136,11 @@ def test_search_finds_disguises_emoji_and_chinese(index: ListingIndex, query: st
 
 @pytest.mark.parametrize("query", ['"unbalanced', "*", "AND", "((((", "a" * 500, "\x00\x01",
                                    "field:", "a AND OR NOT b", "[1 TO 2]", "~2^3", " "])
-def test_hostile_query_text_never_raises(index: ListingIndex, query: str) -> None:
+def test_hostile_query_text_never_raises(index: TantivyIndex, query: str) -> None:
     assert isinstance(index.search(query, 5), list)
 
 
-def test_search_excludes_ids_and_keeps_ranks_dense(index: ListingIndex) -> None:
+def test_search_excludes_ids_and_keeps_ranks_dense(index: TantivyIndex) -> None:
     index.upsert(_listing("d", "snow boots"))
     index.commit(None)
     hits = index.search("snow", 5, exclude=("a",))
@@ -148,12 +148,12 @@ def test_search_excludes_ids_and_keeps_ranks_dense(index: ListingIndex) -> None:
 
 
 def test_upsert_after_reopening_replaces_the_listing_of_an_earlier_run(tmp_path):
-    index = ListingIndex.open(tmp_path, threads=2)
+    index = TantivyIndex.open(tmp_path, threads=2)
     index.upsert(ListingUpsert(id="a", title="old red bicycle"))
     index.upsert(ListingUpsert(id="b", title="blue kettle"))
     index.commit({"listings": {0: 2}})
     index.close()
-    reopened = ListingIndex.open(tmp_path, threads=2)  # learns which ids exist
+    reopened = TantivyIndex.open(tmp_path, threads=2)  # learns which ids exist
     reopened.upsert(ListingUpsert(id="a", title="new green bicycle"))
     reopened.upsert(ListingUpsert(id="c", title="green lamp"))
     reopened.commit({"listings": {0: 4}})
@@ -186,13 +186,13 @@ def _damage(path, how: str) -> None:
                                  "all-garbage", "other-format"])
 def test_a_damaged_index_is_moved_aside_and_rebuilt_empty(tmp_path, how, monkeypatch):
     path = tmp_path / "index"
-    index = ListingIndex.open(path)
+    index = TantivyIndex.open(path)
     for n in range(20):
         index.upsert(ListingUpsert(id=f"l{n}", title=f"lamp {n}"))
     index.commit({"listings": {0: 20}})
     index.close()
     if how == "other-format":
-        monkeypatch.setattr("agents.index.INDEX_FORMAT", INDEX_FORMAT + 1)
+        monkeypatch.setattr("search.tantivy_index.INDEX_FORMAT", INDEX_FORMAT + 1)
     else:
         _damage(path, how)
     rebuilt, reason = open_or_rebuild(path)
@@ -203,7 +203,7 @@ def test_a_damaged_index_is_moved_aside_and_rebuilt_empty(tmp_path, how, monkeyp
 
 
 def test_a_sound_index_is_opened_as_it_is(tmp_path):
-    index = ListingIndex.open(tmp_path / "index")
+    index = TantivyIndex.open(tmp_path / "index")
     index.upsert(ListingUpsert(id="a", title="lamp"))
     index.commit({"listings": {0: 1}})
     index.close()
@@ -256,4 +256,4 @@ def _reference_tokens(text: str) -> list[str]:
 @settings(max_examples=300, deadline=None)
 @given(st.text(_ALPHABET, max_size=60))
 def test_the_analyzer_tokenises_as_its_definition_says(text: str) -> None:
-    assert _analyzer().analyze(text) == _reference_tokens(text)
+    assert analyzer().analyze(text) == _reference_tokens(text)

@@ -16,8 +16,8 @@ from agents.prompt import (
     chat_messages,
     format_completion,
     parse_completion,
-    strip_invisible,
 )
+from search.text import strip_invisible
 
 
 def _fenced(prompt: str) -> str:

@@ -5,16 +5,9 @@ from __future__ import annotations
 import pytest
 import tantivy
 
-from agents.index import _analyzer
-from agents.queries import (
-    MAX_QUERY_CHARS,
-    MAX_QUERY_TOKENS,
-    MAX_SEARCH_TERMS,
-    SYNTAX_CHARS,
-    clean_queries,
-    is_valid_query,
-    to_search_text,
-)
+from agents.queries import MAX_QUERY_CHARS, MAX_QUERY_TOKENS, clean_queries, is_valid_query
+from search.query import MAX_SEARCH_TERMS, SYNTAX_CHARS, to_search_text
+from search.tantivy_index import analyzer
 
 # Analyzers a listing index may use: Tantivy's built-ins, a CJK bigram analyzer and
 # QExplorer's own (Han characters, letter/digit runs and symbols as tokens).
@@ -43,7 +36,7 @@ def _index(tokenizer: str) -> tantivy.Index:
         tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.ngram(2, 2))
         .filter(tantivy.Filter.lowercase()).build(),
     )
-    index.register_tokenizer("qx", _analyzer())
+    index.register_tokenizer("qx", analyzer())
     writer = index.writer(15_000_000, 1)
     for title, desc in [
         ("Brand new R0LEX Submariner", "vx lux888 fast ship"),

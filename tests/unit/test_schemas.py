@@ -14,6 +14,7 @@ from schemas.models import (
     ListingDelete,
     ListingEvent,
     ListingUpsert,
+    ModelRollout,
     SearchFeedback,
     SearchHit,
     ToxicItem,
@@ -90,6 +91,19 @@ def test_detection_and_feedback_roundtrip() -> None:
                               model_version="v", prompt_version="v1",
                               results=[SearchHit(listing_id="l", rank=1, score=2.5)])
     assert decode(SearchFeedback, encode(feedback)) == feedback
+
+
+@pytest.mark.parametrize("name", ["keywords", "transformers", "openai", "vllm-2", "my_backend"])
+def test_a_rollout_names_any_backend_by_a_plain_name(name: str) -> None:
+    rollout = ModelRollout(extractor=name, model="m")
+    assert decode(ModelRollout, encode(rollout)) == rollout
+
+
+@pytest.mark.parametrize("name", ["", "Keywords", "1st", "-x", "a b", "a.b", "x\n", "a" * 65])
+def test_a_rollout_refuses_a_name_no_backend_can_have(name: str) -> None:
+    raw = orjson.dumps({"schema_version": 1, "extractor": name})
+    with pytest.raises(SchemaError, match="extractor"):
+        decode(ModelRollout, raw)
 
 
 def test_dead_letter_keeps_the_raw_bytes() -> None:
