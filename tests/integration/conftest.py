@@ -98,8 +98,8 @@ def cluster(broker: Settings, tmp_path: Path, request) -> Iterator[Cluster]:
              f"topics left behind: {run_topics(settings)}")
 
 
-def run_topics(settings: Settings) -> list[str]:
-    """The topics on the broker that belong to this run (its prefix or its app id)."""
+def list_topics(settings: Settings) -> list[str]:
+    """Every topic on the broker."""
     from aiokafka.admin import AIOKafkaAdminClient
 
     async def names() -> list[str]:
@@ -110,7 +110,12 @@ def run_topics(settings: Settings) -> list[str]:
         finally:
             await admin.close()
 
-    return [t for t in asyncio.run(names())
+    return asyncio.run(names())
+
+
+def run_topics(settings: Settings) -> list[str]:
+    """The topics on the broker that belong to this run (its prefix or its app id)."""
+    return [t for t in list_topics(settings)
             if t.startswith(settings.topic.prefix) or t.startswith(settings.worker.app_id)]
 
 

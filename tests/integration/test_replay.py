@@ -3,15 +3,13 @@ confirmations become new seeds, and the report and plot it writes."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 
 import orjson
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 
 from marketplace.synthetic import generate_marketplace
-from tests.integration.conftest import wait_for
+from tests.integration.conftest import list_topics, wait_for
 from trainer.replay import run_replay
 
 pytestmark = pytest.mark.integration
@@ -73,14 +71,6 @@ def test_replay_finds_harmful_items_beyond_the_initial_seeds(broker, tmp_path):
     # the run cleaned up after itself: state, topics (faust's own included)
     assert not list((tmp_path / "state").glob("replay-*/*"))
     # the broker deletes topics asynchronously: they go within a deadline
-    wait_for(lambda: not [t for t in asyncio.run(_topics(settings)) if report["run_id"] in t],
+    wait_for(lambda: not [t for t in list_topics(settings) if report["run_id"] in t],
              60, 0.5, f"topics of run {report['run_id']} were not deleted")
 
-
-async def _topics(settings) -> list[str]:
-    admin = AIOKafkaAdminClient(**settings.kafka.client_kwargs())
-    await admin.start()
-    try:
-        return list(await admin.list_topics())
-    finally:
-        await admin.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 from pathlib import Path
 
@@ -11,6 +10,9 @@ import pytest
 from config import KafkaSettings, Settings
 from streams.broker import local
 from streams.broker.local import BrokerError, LocalBroker, render_server_properties
+
+# every test sees only the settings it sets (tests/unit/conftest.py)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def _props(text: str) -> dict[str, str]:
@@ -25,14 +27,6 @@ def _props(text: str) -> dict[str, str]:
     return out
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No QExplorer variable from the caller and no .env file: the values below are the
-    ones the tests give."""
-    for name in list(os.environ):
-        if name.upper().startswith("QEXPLORER_") or name.upper() == "KAFKA_BOOTSTRAP":
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
 
 
 def _broker(cache_dir: Path, **kafka: object) -> LocalBroker:

@@ -4,7 +4,6 @@ tests/integration/test_model_serving.py)."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -13,15 +12,8 @@ from config import ServingSettings, Settings
 from serving.environment import detect_device, env_dir, requirements_file, split_requirements
 from serving.server import ModelServer, served_name, server_command, server_env
 
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No QExplorer variable from the caller and no .env file: the values below are the
-    ones the tests give."""
-    for name in list(os.environ):
-        if name.upper().startswith("QEXPLORER_") or name.upper() == "KAFKA_BOOTSTRAP":
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+# every test sees only the settings it sets (tests/unit/conftest.py)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def _model(tmp_path: Path, version: str | None = "qx-dpo-1234abcd-00ff00") -> Path:

@@ -48,15 +48,9 @@ SASL_PASSWORD = "pw-test-77d2e0"
 MASK = "**********"
 #: The variable names a SettingsError message starts its "; "-separated parts with.
 _NAMED = re.compile(r"(?:^|; )([A-Z][A-Z0-9_]*):")
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
-    """Every test starts from the defaults: no QExplorer variable from the caller, and a
-    working directory without a .env file."""
-    for name in list(os.environ):
-        if name.upper().startswith("QEXPLORER_") or name.upper() == "KAFKA_BOOTSTRAP":
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    return monkeypatch
+
+# every test sees only the settings it sets (tests/unit/conftest.py)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def _setenv(monkeypatch: pytest.MonkeyPatch, **values: str) -> None:
