@@ -1,1 +1,2 @@
-"""Topic contracts: versioned records, their codec and their exported JSON Schemas."""
+"""Topic contracts: versioned records (``models``), their codec (``codec``), the topic registry
+(``topics``) and their exported JSON Schemas (``export``, ``json/``)."""
