@@ -130,7 +130,7 @@ def measure(model: str, seeds: list[SeedText], repeats: int, concurrency: int,
             settings: Settings, workdir: Path) -> dict:
     """Run both backends ``repeats`` times in each mode; return the report."""
     device = detect_device(settings.serving)
-    python = ensure_env(settings.serving, settings.paths.cache_dir, device)
+    python = ensure_env(settings.serving, settings.paths.envs_dir, device)
     server = ModelServer.of(settings, python, model, device=device, port=free_port(),
                             log_path=workdir / "vllm.log")
     tokenizer = load_tokenizer(model)

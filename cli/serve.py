@@ -34,7 +34,7 @@ def serve_model_command(
     settings = load_settings(serving={"device": device})
     device = detect_device(settings.serving)
     with console.status(f"model server environment ({device}): building if needed"):
-        python = ensure_env(settings.serving, settings.paths.cache_dir, device)
+        python = ensure_env(settings.serving, settings.paths.envs_dir, device)
     console.print(f"model server environment: {python.parent.parent}")
     if setup_only:
         return

