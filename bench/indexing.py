@@ -42,7 +42,7 @@ from bench.report import comparison
 from config import Settings
 from schemas.models import ListingUpsert
 from schemas.topics import LISTINGS
-from search.tantivy_index import ANALYZER
+from search.tantivy_index import ANALYZER, analyzer
 from streams.client import publish, topic_partitions
 
 PATHS = ("raw_tantivy", "raw_tantivy_analyzer", "listing_index", "pipeline", "raw_consumer")
@@ -76,12 +76,12 @@ def fill_raw_index(index: tantivy.Index, listings: list[ListingUpsert]) -> None:
     index.reload()
 
 
-def raw_tantivy(listings: list[ListingUpsert], analyzer: bool = False) -> float:
+def raw_tantivy(listings: list[ListingUpsert], own_analyzer: bool = False) -> float:
     """Seconds for tantivy-py to bulk index the listings' texts (default tokenizer, or with
-    ``analyzer`` QExplorer's)."""
+    ``own_analyzer`` QExplorer's)."""
     with tempfile.TemporaryDirectory() as path:
-        index = tantivy.Index(raw_schema(ANALYZER if analyzer else "default"), path)
-        if analyzer:
+        index = tantivy.Index(raw_schema(ANALYZER if own_analyzer else "default"), path)
+        if own_analyzer:
             index.register_tokenizer(ANALYZER, analyzer())
         started = time.perf_counter()
         fill_raw_index(index, listings)
@@ -166,7 +166,7 @@ def measure(listings: list[ListingUpsert], settings: Settings, repeats: int, log
                                 listings))
         for repeat in range(repeats):
             runs["raw_tantivy"].append(raw_tantivy(listings))
-            runs["raw_tantivy_analyzer"].append(raw_tantivy(listings, analyzer=True))
+            runs["raw_tantivy_analyzer"].append(raw_tantivy(listings, own_analyzer=True))
             runs["listing_index"].append(listing_index(listings, settings))
             if cluster is not None:
                 runs["pipeline"].append(pipeline(cluster, f"r{repeat}", len(listings)))
