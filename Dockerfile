@@ -12,6 +12,7 @@ COPY streams streams
 COPY marketplace marketplace
 COPY trainer trainer
 COPY serving serving
+COPY review review
 COPY cli cli
 # The versions the project is tested with (constraints.txt); package-data carries the
 # non-Python files (trainer configs, JSON schemas, broker config).

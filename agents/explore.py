@@ -36,6 +36,7 @@ class _Merged:
     best_rank: int = 10**9
     best_score: float = float("-inf")
     title: str = ""
+    description: str = ""
 
 
 def merge_hits(
@@ -76,13 +77,17 @@ def merge_hits(
                 entry.queries.append(query)
             entry.best_rank = min(entry.best_rank, hit.rank)
             entry.best_score = max(entry.best_score, hit.score)
-            entry.title = entry.title or hit.title
+            if not (entry.title or entry.description):
+                # title and description from the same hit: the text reviewers see (and hash)
+                # is one version of the listing
+                entry.title, entry.description = hit.title, hit.description
     detections = [
         Detection(
             key=detection_key(seed_id, listing_id, provenance.model_version),
             seed_id=seed_id,
             listing_id=listing_id,
             listing_title=entry.title[:1_000],
+            listing_description=entry.description[:20_000],
             queries=entry.queries,
             best_rank=entry.best_rank,
             best_score=entry.best_score,

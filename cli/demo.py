@@ -91,8 +91,11 @@ def _load_items(dataset: str | None, benign: int) -> list[LabelledItem]:
 
 
 def run_demo(settings: Settings, *, dataset: str | None, benign: int, confirm: float,
-             timeout_s: float, keep: bool, console: Console) -> DemoSummary:
-    """Run the demo end to end and print its report; returns the summary."""
+             timeout_s: float, keep: bool, console: Console, review: bool = False
+             ) -> DemoSummary:
+    """Run the demo end to end and print its report; returns the summary. With ``review``,
+    then serve the review queue holding the demo's detections (the worker keeps running, so
+    a confirmed listing is explored as a new seed) until Ctrl-C."""
     from marketplace.synthetic import split_seeds
     from streams.broker import local
     from streams.client import publish, read_to_end
@@ -130,20 +133,46 @@ def run_demo(settings: Settings, *, dataset: str | None, benign: int, confirm: f
         explored = _wait_explored(settings, seed_ids, timeout_s, process, console)
         detections = [orjson.loads(m.value) for m in
                       asyncio.run(read_to_end(kafka, topics.detections))]
+        counts = score_detections(detections, items, seed_ids)
+        first = detections[0] if detections else {}
+        summary = DemoSummary(
+            listings=len(items), harmful=harmful, seeds=len(seeds),
+            seeds_explored=len(explored), detections=counts["detections"],
+            detected_listings=counts["listings"], true_detections=counts["true"],
+            same_cluster_detections=counts["same_cluster"],
+            new_harmful_found=counts["new_found"], extractor=first.get("extractor", "-"),
+            model_version=first.get("model_version", "-"),
+            seconds=time.monotonic() - started)
+        _report(summary, detections, items, console)
+        if review:
+            _serve_review(settings, console)
     finally:
         stop_worker(process)
         if not keep:
             asyncio.run(delete_topics(kafka, topics, app_id=settings.worker.app_id))
-    counts = score_detections(detections, items, seed_ids)
-    first = detections[0] if detections else {}
-    summary = DemoSummary(
-        listings=len(items), harmful=harmful, seeds=len(seeds), seeds_explored=len(explored),
-        detections=counts["detections"], detected_listings=counts["listings"],
-        true_detections=counts["true"], same_cluster_detections=counts["same_cluster"],
-        new_harmful_found=counts["new_found"], extractor=first.get("extractor", "-"),
-        model_version=first.get("model_version", "-"), seconds=time.monotonic() - started)
-    _report(summary, detections, items, console)
     return summary
+
+
+def _serve_review(settings: Settings, console: Console) -> None:
+    """Serve the review queue of this run's topics with a one-off demo reviewer."""
+    import secrets
+
+    from review.auth import hash_password
+    from review.service import ReviewService
+
+    password = secrets.token_urlsafe(9)
+    settings = settings.replace(review={"users": {"demo": hash_password(password)},
+                                        "undo_s": 5.0})
+
+    def ready(url: str) -> None:
+        console.print(f"\nREVIEW {url}  (sign in as [bold]demo[/bold] / [bold]{password}"
+                      "[/bold]; the worker keeps exploring what you confirm; Ctrl-C stops "
+                      "and deletes the demo topics)", highlight=False, soft_wrap=True)
+
+    try:
+        asyncio.run(ReviewService(settings).run(ready=ready))
+    except KeyboardInterrupt:
+        console.print("review service stopped")
 
 
 def _wait_explored(settings: Settings, seed_ids: set[str], timeout_s: float, process,

@@ -17,6 +17,7 @@ import typer
 
 from cli.bench import bench_command
 from cli.common import console, load_settings
+from cli.review import review_app
 from cli.serve import rollout_command, serve_model_command
 from cli.train import eval_command, replay_command, train_app
 
@@ -31,6 +32,7 @@ app.add_typer(kafka_app, name="kafka")
 app.add_typer(topics_app, name="topics")
 app.add_typer(publish_app, name="publish")
 app.add_typer(train_app, name="train")
+app.add_typer(review_app, name="review")
 app.command("eval")(eval_command)
 app.command("replay")(replay_command)
 app.command("serve-model")(serve_model_command)
@@ -187,8 +189,8 @@ def publish_toxic(
 @app.command()
 def tail(
     topic: Annotated[str, typer.Argument(
-        help="A topic of the registry: detections, search-feedback, dead-letter, listings, "
-             "toxic-items, model-rollouts.")] = "detections",
+        help="A topic of the registry: detections, search-feedback, moderation-decisions, "
+             "dead-letter, listings, toxic-items, model-rollouts.")] = "detections",
     from_beginning: Annotated[bool, typer.Option(help="Start at the oldest message.")] = False,
     limit: Annotated[int, typer.Option(help="Stop after this many (0: never).")] = 0,
 ) -> None:
@@ -232,6 +234,10 @@ def format_message(topic: str, value: bytes | None) -> str:
     if topic == "dead-letter":
         return (f"{data.get('stage')}: {data.get('error')}  "
                 f"({data.get('topic')}@{data.get('offset')})")
+    if topic == "moderation-decisions":
+        return (f"{data.get('decision')} {data.get('listing_id')} by {data.get('reviewer')}"
+                f"  seeds {data.get('seed_ids')}  [{', '.join(data.get('model_versions', []))}]"
+                + (f"  {data.get('reason')!r}" if data.get("reason") else ""))
     if topic == "model-rollouts":
         return (f"{data.get('extractor')} {data.get('model') or ''} "
                 f"{data.get('base_url') or ''} [{data.get('model_version') or ''}] "
@@ -298,6 +304,8 @@ def demo(
     model: Annotated[str | None, typer.Option(
         help="Explore with this trained model (transformers backend) instead of keywords."
     )] = None,
+    review: Annotated[bool, typer.Option(
+        help="Then serve the review queue with the demo's detections until Ctrl-C.")] = False,
 ) -> None:
     """The main job on embedded defaults: broker, topics, a worker, a marketplace, detections."""
     from cli.demo import run_demo
@@ -305,7 +313,7 @@ def demo(
     settings = load_settings(extractor={"backend": "transformers", "model": model}
                              if model else {})
     summary = run_demo(settings, dataset=dataset, benign=benign, confirm=confirm,
-                       timeout_s=timeout, keep=keep, console=console)
+                       timeout_s=timeout, keep=keep, console=console, review=review)
     if summary.seeds_explored < summary.seeds:
         raise typer.Exit(1)
 

@@ -8,6 +8,7 @@ from config.settings import (
     KafkaSettings,
     MetricsSettings,
     PathsSettings,
+    ReviewSettings,
     SecurityProtocol,
     ServingSettings,
     Settings,
@@ -17,5 +18,6 @@ from config.settings import (
 )
 
 __all__ = ["PROJECT_ROOT", "ExplorationSettings", "ExtractorSettings", "IndexSettings",
-           "KafkaSettings", "MetricsSettings", "PathsSettings", "SecurityProtocol",
-           "ServingSettings", "Settings", "SettingsError", "TopicSettings", "WorkerSettings"]
+           "KafkaSettings", "MetricsSettings", "PathsSettings", "ReviewSettings",
+           "SecurityProtocol", "ServingSettings", "Settings", "SettingsError", "TopicSettings",
+           "WorkerSettings"]

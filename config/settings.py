@@ -359,6 +359,39 @@ class MetricsSettings(_Slice):
     port: int = Field(default=9400, ge=0, le=65535, description="0: any free port.")
 
 
+class ReviewSettings(_Slice):
+    """The moderators' review service (``qexplorer review``)."""
+
+    # an empty variable means "not set" (compose passes QEXPLORER_REVIEW_USERS= through)
+    model_config = SettingsConfigDict(env_prefix="QEXPLORER_REVIEW_", env_ignore_empty=True)
+
+    host: str = Field(default="127.0.0.1", description="Bind address of the review service.")
+    port: int = Field(default=8700, ge=0, le=65535, description="Its port (0: any free port).")
+    users: dict[str, str] = Field(
+        default_factory=dict,
+        description='Reviewers: JSON {"name": "<hash from qexplorer review hash-password>"}.')
+    session_secret: SecretStr | None = Field(
+        default=None, description="Signs session cookies; default a random one per start "
+                                  "(reviewers sign in again after a restart).")
+    secure_cookies: bool = Field(
+        default=False, description="Cookies only over HTTPS (set behind a TLS proxy).")
+    lease_s: float = Field(
+        default=300.0, gt=0, description="How long an item stays with the reviewer who opened "
+                                         "it before another may take it.")
+    undo_s: float = Field(
+        default=30.0, ge=0, description="A confirm becomes a toxic item (a seed) this long "
+                                        "after it is made, so it can be undone before.")
+
+    @field_validator("users")
+    @classmethod
+    def _hashed(cls, users: dict[str, str]) -> dict[str, str]:
+        for name, stored in users.items():
+            if not name or not stored.startswith("scrypt$"):
+                raise ValueError(f"reviewer {name!r}: give a hash from `qexplorer review "
+                                 "hash-password`, never a password")
+        return users
+
+
 # --- all of them ---------------------------------------------------------------------------------
 
 
@@ -377,6 +410,7 @@ class Settings(BaseModel):
     extractor: ExtractorSettings = Field(default_factory=ExtractorSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    review: ReviewSettings = Field(default_factory=ReviewSettings)
 
     @field_validator("*", mode="before")
     @classmethod

@@ -104,6 +104,9 @@ class Detection(_Record):
     seed_id: Id
     listing_id: Id
     listing_title: Title = ""
+    listing_description: Description = Field(
+        default="", description="The listing's text as it was searched, so a reviewer or a "
+                                "subscriber needs nothing else to judge it.")
     queries: list[QueryText] = Field(min_length=1, max_length=64)
     best_rank: int = Field(ge=1)
     best_score: float = Field(allow_inf_nan=False)  # JSON has no NaN/inf: orjson writes null
@@ -111,6 +114,42 @@ class Detection(_Record):
     model_version: ShortText
     prompt_version: ShortText
     detected_at: datetime = Field(default_factory=utcnow, strict=False)
+
+
+# --- moderation-decisions ------------------------------------------------------------------
+
+#: What a moderator decided. ``undo`` withdraws the reviewer's previous decision on the listing
+#: (it goes back to the queue; ``supersedes`` names the decision withdrawn).
+DecisionKind = Literal["confirm", "reject", "unsure", "undo"]
+
+
+def text_hash(title: str, description: str) -> str:
+    """Fingerprint of a listing's text: a decided listing comes back to review only when its
+    text changes."""
+    return hashlib.sha256(f"{title}\x1f{description}".encode()).hexdigest()[:16]
+
+
+class ModerationDecision(_Record):
+    """A moderator's decision on a detected listing (key: the listing id; a later decision on
+    the same listing supersedes an earlier one). A confirm becomes a toxic item (a seed); a
+    reject is a negative label for training."""
+
+    schema_version: SchemaVersion = 1
+    decision_id: Annotated[str, StringConstraints(min_length=8, max_length=64)] = Field(
+        description="Unique id: a decision read twice is applied once.")
+    listing_id: Id
+    decision: DecisionKind
+    text_hash: Annotated[str, StringConstraints(max_length=64)] = Field(
+        description="text_hash() of the listing text the reviewer saw.")
+    category: ShortText | None = None
+    reason: Annotated[str, StringConstraints(max_length=1_000)] = ""
+    reviewer: ShortText
+    detection_keys: list[Annotated[str, StringConstraints(min_length=8, max_length=64)]] = \
+        Field(default_factory=list, max_length=256)
+    seed_ids: list[Id] = Field(default_factory=list, max_length=256)
+    model_versions: list[ShortText] = Field(default_factory=list, max_length=64)
+    supersedes: Annotated[str, StringConstraints(max_length=64)] | None = None
+    decided_at: datetime = Field(default_factory=utcnow, strict=False)
 
 
 # --- search-feedback -----------------------------------------------------------------------

@@ -16,6 +16,8 @@ Retention follows what a topic is for:
 * ``toxic-items``, ``search-feedback`` and ``dead-letter`` are kept without time limit: the
   labels, the training data and what still has to be replayed.
 * ``detections`` are kept for 30 days by default (the review queue's backlog).
+* ``moderation-decisions`` is kept without time limit and not compacted: every decision,
+  superseded ones included, is the reviewers' audit trail and the trainer's labels.
 * ``model-rollouts`` is compacted: its last record is the model in service.
 """
 
@@ -30,6 +32,7 @@ from schemas.models import (
     Detection,
     ListingEvent,
     ModelRollout,
+    ModerationDecision,
     SearchFeedback,
     ToxicItem,
     explored_key,
@@ -78,13 +81,17 @@ DEAD_LETTER = TopicSpec(
     "dead-letter", DeadLetter, key=lambda r: f"{r.topic}:{r.partition}:{r.offset}:{r.stage}",
     retention_ms=FOREVER, single_partition=True,
     doc="Messages that could not be processed, with their raw bytes.")
+MODERATION_DECISIONS = TopicSpec(
+    "moderation-decisions", ModerationDecision, key=lambda r: r.listing_id,
+    retention_ms=FOREVER,
+    doc="Moderators' decisions on detected listings, keyed by listing id (latest supersedes).")
 MODEL_ROLLOUTS = TopicSpec(
     "model-rollouts", ModelRollout, key=lambda r: "extractor", cleanup="compact",
     single_partition=True, doc="The extractor model in service: its last record.")
 
 #: Every topic, in the order they are listed and created.
 REGISTRY: tuple[TopicSpec, ...] = (LISTINGS, TOXIC_ITEMS, DETECTIONS, SEARCH_FEEDBACK,
-                                   DEAD_LETTER, MODEL_ROLLOUTS)
+                                   MODERATION_DECISIONS, DEAD_LETTER, MODEL_ROLLOUTS)
 BY_NAME: dict[str, TopicSpec] = {spec.name: spec for spec in REGISTRY}
 
 
@@ -142,6 +149,11 @@ class Topics:
     def feedback(self) -> str:
         """The search-feedback topic."""
         return self.name(SEARCH_FEEDBACK)
+
+    @property
+    def decisions(self) -> str:
+        """The moderation-decisions topic."""
+        return self.name(MODERATION_DECISIONS)
 
     @property
     def dead_letter(self) -> str:

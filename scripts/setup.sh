@@ -12,6 +12,19 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
 command -v java >/dev/null || { echo "the local Kafka broker needs Java 17+ (apt-get install openjdk-17-jre-headless)" >&2; exit 1; }
 command -v mvn >/dev/null || { echo "fetching the Kafka jars needs Maven (apt-get install maven)" >&2; exit 1; }
 
+# The review service's browser test drives Debian's Chromium through Playwright (Playwright's
+# own browser download needs a network this project cannot assume).
+CHROMIUM=${QEXPLORER_CHROMIUM:-/usr/bin/chromium}
+if [ ! -x "$CHROMIUM" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing chromium (apt-get) for the browser test"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "the browser test needs Chromium at $CHROMIUM: sudo apt-get install chromium" \
+         "(or set QEXPLORER_CHROMIUM)" >&2; exit 1
+  fi
+fi
+
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi

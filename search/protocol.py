@@ -22,12 +22,14 @@ Offsets = Mapping[str, Mapping[int, int]]
 
 @dataclass(frozen=True, slots=True)
 class Hit:
-    """One search result: a listing, its 1-based rank, its BM25 score and its title."""
+    """One search result: a listing, its 1-based rank, its BM25 score and its text (title and
+    description, as the index holds them: what a detection shows its reviewers)."""
 
     listing_id: str
     rank: int
     score: float
     title: str = ""
+    description: str = ""
 
 
 @dataclass(frozen=True, slots=True)

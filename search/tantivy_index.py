@@ -29,7 +29,7 @@ from search.query import to_search_text
 log = logging.getLogger(__name__)
 
 #: Bump when the schema or the analyzer changes: an index of another version is rebuilt.
-INDEX_FORMAT = 2
+INDEX_FORMAT = 3
 ANALYZER = "qx_text"
 # A token is one Han character or one symbol such as an emoji, or a run of other letters/digits
 # (with combining marks). Han runs are searched as phrases, so unigrams lose little. (The two
@@ -47,12 +47,13 @@ class IndexFormatError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class StoredListing:
-    """What the index stores of a listing: what a search hit reports. The other fields are
-    indexed, not stored (the listings topic holds them): fetching a hit's document takes 4 us
-    instead of 11, and indexing is 7% faster."""
+    """What the index stores of a listing: what a search hit reports, the id and the text a
+    detection carries to its reviewers (title and description). The other fields (category,
+    seller, language, ...) are indexed, not stored: the listings topic holds them."""
 
     id: str
     title: str
+    description: str = ""
 
 
 def analyzer() -> tantivy.TextAnalyzer:
@@ -71,7 +72,7 @@ def _schema() -> tantivy.Schema:
     builder.add_text_field("id", stored=True, tokenizer_name="raw")
     builder.add_text_field("kind", stored=False, tokenizer_name="raw")
     builder.add_text_field("title", stored=True, tokenizer_name=ANALYZER)
-    builder.add_text_field("description", stored=False, tokenizer_name=ANALYZER)
+    builder.add_text_field("description", stored=True, tokenizer_name=ANALYZER)
     builder.add_text_field("category", stored=False, tokenizer_name="raw")
     builder.add_text_field("seller", stored=False, tokenizer_name="raw")
     builder.add_text_field("language", stored=False, tokenizer_name="raw")
@@ -303,14 +304,16 @@ class TantivyIndex(SearchIndex):
             doc = searcher.doc(address)
             listing_id = doc.get_first("id")
             if listing_id not in excluded:
-                hits.append(Hit(listing_id, len(hits) + 1, score, doc.get_first("title") or ""))
+                hits.append(Hit(listing_id, len(hits) + 1, score, doc.get_first("title") or "",
+                                doc.get_first("description") or ""))
                 if len(hits) == limit:
                     break
         return hits
 
     @staticmethod
     def _stored(doc: tantivy.Document) -> StoredListing:
-        return StoredListing(id=doc.get_first("id"), title=doc.get_first("title") or "")
+        return StoredListing(id=doc.get_first("id"), title=doc.get_first("title") or "",
+                             description=doc.get_first("description") or "")
 
 
 def open_or_rebuild(path: Path, **kwargs) -> tuple[TantivyIndex, str | None]:

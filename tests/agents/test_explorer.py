@@ -118,6 +118,26 @@ async def test_a_seed_gives_feedback_per_query_and_detections_without_itself(set
     assert feedback_keys == {explored_key("l0", "stub-1").encode()}
 
 
+async def test_each_detection_carries_its_listings_title_and_description(settings):
+    listings = [ListingUpsert(id="s", title="c0ca snow ❄️", description="tg @plug"),
+                ListingUpsert(id="d1", title="snow ❄️ fresh", description="dm on tg @plug, " * 50),
+                ListingUpsert(id="d2", title="snow boots size 42"),
+                ListingUpsert(id="d3", title="garden chair", description="snow white, tg ok")]
+    index = memory_index()
+    index.apply(Change(listing, encode(listing)) for listing in listings)  # as the replica does
+    index.commit(None)
+    sink = Sink()
+    explorer = _explorer(settings, StubReplica(index), StubExtractor({"s": ["snow", "tg"]}),
+                         sink)
+    await explorer.handle([_message(_seed("s", "c0ca snow ❄️"))])
+    detections = {d.listing_id: d for d in sink.records("t.detections", Detection)}
+    assert set(detections) == {"d1", "d2", "d3"}
+    for listing in listings[1:]:
+        detection = detections[listing.id]
+        assert detection.listing_title == listing.title
+        assert detection.listing_description == listing.description
+
+
 async def test_confirmed_items_are_not_detected_again(settings, replica):
     sink = Sink()
     replica.ledger.confirm(["l1"])

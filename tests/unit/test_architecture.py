@@ -21,7 +21,8 @@ LAYERS: list[set[str]] = [
     {"search", "marketplace"},  # the search protocol and engines; labelled marketplaces
     {"agents"},  # what a worker does, free of transport
     {"streams"},  # Kafka: the worker app, consumers, clients, broker, metrics
-    {"serving", "trainer"},  # the model server; the offline learning loop
+    {"serving", "trainer", "review"},  # the model server; the offline learning loop; the
+    # moderators' review service
     {"bench"},  # benchmarks against raw ceilings
     {"cli", "examples"},  # the qexplorer command; a consumer of detections
 ]

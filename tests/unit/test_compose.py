@@ -2,9 +2,9 @@
 .dockerignore (there is no Docker engine on the development machine, so they never run here).
 
 What is checked: the services and their wiring (KRaft Kafka, topic creation, the vLLM server and
-its blue/green slot, the worker, the trainer), that every QExplorer environment variable is a
-real setting (``config.settings.environment_variables()``) whose value its settings slice
-accepts and reads back, that the worker's URLs name the vLLM
+its blue/green slot, the worker, the review service, the trainer), that every QExplorer
+environment variable is a real setting (``config.settings.environment_variables()``) whose
+value its settings slice accepts and reads back, that the worker's URLs name the vLLM
 services and their ports, that the vLLM command serves a model under its card's version (run
 with stub ``vllm``/``python3``), that published ports stay on loopback, and that the image gets
 every package and data file ``pip install .`` needs.
@@ -340,12 +340,13 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyP
 
 
 def test_the_services_and_their_profiles() -> None:
-    assert set(SERVICES) == {"kafka", "topics", "vllm", "vllm-next", "worker", "trainer"}
+    assert set(SERVICES) == {"kafka", "topics", "vllm", "vllm-next", "worker", "review",
+                             "trainer"}
     assert SERVICES["vllm-next"].get("profiles") == ["rollout"]
     assert SERVICES["trainer"].get("profiles") == ["train"]
-    for name in ("kafka", "topics", "vllm", "worker"):
+    for name in ("kafka", "topics", "vllm", "worker", "review"):
         assert not SERVICES[name].get("profiles"), f"{name} must start with a plain `up`"
-    assert QEXPLORER_SERVICES == ["topics", "trainer", "worker"]
+    assert QEXPLORER_SERVICES == ["review", "topics", "trainer", "worker"]
 
 
 def test_named_volumes_are_declared_and_used() -> None:

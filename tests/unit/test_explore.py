@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from agents.explore import Ledger, Provenance, merge_hits
-from schemas.models import detection_key, explored_key
+from schemas.codec import decode, encode
+from schemas.models import Detection, detection_key, explored_key
 from search.protocol import Hit
 
 PROV = Provenance("keywords", "kw-1", "v1")
@@ -29,6 +30,41 @@ def test_seed_and_confirmed_items_are_not_detected_but_stay_in_feedback() -> Non
     detections, feedback = merge_hits("seed", per_query, excluded={"known"}, provenance=PROV)
     assert [d.listing_id for d in detections] == ["new"]
     assert [h.listing_id for h in feedback[0].results] == ["known", "new"]
+
+
+def test_a_detection_carries_the_listing_text_a_reviewer_needs() -> None:
+    per_query = [
+        ("snow", [Hit("a", 1, 5.0, "Fresh snow", "tg @plug, fast delivery")]),
+        ("plug", [Hit("a", 2, 3.0, "Fresh snow", "tg @plug, fast delivery"),
+                  Hit("b", 1, 4.0, "garden chair")]),
+    ]
+    detections, feedback = merge_hits("seed", per_query, excluded=set(), provenance=PROV)
+    by_listing = {d.listing_id: d for d in detections}
+    assert by_listing["a"].listing_title == "Fresh snow"
+    assert by_listing["a"].listing_description == "tg @plug, fast delivery"
+    assert by_listing["b"].listing_description == ""  # a listing without one
+    # feedback records stay id, rank and score: the trainer needs no text
+    assert "description" not in feedback[0].results[0].model_dump()
+
+
+def test_a_detections_title_and_description_come_from_one_hit() -> None:
+    # a hit without text (a backend that stores none) does not mix with one that has it
+    per_query = [("q1", [Hit("a", 1, 2.0)]), ("q2", [Hit("a", 1, 3.0, "new title", "new text")])]
+    [detection], _ = merge_hits("s", per_query, excluded=set(), provenance=PROV)
+    assert (detection.listing_title, detection.listing_description) == ("new title", "new text")
+    per_query = [("q1", [Hit("a", 1, 2.0, "", "only a description")]),
+                 ("q2", [Hit("a", 1, 3.0, "a title", "another description")])]
+    [detection], _ = merge_hits("s", per_query, excluded=set(), provenance=PROV)
+    assert (detection.listing_title, detection.listing_description) == ("", "only a description")
+
+
+def test_a_detections_text_is_capped_at_the_schemas_bounds() -> None:
+    per_query = [("q", [Hit("a", 1, 1.0, "t" * 1_500, "d" * 25_000)])]
+    [detection], _ = merge_hits("s", per_query, excluded=set(), provenance=PROV)
+    assert detection.listing_title == "t" * 1_000
+    assert detection.listing_description == "d" * 20_000
+    # and it passes the topic's own validation
+    assert decode(Detection, encode(detection)) == detection
 
 
 def test_a_query_without_hits_still_gives_feedback() -> None:

@@ -75,6 +75,7 @@ from schemas.models import (
     ListingDelete,
     ListingUpsert,
     ModelRollout,
+    ModerationDecision,
     SearchFeedback,
     SearchHit,
     ToxicItem,
@@ -167,7 +168,8 @@ SHORT = texts(200)
 QUERIES = texts(200, min_size=1)
 DETECTIONS = st.builds(
     Detection, key=texts(64, min_size=8), seed_id=IDS, listing_id=IDS,
-    listing_title=texts(1000), queries=st.lists(QUERIES, min_size=1, max_size=8),
+    listing_title=texts(1000), listing_description=texts(2000),
+    queries=st.lists(QUERIES, min_size=1, max_size=8),
     best_rank=st.integers(1, 2**63 - 1), best_score=FINITE, extractor=SHORT,
     model_version=SHORT, prompt_version=SHORT, detected_at=TIMES)
 SEARCH_HITS = st.builds(SearchHit, listing_id=IDS, rank=st.integers(1, 2**63 - 1), score=FINITE)
@@ -179,6 +181,14 @@ DEAD_LETTERS = st.builds(
     DeadLetter, stage=SHORT, error=texts(2000), topic=SHORT, partition=st.none() | INT64,
     offset=st.none() | INT64, raw_key_b64=st.none() | texts(100), raw_value_b64=texts(500),
     failed_at=TIMES)
+DECISION_KEYS = texts(64, min_size=8)
+DECISIONS = st.builds(
+    ModerationDecision, decision_id=DECISION_KEYS, listing_id=IDS,
+    decision=st.sampled_from(["confirm", "reject", "unsure", "undo"]), text_hash=texts(64),
+    category=st.none() | SHORT, reason=texts(1000), reviewer=SHORT,
+    detection_keys=st.lists(DECISION_KEYS, max_size=4), seed_ids=st.lists(IDS, max_size=4),
+    model_versions=st.lists(SHORT, max_size=3), supersedes=st.none() | texts(64),
+    decided_at=TIMES)
 #: Backend names: the workers' own, and any other the contract admits (a worker refuses those).
 BACKEND_NAMES = st.sampled_from(["keywords", "transformers", "openai"]) | st.from_regex(
     r"[a-z][a-z0-9_-]{0,63}", fullmatch=True)
@@ -193,6 +203,7 @@ RECORDS: dict[str, st.SearchStrategy[BaseModel]] = {
     "toxic-items": TOXIC_ITEMS,
     "detections": DETECTIONS,
     "search-feedback": FEEDBACK,
+    "moderation-decisions": DECISIONS,
     "dead-letter": DEAD_LETTERS,
     "model-rollouts": ROLLOUTS,
 }
@@ -465,6 +476,9 @@ def _example_record(contract: str) -> dict:
                                 prompt_version="p"),
         "search-feedback": SearchFeedback(seed_id="s", query="q", query_index=0, extractor="e",
                                           model_version="m", prompt_version="p", results=[]),
+        "moderation-decisions": ModerationDecision(
+            decision_id="d" * 8, listing_id="l", decision="reject", text_hash="h",
+            reviewer="alice"),
         "dead-letter": dead_letter(stage="x", error="e", topic="t", value=b"v"),
         "model-rollouts": ModelRollout(extractor="keywords"),
     }[contract]
@@ -472,7 +486,8 @@ def _example_record(contract: str) -> dict:
 
 
 _TEXT_FIELD = {"listings": "title", "toxic-items": "title", "detections": "listing_title",
-               "search-feedback": "query", "dead-letter": "error", "model-rollouts": "reason"}
+               "search-feedback": "query", "moderation-decisions": "reviewer",
+               "dead-letter": "error", "model-rollouts": "reason"}
 
 
 @pytest.mark.parametrize("contract", CONTRACT_NAMES)

@@ -6,13 +6,15 @@ import unicodedata
 from pathlib import Path
 
 import pytest
+import tantivy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.codec import decode
+from schemas.codec import decode, encode
 from schemas.models import ListingEvent, ListingUpsert
 from search.tantivy_index import (
     _META_FORMAT,
+    ANALYZER,
     INDEX_FORMAT,
     IndexFormatError,
     TantivyIndex,
@@ -53,6 +55,39 @@ def test_upsert_replaces_and_delete_removes(index: TantivyIndex) -> None:
     assert index.search("oak", 10) == []
 
 
+def test_a_hit_and_a_stored_listing_carry_the_title_and_description(
+        index: TantivyIndex) -> None:
+    [hit] = index.search("chair", 5)
+    assert (hit.listing_id, hit.title, hit.description) == (
+        "c", "vintage oak chair", "solid wood, pick up only")
+    [hit] = index.search("加微信", 5)  # found by its description, which it reports
+    assert (hit.title, hit.description) == ("冰糖 出售 飞行员", "加微信")
+    assert index.get("a").description == "message me on tg"
+    assert [h.description for h in index.search_many(["snow"], 5)[0]] == ["message me on tg"]
+
+
+def test_a_listing_without_a_description_reports_an_empty_one(tmp_path: Path) -> None:
+    ix = TantivyIndex.open(tmp_path / "i")
+    ix.upsert(_listing("x", "brass lamp"))
+    ix.commit(None)
+    assert ix.get("x").description == "" and ix.search("lamp", 5)[0].description == ""
+    ix.upsert(_listing("x", "brass lamp", "now with a shade"))  # a replaced description
+    ix.commit(None)
+    assert ix.get("x").description == "now with a shade"
+    assert [h.description for h in ix.search("lamp", 5)] == ["now with a shade"]
+    ix.close()
+
+
+def test_the_longest_valid_description_is_stored_whole(tmp_path: Path) -> None:
+    ix = TantivyIndex.open(tmp_path / "i")
+    text = ("word " * 4_000)[:20_000]
+    listing = _listing("x", "lamp", text)
+    ix.upsert(listing, encode(listing))
+    ix.commit(None)
+    assert ix.get("x").description == text and ix.search("lamp", 1)[0].description == text
+    ix.close()
+
+
 @pytest.mark.parametrize("raw", [
     # what the codec leaves to its defaults, and fields the index does not hold
     b'{"schema_version":1,"op":"upsert","id":"m1","title":"red bike","price":12.5,'
@@ -69,6 +104,7 @@ def test_a_listing_is_indexed_from_its_message_as_it_was_validated(tmp_path: Pat
     ix.upsert(listing, raw)
     ix.commit(None)
     assert ix.get("m1").title == listing.title
+    assert ix.get("m1").description == listing.description
     for text in filter(None, [listing.title, listing.description]):
         assert [h.listing_id for h in ix.search(text, 5)] == ["m1"]
     assert ix.search("old", 5) == []
@@ -111,6 +147,44 @@ def test_an_index_of_another_format_is_refused(tmp_path: Path) -> None:
     ix.close()
     with pytest.raises(IndexFormatError):
         TantivyIndex.open(path)
+
+
+def _format_2_schema() -> tantivy.Schema:
+    """The schema of INDEX_FORMAT 2 (before descriptions were stored)."""
+    builder = tantivy.SchemaBuilder()
+    builder.add_text_field("id", stored=True, tokenizer_name="raw")
+    builder.add_text_field("kind", stored=False, tokenizer_name="raw")
+    builder.add_text_field("title", stored=True, tokenizer_name=ANALYZER)
+    builder.add_text_field("description", stored=False, tokenizer_name=ANALYZER)
+    builder.add_text_field("category", stored=False, tokenizer_name="raw")
+    builder.add_text_field("seller", stored=False, tokenizer_name="raw")
+    builder.add_text_field("language", stored=False, tokenizer_name="raw")
+    builder.add_text_field("meta_key", stored=False, tokenizer_name="raw", index_option="basic")
+    builder.add_text_field("meta", stored=True, tokenizer_name="raw", index_option="basic")
+    return builder.build()
+
+
+def test_a_format_2_index_without_descriptions_is_rebuilt_from_the_topic(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "index"
+    with monkeypatch.context() as old:  # a worker of the previous version wrote it
+        old.setattr("search.tantivy_index.INDEX_FORMAT", 2)
+        old.setattr("search.tantivy_index._schema", _format_2_schema)
+        ix = TantivyIndex.open(path)
+        ix.upsert(_listing("a", "red bike", "fast wheels"))
+        ix.commit({"listings": {0: 1}})
+        assert ix.get("a").description == ""  # what it could not report
+        ix.close()
+    assert INDEX_FORMAT > 2
+    rebuilt, reason = open_or_rebuild(path)
+    assert reason is not None
+    # empty, without offsets: the replica reads the topic from the beginning again
+    assert rebuilt.count() == 0 and rebuilt.committed_offsets() == {}
+    rebuilt.upsert(_listing("a", "red bike", "fast wheels"))
+    rebuilt.commit({"listings": {0: 1}})
+    assert rebuilt.get("a").description == "fast wheels"
+    rebuilt.close()
+    assert len(list(tmp_path.glob("index.broken-*"))) == 1  # the old replica, kept aside
 
 
 @pytest.mark.parametrize(

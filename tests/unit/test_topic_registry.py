@@ -13,6 +13,7 @@ from schemas.models import (
     ListingDelete,
     ListingUpsert,
     ModelRollout,
+    ModerationDecision,
     SearchFeedback,
     SearchHit,
     ToxicItem,
@@ -26,6 +27,7 @@ from schemas.topics import (
     FOREVER,
     LISTINGS,
     MODEL_ROLLOUTS,
+    MODERATION_DECISIONS,
     REGISTRY,
     SEARCH_FEEDBACK,
     TOXIC_ITEMS,
@@ -64,6 +66,12 @@ SAMPLES: dict[str, list[tuple[BaseModel, str]]] = {
                      value=b"{}", partition=0, offset=7),
          "t.toxic-items:0:7:explore"),
     ],
+    "moderation-decisions": [
+        (ModerationDecision(decision_id="d1234567", listing_id="l-9", decision="confirm",
+                            text_hash="ab12", reviewer="alice"), "l-9"),
+        (ModerationDecision(decision_id="d7654321", listing_id="l-9", decision="undo",
+                            text_hash="ab12", reviewer="alice", supersedes="d1234567"), "l-9"),
+    ],
     "model-rollouts": [
         (ModelRollout(extractor="keywords", model="tfidf"), "extractor"),
         (ModelRollout(extractor="openai", model="qx-sft-3", reason="better"), "extractor"),
@@ -79,8 +87,8 @@ def test_every_topic_has_a_unique_logical_name_and_samples_here() -> None:
     assert len(names) == len(set(names))
     assert set(names) == set(SAMPLES)  # a new topic must get samples here
     assert {spec.name: spec for spec in REGISTRY} == BY_NAME
-    assert list(REGISTRY) == [LISTINGS, TOXIC_ITEMS, DETECTIONS, SEARCH_FEEDBACK, DEAD_LETTER,
-                              MODEL_ROLLOUTS]
+    assert list(REGISTRY) == [LISTINGS, TOXIC_ITEMS, DETECTIONS, SEARCH_FEEDBACK,
+                              MODERATION_DECISIONS, DEAD_LETTER, MODEL_ROLLOUTS]
     assert all(spec.doc for spec in REGISTRY)
 
 

@@ -1,0 +1,390 @@
+"""The review queue: one item per detected listing, leases, decisions and undo, as pure state.
+
+:class:`ReviewQueue` is rebuilt by applying the records of three topics in order: detections
+(what to review, with the listing's text), moderation decisions (what was decided) and toxic
+items (the seeds, and the listings already known to be toxic). The service applies its own
+decisions through the same :meth:`ReviewQueue.apply_decision` that replays the topic, and a
+decision carries a unique id, so a decision read twice is applied once.
+
+Rules:
+
+* one item per listing, however many seeds, queries and model versions found it;
+* a listing leaves the queue once decided (``confirm``, ``reject`` or ``unsure``) and comes
+  back only when a detection brings a different text (:func:`schemas.models.text_hash`) or the
+  decision is undone;
+* an item opened by a reviewer is leased to them for ``lease_s``; nobody else gets it or may
+  decide it meanwhile; a reviewer holds one item at a time;
+* a confirm becomes a toxic item ``undo_s`` after it was made (:meth:`ReviewQueue.due_seeds`);
+  until then it can be undone, afterwards it is a seed and undo refuses.
+
+The order is :class:`Priority`: more seeds and more queries that found a listing, a better best
+rank, and the confirm rate of the seeds' categories so far.
+
+No I/O and no clock: every method that needs the time takes ``now`` (epoch seconds).
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from schemas.models import DecisionKind, Detection, ModerationDecision, ToxicItem, text_hash
+
+#: Decisions a reviewer makes on an item (``undo`` withdraws one of these).
+VERDICTS: tuple[DecisionKind, ...] = ("confirm", "reject", "unsure")
+
+
+class ReviewError(Exception):
+    """A request the queue refuses; ``status`` is the HTTP status that says why."""
+
+    status = 400
+
+
+class UnknownListing(ReviewError):
+    """No detection names this listing."""
+
+    status = 404
+
+
+class Conflict(ReviewError):
+    """Someone else holds the item, it was decided already, or its text changed."""
+
+    status = 409
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """An item held by one reviewer until ``expires`` (epoch seconds)."""
+
+    reviewer: str
+    expires: float
+
+
+@dataclass(frozen=True, slots=True)
+class Seed:
+    """What the queue knows of a toxic item: enough to show why a listing was found."""
+
+    id: str
+    title: str
+    category: str
+
+
+@dataclass(frozen=True, slots=True)
+class Priority:
+    """Why an item comes before another: each part, and their sum (higher first).
+
+    ``seeds`` is 2·log2(1 + distinct seeds), ``queries`` log2(1 + distinct queries),
+    ``rank`` 1 / best rank, ``category`` the confirm rate of the seeds' best category so far
+    ((confirmed + 1) / (confirmed + rejected + 2): 0.5 before any decision).
+    """
+
+    seeds: float
+    queries: float
+    rank: float
+    category: float
+
+    @property
+    def total(self) -> float:
+        """The sum the queue sorts by."""
+        return self.seeds + self.queries + self.rank + self.category
+
+
+@dataclass(slots=True)
+class Item:
+    """One listing to review: its latest text and every detection that found it."""
+
+    listing_id: str
+    title: str
+    description: str
+    text_hash: str
+    text_at: datetime  # when the detection that brought this text was made
+    first_detected_at: datetime
+    findings: dict[str, Detection] = field(default_factory=dict)  # by detection key
+    lease: Lease | None = None
+
+    @property
+    def seed_ids(self) -> list[str]:
+        """The seeds that found it, in the order they did."""
+        return list(dict.fromkeys(d.seed_id for d in self.findings.values()))
+
+    @property
+    def queries(self) -> list[str]:
+        """Every query that found it, once each."""
+        return list(dict.fromkeys(q for d in self.findings.values() for q in d.queries))
+
+    @property
+    def best_rank(self) -> int:
+        """The best rank any of its queries gave it."""
+        return min(d.best_rank for d in self.findings.values())
+
+    @property
+    def model_versions(self) -> list[str]:
+        """The model versions whose queries found it."""
+        return list(dict.fromkeys(d.model_version for d in self.findings.values()))
+
+
+class ReviewQueue:
+    """The review state of every detected listing (see the module docstring)."""
+
+    def __init__(self, lease_s: float = 300.0, undo_s: float = 30.0) -> None:
+        """``lease_s``: how long an opened item stays with its reviewer; ``undo_s``: how long a
+        confirm waits before it becomes a toxic item."""
+        self.lease_s = lease_s
+        self.undo_s = undo_s
+        self.items: dict[str, Item] = {}
+        self.decisions: dict[str, ModerationDecision] = {}  # listing id -> effective decision
+        self.history: list[ModerationDecision] = []  # every decision, undo included, in order
+        self.seeds: dict[str, Seed] = {}  # toxic items by id
+        self._applied: set[str] = set()  # decision ids
+        self._last_by: dict[str, ModerationDecision] = {}  # reviewer -> last undoable decision
+        self._in_flight: set[str] = set()  # listing ids whose decision is being published
+        self._sent: set[str] = set()  # listing ids handed out as toxic items, not yet read back
+        self._skipped: defaultdict[str, set[str]] = defaultdict(set)  # reviewer -> listing ids
+        self._category = Counter()  # (category, decision) -> listings
+        self._counted: dict[str, frozenset[str]] = {}  # decision id -> categories counted
+
+    # --- reading the topics ------------------------------------------------------------
+
+    def apply_detection(self, detection: Detection) -> None:
+        """Add a detection: a new item, or one more finding of a known one. A detection made
+        later with another text replaces the item's text (so a decided listing comes back)."""
+        digest = text_hash(detection.listing_title, detection.listing_description)
+        item = self.items.get(detection.listing_id)
+        if item is None:
+            self.items[detection.listing_id] = Item(
+                detection.listing_id, detection.listing_title, detection.listing_description,
+                digest, detection.detected_at, detection.detected_at,
+                {detection.key: detection})
+            return
+        item.findings[detection.key] = detection
+        item.first_detected_at = min(item.first_detected_at, detection.detected_at)
+        if digest != item.text_hash and detection.detected_at >= item.text_at:
+            item.title, item.description = detection.listing_title, detection.listing_description
+            item.text_hash, item.text_at = digest, detection.detected_at
+            item.lease = None
+
+    def apply_toxic_item(self, toxic: ToxicItem) -> None:
+        """Record a toxic item: a seed to show, and a listing that needs no review."""
+        self.seeds[toxic.id] = Seed(toxic.id, toxic.title, toxic.category)
+        self._sent.discard(toxic.id)
+
+    def apply_decision(self, decision: ModerationDecision) -> bool:
+        """Apply a decision (from the topic or just made); False if it was applied before."""
+        if decision.decision_id in self._applied:
+            return False
+        self._applied.add(decision.decision_id)
+        self.history.append(decision)
+        self._in_flight.discard(decision.listing_id)
+        current = self.decisions.get(decision.listing_id)
+        if decision.decision == "undo":
+            if current is not None and current.decision_id == decision.supersedes:
+                self._count(current, -1)
+                del self.decisions[decision.listing_id]
+            last = self._last_by.get(decision.reviewer)
+            if last is not None and last.decision_id == decision.supersedes:
+                del self._last_by[decision.reviewer]
+            return True
+        if current is not None:
+            self._count(current, -1)
+        self.decisions[decision.listing_id] = decision
+        self._count(decision, +1)
+        self._last_by[decision.reviewer] = decision
+        item = self.items.get(decision.listing_id)
+        if item is not None:
+            item.lease = None
+        return True
+
+    # --- what a reviewer sees ----------------------------------------------------------
+
+    def is_pending(self, item: Item) -> bool:
+        """True while the item waits for a decision on its current text."""
+        if item.listing_id in self.seeds or item.listing_id in self._in_flight:
+            return False
+        decided = self.decisions.get(item.listing_id)
+        return decided is None or decided.text_hash != item.text_hash
+
+    def pending(self) -> list[Item]:
+        """Items waiting for a decision, highest priority first (ties: found earlier first,
+        then by listing id)."""
+        waiting = [i for i in self.items.values() if self.is_pending(i)]
+        waiting.sort(key=lambda i: (-self.priority(i).total, i.first_detected_at, i.listing_id))
+        return waiting
+
+    def depth(self) -> int:
+        """How many items wait for a decision."""
+        return sum(1 for i in self.items.values() if self.is_pending(i))
+
+    def priority(self, item: Item) -> Priority:
+        """The item's :class:`Priority`."""
+        categories = {self.seeds[s].category for s in item.seed_ids if s in self.seeds}
+        rate = max((self.confirm_rate(c) for c in categories), default=0.5)
+        return Priority(seeds=2 * math.log2(1 + len(item.seed_ids)),
+                        queries=math.log2(1 + len(item.queries)),
+                        rank=1 / item.best_rank, category=rate)
+
+    def confirm_rate(self, category: str) -> float:
+        """(confirmed + 1) / (confirmed + rejected + 2) among listings found from seeds of
+        ``category``."""
+        confirmed = self._category[(category, "confirm")]
+        rejected = self._category[(category, "reject")]
+        return (confirmed + 1) / (confirmed + rejected + 2)
+
+    def take(self, reviewer: str, now: float) -> Item | None:
+        """The item ``reviewer`` should review now, leased to them: the one they already hold,
+        else the first pending item nobody holds (items they skipped come last)."""
+        held = self.held_by(reviewer, now)
+        if held is not None:
+            held.lease = Lease(reviewer, now + self.lease_s)
+            return held
+        free = [i for i in self.pending() if not self._leased_to_other(i, reviewer, now)]
+        if not free:
+            return None
+        skipped = self._skipped[reviewer]
+        item = next((i for i in free if i.listing_id not in skipped), None)
+        if item is None:  # everything left was skipped by them: start over
+            skipped.clear()
+            item = free[0]
+        item.lease = Lease(reviewer, now + self.lease_s)
+        return item
+
+    def held_by(self, reviewer: str, now: float) -> Item | None:
+        """The pending item ``reviewer`` holds a live lease on, if any."""
+        for item in self.items.values():
+            lease = item.lease
+            if (lease is not None and lease.reviewer == reviewer and lease.expires > now
+                    and self.is_pending(item)):
+                return item
+        return None
+
+    def skip(self, reviewer: str, listing_id: str, now: float) -> None:
+        """Give the item back without deciding; the reviewer gets others first."""
+        item = self._item(listing_id)
+        if item.lease is not None and item.lease.reviewer == reviewer:
+            item.lease = None
+        self._skipped[reviewer].add(listing_id)
+
+    def leases(self, now: float) -> int:
+        """Live leases."""
+        return sum(1 for i in self.items.values()
+                   if i.lease is not None and i.lease.expires > now and self.is_pending(i))
+
+    # --- deciding ----------------------------------------------------------------------
+
+    def decide(self, reviewer: str, listing_id: str, verdict: str, seen_hash: str, now: float,
+               category: str | None = None, reason: str = "") -> ModerationDecision:
+        """The decision record for ``verdict`` on a listing the reviewer may decide (raises
+        :class:`ReviewError` otherwise). The listing is held until :meth:`apply_decision` or
+        :meth:`abandon`: publish the record, then apply it."""
+        if verdict not in VERDICTS:
+            raise ReviewError(f"decision must be one of {', '.join(VERDICTS)}")
+        item = self._item(listing_id)
+        if item.listing_id in self._in_flight:
+            raise Conflict("a decision on this listing is being recorded")
+        if not self.is_pending(item):
+            raise Conflict("this listing was decided already")
+        if seen_hash != item.text_hash:
+            raise Conflict("the listing's text changed since it was shown: review it again")
+        if self._leased_to_other(item, reviewer, now):
+            raise Conflict("another reviewer has this item")
+        findings = list(item.findings.values())
+        record = ModerationDecision(
+            decision_id=uuid.uuid4().hex, listing_id=listing_id, decision=verdict,
+            text_hash=item.text_hash, category=category or None, reason=reason,
+            reviewer=reviewer, detection_keys=[d.key for d in findings][:256],
+            seed_ids=item.seed_ids[:256], model_versions=item.model_versions[:64],
+            decided_at=datetime.fromtimestamp(now, UTC))
+        self._in_flight.add(listing_id)
+        return record
+
+    def undo(self, reviewer: str, now: float) -> ModerationDecision:
+        """The record that withdraws ``reviewer``'s last decision (raises :class:`ReviewError`
+        when there is none, or when a confirm has already become a seed). Publish, then apply
+        it, then :meth:`lease` the listing back to the reviewer."""
+        last = self._last_by.get(reviewer)
+        if last is None or self.decisions.get(last.listing_id) != last:
+            raise ReviewError("nothing to undo")
+        if last.decision == "confirm" and (last.listing_id in self.seeds
+                                           or last.listing_id in self._sent):
+            raise Conflict("this confirm is already a seed: it can no longer be undone")
+        if last.listing_id in self._in_flight:
+            raise Conflict("a decision on this listing is being recorded")
+        self._in_flight.add(last.listing_id)
+        return ModerationDecision(
+            decision_id=uuid.uuid4().hex, listing_id=last.listing_id, decision="undo",
+            text_hash=last.text_hash, reviewer=reviewer, detection_keys=last.detection_keys,
+            seed_ids=last.seed_ids, model_versions=last.model_versions,
+            supersedes=last.decision_id, decided_at=datetime.fromtimestamp(now, UTC))
+
+    def abandon(self, listing_id: str) -> None:
+        """Release a listing whose decision could not be published."""
+        self._in_flight.discard(listing_id)
+
+    def lease(self, reviewer: str, listing_id: str, now: float) -> None:
+        """Lease an item to a reviewer in place of the one they hold (after an undo, the item
+        returns to them)."""
+        item = self._item(listing_id)
+        held = self.held_by(reviewer, now)
+        if held is not None:
+            held.lease = None
+        item.lease = Lease(reviewer, now + self.lease_s)
+
+    def last_decision(self, reviewer: str) -> ModerationDecision | None:
+        """The decision ``reviewer`` could undo now, if any."""
+        last = self._last_by.get(reviewer)
+        return last if last is not None and self.decisions.get(last.listing_id) == last else None
+
+    # --- confirms become seeds ---------------------------------------------------------
+
+    def due_seeds(self, now: float) -> list[ToxicItem]:
+        """Toxic items for the confirms older than ``undo_s`` that are not toxic items yet;
+        each is returned once (:meth:`apply_toxic_item` makes it final, and a restart reads
+        the topic again, so none is lost or sent twice by one process)."""
+        due: list[ToxicItem] = []
+        for listing_id, decision in self.decisions.items():
+            if (decision.decision != "confirm" or listing_id in self.seeds
+                    or listing_id in self._sent or listing_id in self._in_flight
+                    or decision.decided_at.timestamp() + self.undo_s > now):
+                continue
+            item = self.items.get(listing_id)
+            if item is None or item.text_hash != decision.text_hash:
+                continue  # the text confirmed is no longer known: nothing to seed from
+            category = decision.category or next(
+                (self.seeds[s].category for s in item.seed_ids if s in self.seeds), "")
+            due.append(ToxicItem(id=listing_id, title=item.title, description=item.description,
+                                 category=category, confirmed_by=decision.reviewer,
+                                 confirmed_at=decision.decided_at))
+            self._sent.add(listing_id)
+        return due
+
+    def unsend(self, listing_ids: Iterable[str]) -> None:
+        """Toxic items that could not be published: offer them again."""
+        self._sent.difference_update(listing_ids)
+
+    # --- helpers -----------------------------------------------------------------------
+
+    def _item(self, listing_id: str) -> Item:
+        item = self.items.get(listing_id)
+        if item is None:
+            raise UnknownListing(f"no detection names listing {listing_id!r}")
+        return item
+
+    @staticmethod
+    def _leased_to_other(item: Item, reviewer: str, now: float) -> bool:
+        lease = item.lease
+        return lease is not None and lease.reviewer != reviewer and lease.expires > now
+
+    def _count(self, decision: ModerationDecision, sign: int) -> None:
+        # a decision is counted under the categories its seeds had when it was counted in,
+        # so taking it out again removes exactly what it added
+        if sign > 0:
+            categories = frozenset(
+                self.seeds[s].category for s in decision.seed_ids if s in self.seeds)
+            self._counted[decision.decision_id] = categories
+        else:
+            categories = self._counted.pop(decision.decision_id, frozenset())
+        for category in categories:
+            self._category[(category, decision.decision)] += sign
