@@ -25,10 +25,11 @@ No I/O and no clock: every method that needs the time takes ``now`` (epoch secon
 
 from __future__ import annotations
 
+import bisect
 import math
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -93,6 +94,15 @@ class Priority:
         return self.seeds + self.queries + self.rank + self.category
 
 
+@dataclass(frozen=True, slots=True)
+class _Summary:
+    seed_ids: list[str]
+    queries: list[str]
+    best_rank: int
+    model_versions: list[str]
+    static: float  # the priority without the category part (which moves with decisions)
+
+
 @dataclass(slots=True)
 class Item:
     """One listing to review: its latest text and every detection that found it."""
@@ -105,26 +115,49 @@ class Item:
     first_detected_at: datetime
     findings: dict[str, Detection] = field(default_factory=dict)  # by detection key
     lease: Lease | None = None
+    _summary: _Summary | None = None  # what the findings add up to, until they change
+
+    def add(self, detection: Detection) -> None:
+        """Record one more detection of this listing (a repeated key replaces its own)."""
+        self.findings[detection.key] = detection
+        self._summary = None
+
+    def _summarised(self) -> _Summary:
+        if self._summary is None:
+            found = self.findings.values()
+            seed_ids = list(dict.fromkeys(d.seed_id for d in found))
+            queries = list(dict.fromkeys(q for d in found for q in d.queries))
+            best_rank = min(d.best_rank for d in found)
+            self._summary = _Summary(
+                seed_ids=seed_ids, queries=queries, best_rank=best_rank,
+                model_versions=list(dict.fromkeys(d.model_version for d in found)),
+                static=(2 * math.log2(1 + len(seed_ids)) + math.log2(1 + len(queries))
+                        + 1 / best_rank))
+        return self._summary
 
     @property
     def seed_ids(self) -> list[str]:
         """The seeds that found it, in the order they did."""
-        return list(dict.fromkeys(d.seed_id for d in self.findings.values()))
+        return self._summarised().seed_ids
 
     @property
     def queries(self) -> list[str]:
         """Every query that found it, once each."""
-        return list(dict.fromkeys(q for d in self.findings.values() for q in d.queries))
+        return self._summarised().queries
 
     @property
     def best_rank(self) -> int:
         """The best rank any of its queries gave it."""
-        return min(d.best_rank for d in self.findings.values())
+        return self._summarised().best_rank
 
     @property
     def model_versions(self) -> list[str]:
         """The model versions whose queries found it."""
-        return list(dict.fromkeys(d.model_version for d in self.findings.values()))
+        return self._summarised().model_versions
+
+
+def _rank_key(item: Item) -> tuple[float, str]:
+    return -item._summarised().static, item.listing_id
 
 
 class ReviewQueue:
@@ -144,6 +177,8 @@ class ReviewQueue:
         self._in_flight: set[str] = set()  # listing ids whose decision is being published
         self._sent: set[str] = set()  # listing ids handed out as toxic items, not yet read back
         self._skipped: defaultdict[str, set[str]] = defaultdict(set)  # reviewer -> listing ids
+        self._held: dict[str, str] = {}  # reviewer -> the listing last leased to them
+        self._ranked: list[tuple[float, str]] = []  # every item by static priority (_best)
         self._category = Counter()  # (category, decision) -> listings
         self._counted: dict[str, frozenset[str]] = {}  # decision id -> categories counted
 
@@ -155,12 +190,18 @@ class ReviewQueue:
         digest = text_hash(detection.listing_title, detection.listing_description)
         item = self.items.get(detection.listing_id)
         if item is None:
-            self.items[detection.listing_id] = Item(
+            item = self.items[detection.listing_id] = Item(
                 detection.listing_id, detection.listing_title, detection.listing_description,
                 digest, detection.detected_at, detection.detected_at,
                 {detection.key: detection})
+            bisect.insort(self._ranked, _rank_key(item))
             return
-        item.findings[detection.key] = detection
+        old = _rank_key(item)
+        item.add(detection)
+        new = _rank_key(item)
+        if new != old:
+            del self._ranked[bisect.bisect_left(self._ranked, old)]
+            bisect.insort(self._ranked, new)
         item.first_detected_at = min(item.first_detected_at, detection.detected_at)
         if digest != item.text_hash and detection.detected_at >= item.text_at:
             item.title, item.description = detection.listing_title, detection.listing_description
@@ -207,12 +248,32 @@ class ReviewQueue:
         decided = self.decisions.get(item.listing_id)
         return decided is None or decided.text_hash != item.text_hash
 
-    def pending(self) -> list[Item]:
+    def pending(self, limit: int | None = None) -> list[Item]:
         """Items waiting for a decision, highest priority first (ties: found earlier first,
-        then by listing id)."""
-        waiting = [i for i in self.items.values() if self.is_pending(i)]
-        waiting.sort(key=lambda i: (-self.priority(i).total, i.first_detected_at, i.listing_id))
-        return waiting
+        then by listing id); the first ``limit`` of them when given."""
+        if limit is not None:
+            return self._best(self.is_pending, limit)
+        return sorted((i for i in self.items.values() if self.is_pending(i)), key=self._order)
+
+    def _order(self, item: Item) -> tuple:
+        return -self.priority(item).total, item.first_detected_at, item.listing_id
+
+    def _best(self, accept: Callable[[Item], bool], limit: int) -> list[Item]:
+        """The first ``limit`` accepted items in queue order, without scoring every item: the
+        items are walked by their static priority, and the category part is below 1, so the
+        walk stops at the first item whose static part + 1 cannot beat the last one kept."""
+        kept: list[tuple[tuple, Item]] = []
+        for negative_static, listing_id in self._ranked:
+            if len(kept) == limit and 1 - negative_static <= -kept[-1][0][0]:
+                break
+            item = self.items[listing_id]
+            if not accept(item):
+                continue
+            key = self._order(item)
+            if len(kept) < limit or key < kept[-1][0]:
+                bisect.insort(kept, (key, item), key=lambda pair: pair[0])
+                del kept[limit:]
+        return [item for _, item in kept]
 
     def depth(self) -> int:
         """How many items wait for a decision."""
@@ -240,24 +301,29 @@ class ReviewQueue:
         if held is not None:
             held.lease = Lease(reviewer, now + self.lease_s)
             return held
-        free = [i for i in self.pending() if not self._leased_to_other(i, reviewer, now)]
-        if not free:
-            return None
         skipped = self._skipped[reviewer]
-        item = next((i for i in free if i.listing_id not in skipped), None)
-        if item is None:  # everything left was skipped by them: start over
+
+        def free(item: Item) -> bool:
+            return self.is_pending(item) and not self._leased_to_other(item, reviewer, now)
+
+        found = self._best(lambda i: free(i) and i.listing_id not in skipped, 1)
+        if not found and skipped:  # everything left was skipped by them: start over
             skipped.clear()
-            item = free[0]
+            found = self._best(free, 1)
+        if not found:
+            return None
+        item = found[0]
         item.lease = Lease(reviewer, now + self.lease_s)
+        self._held[reviewer] = item.listing_id
         return item
 
     def held_by(self, reviewer: str, now: float) -> Item | None:
         """The pending item ``reviewer`` holds a live lease on, if any."""
-        for item in self.items.values():
-            lease = item.lease
-            if (lease is not None and lease.reviewer == reviewer and lease.expires > now
-                    and self.is_pending(item)):
-                return item
+        item = self.items.get(self._held.get(reviewer, ""))
+        lease = item.lease if item is not None else None
+        if (lease is not None and lease.reviewer == reviewer and lease.expires > now
+                and self.is_pending(item)):
+            return item
         return None
 
     def skip(self, reviewer: str, listing_id: str, now: float) -> None:
@@ -331,6 +397,7 @@ class ReviewQueue:
         if held is not None:
             held.lease = None
         item.lease = Lease(reviewer, now + self.lease_s)
+        self._held[reviewer] = listing_id
 
     def last_decision(self, reviewer: str) -> ModerationDecision | None:
         """The decision ``reviewer`` could undo now, if any."""

@@ -159,7 +159,7 @@ def create_app(queue: ReviewQueue, desk: Desk, settings: ReviewSettings,
                 seeds=[(s, queue.seeds.get(s)) for s in item.seed_ids],
                 findings=sorted(item.findings.values(), key=lambda d: d.best_rank),
                 lease_left=int(item.lease.expires - now) if item.lease else 0)
-        context["up_next"] = [i for i in queue.pending() if item is None
+        context["up_next"] = [i for i in queue.pending(UP_NEXT + 1) if item is None
                               or i.listing_id != item.listing_id][:UP_NEXT]
         context["message"] = request.session.pop("message", None)
         return render(request, "queue.html", verdicts=VERDICTS, **context)

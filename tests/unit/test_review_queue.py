@@ -8,7 +8,7 @@ from itertools import pairwise
 
 import pytest
 import regex
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from review.present import ModelReport, bar_chart, highlight, model_reports, query_terms
@@ -361,3 +361,25 @@ def test_bar_chart_has_a_bar_for_every_day_from_first_to_last_review() -> None:
     assert all(a.x + a.width <= b.x for a, b in pairwise(bars))
     assert bars[-1].x + bars[-1].width <= 400
     assert bar_chart(ModelReport("none")) == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 30), st.integers(0, 5), st.integers(1, 4),
+                          st.integers(1, 12)), min_size=1, max_size=60),
+       st.lists(st.tuples(st.integers(0, 30), st.sampled_from(["confirm", "reject"])),
+                max_size=20),
+       st.integers(1, 12))
+def test_the_first_items_without_scoring_all_are_the_first_of_the_full_order(
+        finds, verdicts, limit) -> None:
+    categories = ("drugs", "scam", "wildlife")
+    queue = queue_of(seeds=tuple(seed(f"s{i}", categories[i % 3]) for i in range(6)))
+    for listing, seed_no, queries, rank in finds:
+        queue.apply_detection(det(f"l{listing}", seed=f"s{seed_no}", rank=rank,
+                                  queries=tuple(f"q{k}" for k in range(queries))))
+    for listing, verdict in verdicts:
+        if f"l{listing}" in queue.items and queue.is_pending(queue.items[f"l{listing}"]):
+            decided(queue, "alice", f"l{listing}", verdict)
+    full = queue.pending()
+    assert queue.pending(limit) == full[:limit]
+    taken = queue.take("bob", t(0))
+    assert taken is (full[0] if full else None)
