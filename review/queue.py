@@ -100,7 +100,8 @@ class _Summary:
     queries: list[str]
     best_rank: int
     model_versions: list[str]
-    static: float  # the priority without the category part (which moves with decisions)
+    parts: tuple[float, float, float]  # the priority's seeds, queries and rank parts
+    static: float  # their sum: the priority without the category part (moved by decisions)
 
 
 @dataclass(slots=True)
@@ -128,11 +129,12 @@ class Item:
             seed_ids = list(dict.fromkeys(d.seed_id for d in found))
             queries = list(dict.fromkeys(q for d in found for q in d.queries))
             best_rank = min(d.best_rank for d in found)
+            parts = (2 * math.log2(1 + len(seed_ids)), math.log2(1 + len(queries)),
+                     1 / best_rank)
             self._summary = _Summary(
                 seed_ids=seed_ids, queries=queries, best_rank=best_rank,
                 model_versions=list(dict.fromkeys(d.model_version for d in found)),
-                static=(2 * math.log2(1 + len(seed_ids)) + math.log2(1 + len(queries))
-                        + 1 / best_rank))
+                parts=parts, static=sum(parts))
         return self._summary
 
     @property
@@ -283,9 +285,8 @@ class ReviewQueue:
         """The item's :class:`Priority`."""
         categories = {self.seeds[s].category for s in item.seed_ids if s in self.seeds}
         rate = max((self.confirm_rate(c) for c in categories), default=0.5)
-        return Priority(seeds=2 * math.log2(1 + len(item.seed_ids)),
-                        queries=math.log2(1 + len(item.queries)),
-                        rank=1 / item.best_rank, category=rate)
+        seeds, queries, rank = item._summarised().parts
+        return Priority(seeds=seeds, queries=queries, rank=rank, category=rate)
 
     def confirm_rate(self, category: str) -> float:
         """(confirmed + 1) / (confirmed + rejected + 2) among listings found from seeds of
