@@ -10,7 +10,9 @@ rebuilt from.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -63,25 +65,34 @@ async def delete_topics(kafka: KafkaSettings, topics: Topics, *, app_id: str | N
         await admin.close()
 
 
-async def live_configs(kafka: KafkaSettings, names: Iterable[str]) -> dict[str, dict[str, str]]:
-    """The broker's configuration of each existing topic among ``names``."""
+async def live_configs(kafka: KafkaSettings, names: Iterable[str],
+                       wait_s: float = 10.0) -> dict[str, dict[str, str]]:
+    """The broker's configuration of each existing topic among ``names``. A topic just
+    created can be listed before its configuration is described (the broker applies the
+    controller's metadata asynchronously): such a topic is asked again for up to ``wait_s``."""
     admin = AIOKafkaAdminClient(**kafka.client_kwargs())
     await admin.start()
+    out: dict[str, dict[str, str]] = {}
     try:
         existing = set(await admin.list_topics())
         wanted = [n for n in names if n in existing]
-        if not wanted:
-            return {}
-        responses = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, name) for name in wanted])
+        deadline = time.monotonic() + wait_s
+        while wanted:
+            responses = await admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, name) for name in wanted])
+            for response in responses:
+                for resource in response.to_object()["resources"]:
+                    if resource["error_code"] == 0:
+                        out[resource["resource_name"]] = {
+                            e["config_names"]: e["config_value"]
+                            for e in resource["config_entries"]}
+            wanted = [n for n in wanted if n not in out]
+            if wanted and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+            else:
+                break
     finally:
         await admin.close()
-    out: dict[str, dict[str, str]] = {}
-    for response in responses:
-        for resource in response.to_object()["resources"]:
-            if resource["error_code"] == 0:
-                out[resource["resource_name"]] = {
-                    e["config_names"]: e["config_value"] for e in resource["config_entries"]}
     return out
 
 

@@ -64,8 +64,11 @@ async def test_create_and_delete_a_topic(broker: local.BrokerStatus) -> None:
     try:
         response = await admin.create_topics([NewTopic(name, 3, 1)])
         assert [err for _, err, *_ in response.topic_errors] == [0]
-        described = await admin.describe_topics([name])
-        assert described[0]["error_code"] == 0
+        # the broker applies the new topic's metadata asynchronously too
+        deadline = time.monotonic() + 30
+        while (described := await admin.describe_topics([name]))[0]["error_code"] != 0:
+            assert time.monotonic() < deadline, f"{name} not described 30 s after creation"
+            await asyncio.sleep(0.2)
         assert len(described[0]["partitions"]) == 3
         response = await admin.delete_topics([name])
         assert [err for _, err, *_ in response.topic_error_codes] == [0]
