@@ -17,6 +17,7 @@ import typer
 
 from cli.bench import bench_command
 from cli.common import console, load_settings
+from cli.models import models_command, promote_command
 from cli.review import review_app
 from cli.serve import rollout_command, serve_model_command
 from cli.train import eval_command, replay_command, train_app
@@ -37,6 +38,8 @@ app.command("eval")(eval_command)
 app.command("replay")(replay_command)
 app.command("serve-model")(serve_model_command)
 app.command("rollout")(rollout_command)
+app.command("promote")(promote_command)
+app.command("models")(models_command)
 app.command("bench")(bench_command)
 
 
@@ -190,7 +193,7 @@ def publish_toxic(
 def tail(
     topic: Annotated[str, typer.Argument(
         help="A topic of the registry: detections, search-feedback, moderation-decisions, "
-             "dead-letter, listings, toxic-items, model-rollouts.")] = "detections",
+             "dead-letter, listings, toxic-items, model-rollouts, model-registry.")] = "detections",
     from_beginning: Annotated[bool, typer.Option(help="Start at the oldest message.")] = False,
     limit: Annotated[int, typer.Option(help="Stop after this many (0: never).")] = 0,
 ) -> None:
@@ -242,6 +245,9 @@ def format_message(topic: str, value: bytes | None) -> str:
         return (f"{data.get('extractor')} {data.get('model') or ''} "
                 f"{data.get('base_url') or ''} [{data.get('model_version') or ''}] "
                 f"{data.get('reason', '')}")
+    if topic == "model-registry":
+        return (f"{data.get('decision')} {data.get('candidate_version')} vs "
+                f"{data.get('incumbent_version')}: {data.get('reason')}")
     title = data.get("title")
     return f"{data.get('op', 'item')} {data.get('id')}" + (f"  {title[:60]!r}" if title else "")
 

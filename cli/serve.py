@@ -3,7 +3,11 @@
 Blue/green rollout of a newly trained model, with the stream running::
 
     qexplorer serve-model .cache/models/run-v2/dpo --port 8001      # next to the live one
-    qexplorer rollout --base-url http://127.0.0.1:8001/v1            # workers probe, switch
+    qexplorer promote .cache/models/run-v2/dpo --extractor openai \
+        --served-model dpo --base-url http://127.0.0.1:8001/v1      # gate, then rollout
+
+``qexplorer rollout`` publishes a rollout directly: for a model, only one the gate promoted
+(``model-registry``), unless ``--without-gate`` says otherwise on the record.
 """
 
 from __future__ import annotations
@@ -78,9 +82,13 @@ def rollout_command(
         help="Record detections under this version (default: served name / model card).")
                        ] = None,
     reason: Annotated[str, typer.Option(help="Why (kept with the record).")] = "",
+    without_gate: Annotated[bool, typer.Option(
+        "--without-gate", help="Roll out a model the gate has not promoted (said on the "
+        "record); the way in is `qexplorer promote`.")] = False,
 ) -> None:
     """Switch every running worker to another model, without stopping the stream: each
-    worker probes the new model, then explores its next seeds with it."""
+    worker probes the new model, then explores its next seeds with it. A model must have been
+    promoted by the gate (`qexplorer promote`), unless --without-gate."""
     from agents.extractor.registry import BACKENDS
     from schemas.models import ModelRollout
     from schemas.topics import MODEL_ROLLOUTS
@@ -90,8 +98,12 @@ def rollout_command(
     try:
         if extractor not in BACKENDS:
             raise ValueError(f"unknown extractor {extractor!r}: one of {', '.join(BACKENDS)}")
+        if extractor != "keywords" and not without_gate:
+            _check_promoted(settings, extractor, model, version)
         record = ModelRollout(extractor=extractor, model=model, base_url=base_url,
-                              model_version=version, reason=reason, issued_by="cli")
+                              model_version=version, issued_by="cli",
+                              reason=f"{reason} [without gate]"[:200] if without_gate
+                              and extractor != "keywords" else reason)
     except ValueError as exc:
         console.print(f"[red]invalid rollout:[/red] {exc}")
         raise typer.Exit(2) from None
@@ -100,3 +112,20 @@ def rollout_command(
                   f"{model or '(served model)'} "
                   f"{base_url or settings.extractor.openai_base_url}; workers log the switch "
                   f"or refuse it to {settings.topics.dead_letter}")
+
+
+def _check_promoted(settings, extractor: str, model: str | None, version: str | None) -> None:
+    """Raise ValueError unless the gate's last judgement of the model's version promoted it."""
+    from trainer.promote import registry
+    from trainer.train import model_card
+
+    version = version or (model_card(model).get("version") if model else None)
+    if not version:
+        raise ValueError(f"{extractor} rollout without a known model version: pass --version "
+                         "(the version the gate promoted) or --without-gate")
+    judged = [e for e in registry(settings) if e.candidate_version == version]
+    if not judged:
+        raise ValueError(f"{version} was never judged by the gate: qexplorer promote it, or "
+                         "pass --without-gate")
+    if judged[-1].decision != "promoted":
+        raise ValueError(f"the gate refused {version}: {judged[-1].reason}")

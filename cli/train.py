@@ -26,6 +26,11 @@ CorpusOpt = Annotated[list[str] | None, typer.Option(
     "--corpus", help="synthetic or a set of QEXPLORER_DATASETS_DIR (repeatable; default: all).")]
 ModelOpt = Annotated[str | None, typer.Option(
     "--model", help="Hugging Face model id or directory (default: the latest trained).")]
+FromTopicsOpt = Annotated[bool, typer.Option(
+    "--from-topics", help="Learn from the live topics: search-feedback labelled by "
+    "toxic-items and moderation-decisions (unreviewed results are unknown, not misses).")]
+HoldoutOpt = Annotated[float, typer.Option(
+    help="--from-topics: share of the newest reviewed seeds held back for the gate.")]
 
 
 def _cache() -> Path:
@@ -104,11 +109,10 @@ def train_data(
     k: Annotated[int, typer.Option(help="Queries per seed.")] = 4,
     threshold: Annotated[float, typer.Option(help="Least P@10 of an SFT query.")] = 0.5,
     margin: Annotated[float, typer.Option(help="Least score margin of a DPO pair.")] = 0.25,
-    from_topics: Annotated[bool, typer.Option(
-        "--from-topics", help="Use the search-feedback and toxic-items topics instead.")] = False,
+    from_topics: FromTopicsOpt = False, holdout: HoldoutOpt = 0.2,
 ) -> None:
     """Build SFT and DPO data: from a labelled corpus's training split (scored by search
-    against the labels) or from the live topics (scored by later confirmations)."""
+    against the labels) or from the live topics (scored by the moderators' labels)."""
     from trainer.dataset import BuildConfig
     from trainer.loop import build_data
 
@@ -117,8 +121,8 @@ def train_data(
 
         settings = load_settings()
         found = build_from_topics(settings.kafka, settings.topics, out,
-                                  BuildConfig(k=k, threshold=threshold, margin=margin))
-        console.print(json.dumps(found))
+                                  BuildConfig(k=k, threshold=threshold, margin=margin), holdout)
+        console.print(json.dumps({k: v for k, v in found.items() if k != "config"}))
         return
     chosen = model or latest_model()
     summary = build_data(_corpora(data, corpus), out,
@@ -167,14 +171,30 @@ def train_all(
         "--model", help="Start from this model instead of bootstrapping one.")] = None,
     samples: Annotated[int, typer.Option(help="Model samples per seed for the data.")] = 2,
     max_seeds: Annotated[int, typer.Option(help="Evaluation seeds per corpus.")] = 300,
+    from_topics: FromTopicsOpt = False, holdout: HoldoutOpt = 0.2,
 ) -> None:
-    """The whole loop: bootstrap, data, SFT, DPO, evaluation on the held-back split."""
+    """The whole loop: bootstrap, data, SFT, DPO, evaluation on the held-back split; or, with
+    --from-topics, SFT and DPO from the live topics, to be judged by `qexplorer promote`."""
     from trainer.bootstrap import BootstrapConfig
-    from trainer.loop import run_all
+    from trainer.loop import run_all, run_from_topics
     from trainer.train import TrainConfig, load_config
 
     started = time.monotonic()
     target = _out(out, "run")
+    if from_topics:
+        settings = load_settings()
+        try:
+            result = run_from_topics(
+                settings.kafka, settings.topics, target, model=_model(model),
+                sft_config=load_config(TrainConfig, None, "sft.yaml"),
+                dpo_config=load_config(TrainConfig, None, "dpo.yaml"), holdout=holdout,
+                progress=lambda m: console.print(f"[{time.monotonic() - started:6.0f}s] {m}"))
+        except ValueError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+        console.print(f"candidate {result['final']} ({time.monotonic() - started:.0f}s); "
+                      f"judge and roll it out with: qexplorer promote {result['final']}")
+        return
     result = run_all(
         _corpora(data, corpus), target, model=model,
         bootstrap_config=load_config(BootstrapConfig, None, "bootstrap.yaml"),

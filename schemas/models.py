@@ -8,6 +8,7 @@ Schema files in ``schemas/json/`` are generated from these models (``qexplorer s
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
@@ -152,6 +153,25 @@ class ModerationDecision(_Record):
     decided_at: datetime = Field(default_factory=utcnow, strict=False)
 
 
+def decisions_in_force(decisions: Iterable[ModerationDecision]
+                       ) -> dict[str, ModerationDecision]:
+    """Listing id -> the decision in force on it, from decisions in topic order: a later
+    decision supersedes an earlier one, an ``undo`` withdraws the decision it names (the
+    listing is undecided again), and a decision read twice counts once."""
+    seen: set[str] = set()
+    current: dict[str, ModerationDecision] = {}
+    for decision in decisions:
+        if decision.decision_id in seen:
+            continue
+        seen.add(decision.decision_id)
+        if decision.decision != "undo":
+            current[decision.listing_id] = decision
+        elif (found := current.get(decision.listing_id)) is not None \
+                and found.decision_id == decision.supersedes:
+            del current[decision.listing_id]
+    return current
+
+
 # --- search-feedback -----------------------------------------------------------------------
 
 
@@ -217,3 +237,40 @@ class ModelRollout(_Record):
     reason: ShortText = ""
     issued_by: ShortText = ""
     issued_at: datetime = Field(default_factory=utcnow, strict=False)
+
+
+# --- model-registry ------------------------------------------------------------------------
+
+
+class GateSet(_Record):
+    """The promotion gate on one evaluation set: per-seed precision@10 of both models, paired."""
+
+    name: ShortText
+    seeds: int = Field(ge=0, description="Seeds scored for both models (the pairs).")
+    skipped: int = Field(ge=0, description="Seeds without labelled results for one of them.")
+    candidate: float = Field(allow_inf_nan=False)
+    incumbent: float = Field(allow_inf_nan=False)
+    difference: float = Field(allow_inf_nan=False, description="candidate - incumbent.")
+    ci95: tuple[float, float] = Field(description="Paired bootstrap interval of difference.")
+
+
+class ModelEvaluation(_Record):
+    """A candidate model judged by the promotion gate against the model in service (key: the
+    candidate's version). Only a ``promoted`` candidate is rolled out."""
+
+    schema_version: SchemaVersion = 1
+    evaluation_id: Annotated[str, StringConstraints(min_length=8, max_length=64)]
+    candidate_version: ShortText
+    candidate_model: Annotated[str, StringConstraints(max_length=1_000)]
+    incumbent_version: ShortText
+    incumbent_extractor: ShortText
+    incumbent_model: Annotated[str, StringConstraints(max_length=1_000)] | None = None
+    sets: list[GateSet] = Field(max_length=64)
+    seeds: int = Field(ge=0, description="Paired seeds over every set.")
+    difference: float = Field(allow_inf_nan=False, description="Pooled candidate - incumbent.")
+    ci95: tuple[float, float]
+    test: Annotated[str, StringConstraints(max_length=1_000)]
+    decision: Literal["promoted", "refused"]
+    reason: Annotated[str, StringConstraints(max_length=1_000)]
+    decided_by: ShortText = ""
+    decided_at: datetime = Field(default_factory=utcnow, strict=False)

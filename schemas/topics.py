@@ -19,6 +19,8 @@ Retention follows what a topic is for:
 * ``moderation-decisions`` is kept without time limit and not compacted: every decision,
   superseded ones included, is the reviewers' audit trail and the trainer's labels.
 * ``model-rollouts`` is compacted: its last record is the model in service.
+* ``model-registry`` is kept without time limit: every candidate the promotion gate judged,
+  with its scores and the decision.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from schemas.models import (
     DeadLetter,
     Detection,
     ListingEvent,
+    ModelEvaluation,
     ModelRollout,
     ModerationDecision,
     SearchFeedback,
@@ -88,10 +91,15 @@ MODERATION_DECISIONS = TopicSpec(
 MODEL_ROLLOUTS = TopicSpec(
     "model-rollouts", ModelRollout, key=lambda r: "extractor", cleanup="compact",
     single_partition=True, doc="The extractor model in service: its last record.")
+MODEL_REGISTRY = TopicSpec(
+    "model-registry", ModelEvaluation, key=lambda r: r.candidate_version,
+    retention_ms=FOREVER, single_partition=True,
+    doc="Every candidate model the promotion gate judged: scores, test and decision.")
 
 #: Every topic, in the order they are listed and created.
 REGISTRY: tuple[TopicSpec, ...] = (LISTINGS, TOXIC_ITEMS, DETECTIONS, SEARCH_FEEDBACK,
-                                   MODERATION_DECISIONS, DEAD_LETTER, MODEL_ROLLOUTS)
+                                   MODERATION_DECISIONS, DEAD_LETTER, MODEL_ROLLOUTS,
+                                   MODEL_REGISTRY)
 BY_NAME: dict[str, TopicSpec] = {spec.name: spec for spec in REGISTRY}
 
 
@@ -164,6 +172,11 @@ class Topics:
     def rollouts(self) -> str:
         """The model-rollouts topic."""
         return self.name(MODEL_ROLLOUTS)
+
+    @property
+    def registry(self) -> str:
+        """The model-registry topic."""
+        return self.name(MODEL_REGISTRY)
 
     def spec(self, name: str) -> TopicSpec:
         """The spec of a topic by its full or its logical name (KeyError if not ours)."""

@@ -2,11 +2,11 @@
 
 For each training seed, candidate queries come from the seed itself (word spans of the text the
 prompt shows), from the baselines (YAKE, TF-IDF, first words) and from samples of the current
-model. Each is scored by what it finds (precision@10 against the labels, or against the
-confirmed toxic items for feedback from the topics). The SFT target is the best ``k`` distinct
-queries above a threshold; a DPO pair puts one of those queries against a clearly worse query
-for the same prompt (the current model's own picks first, then the baselines', then the worst
-spans): single queries, the unit the extractor ranks.
+model. Each is scored by what it finds (precision@10 against the labels; executed queries from
+the topics against the moderators' labels, ``trainer.feedback``). The SFT target is the best
+``k`` distinct queries above a threshold; a DPO pair puts one of those queries against a
+clearly worse query for the same prompt (the current model's own picks first, then the
+baselines', then the worst spans): single queries, the unit the extractor ranks.
 
 Everything here is pure given a scoring function; rows carry their provenance.
 """
@@ -165,23 +165,6 @@ def build_rows(corpus: str, seeds: Sequence[LabelledItem], score: ScoreFn, confi
             stats.sources[source] = stats.sources.get(source, 0) + 1
     stats.sft_rows, stats.dpo_rows = len(sft_rows), len(dpo_rows)
     return sft_rows, dpo_rows, stats
-
-
-def feedback_candidates(records: Iterable[Mapping], confirmed: set[str]
-                        ) -> dict[str, list[Candidate]]:
-    """Seed id -> its executed queries scored by the share of their results later confirmed
-    toxic (the seed itself and queries without results score 0)."""
-    out: dict[str, dict[str, Candidate]] = {}
-    for record in records:
-        results = [r["listing_id"] for r in record["results"]
-                   if r["listing_id"] != record["seed_id"]][:10]
-        score = sum(r in confirmed for r in results) / len(results) if results else 0.0
-        seed_pool = out.setdefault(record["seed_id"], {})
-        query = record["query"]
-        previous = seed_pool.get(query)
-        if previous is None or score > previous.score:
-            seed_pool[query] = Candidate(query, f"feedback:{record['model_version']}", score)
-    return {seed: list(pool.values()) for seed, pool in out.items()}
 
 
 def feedback_rows(corpus: str, seeds: Mapping[str, SeedText],

@@ -3,9 +3,12 @@
 Protocol (:data:`PROTOCOL`): a corpus is deduplicated and indexed whole; the
 evaluation seeds are the held-out side of the cluster split (at most ``max_seeds``); each method
 gives ``k`` queries per seed; each query is searched with the seed excluded. Methods: the first
-words of the title, TF-IDF top terms, YAKE, and any models (base zero-shot, SFT, SFT+DPO).
-Output: ``eval.json`` (dataset -> method -> metrics, plus the run's seeds, data hashes and model
-versions), ``eval.md`` (a table) and ``eval.png`` (a chart).
+words of the title, TF-IDF top terms, YAKE, and any models (base zero-shot, SFT, SFT+DPO). On the
+same seeds, always, the ``oracle``: each seed's single best word span chosen with the labels
+(:func:`trainer.scoring.best_span`), the ceiling of what search feedback can teach; the report
+says how much of the gap from the best heuristic to it each model closes (:func:`gap_table`).
+Output: ``eval.json`` (dataset -> method -> metrics), ``eval_meta.json`` (the run's seeds, data
+hashes, model versions and the oracle's spans), ``eval.md`` (tables) and ``eval.png`` (a chart).
 """
 
 from __future__ import annotations
@@ -21,14 +24,22 @@ from agents.extractor.keywords import KeywordsExtractor
 from config.versions import library_versions
 from marketplace.items import LabelledItem
 from trainer.corpus import data_hash, sample_seeds, siblings, split_seeds
-from trainer.scoring import Searcher, score_seed, summarise
+from trainer.dataset import BuildConfig
+from trainer.scoring import Searcher, best_span, gap_closed, score_seed, summarise
 
 BASELINES = ("first_words", "tfidf", "yake")
+#: The labels' choice: each seed's best single span (not a method a worker can run).
+ORACLE = "oracle"
 #: How the numbers are made, recorded with every report.
 PROTOCOL = ("corpus deduplicated and indexed whole (Tantivy BM25, terms OR-ed); evaluation "
             "seeds = the held-out side of the cluster split; k queries a seed, each searched "
             "with the seed excluded; precision@10, hits@10, recall@100 of the siblings, valid "
-            "queries; mean and 95% bootstrap interval")
+            "queries; mean and 95% bootstrap interval. oracle = on the same seeds, each seed's "
+            "single word span (seed_spans, max 3 words, 200 a seed, sample seed 0, as the "
+            "training data) with the best precision@10 by the labels, scored as a list of one "
+            "query asked for one (valid queries 1.0); gap closed = (model - best heuristic) / "
+            "(oracle - best heuristic), best heuristic = the best of first_words, tfidf, yake "
+            "by precision@10")
 
 
 def baseline_extractors(searcher: Searcher) -> dict[str, KeywordsExtractor]:
@@ -74,10 +85,27 @@ def evaluate_corpus(name: str, items: Sequence[LabelledItem], models: Mapping[st
         versions[label] = extractor.model_version
         progress(f"{name:20s} {label:12s} P@10={results[label]['precision_at_10']:.3f} "
                  f"({len(seeds)} seeds, {time.monotonic() - started:.1f}s)")
+    started = time.monotonic()
+    spans = oracle_spans(searcher, seeds)
+    scores = [score_seed(searcher, s.id, [spans[s.id]] if spans[s.id] else [], 1, sibs[s.id])
+              for s in seeds]
+    results[ORACLE] = summarise(scores, seed=split_seed)
+    build = BuildConfig()
+    versions[ORACLE] = f"oracle-spans-{build.max_words}w-{build.max_spans}-seed{build.seed}"
+    progress(f"{name:20s} {ORACLE:12s} P@10={results[ORACLE]['precision_at_10']:.3f} "
+             f"({len(seeds)} seeds, {time.monotonic() - started:.1f}s)")
     meta = {"items": len(items), "harmful": len(searcher.harmful), "data_hash": data_hash(items),
             "eval_seeds": [s.id for s in seeds], "model_versions": versions, "k": k,
-            "split_seed": split_seed}
+            "split_seed": split_seed, "oracle_spans": spans}
     return {"methods": results, "meta": meta}
+
+
+def oracle_spans(searcher: Searcher, seeds: Sequence[LabelledItem]) -> dict[str, str | None]:
+    """Seed id -> its best single span by the labels (None when it has none), from the span
+    candidates of the training data (``BuildConfig``'s max_words, max_spans and seed)."""
+    build = BuildConfig()
+    return {s.id: best_span(searcher, s.id, s.title, s.description, max_words=build.max_words,
+                            limit=build.max_spans, rng_seed=build.seed) for s in seeds}
 
 
 def evaluate(corpora: Mapping[str, Sequence[LabelledItem]], models: Mapping[str, str],
@@ -100,14 +128,51 @@ def evaluate(corpora: Mapping[str, Sequence[LabelledItem]], models: Mapping[str,
     return report
 
 
+def best_heuristic(row: Mapping[str, Mapping]) -> str | None:
+    """The baseline with the best precision@10 in one corpus's row (None without baselines)."""
+    present = [m for m in BASELINES if m in row]
+    return max(present, key=lambda m: row[m]["precision_at_10"]) if present else None
+
+
+def gap_table(report: Mapping[str, Mapping[str, Mapping]]) -> str:
+    """Per corpus: the best heuristic, the oracle, and the share of the gap between them each
+    model closes (``-`` where the oracle is not above the heuristic or a method is missing)."""
+    models = list(dict.fromkeys(m for row in report.values() for m in row
+                                if m not in BASELINES and m != ORACLE))
+    header = ["corpus", "best heuristic", ORACLE,
+              *(cell for m in models for cell in (m, f"gap closed by {m}"))]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for corpus, row in report.items():
+        heuristic = best_heuristic(row)
+        if heuristic is None or ORACLE not in row:
+            continue
+        low, high = row[heuristic]["precision_at_10"], row[ORACLE]["precision_at_10"]
+        cells = [f"{heuristic} {low:.3f}", f"{high:.3f}"]
+        for model in models:
+            if model not in row:
+                cells += ["-", "-"]
+                continue
+            value = row[model]["precision_at_10"]
+            closed = gap_closed(value, low, high)
+            cells += [f"{value:.3f}", "-" if closed is None else f"{100 * closed:.0f}%"]
+        lines.append(f"| {corpus} | " + " | ".join(cells) + " |")
+    lines += ["", "gap closed = (model - best heuristic) / (oracle - best heuristic), in "
+              "precision@10; best heuristic = the best of first_words, tfidf and yake; oracle = "
+              "each seed's single best span by the labels (valid queries 1.0: one query asked, "
+              "one given)."]
+    return "\n".join(lines) + "\n"
+
+
 def markdown_table(report: Mapping[str, Mapping[str, Mapping]]) -> str:
-    """Precision@10 (95% CI) per corpus and method, the best of each row in bold, then the
-    other metrics of the best method."""
+    """Precision@10 (95% CI) per corpus and method, the best real method of each row in bold
+    (the oracle is never bolded), then the other metrics of every method, then the gap table
+    (:func:`gap_table`)."""
     methods = list(dict.fromkeys(m for row in report.values() for m in row))
     lines = ["| corpus (eval seeds) | " + " | ".join(methods) + " |",
              "|---|" + "---|" * len(methods)]
     for corpus, row in report.items():
-        best = max(row, key=lambda m: row[m]["precision_at_10"])
+        real = [m for m in row if m != ORACLE] or list(row)
+        best = max(real, key=lambda m: row[m]["precision_at_10"])
         seeds = next(iter(row.values()))["n_seeds"]
         cells = []
         for method in methods:
@@ -124,11 +189,14 @@ def markdown_table(report: Mapping[str, Mapping[str, Mapping]]) -> str:
         for method, r in row.items():
             lines.append(f"| {corpus} | {method} | {r['hits_at_10']:.2f} | "
                          f"{r['recall_at_100']:.3f} | {r['valid_query_rate']:.2f} |")
+    if any(ORACLE in row for row in report.values()):
+        lines += ["", gap_table(report).rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
 def plot(report: Mapping[str, Mapping[str, Mapping]], path: Path) -> None:
-    """Grouped bars: precision@10 per corpus and method, with 95% intervals."""
+    """Grouped bars: precision@10 per corpus and method, with 95% intervals; the oracle as a
+    grey hatched bar."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -149,7 +217,9 @@ def plot(report: Mapping[str, Mapping[str, Mapping]], path: Path) -> None:
             ys.append(r["precision_at_10"])
             errs[0].append(max(0.0, r["precision_at_10"] - r["ci95"][0]))
             errs[1].append(max(0.0, r["ci95"][1] - r["precision_at_10"]))
-        ax.bar(xs, ys, width, yerr=errs, capsize=2, label=method, color=colors(j % 10))
+        style = ({"color": "lightgrey", "hatch": "//", "edgecolor": "dimgrey"}
+                 if method == ORACLE else {"color": colors(j % 10)})
+        ax.bar(xs, ys, width, yerr=errs, capsize=2, label=method, **style)
     ax.set_xticks(range(len(corpora)), corpora, rotation=15)
     ax.set_ylabel("precision@10 (harmful share of top 10)")
     ax.set_ylim(0, 1.15)

@@ -8,6 +8,10 @@ spans, baselines and samples of the current model, scored by search against the 
     DIR/data/        sft.jsonl, dpo.jsonl and their build statistics
     DIR/sft/ DIR/dpo/  the trained models (each with its qexplorer.json card)
     DIR/eval/        eval.json, eval.md, eval.png
+
+``run_from_topics`` is the same loop on the system's own operation: one snapshot of the topics
+(``trainer.feedback``), SFT and then DPO from a given model, each model card recording the time
+split so the promotion gate (``trainer.gate``) judges on seeds the model never saw.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from config import KafkaSettings
 from marketplace.items import LabelledItem
+from schemas.topics import Topics
 from trainer.bootstrap import BootstrapConfig, bootstrap
 from trainer.corpus import data_hash, sample_seeds, split_seeds
 from trainer.dataset import BuildConfig, baseline_queries, build_rows
@@ -118,3 +124,36 @@ def run_all(corpora: Mapping[str, Sequence[LabelledItem]], out: Path, *,
     report = evaluate(corpora, models, out / "eval", k=build.k, max_seeds=max_seeds,
                       progress=progress)
     return {"models": models, "eval": report}
+
+
+def run_from_topics(kafka: KafkaSettings, topics: Topics, out: Path, *, model: str,
+                    sft_config: TrainConfig | None = None, dpo_config: TrainConfig | None = None,
+                    build: BuildConfig | None = None, holdout: float = 0.2,
+                    progress: Progress = print) -> dict:
+    """Data from the topics, SFT from ``model``, DPO from the SFT model (skipped when there is
+    no pair); returns the data summary and the models. ``out`` gets ``data/``, ``sft/`` and
+    ``dpo/``."""
+    from trainer.feedback import build_from_topics
+
+    build = build or BuildConfig(pairs_per_seed=2)
+    progress("1/3 data: search-feedback labelled by toxic-items and moderation-decisions, "
+             f"newest {holdout:.0%} of the reviewed seeds held back for the gate")
+    data = build_from_topics(kafka, topics, out / "data", build, holdout)
+    progress(f"    {data['sft_rows']} SFT rows, {data['dpo_rows']} DPO pairs from "
+             f"{data['split']['train_seeds']} seeds; {len(data['split']['holdout_seeds'])} held "
+             f"back; labels: {data['positive_labels']} toxic, {data['negative_labels']} rejected")
+    if not data["sft_rows"]:
+        raise ValueError("no executed query has reviewed results that score above the "
+                         f"threshold ({build.threshold}) yet: nothing to learn from")
+    card = {"data_source": "topics", "split": data["split"]}
+    progress("2/3 SFT")
+    models = {"sft": str(train(out / "data" / "sft.jsonl", model, out / "sft",
+                               sft_config or TrainConfig(stage="sft"), card))}
+    if data["dpo_rows"]:
+        progress("3/3 DPO")
+        models["dpo"] = str(train(
+            out / "data" / "dpo.jsonl", models["sft"], out / "dpo",
+            dpo_config or TrainConfig(stage="dpo", learning_rate=2e-4, epochs=1), card))
+    else:
+        progress("3/3 DPO skipped: no pair of a better and a clearly worse executed query")
+    return {"data": data, "models": models, "final": models.get("dpo", models["sft"])}

@@ -5,6 +5,9 @@ the same analyzer and query escaping as the workers). A query's score is its pre
 the harmful share of its top-10 results other than the seed (0 when it finds nothing). Per
 seed, the protocol's metrics (``trainer.evaluate.PROTOCOL``) average over its queries;
 recall@100 counts the seed's siblings in the union of its queries' top 100.
+
+The oracle (:func:`best_span`) is a seed's single best word span chosen with the labels: the
+ceiling of what search feedback on the seed's own spans can teach an extractive model.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from agents.queries import is_valid_query
+from agents.queries import is_valid_query, seed_spans
 from marketplace.items import LabelledItem, to_listing_dict
 from schemas.models import ListingUpsert
 from search import memory_index
@@ -111,3 +114,26 @@ def summarise(scores: Sequence[SeedScore], seed: int = 0) -> dict:
         "n_seeds": len(scores),
         "ci95": [low, high],
     }
+
+
+def best_span(searcher: Searcher, seed_id: str, title: str, description: str | None, *,
+              max_words: int = 3, limit: int = 200, rng_seed: int = 0) -> str | None:
+    """The oracle's query for one seed: of its word spans (``agents.queries.seed_spans``, the
+    candidates of the training data, with ``trainer.dataset.BuildConfig``'s defaults), the one
+    with the highest precision@10 (seed excluded); ties go to more harmful hits, then the
+    shorter span, then the alphabetically first. None when the seed has no valid span."""
+    spans = seed_spans(title, description, max_words, limit, rng_seed)
+    if not spans:
+        return None
+    return min(spans, key=lambda q: (-searcher.precision(q, seed_id), -searcher.hits(q, seed_id),
+                                     len(q), q))
+
+
+def gap_closed(model: float, heuristic: float, oracle: float, tolerance: float = 1e-9
+               ) -> float | None:
+    """The share of the gap from the best heuristic to the oracle that a model closes:
+    ``(model - heuristic) / (oracle - heuristic)`` (negative below the heuristic, above 1 past
+    the oracle); None when the oracle is not above the heuristic (no gap to close)."""
+    if oracle - heuristic <= tolerance:
+        return None
+    return (model - heuristic) / (oracle - heuristic)

@@ -98,8 +98,10 @@ def _lora(config: TrainConfig):
                       target_modules="all-linear", task_type="CAUSAL_LM")
 
 
-def train(stage_rows: Path, model: str, out: Path, config: TrainConfig) -> Path:
-    """Run one stage on ``stage_rows`` from ``model`` (id or directory); save to ``out``."""
+def train(stage_rows: Path, model: str, out: Path, config: TrainConfig,
+          card_extra: dict | None = None) -> Path:
+    """Run one stage on ``stage_rows`` from ``model`` (id or directory); save to ``out``.
+    ``card_extra`` is added to the model card (e.g. the time split the gate must respect)."""
     import torch
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
@@ -151,6 +153,7 @@ def train(stage_rows: Path, model: str, out: Path, config: TrainConfig) -> Path:
                     "seconds": round(time.monotonic() - started, 1)},
         "prompt_version": rows[0].get("prompt_version"),
         "versions": library_versions(),
+        **(card_extra or {}),
     }
     (out / CARD).write_text(json.dumps(card, indent=2))
     return out

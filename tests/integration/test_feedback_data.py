@@ -1,4 +1,5 @@
-"""Training data from the live topics: feedback of a real worker joined with later confirmations."""
+"""Training data from the live topics: feedback of a real worker joined with the moderators'
+later decisions (confirmed toxic items and rejects)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import pytest
 from agents.prompt import parse_completion
 from marketplace.items import to_listing_dict
 from marketplace.synthetic import generate_marketplace, split_seeds
-from schemas.models import ListingUpsert, SearchFeedback, ToxicItem
-from schemas.topics import LISTINGS, TOXIC_ITEMS
+from schemas.models import ListingUpsert, ModerationDecision, SearchFeedback, ToxicItem
+from schemas.topics import LISTINGS, MODERATION_DECISIONS, TOXIC_ITEMS
 from streams.client import publish
 from tests.integration.conftest import wait_for
 from trainer.dataset import BuildConfig
@@ -38,16 +39,22 @@ def test_feedback_scored_by_later_confirmations_becomes_sft_and_dpo_rows(cluster
     wait_for(lambda: {f.seed_id for f in read_topics(settings.kafka, topics).feedback}
              >= seed_ids, 120, 1.0, f"seeds not explored:\n{cluster.log()}")
 
-    # a moderator confirms every truly toxic listing the searches returned
+    # a moderator confirms every truly toxic listing the searches returned (it becomes a toxic
+    # item) and rejects every innocent one
     found = {h.listing_id for f in read_topics(settings.kafka, topics).feedback for h in f.results}
     confirmed = [by_id[i] for i in sorted(found - seed_ids) if by_id[i].harmful]
-    assert confirmed, "the searches found no toxic listing to confirm"
+    rejected = sorted(i for i in found if not by_id[i].harmful)
+    assert confirmed and rejected, "the searches found no toxic or no innocent listing"
     asyncio.run(publish(settings.kafka, topics, TOXIC_ITEMS,
                         [_toxic(i, "moderator") for i in confirmed]))
+    asyncio.run(publish(settings.kafka, topics, MODERATION_DECISIONS, [
+        ModerationDecision(decision_id=f"reject-{i}", listing_id=i, decision="reject",
+                           text_hash="h", reviewer="moderator") for i in rejected]))
 
     config = BuildConfig(k=4, threshold=0.5, margin=0.25)
-    summary = build_from_topics(settings.kafka, topics, tmp_path, config)
+    summary = build_from_topics(settings.kafka, topics, tmp_path, config, holdout=0.0)
     assert summary["invalid"] == 0 and summary["sft_rows"] > 0
+    assert summary["decisions"] == len(rejected) and summary["negative_labels"] == len(rejected)
     truth = {i.id for i in items if i.harmful}
     feedback: list[SearchFeedback] = read_topics(settings.kafka, topics).feedback
     for row in read_rows(tmp_path / "sft.jsonl"):

@@ -72,8 +72,10 @@ from schemas.export import json_schemas
 from schemas.models import (
     DeadLetter,
     Detection,
+    GateSet,
     ListingDelete,
     ListingUpsert,
+    ModelEvaluation,
     ModelRollout,
     ModerationDecision,
     SearchFeedback,
@@ -196,6 +198,16 @@ ROLLOUTS = st.builds(
     ModelRollout, extractor=BACKEND_NAMES,
     model=st.none() | SHORT, base_url=st.none() | SHORT, model_version=st.none() | SHORT,
     reason=SHORT, issued_by=SHORT, issued_at=TIMES)
+GATE_SETS = st.builds(
+    GateSet, name=SHORT, seeds=st.integers(0, 2**63 - 1), skipped=st.integers(0, 2**63 - 1),
+    candidate=FINITE, incumbent=FINITE, difference=FINITE, ci95=st.tuples(FINITE, FINITE))
+EVALUATIONS = st.builds(
+    ModelEvaluation, evaluation_id=texts(64, min_size=8), candidate_version=SHORT,
+    candidate_model=texts(1000), incumbent_version=SHORT, incumbent_extractor=SHORT,
+    incumbent_model=st.none() | texts(1000), sets=st.lists(GATE_SETS, max_size=3),
+    seeds=st.integers(0, 2**63 - 1), difference=FINITE, ci95=st.tuples(FINITE, FINITE),
+    test=texts(1000), decision=st.sampled_from(["promoted", "refused"]), reason=texts(1000),
+    decided_by=SHORT, decided_at=TIMES)
 
 #: Valid records of each contract, built through the pydantic models.
 RECORDS: dict[str, st.SearchStrategy[BaseModel]] = {
@@ -206,6 +218,7 @@ RECORDS: dict[str, st.SearchStrategy[BaseModel]] = {
     "moderation-decisions": DECISIONS,
     "dead-letter": DEAD_LETTERS,
     "model-rollouts": ROLLOUTS,
+    "model-registry": EVALUATIONS,
 }
 CONTRACT_NAMES = sorted(CONTRACTS)
 
@@ -481,13 +494,18 @@ def _example_record(contract: str) -> dict:
             reviewer="alice"),
         "dead-letter": dead_letter(stage="x", error="e", topic="t", value=b"v"),
         "model-rollouts": ModelRollout(extractor="keywords"),
+        "model-registry": ModelEvaluation(
+            evaluation_id="e" * 8, candidate_version="c", candidate_model="/m",
+            incumbent_version="i", incumbent_extractor="keywords", sets=[], seeds=0,
+            difference=0.0, ci95=(0.0, 0.0), test="t", decision="refused", reason="r"),
     }[contract]
     return orjson.loads(encode(record))
 
 
 _TEXT_FIELD = {"listings": "title", "toxic-items": "title", "detections": "listing_title",
                "search-feedback": "query", "moderation-decisions": "reviewer",
-               "dead-letter": "error", "model-rollouts": "reason"}
+               "dead-letter": "error", "model-rollouts": "reason",
+               "model-registry": "reason"}
 
 
 @pytest.mark.parametrize("contract", CONTRACT_NAMES)

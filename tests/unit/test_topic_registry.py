@@ -10,8 +10,10 @@ from schemas import codec
 from schemas.codec import dead_letter, decode, encode
 from schemas.models import (
     Detection,
+    GateSet,
     ListingDelete,
     ListingUpsert,
+    ModelEvaluation,
     ModelRollout,
     ModerationDecision,
     SearchFeedback,
@@ -26,6 +28,7 @@ from schemas.topics import (
     DETECTIONS,
     FOREVER,
     LISTINGS,
+    MODEL_REGISTRY,
     MODEL_ROLLOUTS,
     MODERATION_DECISIONS,
     REGISTRY,
@@ -76,6 +79,15 @@ SAMPLES: dict[str, list[tuple[BaseModel, str]]] = {
         (ModelRollout(extractor="keywords", model="tfidf"), "extractor"),
         (ModelRollout(extractor="openai", model="qx-sft-3", reason="better"), "extractor"),
     ],
+    "model-registry": [
+        (ModelEvaluation(
+            evaluation_id="e" * 16, candidate_version="qx-dpo-1", candidate_model="/m/dpo",
+            incumbent_version="keywords-yake", incumbent_extractor="keywords",
+            sets=[GateSet(name="topics", seeds=40, skipped=2, candidate=0.7, incumbent=0.5,
+                          difference=0.2, ci95=(0.1, 0.3))],
+            seeds=40, difference=0.2, ci95=(0.1, 0.3), test="paired bootstrap",
+            decision="promoted", reason="better beyond the noise"), "qx-dpo-1"),
+    ],
 }
 
 
@@ -88,7 +100,8 @@ def test_every_topic_has_a_unique_logical_name_and_samples_here() -> None:
     assert set(names) == set(SAMPLES)  # a new topic must get samples here
     assert {spec.name: spec for spec in REGISTRY} == BY_NAME
     assert list(REGISTRY) == [LISTINGS, TOXIC_ITEMS, DETECTIONS, SEARCH_FEEDBACK,
-                              MODERATION_DECISIONS, DEAD_LETTER, MODEL_ROLLOUTS]
+                              MODERATION_DECISIONS, DEAD_LETTER, MODEL_ROLLOUTS,
+                              MODEL_REGISTRY]
     assert all(spec.doc for spec in REGISTRY)
 
 
@@ -197,7 +210,7 @@ def test_a_logical_name_starting_like_the_prefix_is_found() -> None:
 def test_single_partition_topics_get_one_partition() -> None:
     topics = Topics("t.", partitions=6)
     for spec in REGISTRY:
-        expected = 1 if spec in (DEAD_LETTER, MODEL_ROLLOUTS) else 6
+        expected = 1 if spec in (DEAD_LETTER, MODEL_ROLLOUTS, MODEL_REGISTRY) else 6
         assert spec.single_partition is (expected == 1)
         assert topics.partitions(spec) == expected
 

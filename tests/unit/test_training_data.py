@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from agents.extractor.base import SeedText
 from agents.prompt import build_prompt, format_completion, parse_completion
 from agents.queries import seed_spans
@@ -15,8 +13,6 @@ from trainer.dataset import (
     Candidate,
     best_queries,
     build_rows,
-    feedback_candidates,
-    feedback_rows,
     seed_rows,
 )
 
@@ -84,24 +80,6 @@ def test_build_rows_counts_and_uses_only_the_given_seeds():
                                  lambda seed: {})
     assert [r["seed_id"] for r in sft] == ["s1"]
     assert stats.seeds == 2 and stats.seeds_without_target == 1 and stats.sft_rows == 1
-
-
-def test_feedback_scores_are_the_share_of_results_confirmed_toxic():
-    records = [
-        {"seed_id": "s1", "query": "c0ke", "model_version": "m1",
-         "results": [{"listing_id": x} for x in ("a", "b", "c", "s1")]},
-        {"seed_id": "s1", "query": "premium", "model_version": "m1",
-         "results": [{"listing_id": x} for x in ("d", "e")]},
-        {"seed_id": "s1", "query": "nothing", "model_version": "m1", "results": []},
-    ]
-    cands = feedback_candidates(records, confirmed={"a", "b", "s1"})
-    scores = {c.query: c.score for c in cands["s1"]}
-    assert scores == {"c0ke": pytest.approx(2 / 3), "premium": 0.0, "nothing": 0.0}
-    sft, dpo = feedback_rows("kafka", {"s1": SEED}, cands, BuildConfig(k=1, margin=0.5))
-    assert parse_completion(sft[0]["completion"]) == ["c0ke"]
-    assert parse_completion(dpo[0]["chosen"]) == ["c0ke"]
-    assert parse_completion(dpo[0]["rejected"]) == ["nothing"]
-    assert sft[0]["sources"] == ["feedback:m1"]
 
 
 def test_split_by_cluster_never_puts_a_cluster_on_both_sides():
