@@ -111,6 +111,7 @@ class ExplorerStats:
     dead_letters: int = 0
     extractor_errors: int = 0
     rollouts: int = 0
+    seeds_reexplored: int = 0  # explored again under a new model version (of seeds_explored)
 
 
 class Explorer:

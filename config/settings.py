@@ -272,6 +272,13 @@ class ExplorationSettings(_Slice):
     search_threads: int = Field(
         default=2, ge=1, description="Threads a batch's searches are shared among.",
         validation_alias="QEXPLORER_SEARCH_THREADS")
+    reexplore_window_s: float = Field(
+        default=7 * 24 * 3600.0, ge=0,
+        description="After a rollout, seeds confirmed this recently are explored again by the "
+        "new model (0: never).")
+    reexplore_rate: float = Field(
+        default=2.0, gt=0, description="Seeds a second re-explored at most (new seeds first).")
+    reexplore_batch: int = Field(default=4, ge=1, description="Seeds a re-exploration batch.")
 
 
 # --- the extractor and its server ----------------------------------------------------------------

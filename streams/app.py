@@ -1,11 +1,12 @@
-"""The faust application: one worker's replica, explorer agent and rollout follower, wired from
-the settings.
+"""The faust application: one worker's replica, explorer agent, rollout follower and
+re-explorer, wired from the settings.
 
 ``Worker(settings)`` builds everything (the replica task, the model-rollouts follower, the
-metrics endpoint and the explorer agent); nothing here runs at import time and no address is
-hard-coded. The agent is deliberately thin: it hands batches of raw messages to
-``agents.explorer.Explorer``, which holds the logic. At start the worker checks the live topic
-configuration and refuses to run when ``listings`` would lose data.
+re-exploration task after a rollout, the metrics endpoint and the explorer agent); nothing here
+runs at import time and no address is hard-coded. The agent is deliberately thin: it hands
+batches of raw messages to ``agents.explorer.Explorer``, which holds the logic. At start the
+worker checks the live topic configuration and refuses to run when ``listings`` would lose
+data.
 
 Why concurrency 1 with batches: faust-streaming bug #606 can commit an offset past a message
 still in flight when agent concurrency > 1; the batch gives parallelism inside the handler
@@ -30,7 +31,9 @@ from config import KafkaSettings, SecurityProtocol, Settings
 from schemas.topics import DEAD_LETTER, DETECTIONS, SEARCH_FEEDBACK, TOXIC_ITEMS
 from search import open_replica
 from search.protocol import SearchIndex
+from streams.client import read_to_end
 from streams.metrics import Snapshot, WorkerMetrics, logging_config, serve
+from streams.reexplore import Reexplorer
 from streams.replica import Replica
 from streams.rollouts import RolloutFollower
 from streams.topics import check_topics
@@ -95,10 +98,13 @@ class Worker:
         self.replica: Replica | None = None
         self.explorer: Explorer | None = None
         self.rollouts: RolloutFollower | None = None
+        self.reexplorer: Reexplorer | None = None
+        self.exploring = asyncio.Lock()  # new seeds and re-explorations take turns
         self.metrics = WorkerMetrics(self)
         self._building: asyncio.Future | None = None
         self.app.task(self._run_replica)
         self.app.task(self._follow_rollouts)
+        self.app.task(self._reexplore)
         if settings.metrics.enabled:
             self.app.task(self._serve_metrics)
         self.app.agent(self.toxic_items, name="explore", concurrency=1)(self._explore)
@@ -137,8 +143,14 @@ class Worker:
             self.explorer = Explorer(settings.exploration, settings.topics, self.replica,
                                      extractor, self._send, fallback=fallback,
                                      observe=self.metrics.observe)
+            replica = self.replica
+            self.reexplorer = Reexplorer(
+                settings.exploration, self.explorer, self.exploring, self._read_since,
+                self._assigned,
+                ready=lambda: replica.wait_caught_up(settings.exploration.wait_index_s))
             self.rollouts = RolloutFollower(settings.kafka, settings.topics, settings.extractor,
-                                            self.explorer, self._send_dead)
+                                            self.explorer, self._send_dead,
+                                            on_switch=self.reexplorer.request)
         except Exception as exc:
             log.error("the worker cannot start: %s", exc)
             await self.app.crash(exc)
@@ -177,6 +189,25 @@ class Worker:
         except Exception:  # the current model keeps serving; rollouts need a restart
             log.exception("the model-rollouts follower stopped")
 
+    async def _reexplore(self) -> None:
+        await self._build()
+        assert self.reexplorer is not None
+        await self.reexplorer.serve()
+
+    async def _read_since(self, partitions: set[int], since_ms: int) -> list[RawMessage]:
+        found = await read_to_end(self.settings.kafka, self.settings.topics.toxic_items,
+                                  since_ms=since_ms, only=partitions)
+        # no timestamp: a re-explored seed does not count in the seed-to-detection latency
+        return [RawMessage(m.topic, m.partition, m.offset, m.key, m.value) for m in found]
+
+    def _assigned(self) -> set[int]:
+        """The toxic-items partitions this worker's explorer owns now."""
+        try:
+            assignment = self.app.consumer.assignment()
+        except Exception:  # the consumer is not up yet
+            return set()
+        return {tp.partition for tp in assignment if tp.topic == self.settings.topics.toxic_items}
+
     async def _explore(self, stream) -> None:
         await self._build()
         assert self.explorer is not None
@@ -187,7 +218,8 @@ class Worker:
             messages = [RawMessage(e.message.topic, e.message.partition, e.message.offset,
                                    e.message.key, e.message.value, e.message.timestamp)
                         for e in events]
-            await self.explorer.handle(messages)
+            async with self.exploring:
+                await self.explorer.handle(messages)
             for event in events:
                 await stream.ack(event)
 

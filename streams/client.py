@@ -109,19 +109,28 @@ async def topic_partitions(consumer: AIOKafkaConsumer, topic: str,
         await asyncio.sleep(0.2)
 
 
-async def read_to_end(kafka: KafkaSettings, topic: str,
-                      timeout_s: float = 30.0) -> list[ConsumerRecord]:
-    """Every message of a topic from the beginning to its end as of this call."""
+async def read_to_end(kafka: KafkaSettings, topic: str, timeout_s: float = 30.0, *,
+                      since_ms: int | None = None, only: set[int] | None = None
+                      ) -> list[ConsumerRecord]:
+    """Every message of a topic from the beginning (or from the first written at or after
+    ``since_ms``, epoch milliseconds) to its end as of this call; ``only`` these partitions
+    when given."""
     consumer = AIOKafkaConsumer(**kafka.client_kwargs(), group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     try:
-        partitions = await topic_partitions(consumer, topic, wait_s=0)
+        partitions = [tp for tp in await topic_partitions(consumer, topic, wait_s=0)
+                      if only is None or tp.partition in only]
         if not partitions:
             return []
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
+        if since_ms is not None:
+            starts = await consumer.offsets_for_times({tp: since_ms for tp in partitions})
+            for tp in partitions:
+                found = starts.get(tp)
+                consumer.seek(tp, found.offset if found is not None else ends[tp])
         out: list[ConsumerRecord] = []
         deadline = time.monotonic() + timeout_s
         while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:

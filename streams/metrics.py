@@ -134,6 +134,8 @@ class _StatsCollector:
                 ("detections", e.detections, "Detections emitted."),
                 ("extractor_errors", e.extractor_errors, "Failed extractor calls (retried)."),
                 ("rollouts", e.rollouts, "Model rollouts applied."),
+                ("seeds_reexplored", e.seeds_reexplored,
+                 "Seeds explored again by a newly rolled-out model."),
             ):
                 yield CounterMetricFamily(f"qexplorer_{name}", doc, value=value)
             dead = CounterMetricFamily("qexplorer_dead_letters", "Messages dead-lettered.",

@@ -42,13 +42,16 @@ class RolloutFollower:
 
     def __init__(self, kafka: KafkaSettings, topics: Topics, settings: ExtractorSettings,
                  explorer: Explorer, dead_letters: Callable[[DeadLetter], Awaitable[None]],
-                 build: Build = build_extractor) -> None:
+                 build: Build = build_extractor,
+                 on_switch: Callable[[], None] = lambda: None) -> None:
+        """``on_switch`` is called after each switch (the worker re-explores recent seeds)."""
         self.kafka = kafka
         self.topics = topics
         self.settings = settings
         self.explorer = explorer
         self._dead_letters = dead_letters
         self._build = build
+        self._on_switch = on_switch
         self.applied: list[ModelRollout] = []
         self.refused = 0
 
@@ -106,6 +109,7 @@ class RolloutFollower:
         self.applied.append(rollout)
         log.info("rollout: %s %s -> %s %s", old.name, old.model_version, new.name,
                  new.model_version)
+        self._on_switch()
         return True
 
     async def _refuse(self, message: RawMessage, exc: BaseException, stage: str) -> None:

@@ -1,6 +1,7 @@
 """The loop running on itself, on the real broker with a real worker and a tiny real model:
-stream, explore, moderators' decisions, training from the topics, the promotion gate, and new
-seeds explored under the promoted version; a candidate made worse on purpose is refused."""
+stream, explore, moderators' decisions, training from the topics, the promotion gate, new seeds
+explored under the promoted version and the earlier ones explored again by it; a candidate
+made worse on purpose is refused."""
 
 from __future__ import annotations
 
@@ -147,6 +148,15 @@ def test_the_loop_trains_on_its_own_topics_and_promotes_only_through_the_gate(cl
                      f"new seeds not explored:\n{cluster.log()}")
     versions = {f.model_version for s in new_seeds for f in found[s.id]}
     assert versions == {card["version"]}, cluster.log()
+
+    # and the seeds confirmed before it are explored again by it (re-exploration)
+    def reexplored() -> bool:
+        by_seed = explored(cluster, {s.id for s in seeds})
+        return bool(by_seed) and all(
+            card["version"] in {f.model_version for f in by_seed[s.id]} for s in seeds)
+
+    wait_for(reexplored, 180, 1.0, f"the first seeds were not explored again:\n{cluster.log()}")
+    assert f"re-exploration under {card['version']} done" in cluster.log()
 
     listed = _cli(cluster, "models")
     assert listed.returncode == 0, listed.stderr
