@@ -10,10 +10,13 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Sequence, Set
 from dataclasses import dataclass, field
 
+from agents.extractor.base import SeedText
+from agents.extractor.keywords import TermCounts
 from schemas.models import (
     Detection,
     SearchFeedback,
     SearchHit,
+    ToxicItem,
     detection_key,
     explored_key,
     utcnow,
@@ -108,11 +111,14 @@ class Ledger:
     """Which items are confirmed toxic, and which (seed, model version) pairs are explored.
 
     The worker's replica records what the topics say; the explorer records what it has just
-    done and asks before exploring. Sets only grow (a confirmed item stays a label)."""
+    done and asks before exploring. Sets only grow (a confirmed item stays a label). The
+    confirmed items' term document frequencies are kept too (``ToxicTerms``, what the
+    ``contrast`` extractor reads)."""
 
     def __init__(self) -> None:
         self._confirmed: dict[str, None] = {}  # a dict for its read-only keys() view
         self._explored: set[str] = set()
+        self._terms = TermCounts()
 
     @property
     def confirmed(self) -> Set[str]:
@@ -122,6 +128,23 @@ class Ledger:
     def confirm(self, item_ids: Iterable[str]) -> None:
         """Record confirmed toxic items."""
         self._confirmed.update(dict.fromkeys(item_ids))
+
+    def confirm_item(self, item: ToxicItem) -> None:
+        """Record a confirmed toxic item with its text (its terms are counted once)."""
+        self._confirmed[item.id] = None
+        self._terms.add(SeedText(item.id, item.title, item.description))
+
+    def toxic_doc_freq(self, term: str) -> int:
+        """Confirmed toxic items (with a known text) holding ``term``."""
+        return self._terms.toxic_doc_freq(term)
+
+    def toxic_count(self) -> int:
+        """Confirmed toxic items whose terms are counted."""
+        return self._terms.toxic_count()
+
+    def is_confirmed(self, item_id: str) -> bool:
+        """True when the item's terms are in the counts."""
+        return self._terms.is_confirmed(item_id)
 
     def is_explored(self, seed_id: str, model_version: str) -> bool:
         """True when this model version has explored this seed."""

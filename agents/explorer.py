@@ -174,7 +174,7 @@ class Explorer:
             except SchemaError as exc:
                 await self._dead_letter(message, "decode-toxic-item", exc)
                 continue
-            ledger.confirm([item.id])
+            ledger.confirm_item(item)
             if ledger.is_explored(item.id, self.provenance.model_version):
                 self.stats.seeds_skipped += 1
                 continue

@@ -292,7 +292,7 @@ class ExtractorSettings(_Slice):
         description="keywords, transformers or openai (agents.extractor.registry).")
     model: str | None = Field(
         default=None, description="Hugging Face model id or directory (model backends); "
-        "keywords: the method (yake, tfidf, first_words).")
+        "keywords: the method (yake, tfidf, first_words, contrast).")
     model_version: str | None = Field(
         default=None, description="Overrides the version recorded in detections and feedback.")
     openai_base_url: str = Field(default="http://127.0.0.1:8000/v1",

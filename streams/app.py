@@ -25,7 +25,7 @@ import faust
 from aiokafka.admin import AIOKafkaAdminClient
 
 from agents.explorer import Explorer, RawMessage, send_dead_letter
-from agents.extractor.keywords import KeywordsExtractor
+from agents.extractor.keywords import KeywordsExtractor, WithToxic
 from agents.extractor.registry import build_extractor
 from config import KafkaSettings, SecurityProtocol, Settings
 from schemas.topics import DEAD_LETTER, DETECTIONS, SEARCH_FEEDBACK, TOXIC_ITEMS
@@ -138,7 +138,8 @@ class Worker:
             self.index, self.index_rebuilt = open_replica(settings.index, self.directory)
             self.replica = Replica(settings.kafka, settings.topics, settings.index, self.index,
                                    self._send_dead)
-            extractor = build_extractor(settings.extractor, self.index)
+            extractor = build_extractor(settings.extractor,
+                                        WithToxic(self.index, self.replica.ledger))
             fallback = None if settings.extractor.backend == "keywords" else KeywordsExtractor()
             self.explorer = Explorer(settings.exploration, settings.topics, self.replica,
                                      extractor, self._send, fallback=fallback,

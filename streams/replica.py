@@ -170,7 +170,7 @@ class Replica:
         # Bad toxic items are dead-lettered once, by the explorer that owns the partition.
         for message in messages:
             try:
-                self.ledger.confirm([decode(ToxicItem, message.value).id])
+                self.ledger.confirm_item(decode(ToxicItem, message.value))
             except SchemaError:
                 continue
         self.stats.confirmed = len(self.ledger.confirmed)

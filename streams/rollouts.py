@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaConsumer
 
 from agents.explorer import Explorer, RawMessage
 from agents.extractor.base import Extractor, ExtractorError
+from agents.extractor.keywords import WithToxic
 from agents.extractor.registry import build_extractor
 from agents.rollout import RolloutRefused, probe, rollout_settings
 from config import ExtractorSettings, KafkaSettings
@@ -96,8 +97,9 @@ class RolloutFollower:
         """Probe and switch to the rollout's model; False (and a dead letter) if refused."""
         new: Extractor | None = None
         try:
+            replica = self.explorer.replica
             new = self._build(rollout_settings(self.settings, rollout),
-                              self.explorer.replica.index)
+                              WithToxic(replica.index, replica.ledger))
             await probe(new)
         except (RolloutRefused, ValueError, ExtractorError) as exc:
             if new is not None:

@@ -1,14 +1,16 @@
 """The evaluation: every method on the same held-out seeds of every corpus, side by side.
 
-Protocol (:data:`PROTOCOL`): a corpus is deduplicated and indexed whole; the
-evaluation seeds are the held-out side of the cluster split (at most ``max_seeds``); each method
-gives ``k`` queries per seed; each query is searched with the seed excluded. Methods: the first
-words of the title, TF-IDF top terms, YAKE, and any models (base zero-shot, SFT, SFT+DPO). On the
-same seeds, always, the ``oracle``: each seed's single best word span chosen with the labels
-(:func:`trainer.scoring.best_span`), the ceiling of what search feedback can teach; the report
-says how much of the gap from the best heuristic to it each model closes (:func:`gap_table`).
-Output: ``eval.json`` (dataset -> method -> metrics), ``eval_meta.json`` (the run's seeds, data
-hashes, model versions and the oracle's spans), ``eval.md`` (tables) and ``eval.png`` (a chart).
+Protocol (:data:`PROTOCOL`): a corpus is deduplicated and indexed whole; the evaluation seeds
+are the held-out side of the cluster split (at most ``max_seeds``); each method gives ``k``
+queries per seed; each query is searched with the seed excluded. Methods: the first words of
+the title, TF-IDF top terms, YAKE, ``contrast`` (spans ranked by how much more common their
+terms are among the toxic items confirmed so far, the training side, than among all listings)
+and any models (base zero-shot, SFT, SFT+DPO). On the same seeds, always, the ``oracle``: each
+seed's single best word span chosen with the labels (:func:`trainer.scoring.best_span`), the
+ceiling of what search feedback can teach; the report says how much of the gap from the best
+heuristic to it each other method closes (:func:`gap_table`). Output: ``eval.json`` (dataset
+-> method -> metrics), ``eval_meta.json`` (the run's seeds, data hashes, model versions and the
+oracle's spans), ``eval.md`` (tables) and ``eval.png`` (a chart).
 """
 
 from __future__ import annotations
@@ -20,14 +22,16 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from agents.extractor.base import Extractor, SeedText
-from agents.extractor.keywords import KeywordsExtractor
+from agents.extractor.keywords import KeywordsExtractor, TermCounts, WithToxic
 from config.versions import library_versions
 from marketplace.items import LabelledItem
 from trainer.corpus import data_hash, sample_seeds, siblings, split_seeds
 from trainer.dataset import BuildConfig
 from trainer.scoring import Searcher, best_span, gap_closed, score_seed, summarise
 
-BASELINES = ("first_words", "tfidf", "yake")
+BASELINES = ("first_words", "tfidf", "yake", "contrast")
+#: The heuristics that know nothing of other toxic items: the gap is measured from their best.
+HEURISTICS = ("first_words", "tfidf", "yake")
 #: The labels' choice: each seed's best single span (not a method a worker can run).
 ORACLE = "oracle"
 #: How the numbers are made, recorded with every report.
@@ -39,14 +43,21 @@ PROTOCOL = ("corpus deduplicated and indexed whole (Tantivy BM25, terms OR-ed); 
             "training data) with the best precision@10 by the labels, scored as a list of one "
             "query asked for one (valid queries 1.0); gap closed = (model - best heuristic) / "
             "(oracle - best heuristic), best heuristic = the best of first_words, tfidf, yake "
-            "by precision@10")
+            "by precision@10; contrast knows the training side's toxic items as the confirmed "
+            "set (cluster-disjoint from the evaluation seeds)")
 
 
-def baseline_extractors(searcher: Searcher) -> dict[str, KeywordsExtractor]:
+def baseline_extractors(searcher: Searcher, known: Sequence[LabelledItem] | None = None
+                        ) -> dict[str, KeywordsExtractor]:
     """The model-free methods, TF-IDF with the corpus index's term statistics (as a worker's
-    is with its replica's)."""
-    return {method: KeywordsExtractor(method, stats=searcher.index if method == "tfidf" else None)
-            for method in BASELINES}
+    is with its replica's); with ``known`` (the toxic items confirmed so far: the training
+    side of the split) also ``contrast``, which reads both."""
+    found = {method: KeywordsExtractor(method, stats=searcher.index if method == "tfidf" else None)
+             for method in BASELINES if method != "contrast"}
+    if known is not None:
+        toxic = TermCounts(SeedText(i.id, i.title, i.description) for i in known)
+        found["contrast"] = KeywordsExtractor("contrast", stats=WithToxic(searcher.index, toxic))
+    return found
 
 
 def model_extractor(model: str, batch_size: int = 16, temperature: float = 0.0,
@@ -69,9 +80,10 @@ def evaluate_corpus(name: str, items: Sequence[LabelledItem], models: Mapping[st
                     progress: Callable[[str], None] = print) -> dict:
     """Metrics of every method on one corpus's evaluation seeds."""
     searcher = Searcher(items)
-    seeds = sample_seeds(split_seeds(items, seed=split_seed).eval, max_seeds, split_seed)
+    split = split_seeds(items, seed=split_seed)
+    seeds = sample_seeds(split.eval, max_seeds, split_seed)
     sibs = siblings(items)
-    methods: dict[str, Extractor] = dict(baseline_extractors(searcher))
+    methods: dict[str, Extractor] = dict(baseline_extractors(searcher, known=split.train))
     versions = {}
     for label, model in models.items():
         methods[label] = model_extractor(model)
@@ -129,16 +141,17 @@ def evaluate(corpora: Mapping[str, Sequence[LabelledItem]], models: Mapping[str,
 
 
 def best_heuristic(row: Mapping[str, Mapping]) -> str | None:
-    """The baseline with the best precision@10 in one corpus's row (None without baselines)."""
-    present = [m for m in BASELINES if m in row]
+    """The heuristic with the best precision@10 in one corpus's row (None without any)."""
+    present = [m for m in HEURISTICS if m in row]
     return max(present, key=lambda m: row[m]["precision_at_10"]) if present else None
 
 
 def gap_table(report: Mapping[str, Mapping[str, Mapping]]) -> str:
     """Per corpus: the best heuristic, the oracle, and the share of the gap between them each
-    model closes (``-`` where the oracle is not above the heuristic or a method is missing)."""
+    other method (``contrast``, the models) closes (``-`` where the oracle is not above the
+    heuristic or a method is missing)."""
     models = list(dict.fromkeys(m for row in report.values() for m in row
-                                if m not in BASELINES and m != ORACLE))
+                                if m not in HEURISTICS and m != ORACLE))
     header = ["corpus", "best heuristic", ORACLE,
               *(cell for m in models for cell in (m, f"gap closed by {m}"))]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -156,7 +169,7 @@ def gap_table(report: Mapping[str, Mapping[str, Mapping]]) -> str:
             closed = gap_closed(value, low, high)
             cells += [f"{value:.3f}", "-" if closed is None else f"{100 * closed:.0f}%"]
         lines.append(f"| {corpus} | " + " | ".join(cells) + " |")
-    lines += ["", "gap closed = (model - best heuristic) / (oracle - best heuristic), in "
+    lines += ["", "gap closed = (method - best heuristic) / (oracle - best heuristic), in "
               "precision@10; best heuristic = the best of first_words, tfidf and yake; oracle = "
               "each seed's single best span by the labels (valid queries 1.0: one query asked, "
               "one given)."]

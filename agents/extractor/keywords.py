@@ -1,8 +1,9 @@
 """Model-free extractors: YAKE keywords, TF-IDF top terms and the first words of the title.
 
 This module owns :class:`KeywordsExtractor`, the default backend and the baselines of the
-evaluation protocol. Every method is deterministic and returns spans of the seed text, so
-the queries keep the seller's own spelling. CPU work runs in a worker thread.
+evaluation protocol. Every method is deterministic and returns spans of the seed text (for
+``contrast``, runs of its words, as extractive models rank them), so the queries keep the
+seller's own spelling. CPU work runs in a worker thread.
 
 Methods:
 
@@ -13,6 +14,13 @@ Methods:
 * ``tfidf``: single terms ranked by term frequency times inverse document frequency, the
   document frequencies and corpus size read from the search index (``TermStats``).
 * ``first_words``: one query, the first N (default 5) words of the title.
+* ``contrast``: the seed's word spans (as the trainer's candidates) ranked by how much more
+  common their terms are among the confirmed toxic items than among all listings: the mean
+  over a span's terms of ``log P(term | toxic) - log P(term | listing)`` (document
+  frequencies, add-0.5 smoothed), a term no other listing holds counting as useless. It reads
+  the index's statistics and the confirmed set (:class:`ToxicTerms`, the worker's ledger) on
+  every seed, so it sharpens as moderators confirm more; with nothing confirmed it ranks by
+  rarity alone. The seed's own record is left out of the toxic counts.
 
 ``from_settings`` builds it for the registry: ``QEXPLORER_MODEL`` names the method.
 """
@@ -24,11 +32,11 @@ import logging
 import math
 import re
 from collections import Counter
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from agents.extractor.base import Extraction, Extractor, ExtractorError, SeedText
-from agents.queries import clean_queries
+from agents.queries import clean_queries, distinct_top, is_valid_query, seed_spans
 from search.text import strip_invisible
 
 if TYPE_CHECKING:
@@ -37,8 +45,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Method = Literal["yake", "tfidf", "first_words"]
-METHODS: tuple[str, ...] = ("yake", "tfidf", "first_words")
+Method = Literal["yake", "tfidf", "first_words", "contrast"]
+METHODS: tuple[str, ...] = ("yake", "tfidf", "first_words", "contrast")
+#: Methods that read the index's term statistics.
+NEEDS_STATS = ("tfidf", "contrast")
 
 #: Bumped when a method's output changes for the same input.
 ALGORITHM_REVISION = 1
@@ -196,6 +206,127 @@ def tfidf_terms(
     return [spelling[key] for key in ranked[:limit]]
 
 
+def terms_of(text: str) -> set[str]:
+    """The distinct terms of a text as the term statistics count them: lowercased words of
+    two or more characters (single Han characters too), English stopwords left out."""
+    return {key for key in (m.group().lower() for m in _WORD.finditer(text))
+            if key not in STOPWORDS and (len(key) > 1 or _HAN_CHAR.match(key))}
+
+
+class ToxicTerms(Protocol):
+    """Document frequencies of terms among the confirmed toxic items."""
+
+    def toxic_doc_freq(self, term: str) -> int:
+        """Confirmed toxic items holding ``term``."""
+        ...
+
+    def toxic_count(self) -> int:
+        """Confirmed toxic items counted."""
+        ...
+
+    def is_confirmed(self, item_id: str) -> bool:
+        """True when ``item_id`` is one of them (its own terms are in the counts)."""
+        ...
+
+
+class TermCounts:
+    """:class:`ToxicTerms` over a fixed set of texts (the evaluation's known toxic items)."""
+
+    def __init__(self, items: Iterable[SeedText] = ()) -> None:
+        """``items``: the toxic items; an id given twice counts once."""
+        self.doc_freq: Counter[str] = Counter()
+        self.ids: set[str] = set()
+        for item in items:
+            self.add(item)
+
+    def add(self, item: SeedText) -> None:
+        """Count one item's terms (once per id), as :func:`contrast_spans` reads a seed."""
+        if item.id not in self.ids:
+            self.ids.add(item.id)
+            self.doc_freq.update(terms_of(_seed_text(item)))
+
+    def toxic_doc_freq(self, term: str) -> int:
+        """Items holding ``term``."""
+        return self.doc_freq[term]
+
+    def toxic_count(self) -> int:
+        """Items counted."""
+        return len(self.ids)
+
+    def is_confirmed(self, item_id: str) -> bool:
+        """True when the item was counted."""
+        return item_id in self.ids
+
+
+class WithToxic:
+    """Index statistics and confirmed-set statistics as one object (what ``contrast`` reads;
+    it is a ``TermStats`` for every other method)."""
+
+    def __init__(self, stats: TermStats, toxic: ToxicTerms) -> None:
+        self.stats = stats
+        self.toxic = toxic
+
+    def doc_freq(self, term: str) -> int:
+        """Listings holding ``term``."""
+        return self.stats.doc_freq(term)
+
+    def count(self) -> int:
+        """Listings searchable now."""
+        return self.stats.count()
+
+    def toxic_doc_freq(self, term: str) -> int:
+        """Confirmed toxic items holding ``term``."""
+        return self.toxic.toxic_doc_freq(term)
+
+    def toxic_count(self) -> int:
+        """Confirmed toxic items counted."""
+        return self.toxic.toxic_count()
+
+    def is_confirmed(self, item_id: str) -> bool:
+        """True when the item is confirmed."""
+        return self.toxic.is_confirmed(item_id)
+
+
+#: A word of nothing but wildcards or field syntax (``*``, ``?``, ``*:*``, ``title:*``).
+_QUERY_SYNTAX = re.compile(r"(?:^|\s)(?:\w*:)?[*?:]+(?=\s|$)")
+#: The weight of a term no listing but the seed holds: its query finds nothing.
+_UNFOUND = -20.0
+
+
+def contrast_spans(seed: SeedText, limit: int, stats: WithToxic, *, max_words: int = 3,
+                   max_spans: int = 200) -> list[str]:
+    """The seed's spans ranked by toxic-versus-all contrast (see the module docstring)."""
+    own = terms_of(_seed_text(seed)) if stats.is_confirmed(seed.id) else set()
+    n_toxic = max(stats.toxic_count() - (1 if own else 0), 0)
+    n_all = max(stats.count(), 1)
+    weights: dict[str, float] = {}
+
+    def weight(term: str) -> float:
+        if term not in weights:
+            df_all = stats.doc_freq(term)
+            if df_all <= 1:
+                weights[term] = _UNFOUND
+            else:
+                df_toxic = max(stats.toxic_doc_freq(term) - (term in own), 0)
+                weights[term] = (math.log((df_toxic + 0.5) / (n_toxic + 1))
+                                 - math.log((df_all + 0.5) / (n_all + 1)))
+        return weights[term]
+
+    scored = []
+    for position, span in enumerate(seed_spans(seed.title, seed.description, max_words,
+                                               max_spans, 0)):
+        terms = terms_of(span)
+        # a bare wildcard is never the seller's word (the other methods split it off too)
+        if terms and is_valid_query(span) and not _QUERY_SYNTAX.search(span):
+            scored.append((-sum(map(weight, terms)) / len(terms), position, span))
+    scored.sort()
+    # spans come from the text as the prompt shows it (fence markers defused, punctuation
+    # between words dropped): keep those whose every word the seller wrote
+    text = " ".join(strip_invisible(_seed_text(seed)).split()).casefold()
+    return distinct_top([span for _, _, span in scored
+                         if all(word.casefold() in text for word in span.split())], limit)
+
+
 class KeywordsExtractor(Extractor):
     """Deterministic, model-free query extraction (see the module docstring)."""
 
@@ -210,12 +341,16 @@ class KeywordsExtractor(Extractor):
         model_version: str | None = None,
     ) -> None:
         """Pick the ``method``; ``tfidf`` needs the index's term statistics ``stats`` (read
-        on every seed, since the index grows). ``model_version`` overrides the recorded
-        version."""
+        on every seed, since the index grows), ``contrast`` those with the confirmed set's
+        (:class:`WithToxic`). ``model_version`` overrides the recorded version."""
         if method not in METHODS:
             raise ValueError(f"unknown keywords method {method!r}; choose one of {METHODS}")
-        if method == "tfidf" and stats is None:
-            raise ValueError("keywords method tfidf needs the search index's term statistics")
+        if method in NEEDS_STATS and stats is None:
+            raise ValueError(f"keywords method {method} needs the search index's term "
+                             "statistics")
+        if method == "contrast" and not hasattr(stats, "toxic_doc_freq"):
+            raise ValueError("keywords method contrast needs the confirmed toxic items' term "
+                             "statistics too (WithToxic)")
         if first_n < 1:
             raise ValueError(f"first_n must be >= 1, got first_n={first_n}")
         self.method: str = method
@@ -243,6 +378,11 @@ class KeywordsExtractor(Extractor):
                                    num_docs=self.stats.count())
             except Exception as exc:  # the index behind the statistics failed: retry later
                 raise ExtractorError(f"tf-idf document frequencies failed: {exc!r}") from exc
+        if self.method == "contrast":
+            try:
+                return contrast_spans(seed, limit, self.stats)  # type: ignore[arg-type]
+            except Exception as exc:
+                raise ExtractorError(f"contrast statistics failed: {exc!r}") from exc
         found = (cjk_bigrams(text, limit) if _is_cjk(text)
                  else _spans_of(seed, yake_keywords(text, limit)))
         # very short seeds give YAKE nothing to rank: fall back to the title's first words
@@ -272,5 +412,5 @@ def from_settings(settings: ExtractorSettings, stats: TermStats) -> KeywordsExtr
     elif settings.model:
         log.warning("extractor=keywords ignores model=%r (not one of %s); using %s",
                     settings.model, ", ".join(METHODS), method)
-    return KeywordsExtractor(method, stats=stats if method == "tfidf" else None,
+    return KeywordsExtractor(method, stats=stats if method in NEEDS_STATS else None,
                              model_version=settings.model_version)

@@ -76,7 +76,7 @@ def test_bootstrap_interval_brackets_the_mean_and_is_reproducible():
 
 def test_evaluate_corpus_scores_every_baseline_and_writes_a_report(tmp_path):
     found = evaluate_corpus("hand", ITEMS, {}, k=2, max_seeds=10, progress=lambda m: None)
-    assert set(found["methods"]) == {"first_words", "tfidf", "yake", ORACLE}
+    assert set(found["methods"]) == {"first_words", "tfidf", "yake", "contrast", ORACLE}
     for metrics in found["methods"].values():
         assert set(metrics) == {"precision_at_10", "hits_at_10", "recall_at_100",
                                 "valid_query_rate", "n_seeds", "ci95"}

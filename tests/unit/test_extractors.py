@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from agents.extractor.base import Extraction, ExtractorError, SeedText
-from agents.extractor.keywords import KeywordsExtractor, cjk_bigrams, tfidf_terms
+from agents.extractor.keywords import (
+    KeywordsExtractor,
+    TermCounts,
+    WithToxic,
+    cjk_bigrams,
+    tfidf_terms,
+)
 from agents.extractor.openai_backend import query_list_regex
 from agents.extractor.registry import BACKENDS, build_extractor, check
 from agents.prompt import END_MARKER, build_prompt
@@ -638,3 +644,55 @@ def test_query_list_grammar_admits_query_lists_only():
     assert not grammar.fullmatch("lux888\n" + END_MARKER + "\n")
     assert not grammar.fullmatch("x" * 81 + "\n")
     assert not grammar.fullmatch("tab\there\n")
+
+
+# --- contrast: what the system already knows at run time -------------------------------------
+
+
+def _contrast(doc_freq: dict[str, int], count: int, toxic: list[SeedText]) -> KeywordsExtractor:
+    return KeywordsExtractor("contrast", stats=WithToxic(FixedStats(doc_freq, count, 5),
+                                                         TermCounts(toxic)))
+
+
+def test_contrast_prefers_terms_common_among_confirmed_items_and_rare_among_listings():
+    seed = SeedText("s", "warm winter jacket frostyplug", "ask for the price, fast delivery")
+    confirmed = [SeedText(f"t{n}", f"winter deal frostyplug {n}", "") for n in range(4)]
+    # "winter" is in every confirmed item but also in 400 of 1,000 listings
+    stats = {"winter": 400, "jacket": 200, "frostyplug": 6, "delivery": 300, "price": 500,
+             "fast": 300, "warm": 250, "ask": 600}
+    [found] = _contrast(stats, 1000, confirmed).extract_sync([seed], 2)
+    assert found.queries[0] == "frostyplug"
+    assert "price" not in found.queries and "ask" not in found.queries
+    # with nothing confirmed yet it ranks by rarity alone: still the rare term first
+    [cold] = _contrast(stats, 1000, []).extract_sync([seed], 2)
+    assert cold.queries[0] == "frostyplug"
+
+
+def test_contrast_does_not_count_the_seed_itself_nor_terms_only_it_holds():
+    seed = SeedText("s", "kx9 own1 zzq7 winter", "")
+    others = [SeedText(f"t{n}", f"zzq7 deal {n}", "") for n in range(3)]
+    # kx9: only the seed holds it; own1: the seed and one innocent listing. Counting the seed
+    # as a confirmed holder of own1 would rank own1 above zzq7, which 3 other toxic items hold.
+    stats = {"kx9": 1, "own1": 2, "zzq7": 12, "winter": 300}
+    [found] = _contrast(stats, 1000, [seed, *others]).extract_sync([seed], 2)
+    assert found.queries[0] == "zzq7" and "kx9" not in found.queries
+    counts = TermCounts([seed, seed])
+    assert counts.toxic_count() == 1 and counts.toxic_doc_freq("kx9") == 1
+
+
+def test_contrast_needs_the_confirmed_set_and_the_worker_ledger_provides_it():
+    from agents.explore import Ledger
+    from schemas.models import ToxicItem
+
+    with pytest.raises(ValueError, match="confirmed"):
+        KeywordsExtractor("contrast", stats=EMPTY_STATS)
+    ledger = Ledger()
+    item = ToxicItem(id="t1", title="Frostyplug snow", description="tg frostyplug",
+                     confirmed_by="mod")
+    ledger.confirm_item(item)
+    ledger.confirm_item(item)
+    assert ledger.toxic_count() == 1 and ledger.toxic_doc_freq("frostyplug") == 1
+    assert ledger.is_confirmed("t1") and "t1" in ledger.confirmed
+    extractor = build_extractor(_settings(backend="keywords", model="contrast"),
+                                WithToxic(EMPTY_STATS, ledger))
+    assert extractor.model_version == "keywords-contrast-1"

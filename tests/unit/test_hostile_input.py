@@ -37,7 +37,7 @@ from pydantic import BaseModel, ValidationError
 
 from agents.explorer import Explorer, RawMessage
 from agents.extractor.base import SeedText
-from agents.extractor.keywords import METHODS, KeywordsExtractor
+from agents.extractor.keywords import METHODS, KeywordsExtractor, TermCounts, WithToxic
 from agents.prompt import (
     END_MARKER,
     ITEM_CLOSE,
@@ -737,7 +737,12 @@ def assert_dead_letter_of(record: DeadLetter, message: RawMessage, stage: str) -
 
 
 def _keywords(method: str) -> KeywordsExtractor:
-    """The model-free extractor; tfidf weighs terms by the shared index's statistics."""
+    """The model-free extractor; tfidf and contrast weigh terms by the shared index's
+    statistics (contrast with a few confirmed items)."""
+    if method == "contrast":
+        toxic = TermCounts([SeedText("t1", "sn0w ❄️ premium", "tg frostyplug"),
+                            SeedText("t2", "冰糖 每天", "vx kuaidai_88")])
+        return KeywordsExtractor(method, stats=WithToxic(_explorer_index(), toxic))
     return KeywordsExtractor(method, stats=_explorer_index() if method == "tfidf" else None)
 
 
@@ -1054,12 +1059,16 @@ def _collapsed(text: str) -> str:
     return " ".join(strip_invisible(text).split())
 
 
-def assert_spans_of_seed(queries: list[str], title: str, description: str) -> None:
-    """Each query is a valid query found in the seed's own (cleaned) title or description."""
+def assert_spans_of_seed(queries: list[str], title: str, description: str,
+                         words_only: bool = False) -> None:
+    """Each query is a valid query found in the seed's own (cleaned) title or description;
+    with ``words_only`` (``contrast``: runs of the seed's words, as the prompt shows them),
+    each of its words is."""
     sources = [_collapsed(title).casefold(), _collapsed(description).casefold()]
     for query in queries:
         assert_valid_query(query)
-        assert any(query.casefold() in s for s in sources), (query, title, description)
+        parts = query.casefold().split() if words_only else [query.casefold()]
+        assert all(any(p in s for s in sources) for p in parts), (query, title, description)
 
 
 @examples(60)
@@ -1072,7 +1081,7 @@ def test_the_keywords_extractor_only_returns_valid_spans_of_the_seed(title, desc
     _tried("keywords_extractor")
     [extraction] = _keywords(method).extract_sync([SeedText("s", title, description)], k)
     assert len(extraction.queries) <= k
-    assert_spans_of_seed(extraction.queries, title, description)
+    assert_spans_of_seed(extraction.queries, title, description, method == "contrast")
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -1082,7 +1091,7 @@ def test_mixed_script_disguises_give_spans_of_the_seed(method, word):
     title, description = f"{word} fresh {word}", f"tg {word} {word}x {word}. {word}"
     [extraction] = _keywords(method).extract_sync([SeedText("s", title, description)],
                                                           5)
-    assert_spans_of_seed(extraction.queries, title, description)
+    assert_spans_of_seed(extraction.queries, title, description, method == "contrast")
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -1093,7 +1102,7 @@ def test_injected_instructions_never_become_wildcard_queries(method, attack):
     [extraction] = _keywords(method).extract_sync([SeedText("s", title, description)],
                                                           5)
     assert extraction.queries
-    assert_spans_of_seed(extraction.queries, title, description)
+    assert_spans_of_seed(extraction.queries, title, description, method == "contrast")
     assert not {"*", "?", "*:*", "title:*"} & set(extraction.queries)
 
 
