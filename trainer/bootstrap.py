@@ -13,13 +13,14 @@ import hashlib
 import json
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from agents.prompt import END_MARKER, build_prompt
 from config.versions import library_versions
 from marketplace.items import LabelledItem
+from trainer.train import CPU_PRECISION, stage_clock
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>"]
 CHAT_TEMPLATE = (
@@ -84,8 +85,10 @@ def bootstrap_version(texts: Sequence[str], config: BootstrapConfig) -> str:
 
 
 def bootstrap(items: Sequence[LabelledItem], out: Path, config: BootstrapConfig, *,
-              k: int = 4, corpora: dict[str, str] | None = None) -> Path:
-    """Train the tokenizer and pre-train the model on ``items``; save to ``out``."""
+              k: int = 4, corpora: dict[str, str] | None = None,
+              progress: Callable[[str], None] | None = None) -> Path:
+    """Train the tokenizer and pre-train the model on ``items``; save to ``out``
+    (``progress`` hears how long it will take)."""
     import torch
     from datasets import Dataset
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -107,10 +110,12 @@ def bootstrap(items: Sequence[LabelledItem], out: Path, config: BootstrapConfig,
         per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate,
         lr_scheduler_type="cosine", warmup_steps=max(1, config.steps // 20),
         max_length=config.max_length, logging_steps=max(1, config.steps // 20),
-        save_strategy="no", report_to="none", use_cpu=True, seed=config.seed,
+        save_strategy="no", report_to="none", use_cpu=True, seed=config.seed, **CPU_PRECISION,
         dataset_text_field="text", packing=False, disable_tqdm=False)
     trainer = SFTTrainer(model=model, args=args, processing_class=tokenizer,
                          train_dataset=Dataset.from_dict({"text": texts}))
+    if progress is not None:
+        trainer.add_callback(stage_clock("bootstrap", progress))
     result = trainer.train()
     out.mkdir(parents=True, exist_ok=True)
     trainer.model.save_pretrained(out)

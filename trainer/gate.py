@@ -24,8 +24,10 @@ import asyncio
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from agents.extractor.base import Extractor, SeedText
+from agents.extractor.keywords import TermCounts, WithToxic
 from agents.queries import is_valid_query
 from marketplace.items import LabelledItem
 from schemas.models import GateSet, ModelEvaluation, ToxicItem
@@ -40,18 +42,26 @@ TEST = ("paired per-seed precision@10 (labelled results only), candidate minus i
         f"when the pooled interval is above 0 over at least {MIN_SEEDS} seeds and no set of "
         f"at least {MIN_SET_SEEDS} seeds is worse beyond its interval")
 
-#: Builds a method's extractor for a set (TF-IDF needs that set's term statistics).
-ExtractorFor = Callable[[Searcher], Extractor]
-
-
 @dataclass(frozen=True)
 class EvalSet:
-    """Seeds, the index their queries are searched in, and the label of a result."""
+    """Seeds, the index their queries are searched in, the label of a result, and the toxic
+    items known before these seeds (what ``contrast`` may read)."""
 
     name: str
     searcher: Searcher
     seeds: list[SeedText]
     label: Callable[[str], bool | None]
+    known: TermCounts
+
+    @property
+    def stats(self) -> WithToxic:
+        """The term statistics an extractor reads on this set: the index's and the known
+        toxic items'."""
+        return WithToxic(self.searcher.index, self.known)
+
+
+#: Builds a method's extractor for a set (TF-IDF and contrast read that set's statistics).
+ExtractorFor = Callable[[EvalSet], Extractor]
 
 
 def seed_score(searcher: Searcher, seed_id: str, queries: Sequence[str],
@@ -117,7 +127,7 @@ def judge(candidate: ExtractorFor, incumbent: ExtractorFor, sets: Sequence[EvalS
     for evalset in sets:
         scores = {}
         for role, build in (("candidate", candidate), ("incumbent", incumbent)):
-            extractor = build(evalset.searcher)
+            extractor = build(evalset)
             versions[role] = extractor.model_version
             scores[role] = score_set(extractor, evalset, k)
         found, diffs = paired(evalset.name, scores["candidate"], scores["incumbent"])
@@ -140,18 +150,18 @@ def corpus_set(name: str, items: Sequence[LabelledItem], max_seeds: int = 300,
                split_seed: int = 0) -> EvalSet:
     """A labelled corpus's held-out seeds, as the evaluation protocol picks them."""
     searcher = Searcher(items)
-    seeds = sample_seeds(split_seeds(items, seed=split_seed).eval, max_seeds, split_seed)
+    split = split_seeds(items, seed=split_seed)
+    seeds = sample_seeds(split.eval, max_seeds, split_seed)
     harmful = searcher.harmful
     return EvalSet(name, searcher, [SeedText(s.id, s.title, s.description) for s in seeds],
-                   lambda listing_id: listing_id in harmful)
+                   lambda listing_id: listing_id in harmful,
+                   TermCounts(SeedText(i.id, i.title, i.description) for i in split.train))
 
 
 def held_back_seeds(snapshot: TopicsSnapshot, labels: Labels, cutoff: str | None
                     ) -> list[ToxicItem]:
     """Reviewed seeds (some result of theirs labelled) confirmed after ``cutoff`` (ISO time;
     None: all), oldest first."""
-    from datetime import datetime
-
     reviewed = feedback_candidates(snapshot.feedback, labels)
     after = datetime.fromisoformat(cutoff) if cutoff else None
     return sorted((t for t in snapshot.toxic if t.id in reviewed
@@ -167,5 +177,8 @@ def topic_set(listings: Mapping[str, Mapping], snapshot: TopicsSnapshot, cutoff:
                           category=x.get("category", ""), language=x.get("language", "und"))
              for i, x in listings.items()]
     seeds = held_back_seeds(snapshot, labels, cutoff)
+    held = {t.id for t in seeds}
+    known = TermCounts(SeedText(t.id, t.title, t.description) for t in snapshot.toxic
+                       if t.id not in held)
     return EvalSet("topics", Searcher(items),
-                   [SeedText(t.id, t.title, t.description) for t in seeds], labels.of)
+                   [SeedText(t.id, t.title, t.description) for t in seeds], labels.of, known)

@@ -104,7 +104,7 @@ def run_all(corpora: Mapping[str, Sequence[LabelledItem]], out: Path, *,
         if not done(out / "base" / CARD, "the base model"):
             pretrain = [i for items in corpora.values() for i in items]
             bootstrap(pretrain, out / "base", bootstrap_config or BootstrapConfig(), k=build.k,
-                      corpora={n: data_hash(i) for n, i in corpora.items()})
+                      corpora={n: data_hash(i) for n, i in corpora.items()}, progress=progress)
     stages = [("sft", model, sft_config or TrainConfig(stage="sft"), 0),
               ("dpo", str(out / "sft"),
                dpo_config or TrainConfig(stage="dpo", learning_rate=2e-4, epochs=1), samples)]
@@ -118,7 +118,7 @@ def run_all(corpora: Mapping[str, Sequence[LabelledItem]], out: Path, *,
                        max_train_seeds=max_train_seeds, progress=progress)
         progress(f"{3 + 2 * number}/6 {stage.upper()}")
         if not done(out / stage / CARD, f"the {stage} model"):
-            train(data_dir / f"{stage}.jsonl", parent, out / stage, config)
+            train(data_dir / f"{stage}.jsonl", parent, out / stage, config, progress=progress)
     progress("6/6 evaluation on the held-out seeds")
     models = {"base": model, "sft": str(out / "sft"), "sft_dpo": str(out / "dpo")}
     report = evaluate(corpora, models, out / "eval", k=build.k, max_seeds=max_seeds,
@@ -148,12 +148,13 @@ def run_from_topics(kafka: KafkaSettings, topics: Topics, out: Path, *, model: s
     card = {"data_source": "topics", "split": data["split"]}
     progress("2/3 SFT")
     models = {"sft": str(train(out / "data" / "sft.jsonl", model, out / "sft",
-                               sft_config or TrainConfig(stage="sft"), card))}
+                               sft_config or TrainConfig(stage="sft"), card, progress))}
     if data["dpo_rows"]:
         progress("3/3 DPO")
         models["dpo"] = str(train(
             out / "data" / "dpo.jsonl", models["sft"], out / "dpo",
-            dpo_config or TrainConfig(stage="dpo", learning_rate=2e-4, epochs=1), card))
+            dpo_config or TrainConfig(stage="dpo", learning_rate=2e-4, epochs=1), card,
+            progress))
     else:
         progress("3/3 DPO skipped: no pair of a better and a clearly worse executed query")
     return {"data": data, "models": models, "final": models.get("dpo", models["sft"])}

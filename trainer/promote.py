@@ -93,8 +93,8 @@ def promote(settings: Settings, candidate: str,
                          "cut-off, and no labelled corpus given (--data/--corpus)")
     progress(f"candidate {candidate} against {serving.backend} "
              f"{serving.model or ''} on {', '.join(s.name for s in sets)}")
-    loaded = build_extractor(as_rolled_out, sets[0].searcher.index)
-    evaluation = judge(lambda _: loaded, lambda s: build_extractor(serving, s.index), sets,
+    loaded = build_extractor(as_rolled_out, sets[0].stats)
+    evaluation = judge(lambda _: loaded, lambda s: build_extractor(serving, s.stats), sets,
                        k=k, candidate_model=candidate, incumbent_extractor=serving.backend,
                        incumbent_model=serving.model, min_seeds=min_seeds,
                        decided_by=decided_by, progress=progress)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -20,6 +21,9 @@ from config.versions import library_versions
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 CARD = "qexplorer.json"
+#: TRL defaults to bf16 autocast and gradient checkpointing; on a CPU without bf16 matrix units
+#: both only cost time (``bench/training.py``: SFT ran at a tenth of a plain loop's speed).
+CPU_PRECISION = {"bf16": False, "gradient_checkpointing": False}
 
 
 @dataclass(frozen=True)
@@ -98,10 +102,34 @@ def _lora(config: TrainConfig):
                       target_modules="all-linear", task_type="CAUSAL_LM")
 
 
+def stage_clock(name: str, progress: Callable[[str], None]):
+    """A trainer callback that says how long the stage will take: its steps at the start,
+    then, from the measured pace, the time left after 3 steps and at each quarter."""
+    from transformers import TrainerCallback
+
+    class StageClock(TrainerCallback):
+        started = 0.0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.started = time.monotonic()
+            progress(f"    {name}: {state.max_steps} steps")
+
+        def on_step_end(self, args, state, control, **kwargs):
+            step, total = state.global_step, max(state.max_steps, 1)
+            if step == 3 or (step < total and step % max(1, total // 4) == 0):
+                pace = (time.monotonic() - self.started) / step
+                progress(f"    {name}: step {step}/{total}, {pace:.2f} s a step, about "
+                         f"{pace * (total - step) / 60:.1f} min left")
+
+    return StageClock()
+
+
 def train(stage_rows: Path, model: str, out: Path, config: TrainConfig,
-          card_extra: dict | None = None) -> Path:
+          card_extra: dict | None = None, progress: Callable[[str], None] | None = None
+          ) -> Path:
     """Run one stage on ``stage_rows`` from ``model`` (id or directory); save to ``out``.
-    ``card_extra`` is added to the model card (e.g. the time split the gate must respect)."""
+    ``card_extra`` is added to the model card (e.g. the time split the gate must respect);
+    ``progress`` hears how long the stage will take (:func:`stage_clock`)."""
     import torch
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
@@ -117,6 +145,7 @@ def train(stage_rows: Path, model: str, out: Path, config: TrainConfig,
                   learning_rate=config.learning_rate, lr_scheduler_type="cosine",
                   warmup_steps=5, logging_steps=10, save_strategy="epoch", save_total_limit=1,
                   report_to="none", use_cpu=True, seed=config.seed, max_length=config.max_length,
+                  **CPU_PRECISION,
                   # a long listing loses the start of the instruction, never the target queries
                   truncation_mode="keep_end")
     peft_config = _lora(config) if config.lora else None
@@ -131,6 +160,8 @@ def train(stage_rows: Path, model: str, out: Path, config: TrainConfig,
         args = DPOConfig(**common, beta=config.beta)
         trainer = DPOTrainer(model=base, ref_model=None, args=args, train_dataset=data,
                              processing_class=tokenizer, peft_config=peft_config)
+    if progress is not None:
+        trainer.add_callback(stage_clock(config.stage.upper(), progress))
     result = trainer.train()
     trained = trainer.model
     if config.lora:
@@ -150,7 +181,9 @@ def train(stage_rows: Path, model: str, out: Path, config: TrainConfig,
                  "corpora": sorted({r.get("corpus", "?") for r in rows})},
         "hyperparameters": asdict(config),
         "metrics": {"train_loss": result.training_loss,
-                    "seconds": round(time.monotonic() - started, 1)},
+                    "seconds": round(time.monotonic() - started, 1),
+                    "train_runtime_s": result.metrics.get("train_runtime"),
+                    "tokens": _tokens_seen(trainer)},
         "prompt_version": rows[0].get("prompt_version"),
         "versions": library_versions(),
         **(card_extra or {}),
@@ -161,3 +194,9 @@ def train(stage_rows: Path, model: str, out: Path, config: TrainConfig,
 
 def _config_hash(config: TrainConfig) -> str:
     return hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode()).hexdigest()[:6]
+
+
+def _tokens_seen(trainer) -> int | None:
+    """The tokens TRL trained on (the ``num_tokens`` it logs: non-padding tokens)."""
+    seen = [h["num_tokens"] for h in trainer.state.log_history if "num_tokens" in h]
+    return int(max(seen)) if seen else None

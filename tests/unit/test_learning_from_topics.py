@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from agents.extractor.base import SeedText
+from agents.extractor.keywords import KeywordsExtractor, TermCounts
 from agents.prompt import parse_completion
 from marketplace.items import LabelledItem
 from schemas.models import (
@@ -177,12 +178,20 @@ def test_judge_promotes_a_better_candidate_and_refuses_a_worse_one():
     refused = judge(lambda _: bad, lambda _: good, [evalset], k=1, candidate_model="/b",
                     incumbent_extractor="stub", progress=lambda _: None)
     assert refused.decision == "refused" and refused.ci95[1] < 0
+    # an incumbent that reads the set's statistics (contrast: the index and the known toxic
+    # items of the training side) is built per set and judged the same way
+    against = judge(lambda _: good, lambda s: KeywordsExtractor("contrast", stats=s.stats),
+                    [evalset], k=1, candidate_model="/g", incumbent_extractor="keywords",
+                    progress=lambda _: None)
+    assert against.incumbent_version == "keywords-contrast-1"
+    assert against.sets[0].incumbent > 0.9  # it finds the code words too: no better
+    assert against.decision == "refused"
 
 
 def test_an_evaluation_set_with_no_labels_gives_no_pairs():
     searcher = Searcher(_corpus())
     evalset = EvalSet("topics", searcher, [SeedText("t0", "frostyplug snow", "")],
-                      lambda _: None)
+                      lambda _: None, TermCounts())
     stub = StubExtractor({"t0": ["frostyplug"]})
     found = judge(lambda _: stub, lambda _: stub, [evalset], k=1, candidate_model="/m",
                   incumbent_extractor="stub", progress=lambda _: None)

@@ -1,0 +1,166 @@
+"""Training throughput: TRL's SFT (``trainer.train``) against a plain PyTorch loop, the ceiling.
+
+Same model (the bootstrapped architecture of ``trainer/configs/bootstrap.yaml``, freshly
+initialised each run), same rows (prompt and target queries from the synthetic marketplace),
+same batch size, sequence limit, optimiser (AdamW, the SFT learning rate) and precision
+(float32 on the CPU), one epoch each, alternating ``repeats`` times in this process. The plain
+loop does only what training needs: pad a batch to its longest row, mask the prompt out of
+the loss, forward, backward, step. Tokens are the non-padding tokens trained on (TRL's own
+``num_tokens`` for TRL, the attention mask's sum for the loop); the ratio TRL / loop is what
+the trainer's machinery costs. ``trl-defaults`` is TRL with its own defaults for precision
+(bf16 autocast, gradient checkpointing), which ``trainer.train`` turns off on the CPU
+(``CPU_PRECISION``): what that choice is worth, in the same run.
+
+Usage: ``.venv/bin/python -m bench.training --rows 256 --repeats 3 --out .cache/bench``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+from agents.prompt import build_prompt, format_completion
+from config.versions import library_versions
+from marketplace.synthetic import generate_marketplace
+from trainer import train as training
+from trainer.bootstrap import BootstrapConfig, bootstrap
+from trainer.train import CONFIG_DIR, TrainConfig, load_config, model_card, train, write_rows
+
+K = 4
+
+
+def sft_rows(n: int, seed: int = 3) -> list[dict]:
+    """``n`` SFT rows: a listing's prompt and, as target, its first words (the shape and
+    length of real rows; what is learned does not matter for speed)."""
+    items = generate_marketplace(n_benign=max(n, 200), n_clusters=12, seed=seed)
+    random.Random(seed).shuffle(items)
+    return [{"prompt": build_prompt(i.title, i.description, K),
+             "completion": format_completion(i.title.split()[:2] or ["x"]),
+             "corpus": "bench", "prompt_version": "bench"} for i in items[:n]]
+
+
+def plain_loop(model_dir: Path, rows: list[dict], config: TrainConfig) -> tuple[float, int]:
+    """One epoch of the same training in a plain PyTorch loop: (seconds, tokens)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(config.seed)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model.train()
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate)
+    encoded = []
+    for row in rows:
+        prompt = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
+        target = tokenizer(row["completion"], add_special_tokens=False)["input_ids"] + \
+            [tokenizer.eos_token_id]
+        ids = (prompt + target)[-config.max_length:]  # keep_end, as the trainer does
+        encoded.append((ids, min(len(target), len(ids))))
+    order = list(range(len(encoded)))
+    random.Random(config.seed).shuffle(order)
+    pad = tokenizer.pad_token_id or 0
+    tokens = 0
+    started = time.perf_counter()
+    for start in range(0, len(order), config.batch_size):
+        batch = [encoded[i] for i in order[start:start + config.batch_size]]
+        width = max(len(ids) for ids, _ in batch)
+        input_ids = torch.full((len(batch), width), pad)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        labels = torch.full((len(batch), width), -100)
+        for row, (ids, n_target) in enumerate(batch):
+            input_ids[row, :len(ids)] = torch.tensor(ids)
+            mask[row, :len(ids)] = 1
+            labels[row, len(ids) - n_target:len(ids)] = torch.tensor(ids[-n_target:])
+        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        optimiser.step()
+        optimiser.zero_grad()
+        tokens += int(mask.sum())
+    return time.perf_counter() - started, tokens
+
+
+def measure(rows: list[dict], repeats: int, workdir: Path) -> dict:
+    """Alternate TRL and the plain loop ``repeats`` times; the report."""
+    import torch
+
+    base_config = load_config(BootstrapConfig, None, "bootstrap.yaml", steps=1)
+    base = bootstrap(generate_marketplace(n_benign=300, n_clusters=6, seed=1),
+                     workdir / "base", base_config, k=K)
+    config = load_config(TrainConfig, CONFIG_DIR / "sft.yaml", "sft.yaml", epochs=1)
+    rows_path = workdir / "rows.jsonl"
+    write_rows(rows, rows_path)
+    runs: dict[str, list[tuple[float, int]]] = {"trl": [], "trl-defaults": [], "plain": []}
+    for repeat in range(repeats):
+        for name, precision in (("trl", training.CPU_PRECISION), ("trl-defaults", {})):
+            saved, training.CPU_PRECISION = training.CPU_PRECISION, precision
+            try:
+                out = train(rows_path, str(base), workdir / f"{name}-{repeat}", config)
+            finally:
+                training.CPU_PRECISION = saved
+            metrics = model_card(str(out))["metrics"]
+            runs[name].append((metrics["train_runtime_s"], metrics["tokens"]))
+        runs["plain"].append(plain_loop(base, rows, config))
+        print(f"repeat {repeat + 1}/{repeats}: "
+              + ", ".join(f"{k} {v[-1][1] / v[-1][0]:,.0f} tokens/s" for k, v in runs.items()),
+              flush=True)
+    results = {name: _summary(found) for name, found in runs.items()}
+    for name in ("trl", "trl-defaults"):
+        results[name]["ratio_to_plain"] = (results[name]["tokens_per_s_median"]
+                                           / results["plain"]["tokens_per_s_median"])
+    return {"benchmark": "training", "rows": len(rows), "repeats": repeats,
+            "model": model_card(str(base)).get("version"),
+            "parameters": model_card(str(base)).get("parameters"),
+            "config": {"batch_size": config.batch_size, "max_length": config.max_length,
+                       "learning_rate": config.learning_rate, "epochs": 1},
+            "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                        "cpus": len(os.sched_getaffinity(0)),
+                        "torch_threads": torch.get_num_threads()},
+            "versions": library_versions(), "results": results}
+
+
+def _summary(found: list[tuple[float, int]]) -> dict:
+    rates = [tokens / seconds for seconds, tokens in found]
+    return {"tokens_per_s_median": statistics.median(rates), "tokens_per_s_min": min(rates),
+            "tokens_per_s_max": max(rates), "tokens": found[0][1],
+            "seconds": [round(s, 2) for s, _ in found]}
+
+
+def markdown(report: dict) -> str:
+    """The report as a Markdown table."""
+    lines = ["| path | tokens/s (median) | min-max | tokens an epoch | seconds | vs plain loop |",
+             "|---|---|---|---|---|---|"]
+    for name, f in report["results"].items():
+        ratio = f.get("ratio_to_plain")
+        lines.append(f"| {name} | {f['tokens_per_s_median']:,.0f} | "
+                     f"{f['tokens_per_s_min']:,.0f}-{f['tokens_per_s_max']:,.0f} | "
+                     f"{f['tokens']:,} | {', '.join(map(str, f['seconds']))} | "
+                     f"{'' if ratio is None else f'{ratio:.2f}'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    """Measure and write ``training.json`` and ``training.md`` to ``--out``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=Path(".cache/bench"))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        report = measure(sft_rows(args.rows), args.repeats, Path(tmp))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "training.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    table = markdown(report)
+    (args.out / "training.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
