@@ -106,19 +106,18 @@ def merge_hits(
     return detections, feedback
 
 
-
 class Ledger:
     """Which items are confirmed toxic, and which (seed, model version) pairs are explored.
 
     The worker's replica records what the topics say; the explorer records what it has just
     done and asks before exploring. Sets only grow (a confirmed item stays a label). The
-    confirmed items' term document frequencies are kept too (``ToxicTerms``, what the
+    confirmed items' term document frequencies are kept too (:attr:`terms`, what the
     ``contrast`` extractor reads)."""
 
     def __init__(self) -> None:
         self._confirmed: dict[str, None] = {}  # a dict for its read-only keys() view
         self._explored: set[str] = set()
-        self._terms = TermCounts()
+        self.terms = TermCounts()  # the confirmed items' terms
 
     @property
     def confirmed(self) -> Set[str]:
@@ -132,19 +131,7 @@ class Ledger:
     def confirm_item(self, item: ToxicItem) -> None:
         """Record a confirmed toxic item with its text (its terms are counted once)."""
         self._confirmed[item.id] = None
-        self._terms.add(SeedText(item.id, item.title, item.description))
-
-    def toxic_doc_freq(self, term: str) -> int:
-        """Confirmed toxic items (with a known text) holding ``term``."""
-        return self._terms.toxic_doc_freq(term)
-
-    def toxic_count(self) -> int:
-        """Confirmed toxic items whose terms are counted."""
-        return self._terms.toxic_count()
-
-    def is_confirmed(self, item_id: str) -> bool:
-        """True when the item's terms are in the counts."""
-        return self._terms.is_confirmed(item_id)
+        self.terms.add(SeedText(item.id, item.title, item.description))
 
     def is_explored(self, seed_id: str, model_version: str) -> bool:
         """True when this model version has explored this seed."""

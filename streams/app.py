@@ -139,7 +139,7 @@ class Worker:
             self.replica = Replica(settings.kafka, settings.topics, settings.index, self.index,
                                    self._send_dead)
             extractor = build_extractor(settings.extractor,
-                                        WithToxic(self.index, self.replica.ledger))
+                                        WithToxic(self.index, self.replica.ledger.terms))
             fallback = None if settings.extractor.backend == "keywords" else KeywordsExtractor()
             self.explorer = Explorer(settings.exploration, settings.topics, self.replica,
                                      extractor, self._send, fallback=fallback,

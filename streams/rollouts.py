@@ -99,7 +99,7 @@ class RolloutFollower:
         try:
             replica = self.explorer.replica
             new = self._build(rollout_settings(self.settings, rollout),
-                              WithToxic(replica.index, replica.ledger))
+                              WithToxic(replica.index, replica.ledger.terms))
             await probe(new)
         except (RolloutRefused, ValueError, ExtractorError) as exc:
             if new is not None:

@@ -100,7 +100,7 @@ async def test_apply_probes_the_new_model_then_switches(settings, monkeypatch):
     assert built[0][0].openai_base_url == "http://10.0.0.3:8000/v1"
     # tf-idf and contrast weigh by the worker's index, contrast by its confirmed items too
     assert built[0][1].stats is explorer.replica.index
-    assert built[0][1].toxic is explorer.replica.ledger
+    assert built[0][1].toxic is explorer.replica.ledger.terms
 
 
 async def test_a_model_that_never_answers_is_refused_and_the_old_one_serves(settings,

@@ -691,8 +691,8 @@ def test_contrast_needs_the_confirmed_set_and_the_worker_ledger_provides_it():
                      confirmed_by="mod")
     ledger.confirm_item(item)
     ledger.confirm_item(item)
-    assert ledger.toxic_count() == 1 and ledger.toxic_doc_freq("frostyplug") == 1
-    assert ledger.is_confirmed("t1") and "t1" in ledger.confirmed
+    assert ledger.terms.toxic_count() == 1 and ledger.terms.toxic_doc_freq("frostyplug") == 1
+    assert ledger.terms.is_confirmed("t1") and "t1" in ledger.confirmed
     extractor = build_extractor(_settings(backend="keywords", model="contrast"),
-                                WithToxic(EMPTY_STATS, ledger))
+                                WithToxic(EMPTY_STATS, ledger.terms))
     assert extractor.model_version == "keywords-contrast-1"
