@@ -77,9 +77,13 @@ class Cluster:
         return process
 
     def log(self, worker_id: str = "w1") -> str:
-        """What a worker printed (for failure messages)."""
+        """The end of what a worker printed (for failure messages)."""
+        return self.full_log(worker_id)[-4000:]
+
+    def full_log(self, worker_id: str = "w1") -> str:
+        """Everything a worker printed (to wait for a line: a busy worker's tail moves on)."""
         path = self.logs / f"{worker_id}.log"
-        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+        return path.read_text(errors="replace") if path.exists() else ""
 
 
 @pytest.fixture

@@ -82,7 +82,7 @@ def test_a_damaged_index_at_start_is_detected_and_rebuilt_from_the_topic(cluster
         if f.is_file() and f.suffix in (".idx", ".store", ".term"):
             f.write_bytes(os.urandom(max(64, f.stat().st_size)))
     cluster.start_worker()
-    wait_for(lambda: "rebuilding from the topic" in cluster.log(), 60, 0.5, cluster.log())
+    wait_for(lambda: "rebuilding from the topic" in cluster.full_log(), 60, 0.5, cluster.log())
     wait_for(lambda: _count(cluster) == len(items), 120, 0.5,
              f"the index was not rebuilt:\n{cluster.log()}")
     _publish(cluster, seeds=seeds)

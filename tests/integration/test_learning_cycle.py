@@ -139,7 +139,7 @@ def test_the_loop_trains_on_its_own_topics_and_promotes_only_through_the_gate(cl
     assert rollout.returncode == 2 and "the gate refused" in rollout.stdout, rollout.stdout
 
     # the workers switch, and new seeds are explored under the promoted version
-    wait_for(lambda: f"-> transformers {card['version']}" in cluster.log(), 180, 1.0,
+    wait_for(lambda: f"-> transformers {card['version']}" in cluster.full_log(), 180, 1.0,
              f"the worker did not switch:\n{cluster.log()}")
     new_seeds = [next(i for i in items if i.cluster == f"c{c}") for c in range(24, CLUSTERS)]
     asyncio.run(publish(settings.kafka, topics, TOXIC_ITEMS,
@@ -156,7 +156,7 @@ def test_the_loop_trains_on_its_own_topics_and_promotes_only_through_the_gate(cl
             card["version"] in {f.model_version for f in by_seed[s.id]} for s in seeds)
 
     wait_for(reexplored, 180, 1.0, f"the first seeds were not explored again:\n{cluster.log()}")
-    assert f"re-exploration under {card['version']} done" in cluster.log()
+    assert f"re-exploration under {card['version']} done" in cluster.full_log()
 
     listed = _cli(cluster, "models")
     assert listed.returncode == 0, listed.stderr

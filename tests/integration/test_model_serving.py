@@ -159,7 +159,7 @@ def test_seeds_wait_while_the_server_is_down_and_all_areexplored(
 
         server.kill()  # a crash: no goodbye to in-flight requests
         _publish_seeds(cluster, second)
-        wait_for(lambda: "extractor openai failed" in cluster.log(), 120, 1.0,
+        wait_for(lambda: "extractor openai failed" in cluster.full_log(), 120, 1.0,
                  f"the worker never noticed the server was down:\n{cluster.log()}")
         so_far = explored(cluster, set()) or {}
         assert not {s.id for s in second} & set(so_far), "explored without a model?"
@@ -192,7 +192,7 @@ def test_rollout_switches_models_without_stopping_or_losing_seeds(cluster, marke
     _publish_seeds(cluster, during)  # seeds keep arriving while the model changes
     rollout = ModelRollout(extractor="openai", base_url=new.base_url, reason="test")
     asyncio.run(publish(kafka, topics, MODEL_ROLLOUTS, [rollout]))
-    wait_for(lambda: f"-> openai {new.name}" in cluster.log(), 180, 1.0,
+    wait_for(lambda: f"-> openai {new.name}" in cluster.full_log(), 180, 1.0,
              f"the worker did not switch:\n{cluster.log()}")
     _publish_seeds(cluster, after)
 
