@@ -156,7 +156,8 @@ def test_the_loop_trains_on_its_own_topics_and_promotes_only_through_the_gate(cl
             card["version"] in {f.model_version for f in by_seed[s.id]} for s in seeds)
 
     wait_for(reexplored, 180, 1.0, f"the first seeds were not explored again:\n{cluster.log()}")
-    assert f"re-exploration under {card['version']} done" in cluster.full_log()
+    wait_for(lambda: f"re-exploration under {card['version']} done" in cluster.full_log(), 120,
+             1.0, f"the re-exploration did not finish:\n{cluster.log()}")
 
     listed = _cli(cluster, "models")
     assert listed.returncode == 0, listed.stderr
