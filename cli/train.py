@@ -273,3 +273,33 @@ def replay_command(
                         review_delay_s=delay, progress=console.print)
     for label, run in report["extractors"].items():
         console.print(f"{label:12s} {json.dumps(run['summary'])}")
+
+
+def curves_command(
+    out: Annotated[Path | None, typer.Option(help="Directory for curves.json/.md/.png.")]
+    = None,
+    data: DataOpt = None, corpus: CorpusOpt = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", help="Also replay this model (default: the latest trained, if any).")]
+    = None,
+    baselines_only: Annotated[bool, typer.Option(help="Replay the keyword methods only.")]
+    = False,
+    replays: Annotated[int, typer.Option(min=2, help="Replays a set (other initial seeds).")]
+    = 5,
+    initial: Annotated[float, typer.Option(help="Share of harmful items confirmed first.")]
+    = 0.1,
+    retrain_at: Annotated[float, typer.Option(
+        help="Also replay the model retrained once from the replay's own records (through "
+        "the gate) after this many reviews per harmful item to find; 0: not.")] = 1.0,
+) -> None:
+    """Harmful items found against reviews spent, per extractor, on every set: the replay's
+    exploration in process, several replays a set, with intervals (``trainer.curves``)."""
+    from trainer.curves import run_curves
+    from trainer.evaluate import BASELINES
+
+    chosen = None if baselines_only else model or latest_model()
+    target = _out(out, "curves")
+    run_curves(_corpora(data, corpus), BASELINES, target, model=chosen, replays=replays,
+               initial=initial, retrain_at=retrain_at or None, progress=console.print)
+    console.print((target / "curves.md").read_text())
+    console.print(f"report in {target}")

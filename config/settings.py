@@ -309,6 +309,11 @@ class ExtractorSettings(_Slice):
     extractive: bool = Field(
         default=True,
         description="Model backends: rank the seed's own word spans instead of free text.")
+    contrast_weight: float = Field(
+        default=0.0, ge=0,
+        description="Model backends, extractive: add this times a span's toxic-versus-all "
+        "contrast (the index's and the confirmed items' term statistics) to its "
+        "log-probability; 0: the model alone.")
     seed: int = Field(default=1234, description="Sampling seed.")
     rollout_base_urls: str = Field(
         default="",

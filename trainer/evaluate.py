@@ -20,6 +20,7 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agents.extractor.base import Extractor, SeedText
 from agents.extractor.keywords import KeywordsExtractor, TermCounts, WithToxic
@@ -28,6 +29,9 @@ from marketplace.items import LabelledItem
 from trainer.corpus import data_hash, sample_seeds, siblings, split_seeds
 from trainer.dataset import BuildConfig
 from trainer.scoring import Searcher, best_span, gap_closed, score_seed, summarise
+
+if TYPE_CHECKING:
+    from agents.extractor.transformers_backend import TransformersExtractor
 
 BASELINES = ("first_words", "tfidf", "yake", "contrast")
 #: The heuristics that know nothing of other toxic items: the gap is measured from their best.
@@ -61,7 +65,7 @@ def baseline_extractors(searcher: Searcher, known: Sequence[LabelledItem] | None
 
 
 def model_extractor(model: str, batch_size: int = 16, temperature: float = 0.0,
-                    seed: int = 1234) -> Extractor:
+                    seed: int = 1234) -> TransformersExtractor:
     """The in-process extractor for a model directory or hub id (greedy unless sampling)."""
     from agents.extractor.transformers_backend import TransformersExtractor
 
@@ -122,17 +126,28 @@ def oracle_spans(searcher: Searcher, seeds: Sequence[LabelledItem]) -> dict[str,
 
 def evaluate(corpora: Mapping[str, Sequence[LabelledItem]], models: Mapping[str, str],
              out: Path, *, k: int = 4, max_seeds: int = 300, split_seed: int = 0,
-             progress: Callable[[str], None] = print) -> dict:
-    """Evaluate every corpus; write eval.json, eval.md and eval.png into ``out``."""
+             blend: bool = True, progress: Callable[[str], None] = print) -> dict:
+    """Evaluate every corpus; write eval.json, eval.md and eval.png into ``out``. With
+    ``blend`` and a model, the last model also ranks with the contrast blended in
+    (``<label>+contrast``, its weight chosen on the other corpora: ``trainer.blending``)."""
     report, meta = {}, {}
     for name, items in corpora.items():
         found = evaluate_corpus(name, items, models, k=k, max_seeds=max_seeds,
                                 split_seed=split_seed, progress=progress)
         report[name], meta[name] = found["methods"], found["meta"]
+    blended = None
+    if blend and models:
+        from trainer.blending import blended_results
+
+        label, model = list(models.items())[-1]
+        blended = blended_results(corpora, model_extractor(model), k=k, max_seeds=max_seeds,
+                                  split_seed=split_seed, progress=progress)
+        for name, row in blended["corpora"].items():
+            report[name][f"{label}+contrast"] = row
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(report, indent=2))
     (out / "eval_meta.json").write_text(json.dumps(
-        {"models": dict(models), "corpora": meta, "protocol": PROTOCOL,
+        {"models": dict(models), "corpora": meta, "protocol": PROTOCOL, "blend": blended,
          "versions": library_versions(),
          "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=2))
     (out / "eval.md").write_text(markdown_table(report))

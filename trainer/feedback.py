@@ -183,7 +183,12 @@ def build_from_topics(kafka: KafkaSettings, topics: Topics, out: Path, config: B
                       holdout: float = 0.2) -> dict:
     """Read the topics, write ``sft.jsonl``, ``dpo.jsonl`` and ``stats.json`` into ``out``;
     returns the summary written to ``stats.json``."""
-    snapshot = read_topics(kafka, topics)
+    return build_from_snapshot(read_topics(kafka, topics), out, config, holdout)
+
+
+def build_from_snapshot(snapshot: TopicsSnapshot, out: Path, config: BuildConfig,
+                        holdout: float = 0.2) -> dict:
+    """:func:`build_from_topics` on a snapshot already read (or made by a replay)."""
     sft, dpo, split, labels = rows_from_topics(snapshot, config, holdout)
     summary = {
         "source": "topics", "config": asdict(config), "holdout": holdout,

@@ -28,6 +28,7 @@ from trainer.bootstrap import BootstrapConfig, bootstrap
 from trainer.corpus import data_hash, sample_seeds, split_seeds
 from trainer.dataset import BuildConfig, baseline_queries, build_rows
 from trainer.evaluate import baseline_extractors, evaluate, extract_all, model_extractor
+from trainer.feedback import TopicsSnapshot, build_from_snapshot, read_topics
 from trainer.scoring import Searcher
 from trainer.train import CARD, TrainConfig, train, write_rows
 
@@ -133,12 +134,20 @@ def run_from_topics(kafka: KafkaSettings, topics: Topics, out: Path, *, model: s
     """Data from the topics, SFT from ``model``, DPO from the SFT model (skipped when there is
     no pair); returns the data summary and the models. ``out`` gets ``data/``, ``sft/`` and
     ``dpo/``."""
-    from trainer.feedback import build_from_topics
+    return run_from_snapshot(read_topics(kafka, topics), out, model=model, sft_config=sft_config,
+                             dpo_config=dpo_config, build=build, holdout=holdout,
+                             progress=progress)
 
+
+def run_from_snapshot(snapshot: TopicsSnapshot, out: Path, *, model: str,
+                      sft_config: TrainConfig | None = None,
+                      dpo_config: TrainConfig | None = None, build: BuildConfig | None = None,
+                      holdout: float = 0.2, progress: Progress = print) -> dict:
+    """:func:`run_from_topics` on a snapshot already read (or made by a replay)."""
     build = build or BuildConfig(pairs_per_seed=2)
     progress("1/3 data: search-feedback labelled by toxic-items and moderation-decisions, "
              f"newest {holdout:.0%} of the reviewed seeds held back for the gate")
-    data = build_from_topics(kafka, topics, out / "data", build, holdout)
+    data = build_from_snapshot(snapshot, out / "data", build, holdout)
     progress(f"    {data['sft_rows']} SFT rows, {data['dpo_rows']} DPO pairs from "
              f"{data['split']['train_seeds']} seeds; {len(data['split']['holdout_seeds'])} held "
              f"back; labels: {data['positive_labels']} toxic, {data['negative_labels']} rejected")

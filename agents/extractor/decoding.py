@@ -2,8 +2,10 @@
 candidate spans and their ranking, and free text turned into queries.
 
 Extractive decoding: the model scores each word span of the seed (:func:`spans_of`) by the
-log-probability of ``span + "\\n"`` as the first line of its completion; :func:`ranked` keeps
-the ``k`` best distinct spans. The in-process backend scores with a shared KV cache, the
+log-probability of ``span + "\\n"`` as the first line of its completion; :func:`blend` may add
+what the system knows at run time (each span's toxic-versus-all contrast, from the index's and
+the confirmed items' term statistics, times a weight); :func:`ranked` keeps the ``k`` best
+distinct spans. The in-process backend scores with a shared KV cache, the
 OpenAI-compatible one with the server's prompt log-probabilities; the spans, the budget and
 the ranking are the same, so both give the same queries for the same model.
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from agents.extractor.base import Extraction, SeedText
+from agents.extractor.keywords import WithToxic, contrast_scores
 from agents.prompt import parse_completion
 from agents.queries import candidate_spans, clean_queries, rank_spans
 
@@ -39,6 +42,33 @@ def keep_end(ids: list[int], budget: int | None) -> list[int]:
 def spans_of(seed: SeedText, max_spans: int) -> list[str]:
     """The spans a model ranks for ``seed`` (at most ``max_spans``, a fixed sample)."""
     return candidate_spans(seed.title, seed.description, limit=max_spans)
+
+
+def blend(seed: SeedText, spans: Sequence[str], scores: Sequence[float],
+          contrast: WithToxic | None, weight: float) -> Sequence[float]:
+    """The model's span scores plus ``weight`` times each span's contrast
+    (``agents.extractor.keywords.contrast_scores``); the scores as they are without one."""
+    if contrast is None or not weight:
+        return scores
+    return [score + weight * prior for score, prior
+            in zip(scores, contrast_scores(seed, spans, contrast), strict=True)]
+
+
+def contrast_stats(stats: object, weight: float) -> WithToxic | None:
+    """The statistics a backend blends in: the worker's (index and confirmed items) when a
+    weight is set; a weight without them is a configuration error."""
+    if not weight:
+        return None
+    if not isinstance(stats, WithToxic):
+        raise ValueError("contrast_weight needs the index's and the confirmed items' term "
+                         f"statistics, got {type(stats).__name__}")
+    return stats
+
+
+def with_contrast(version: str, contrast: WithToxic | None, weight: float) -> str:
+    """A model version as recorded when its ranking blends in the contrast (other queries,
+    so another version)."""
+    return f"{version}+contrast{weight:g}" if contrast is not None and weight else version
 
 
 def ranked(seed: SeedText, spans: Sequence[str], scores: Sequence[float], k: int, *,

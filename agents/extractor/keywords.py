@@ -293,9 +293,10 @@ _QUERY_SYNTAX = re.compile(r"(?:^|\s)(?:\w*:)?[*?:]+(?=\s|$)")
 _UNFOUND = -20.0
 
 
-def contrast_spans(seed: SeedText, limit: int, stats: WithToxic, *, max_words: int = 3,
-                   max_spans: int = 200) -> list[str]:
-    """The seed's spans ranked by toxic-versus-all contrast (see the module docstring)."""
+def contrast_scorer(seed: SeedText, stats: WithToxic) -> Callable[[str], float | None]:
+    """The seed's span -> contrast function (see the module docstring): the mean over the
+    span's terms of their toxic-versus-all log-ratio, None for a span that is no query (no
+    term, a bare wildcard). Term weights are cached for the seed."""
     own = terms_of(_seed_text(seed)) if stats.is_confirmed(seed.id) else set()
     n_toxic = max(stats.toxic_count() - (1 if own else 0), 0)
     n_all = max(stats.count(), 1)
@@ -312,13 +313,32 @@ def contrast_spans(seed: SeedText, limit: int, stats: WithToxic, *, max_words: i
                                  - math.log((df_all + 0.5) / (n_all + 1)))
         return weights[term]
 
+    def score(span: str) -> float | None:
+        terms = terms_of(span)
+        # a bare wildcard is never the seller's word (the other methods split it off too)
+        if not terms or not is_valid_query(span) or _QUERY_SYNTAX.search(span):
+            return None
+        return sum(map(weight, terms)) / len(terms)
+    return score
+
+
+def contrast_scores(seed: SeedText, spans: Iterable[str], stats: WithToxic) -> list[float]:
+    """Each span's contrast (:func:`contrast_scorer`; a span that is no query gets the weight
+    of a term nobody else holds): the run-time prior a model's span ranking can add."""
+    score = contrast_scorer(seed, stats)
+    return [_UNFOUND if (value := score(span)) is None else value for span in spans]
+
+
+def contrast_spans(seed: SeedText, limit: int, stats: WithToxic, *, max_words: int = 3,
+                   max_spans: int = 200) -> list[str]:
+    """The seed's spans ranked by toxic-versus-all contrast (see the module docstring)."""
+    score = contrast_scorer(seed, stats)
     scored = []
     for position, span in enumerate(seed_spans(seed.title, seed.description, max_words,
                                                max_spans, 0)):
-        terms = terms_of(span)
-        # a bare wildcard is never the seller's word (the other methods split it off too)
-        if terms and is_valid_query(span) and not _QUERY_SYNTAX.search(span):
-            scored.append((-sum(map(weight, terms)) / len(terms), position, span))
+        value = score(span)
+        if value is not None:
+            scored.append((-value, position, span))
     scored.sort()
     # spans come from the text as the prompt shows it (fence markers defused, punctuation
     # between words dropped): keep those whose every word the seller wrote

@@ -38,16 +38,20 @@ from tenacity import (
 from agents.extractor.base import Extraction, Extractor, ExtractorError, SeedText
 from agents.extractor.decoding import (
     SPAN_ROOM,
+    blend,
+    contrast_stats,
     from_completions,
     keep_end,
     prompt_budget,
     ranked,
     spans_of,
+    with_contrast,
 )
 from agents.prompt import END_MARKER, build_prompt
 from agents.queries import MAX_QUERY_CHARS
 
 if TYPE_CHECKING:
+    from agents.extractor.keywords import WithToxic
     from config import ExtractorSettings
     from search.protocol import TermStats
 
@@ -104,6 +108,8 @@ class OpenAIExtractor(Extractor):
         extractive: bool = True,
         max_spans: int = 200,
         structured: bool = True,
+        contrast: WithToxic | None = None,
+        contrast_weight: float = 0.0,
     ) -> None:
         """``base_url`` ends in ``/v1`` (e.g. ``http://127.0.0.1:8000/v1``). ``model`` is the
         served model name; when None the first model of ``GET /models`` is used. ``n`` > 1
@@ -111,7 +117,8 @@ class OpenAIExtractor(Extractor):
         merged in order (free-text mode). Each request is tried ``attempts`` times with
         exponential backoff starting at ``backoff_s``. A ``client`` may be injected (its
         lifetime is then the caller's). ``extractive`` ranks at most ``max_spans`` spans of
-        the seed instead of generating free text; ``structured`` constrains free text to the
+        the seed instead of generating free text (plus ``contrast_weight`` times each span's
+        contrast under ``contrast``, as in process); ``structured`` constrains free text to the
         query-list grammar."""
         if concurrency < 1 or n < 1 or attempts < 1:
             raise ValueError(
@@ -120,6 +127,8 @@ class OpenAIExtractor(Extractor):
             )
         self.base_url = base_url.rstrip("/")
         self.model = model
+        self.contrast = contrast
+        self.contrast_weight = contrast_weight
         if isinstance(api_key, str):
             api_key = SecretStr(api_key)
         self._api_key = api_key
@@ -156,9 +165,10 @@ class OpenAIExtractor(Extractor):
         """The override, else the served model id (known after the first request or
         :meth:`resolve_model`; ``openai:unresolved`` before)."""
         if self._override:
-            return self._override
+            return with_contrast(self._override, self.contrast, self.contrast_weight)
         model_id = self._server_model or self.model
-        return _short_model_id(model_id) if model_id else "openai:unresolved"
+        return with_contrast(_short_model_id(model_id) if model_id else "openai:unresolved",
+                             self.contrast, self.contrast_weight)
 
     # --- HTTP ------------------------------------------------------------------------------
     def _headers(self) -> dict[str, str]:
@@ -283,8 +293,8 @@ class OpenAIExtractor(Extractor):
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ExtractorError(
                 f"completion without prompt log-probabilities: {data!r:.300}") from exc
-        return ranked(seed, spans, scores, k, temperature=self.temperature,
-                      sample_seed=self.seed)
+        return ranked(seed, spans, blend(seed, spans, scores, self.contrast, self.contrast_weight),
+                      k, temperature=self.temperature, sample_seed=self.seed)
 
     async def _complete(self, model: str, seed: SeedText, k: int) -> Extraction:
         """Free-text decoding, constrained to the query-list grammar when ``structured``."""
@@ -337,11 +347,13 @@ class OpenAIExtractor(Extractor):
 
 
 def from_settings(settings: ExtractorSettings, stats: TermStats) -> OpenAIExtractor:
-    """The registry's builder (term statistics are not needed)."""
+    """The registry's builder (the term statistics serve the contrast blend, when set)."""
     return OpenAIExtractor(settings.openai_base_url, model=settings.model,
                            api_key=settings.openai_api_key, timeout_s=settings.openai_timeout_s,
                            concurrency=settings.openai_concurrency,
                            max_new_tokens=settings.max_new_tokens,
                            temperature=settings.temperature, seed=settings.seed,
                            model_version=settings.model_version,
-                           extractive=settings.extractive, structured=settings.openai_structured)
+                           extractive=settings.extractive, structured=settings.openai_structured,
+                           contrast=contrast_stats(stats, settings.contrast_weight),
+                           contrast_weight=settings.contrast_weight)

@@ -24,15 +24,19 @@ from typing import TYPE_CHECKING, Any
 from agents.extractor.base import Extraction, Extractor, ExtractorError, SeedText
 from agents.extractor.decoding import (
     SPAN_ROOM,
+    blend,
+    contrast_stats,
     from_completions,
     keep_end,
     prompt_budget,
     ranked,
     spans_of,
+    with_contrast,
 )
 from agents.prompt import END_MARKER, build_prompt, chat_messages
 
 if TYPE_CHECKING:
+    from agents.extractor.keywords import WithToxic
     from config import ExtractorSettings
     from search.protocol import TermStats
 
@@ -123,6 +127,8 @@ class TransformersExtractor(Extractor):
         model_version: str | None = None,
         extractive: bool = True,
         max_spans: int = 200,
+        contrast: WithToxic | None = None,
+        contrast_weight: float = 0.0,
     ) -> None:
         """``model`` is a Hugging Face model id or a local directory. Greedy decoding when
         ``temperature`` is 0, else sampling seeded with ``seed`` on every batch. Seeds are
@@ -132,7 +138,9 @@ class TransformersExtractor(Extractor):
         seed's own word spans (ranked by the probability of each as the completion's first
         line) instead of writing free text: queries stay evidence from the item and cannot
         drift to one that fits every item (what a small model trained on precision learns);
-        at most ``max_spans`` spans are ranked (a fixed sample of longer texts). Loading
+        at most ``max_spans`` spans are ranked (a fixed sample of longer texts), each span's
+        log-probability plus ``contrast_weight`` times its contrast under ``contrast`` (the
+        index's and the confirmed items' term statistics; ``decoding.blend``). Loading
         happens on first use or :meth:`load`."""
         if not model:
             raise ValueError("TransformersExtractor needs a model id or directory")
@@ -148,6 +156,8 @@ class TransformersExtractor(Extractor):
         self.use_chat_template = use_chat_template
         self.extractive = extractive
         self.max_spans = max_spans
+        self.contrast = contrast
+        self.contrast_weight = contrast_weight
         self._override = model_version
         self._version: str | None = None
         self._model: Any = None
@@ -157,12 +167,13 @@ class TransformersExtractor(Extractor):
     # --- identity --------------------------------------------------------------------------
     @property
     def model_version(self) -> str:
-        """The override, the model card version, or ``<name>@<fingerprint|revision>``."""
+        """The override, the model card version, or ``<name>@<fingerprint|revision>``; with
+        ``+contrast<weight>`` when the ranking blends in the contrast."""
         if self._override:
-            return self._override
+            return with_contrast(self._override, self.contrast, self.contrast_weight)
         if self._version is None or self._version.endswith("@unknown"):
             self._version = self._compute_version()
-        return self._version
+        return with_contrast(self._version, self.contrast, self.contrast_weight)
 
     def _compute_version(self) -> str:
         if self.is_local:
@@ -278,16 +289,27 @@ class TransformersExtractor(Extractor):
                         for seed, text in zip(batch, texts, strict=True)]
         return results
 
-    def rank_spans_sync(self, seed: SeedText, k: int, chunk: int = 32) -> Extraction:
+    def rank_spans_sync(self, seed: SeedText, k: int) -> Extraction:
         """Extractive decoding: score each span of the seed as the first query line, keep the
-        ``k`` most probable distinct ones. The prompt runs once; spans reuse its KV cache."""
+        ``k`` best distinct ones (by log-probability, blended with the contrast when set)."""
+        spans, scores = self.span_scores_sync(seed, k)
+        if not spans:
+            return Extraction(seed_id=seed.id, queries=[], raw=[])
+        return ranked(seed, spans, blend(seed, spans, scores, self.contrast, self.contrast_weight),
+                      k, temperature=self.temperature, sample_seed=self.seed)
+
+    def span_scores_sync(self, seed: SeedText, k: int, chunk: int = 32
+                         ) -> tuple[list[str], list[float]]:
+        """The seed's spans and the log-probability of each as the first query line. The
+        prompt runs once; spans reuse its KV cache."""
         import copy
 
         import torch
 
+        self.load_sync()
         spans = spans_of(seed, self.max_spans)
         if not spans:
-            return Extraction(seed_id=seed.id, queries=[], raw=[])
+            return [], []
         tok, model = self._tokenizer, self._model
         prompt_ids = keep_end(tok(self._prompt(seed, k), add_special_tokens=False)["input_ids"],
                               prompt_budget(self._context(), self.max_new_tokens, SPAN_ROOM))
@@ -313,8 +335,7 @@ class TransformersExtractor(Extractor):
                     total = first_logp[cont[0]].item()
                     total += sum(logp[row, j - 1, cont[j]].item() for j in range(1, len(cont)))
                     scores.append(total)
-        return ranked(seed, spans, scores, k, temperature=self.temperature,
-                      sample_seed=self.seed)
+        return spans, scores
 
     async def extract(self, seeds: list[SeedText], k: int) -> list[Extraction]:
         """One Extraction per seed (at most ``k`` queries, possibly none when the output is
@@ -333,9 +354,11 @@ class TransformersExtractor(Extractor):
 
 
 def from_settings(settings: ExtractorSettings, stats: TermStats) -> TransformersExtractor:
-    """The registry's builder (term statistics are not needed)."""
+    """The registry's builder (the term statistics serve the contrast blend, when set)."""
     assert settings.model  # the registry checks NEEDS_MODEL
     return TransformersExtractor(settings.model, max_new_tokens=settings.max_new_tokens,
                                  temperature=settings.temperature, seed=settings.seed,
                                  model_version=settings.model_version,
-                                 extractive=settings.extractive)
+                                 extractive=settings.extractive,
+                                 contrast=contrast_stats(stats, settings.contrast_weight),
+                                 contrast_weight=settings.contrast_weight)

@@ -16,6 +16,7 @@ from agents.extractor.keywords import (
     TermCounts,
     WithToxic,
     cjk_bigrams,
+    contrast_scores,
     tfidf_terms,
 )
 from agents.extractor.openai_backend import query_list_regex
@@ -696,3 +697,39 @@ def test_contrast_needs_the_confirmed_set_and_the_worker_ledger_provides_it():
     extractor = build_extractor(_settings(backend="keywords", model="contrast"),
                                 WithToxic(EMPTY_STATS, ledger.terms))
     assert extractor.model_version == "keywords-contrast-1"
+
+
+# --- a model's span ranking with the contrast blended in -------------------------------------
+
+
+def test_blend_adds_the_weighted_contrast_and_changes_the_version():
+    from agents.extractor.decoding import blend, contrast_stats, with_contrast
+
+    seed = SeedText("s", "warm winter jacket frostyplug", "")
+    stats = WithToxic(FixedStats({"winter": 400, "jacket": 200, "frostyplug": 6, "warm": 250},
+                                 1000, 5), TermCounts([SeedText("t", "winter frostyplug", "")]))
+    spans = ["winter jacket", "frostyplug"]
+    scores = [-2.0, -6.0]  # the model alone prefers "winter jacket"
+    assert blend(seed, spans, scores, stats, 0.0) == scores
+    assert blend(seed, spans, scores, None, 2.0) == scores
+    mixed = blend(seed, spans, scores, stats, 2.0)
+    assert mixed[1] > mixed[0]  # the contrast turns it round
+    prior = contrast_scores(seed, spans, stats)
+    assert mixed == [s + 2.0 * p for s, p in zip(scores, prior, strict=True)]
+    assert with_contrast("qx-dpo-1", stats, 2.0) == "qx-dpo-1+contrast2"
+    assert with_contrast("qx-dpo-1", stats, 0.0) == with_contrast("qx-dpo-1", None, 2.0) \
+        == "qx-dpo-1"
+    assert contrast_stats(EMPTY_STATS, 0.0) is None and contrast_stats(stats, 1.0) is stats
+    with pytest.raises(ValueError, match="confirmed items"):
+        contrast_stats(EMPTY_STATS, 1.0)
+
+
+def test_a_contrast_weight_reaches_both_model_backends_from_the_settings():
+    stats = WithToxic(EMPTY_STATS, TermCounts())
+    for backend in ("transformers", "openai"):
+        extractor = build_extractor(_settings(backend=backend, model="m", model_version="v1",
+                                              contrast_weight=0.5), stats)
+        assert extractor.contrast is stats and extractor.contrast_weight == 0.5
+        assert extractor.model_version == "v1+contrast0.5"
+        plain = build_extractor(_settings(backend=backend, model="m", model_version="v1"), stats)
+        assert plain.contrast is None and plain.model_version == "v1"
