@@ -291,6 +291,10 @@ def curves_command(
     retrain_at: Annotated[float, typer.Option(
         help="Also replay the model retrained once from the replay's own records (through "
         "the gate) after this many reviews per harmful item to find; 0: not.")] = 1.0,
+    retrain_corpus: Annotated[list[str] | None, typer.Option(
+        help="Retrain on these sets only (repeatable; default: every set).")] = None,
+    retrain_epochs: Annotated[int | None, typer.Option(
+        help="Epochs of the mid-replay SFT and DPO (default: the trainer's configs).")] = None,
 ) -> None:
     """Harmful items found against reviews spent, per extractor, on every set: the replay's
     exploration in process, several replays a set, with intervals (``trainer.curves``)."""
@@ -300,6 +304,7 @@ def curves_command(
     chosen = None if baselines_only else model or latest_model()
     target = _out(out, "curves")
     run_curves(_corpora(data, corpus), BASELINES, target, model=chosen, replays=replays,
-               initial=initial, retrain_at=retrain_at or None, progress=console.print)
+               initial=initial, retrain_at=retrain_at or None, retrain_sets=retrain_corpus,
+               retrain_epochs=retrain_epochs, progress=console.print)
     console.print((target / "curves.md").read_text())
     console.print(f"report in {target}")

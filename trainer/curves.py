@@ -36,7 +36,7 @@ import random
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -373,16 +373,20 @@ def _mean_curve(series: Sequence[Sequence[dict]], step: int = 5) -> list[tuple[i
 def run_curves(corpora: Mapping[str, Sequence[LabelledItem]], methods: Sequence[str],
                out: Path, *, model: str | None = None, replays: int = 5,
                initial: float = 0.1, k: int = 4, max_reviews: int | None = 2000,
-               retrain_at: float | None = 1.0,
+               retrain_at: float | None = 1.0, retrain_sets: Sequence[str] | None = None,
+               retrain_epochs: int | None = None,
                progress: Callable[[str], None] = print) -> dict:
     """Every method on every set, ``replays`` replays each; writes curves.json/.md/.png.
 
     With ``model`` and ``retrain_at``, ``model+retrain`` is the model retrained once from the
     replay's own records after ``retrain_at`` times the harmful items to find in reviews
-    (:func:`retrainer`; its models under ``out/retrain``).
+    (:func:`retrainer`; its models under ``out/retrain``), on the sets named in
+    ``retrain_sets`` (None: all), SFT and DPO for ``retrain_epochs`` each (None: the YAML's).
     """
     out.mkdir(parents=True, exist_ok=True)
     factories = extractors(methods, model)
+    configs = {"sft_config": load_config(TrainConfig, None, "sft.yaml", epochs=retrain_epochs),
+               "dpo_config": load_config(TrainConfig, None, "dpo.yaml", epochs=retrain_epochs)}
     report: dict[str, dict] = {}
     for name, items in corpora.items():
         market, known = replay_market(items)
@@ -391,7 +395,7 @@ def run_curves(corpora: Mapping[str, Sequence[LabelledItem]], methods: Sequence[
         seeds_by_replay = [initial_seeds(market, initial, r) for r in range(replays)]
         to_find = harmful - len(seeds_by_replay[0])
         plans = [(label, label, None) for label in factories]
-        if model and retrain_at is not None:
+        if model and retrain_at is not None and (retrain_sets is None or name in retrain_sets):
             plans.append(("model+retrain", "model", max(1, round(retrain_at * to_find))))
         runs: dict[str, list[list[dict]]] = {}
         versions: dict[str, str] = {}
@@ -404,7 +408,7 @@ def run_curves(corpora: Mapping[str, Sequence[LabelledItem]], methods: Sequence[
                 versions[label] = extractor.model_version
                 hook = None if after is None else retrainer(
                     model, market, out / "retrain" / name / f"replay-{n}", k=k,
-                    progress=progress)
+                    progress=progress, **configs)
                 replay = simulate(searcher, extractor, market, seeds, confirmed=confirmed, k=k,
                                   max_reviews=max_reviews, retrain=hook,
                                   retrain_at=after or 0)
@@ -419,7 +423,8 @@ def run_curves(corpora: Mapping[str, Sequence[LabelledItem]], methods: Sequence[
                         "methods": compare(runs, to_find),
                         "curves": {label: _mean_curve(series) for label, series in runs.items()}}
     meta = {"protocol": PROTOCOL, "k": k, "initial": initial, "max_reviews": max_reviews,
-            "retrain_at": retrain_at if model else None, "model": model,
+            "retrain_at": retrain_at if model else None, "retrain_sets": retrain_sets,
+            "retrain_configs": {k: asdict(c) for k, c in configs.items()}, "model": model,
             "versions": library_versions()}
     (out / "curves.json").write_text(json.dumps({"meta": meta, "sets": report}, indent=1))
     (out / "curves.md").write_text(markdown(report) + "\n")
