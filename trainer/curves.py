@@ -31,6 +31,7 @@ one replay; :func:`run_curves` runs them all and writes ``curves.json``, ``curve
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import random
 import statistics
@@ -43,14 +44,14 @@ from pathlib import Path
 from agents.explore import merge_hits
 from agents.explorer import provenance_of
 from agents.extractor.base import Extractor, SeedText
-from agents.extractor.keywords import KeywordsExtractor, TermCounts, WithToxic
+from agents.extractor.keywords import TermCounts
 from config.versions import library_versions
 from marketplace.datasets import marketplace_sample
 from marketplace.items import LabelledItem, to_listing_dict, to_toxic_dict
 from schemas.models import ModerationDecision, SearchFeedback, ToxicItem, text_hash
 from search.protocol import search
 from trainer.corpus import data_hash, split_seeds
-from trainer.evaluate import HEURISTICS, model_extractor
+from trainer.evaluate import HEURISTICS, baseline_extractors, model_extractor
 from trainer.feedback import TopicsSnapshot
 from trainer.gate import judge, topic_set
 from trainer.loop import run_from_snapshot
@@ -280,23 +281,14 @@ def compare(runs: Mapping[str, Sequence[Sequence[dict]]], to_find: int,
 
 
 def extractors(methods: Sequence[str], model: str | None) -> dict[str, Factory]:
-    """Factories of the keyword methods named (``contrast`` reads the confirmed counts) and,
-    with ``model``, of the in-process model extractor."""
-    def keywords(method: str) -> Factory:
-        if method == "contrast":
-            return lambda s, known: KeywordsExtractor("contrast", stats=WithToxic(s.index, known))
-        return lambda s, _: KeywordsExtractor(method, stats=s.index if method == "tfidf"
-                                              else None)
-
-    found: dict[str, Factory] = {m: keywords(m) for m in methods}
+    """Factories of the keyword methods named (``trainer.evaluate.baseline_extractors``;
+    ``contrast`` reads the confirmed counts) and, with ``model``, of the in-process model
+    extractor (loaded once)."""
+    found: dict[str, Factory] = {
+        m: lambda s, known, m=m: baseline_extractors(s, known)[m] for m in methods}
     if model:
-        loaded: list[Extractor] = []
-
-        def trained(_searcher: Searcher, _known: TermCounts) -> Extractor:
-            if not loaded:
-                loaded.append(model_extractor(model))
-            return loaded[0]
-        found["model"] = trained
+        loaded = functools.cache(lambda: model_extractor(model))
+        found["model"] = lambda _searcher, _known: loaded()
     return found
 
 
