@@ -56,7 +56,9 @@ def _clip(text: str, limit: int) -> str:
 def _summarise(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors(include_url=False, include_input=False)[:5]:
-        loc = ".".join(str(p) for p in err.get("loc", ())) or "<root>"
+        # a wrong tag of a tagged union is reported at the root: name its discriminator field
+        tag_field = str((err.get("ctx") or {}).get("discriminator", "")).strip("'") or "<root>"
+        loc = ".".join(str(p) for p in err.get("loc", ())) or tag_field
         parts.append(f"{_clip(loc, 80)}: {_clip(str(err.get('msg')), 200)}")
     more = exc.error_count() - len(parts)
     return "; ".join(parts) + (f"; (+{more} more)" if more > 0 else "")
