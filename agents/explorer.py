@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -22,13 +22,24 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 from agents.explore import Ledger, Provenance, merge_hits
 from agents.extractor.base import Extraction, Extractor, ExtractorError, SeedText
 from agents.prompt import PROMPT_VERSION
+from agents.standing import standing_queries
 from schemas.codec import SchemaError, dead_letter, decode, encode
-from schemas.models import DeadLetter, Detection, SearchFeedback, ToxicItem, explored_key
-from schemas.topics import DEAD_LETTER, DETECTIONS, SEARCH_FEEDBACK, Topics
+from schemas.models import (
+    DeadLetter,
+    Detection,
+    SearchFeedback,
+    StandingQuery,
+    ToxicItem,
+    explored_key,
+    utcnow,
+)
+from schemas.topics import DEAD_LETTER, DETECTIONS, SEARCH_FEEDBACK, STANDING_QUERIES, Topics
 from search.protocol import Hit, SearchIndex
 
 if TYPE_CHECKING:
-    from config import ExplorationSettings
+    from datetime import datetime
+
+    from config import ExplorationSettings, StandingSettings
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +75,9 @@ class Replica(Protocol):
         """Confirmed items and explored (seed, model version) pairs."""
         ...
 
-    async def wait_caught_up(self, timeout_s: float) -> bool:
-        """Wait until everything published before the call is searchable."""
+    async def wait_caught_up(self, timeout_s: float, urgent: bool = True) -> bool:
+        """Wait until everything published before the call is searchable (``urgent``: ask
+        for an early commit rather than wait for the next regular one)."""
         ...
 
 
@@ -112,6 +124,7 @@ class ExplorerStats:
     extractor_errors: int = 0
     rollouts: int = 0
     seeds_reexplored: int = 0  # explored again under a new model version (of seeds_explored)
+    standing_queries: int = 0  # queries that went on watching new listings
 
 
 class Explorer:
@@ -119,12 +132,16 @@ class Explorer:
 
     def __init__(self, settings: ExplorationSettings, topics: Topics, replica: Replica,
                  extractor: Extractor, send: Send, *, fallback: Extractor | None = None,
-                 observe: Observe | None = None) -> None:
+                 observe: Observe | None = None,
+                 standing: StandingSettings | None = None) -> None:
         """``observe`` receives latencies: ``wait_index`` (a batch waiting for the index to
         hold what was published before it), ``extract`` (a batch's extraction), ``search``
         (a batch's queries), ``emit`` (a seed's outputs until the broker acknowledged them) and
-        ``seed_to_detection`` (from the seed's message reaching the broker to that)."""
+        ``seed_to_detection`` (from the seed's message reaching the broker to that).
+        ``standing``: how an explored seed's queries become standing queries (None: they
+        do not)."""
         self.settings = settings
+        self.standing = standing
         self.topics = topics
         self.replica = replica
         self.extractor = extractor
@@ -182,11 +199,14 @@ class Explorer:
             sources.setdefault(item.id, message)
         if not seeds:
             return
+        watch_from = utcnow()
         started = time.perf_counter()
         if not await self.replica.wait_caught_up(self.settings.wait_index_s):
             log.warning("index not caught up after %.1fs: exploring with what it has",
                         self.settings.wait_index_s)
         self._observe("wait_index", time.perf_counter() - started)
+        # what the search below sees at least: the standing queries take over from here
+        searched = self.replica.index.committed_offsets().get(self.topics.listings, {})
         provenance, extractions = await self._extract(
             [SeedText(s.id, s.title, s.description) for s in seeds.values()])
         started = time.perf_counter()
@@ -195,12 +215,14 @@ class Explorer:
                               self.settings.results_per_query)
         self._observe("search", time.perf_counter() - started)
         await asyncio.gather(*(self._explore_one(seeds[e.seed_id], e, provenance,
-                                                 sources[e.seed_id], found.get(e.seed_id))
+                                                 sources[e.seed_id], found.get(e.seed_id),
+                                                 watch_from, searched)
                                for e in extractions))
 
     async def _explore_one(self, seed: ToxicItem, extraction: Extraction,
                            provenance: Provenance, message: RawMessage,
-                           results: list[list[Hit]] | Exception | None) -> None:
+                           results: list[list[Hit]] | Exception | None,
+                           watch_from: datetime, searched: Mapping[int, int]) -> None:
         try:
             queries = extraction.queries
             if not queries:
@@ -208,11 +230,16 @@ class Explorer:
             if isinstance(results, Exception):
                 raise results
             assert results is not None  # fan_out searched every seed with queries
-            detections, feedback = merge_hits(
-                seed.id, list(zip(queries, results, strict=True)),
-                self.replica.ledger.confirmed, provenance)
+            per_query = list(zip(queries, results, strict=True))
+            detections, feedback = merge_hits(seed.id, per_query,
+                                              self.replica.ledger.confirmed, provenance)
+            standing = [] if self.standing is None or not self.standing.enabled else \
+                standing_queries(seed.id, per_query, provenance, watch_from=watch_from,
+                                 watch_offsets=searched,
+                                 limit=self.settings.results_per_query,
+                                 settings=self.standing)
             started = time.perf_counter()
-            await self._emit(detections, feedback)
+            await self._emit(detections, feedback, standing)
             self._observe("emit", time.perf_counter() - started)
             if message.timestamp:
                 self._observe("seed_to_detection", time.time() - message.timestamp)
@@ -220,6 +247,7 @@ class Explorer:
             self.stats.seeds_explored += 1
             self.stats.queries += len(queries)
             self.stats.detections += len(detections)
+            self.stats.standing_queries += len(standing)
         except Exception as exc:  # one seed's bad data must not stop the others
             log.exception("exploring seed %s failed", seed.id)
             await self._dead_letter(message, "explore", exc)
@@ -238,7 +266,7 @@ class Explorer:
                         state.outcome.exception() if state.outcome else "?",
                         state.upcoming_sleep)
 
-        async for attempt in _until_it_works(ExtractorError, failed):
+        async for attempt in until_it_works(ExtractorError, failed):
             with attempt:
                 extractor = self.extractor
                 started = time.perf_counter()
@@ -255,12 +283,15 @@ class Explorer:
         return provenance, [backup.get(e.seed_id, e) if not e.queries else e
                             for e in extractions]
 
-    async def _emit(self, detections: list[Detection], feedback: list[SearchFeedback]) -> None:
+    async def _emit(self, detections: list[Detection], feedback: list[SearchFeedback],
+                    standing: list[StandingQuery]) -> None:
         topics = self.topics
         messages = [(topics.detections, DETECTIONS.key(d).encode(), encode(d))
                     for d in detections]
         messages += [(topics.feedback, SEARCH_FEEDBACK.key(f).encode(), encode(f))
                      for f in feedback]
+        messages += [(topics.standing, STANDING_QUERIES.key(q).encode(), encode(q))
+                     for q in standing]
 
         def failed(state: RetryCallState) -> None:
             log.warning("emitting %d records failed (%s); retrying in %.1fs", len(messages),
@@ -271,7 +302,7 @@ class Explorer:
         # key), so it must never be on the broker while a detection of that seed is not.
         # The broker is away: resend; keys make repeats harmless.
         for batch in (messages[:len(detections)], messages[len(detections):]):
-            async for attempt in _until_it_works(Exception, failed):
+            async for attempt in until_it_works(Exception, failed):
                 with attempt:
                     await asyncio.gather(*(self._send(*m) for m in batch))
 
@@ -287,8 +318,8 @@ class Explorer:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _until_it_works(errors: type[BaseException] | tuple[type[BaseException], ...],
-                    before_sleep: Callable[[RetryCallState], None]) -> AsyncRetrying:
+def until_it_works(errors: type[BaseException] | tuple[type[BaseException], ...],
+                   before_sleep: Callable[[RetryCallState], None]) -> AsyncRetrying:
     """Retry on ``errors`` without a limit, backing off from 0.5 s to 30 s: what cannot be
     done now (model, broker) is done later, never dropped."""
     return AsyncRetrying(retry=retry_if_exception_type(errors),

@@ -10,12 +10,16 @@
 - ``exploration`` (bench/exploration.py): seeds/s and seed-to-feedback latency (steady and
   burst) against the extractor alone; the search fan-out's queries/s against raw tantivy-py;
 - ``scaling`` (bench/scaling.py): indexing rate, disk, search latency, memory per listing at
-  10k, 100k and 1M listings.
+  10k, 100k and 1M listings;
+- ``standing`` (bench/standing.py): new listings/s matched against 1,000, 10,000 and 100,000
+  standing queries by the watcher, against raw tantivy-py with the same filter and against an
+  in-memory index of each batch; the indexing rate while the watcher matches.
 
 ``extraction`` (bench/extraction.py: the vLLM server against in-process transformers) runs
 only when named in ``--only``: it builds or reuses the model server's virtualenv and takes
 minutes. ``--size`` caps the listings of every benchmark (indexing 100,000, exploration 20,000,
-scaling up to 1,000,000 by default); the freshness stream's length is set by its rates.
+scaling up to 1,000,000, standing 100,000 by default); the freshness stream's length is set by
+its rates.
 
 The report is rewritten after each benchmark, so an interrupted run keeps what finished. A
 benchmark that fails is recorded with its error and the others still run.
@@ -39,12 +43,13 @@ from bench.common import git_state, machine
 from bench.report import comparison, markdown
 from config import Settings
 
-DEFAULT = ("indexing", "freshness", "exploration", "scaling")
+DEFAULT = ("indexing", "freshness", "exploration", "scaling", "standing")
 OPTIONAL = ("extraction",)
 #: Benchmarks that need no Kafka broker.
-NO_BROKER = ("scaling", "extraction")
+NO_BROKER = ("scaling", "standing", "extraction")
 INDEXING_SIZE = 100_000  # 50,000 (the standalone default) leaves the Kafka windows ~0.1 s
 EXPLORATION_SIZE = 20_000
+STANDING_SIZE = 100_000
 EXTRACTION_SEEDS = 64
 
 
@@ -119,6 +124,11 @@ def _one(name: str, settings: Settings, *, size: int | None, repeats: int, log_d
         from bench import scaling
 
         return scaling.run(settings, size=size, repeats=repeats, progress=progress)
+    if name == "standing":
+        from bench import standing
+
+        return standing.run(settings, size=capped(STANDING_SIZE, size), repeats=repeats,
+                            progress=progress)
     if name == "extraction":
         return _extraction(settings, repeats=repeats, model=model, progress=progress)
     raise ValueError(f"unknown benchmark {name!r}")

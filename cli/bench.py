@@ -36,17 +36,18 @@ def bench_command(
         "--out", help="Directory for bench.json, bench.md and the workers' logs.")],
     size: Annotated[int | None, typer.Option(
         min=1, help="Cap on the listings of every benchmark (defaults: indexing 100,000, "
-        "exploration 20,000, scaling 10k/100k/1M).")] = None,
+        "exploration 20,000, scaling 10k/100k/1M, standing 100,000).")] = None,
     repeats: Annotated[int, typer.Option(min=1, help="Repeats of every measurement.")] = 3,
     only: Annotated[str | None, typer.Option(
-        help="Comma-separated benchmarks: indexing, freshness, exploration, scaling; "
+        help="Comma-separated benchmarks: indexing, freshness, exploration, scaling, "
+        "standing; "
         "extraction (vLLM vs transformers, minutes) runs only when named.")] = None,
     model: Annotated[str | None, typer.Option(
         help="Model directory: exploration also runs the transformers extractor on it; "
         "extraction serves it (default: the model trained last).")] = None,
 ) -> None:
     """Run the benchmarks (Kafka broker needed: qexplorer kafka start) and write the report.
-    The default set takes about 5-10 minutes on 2 cores."""
+    The default set takes about 8-13 minutes on 2 cores."""
     _source_tree_on_path()
     from bench.run import BrokerUnavailable, failed, parse_only, run_benchmarks
 

@@ -20,6 +20,7 @@ from cli.common import console, load_settings
 from cli.models import models_command, promote_command
 from cli.review import review_app
 from cli.serve import rollout_command, serve_model_command
+from cli.standing import standing_app
 from cli.train import curves_command, eval_command, replay_command, train_app
 
 app = typer.Typer(help="QExplorer: find disguised toxic listings from confirmed ones.",
@@ -34,6 +35,7 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(publish_app, name="publish")
 app.add_typer(train_app, name="train")
 app.add_typer(review_app, name="review")
+app.add_typer(standing_app, name="standing")
 app.command("eval")(eval_command)
 app.command("replay")(replay_command)
 app.command("curves")(curves_command)

@@ -251,6 +251,15 @@ def replay_command(
     initial: Annotated[float, typer.Option(help="Share of harmful items confirmed first.")]
     = 0.1,
     delay: Annotated[float, typer.Option(help="Seconds a moderator takes per review.")] = 2.0,
+    arrivals: Annotated[float, typer.Option(
+        help="Share of the listings (the last, in arrival order) published during the run "
+             "instead of at the start: what finds them is a later seed or a standing query.")]
+    = 0.0,
+    arrival_rate: Annotated[float, typer.Option(help="Listings a second that arrive.")] = 50.0,
+    seed: Annotated[int, typer.Option(help="Chooses the initial seeds.")] = 0,
+    only: Annotated[list[str] | None, typer.Option(
+        "--extractor", help="Replay only these (first_words, tfidf, yake, model; "
+                            "repeatable).")] = None,
 ) -> None:
     """Simulate deployment: stream a corpus through Kafka, confirm a few toxic items, let a
     moderator confirm true detections (they become seeds), per extractor.
@@ -268,9 +277,15 @@ def replay_command(
     chosen = model or latest_model()
     if chosen:
         extractors["model"] = {"backend": "transformers", "model": chosen}
+    if only:
+        unknown = set(only) - set(extractors)
+        if unknown:
+            raise typer.BadParameter(f"not an extractor here: {', '.join(sorted(unknown))}")
+        extractors = {k: v for k, v in extractors.items() if k in only}
     report = run_replay(settings, items, extractors, dataset_name=name,
                         out_dir=_out(out, "replay"), initial_fraction=initial,
-                        review_delay_s=delay, progress=console.print)
+                        review_delay_s=delay, progress=console.print, arrivals=arrivals,
+                        arrival_rate=arrival_rate, seed=seed)
     for label, run in report["extractors"].items():
         console.print(f"{label:12s} {json.dumps(run['summary'])}")
 

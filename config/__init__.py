@@ -13,11 +13,13 @@ from config.settings import (
     ServingSettings,
     Settings,
     SettingsError,
+    StandingSettings,
     TopicSettings,
     WorkerSettings,
 )
 
 __all__ = ["PROJECT_ROOT", "ExplorationSettings", "ExtractorSettings", "IndexSettings",
            "KafkaSettings", "MetricsSettings", "PathsSettings", "ReviewSettings",
-           "SecurityProtocol", "ServingSettings", "Settings", "SettingsError", "TopicSettings",
+           "SecurityProtocol", "ServingSettings", "Settings", "SettingsError", "StandingSettings",
+           "TopicSettings",
            "WorkerSettings"]

@@ -281,6 +281,36 @@ class ExplorationSettings(_Slice):
     reexplore_batch: int = Field(default=4, ge=1, description="Seeds a re-exploration batch.")
 
 
+class StandingSettings(_Slice):
+    """Standing queries: which queries keep watching new listings, for how long, how matched."""
+
+    model_config = SettingsConfigDict(env_prefix="QEXPLORER_STANDING_")
+
+    enabled: bool = Field(default=True, description="Make standing queries and match new "
+                                                    "listings against them.")
+    per_seed: int = Field(
+        default=4, ge=0, le=16,
+        description="A seed's first queries (extractor order) with results that become "
+                    "standing queries when it is explored (0: none).")
+    ttl_s: float = Field(
+        default=14 * 24 * 3600.0, gt=0,
+        description="A standing query expires this long after it starts watching, or after "
+                    "its last confirmed match.")
+    min_reviews: int = Field(
+        default=3, ge=1, description="Reviewed matches before precision can retire a query.")
+    min_precision: float = Field(
+        default=0.3, ge=0, le=1,
+        description="A query whose reviewed matches fall below this precision retires.")
+    max_active: int = Field(
+        default=1_000, ge=1,
+        description="Standing queries matched at most (the most precise, then the newest): a "
+                    "worker keeps up with about batch x 1,600 / max_active new listings a "
+                    "second at 100k listings (bench/standing.py).")
+    batch: int = Field(default=2000, ge=1, description="New listings matched per batch, at most.")
+    batch_within_s: float = Field(
+        default=0.2, gt=0, description="A fetch of new listings waits at most this long.")
+
+
 # --- the extractor and its server ----------------------------------------------------------------
 
 
@@ -419,6 +449,7 @@ class Settings(BaseModel):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     index: IndexSettings = Field(default_factory=IndexSettings)
     exploration: ExplorationSettings = Field(default_factory=ExplorationSettings)
+    standing: StandingSettings = Field(default_factory=StandingSettings)
     extractor: ExtractorSettings = Field(default_factory=ExtractorSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)

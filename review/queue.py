@@ -33,7 +33,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from schemas.models import DecisionKind, Detection, ModerationDecision, ToxicItem, text_hash
+from schemas.models import (
+    DecisionKind,
+    Detection,
+    ModerationDecision,
+    ToxicItem,
+    query_id,
+    text_hash,
+)
 
 #: Decisions a reviewer makes on an item (``undo`` withdraws one of these).
 VERDICTS: tuple[DecisionKind, ...] = ("confirm", "reject", "unsure")
@@ -363,6 +370,8 @@ class ReviewQueue:
             text_hash=item.text_hash, category=category or None, reason=reason,
             reviewer=reviewer, detection_keys=[d.key for d in findings][:256],
             seed_ids=item.seed_ids[:256], model_versions=item.model_versions[:64],
+            query_ids=list(dict.fromkeys(query_id(d.seed_id, q, d.model_version)
+                                         for d in findings for q in d.queries))[:256],
             decided_at=datetime.fromtimestamp(now, UTC))
         self._in_flight.add(listing_id)
         return record
@@ -384,7 +393,8 @@ class ReviewQueue:
             decision_id=uuid.uuid4().hex, listing_id=last.listing_id, decision="undo",
             text_hash=last.text_hash, reviewer=reviewer, detection_keys=last.detection_keys,
             seed_ids=last.seed_ids, model_versions=last.model_versions,
-            supersedes=last.decision_id, decided_at=datetime.fromtimestamp(now, UTC))
+            query_ids=last.query_ids, supersedes=last.decision_id,
+            decided_at=datetime.fromtimestamp(now, UTC))
 
     def abandon(self, listing_id: str) -> None:
         """Release a listing whose decision could not be published."""

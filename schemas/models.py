@@ -91,6 +91,13 @@ def detection_key(seed_id: str, listing_id: str, model_version: str) -> str:
     return hashlib.sha256(raw).hexdigest()[:32]
 
 
+def query_id(seed_id: str, query: str, model_version: str) -> str:
+    """Deterministic id of a query as one seed's model version wrote it: the key of a standing
+    query, and what a moderation decision names for every query that found its listing."""
+    raw = "\x1f".join(("query", seed_id, query, model_version)).encode()
+    return hashlib.sha256(raw).hexdigest()[:24]
+
+
 def explored_key(seed_id: str, model_version: str) -> str:
     """Key of a seed's search feedback: a seed is explored once per model version, and a
     worker reads these keys to know which (seed, model version) pairs are done."""
@@ -114,6 +121,9 @@ class Detection(_Record):
     extractor: ShortText
     model_version: ShortText
     prompt_version: ShortText
+    standing_query_id: Annotated[str, StringConstraints(max_length=64)] | None = Field(
+        default=None, description="Set when a standing query found the listing as it was "
+                                  "published (its query_id); None for a seed's exploration.")
     detected_at: datetime = Field(default_factory=utcnow, strict=False)
 
 
@@ -149,6 +159,10 @@ class ModerationDecision(_Record):
         Field(default_factory=list, max_length=256)
     seed_ids: list[Id] = Field(default_factory=list, max_length=256)
     model_versions: list[ShortText] = Field(default_factory=list, max_length=64)
+    query_ids: list[Annotated[str, StringConstraints(max_length=64)]] = Field(
+        default_factory=list, max_length=256,
+        description="query_id() of every query that found the listing: the standing queries' "
+                    "precision is counted from these.")
     supersedes: Annotated[str, StringConstraints(max_length=64)] | None = None
     decided_at: datetime = Field(default_factory=utcnow, strict=False)
 
@@ -195,6 +209,44 @@ class SearchFeedback(_Record):
     prompt_version: ShortText
     results: list[SearchHit] = Field(max_length=1000)
     executed_at: datetime = Field(default_factory=utcnow, strict=False)
+
+
+# --- standing-queries ----------------------------------------------------------------------
+
+StandingStatus = Literal["active", "retired"]
+
+
+class StandingQuery(_Record):
+    """A query that keeps watching new listings after its seed was explored (key:
+    ``query_id``; the topic is compacted, the last record of a query is its state). A new
+    listing matches when the query scores it at least ``min_score``: the score of the last
+    result the query returned in its exploration, i.e. the listing would have been among those
+    results. How a query retires itself (expiry, rejected matches) is computed by every worker
+    from ``moderation-decisions``; a ``retired`` record is an operator's (or an audit's) final
+    word."""
+
+    schema_version: SchemaVersion = 1
+    query_id: Annotated[str, StringConstraints(min_length=8, max_length=64)]
+    query: QueryText
+    seed_id: Id
+    extractor: ShortText
+    model_version: ShortText
+    prompt_version: ShortText
+    min_score: float = Field(ge=0, allow_inf_nan=False)
+    results: int = Field(ge=0, description="Results the query returned in its exploration.")
+    watch_from: datetime = Field(
+        strict=False, description="When its seed was explored: its lifetime starts here.")
+    watch_offsets: dict[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]] = Field(
+        default_factory=dict, max_length=4096,
+        description="listings partition -> the first offset its exploration did not search: "
+                    "it matches the listings from there on (a partition not named: all).")
+    ttl_s: float = Field(gt=0, allow_inf_nan=False,
+                         description="Lifetime after watch_from, or after its last confirmed "
+                                     "match.")
+    status: StandingStatus = "active"
+    reason: Annotated[str, StringConstraints(max_length=1_000)] = ""
+    updated_by: ShortText = ""
+    updated_at: datetime = Field(default_factory=utcnow, strict=False)
 
 
 # --- dead-letter ---------------------------------------------------------------------------

@@ -21,6 +21,8 @@ Retention follows what a topic is for:
 * ``model-rollouts`` is compacted: its last record is the model in service.
 * ``model-registry`` is kept without time limit: every candidate the promotion gate judged,
   with its scores and the decision.
+* ``standing-queries`` is compacted by query id: the latest record of every standing query
+  (created active, or retired), so every worker holds the same set after a restart.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from schemas.models import (
     ModelRollout,
     ModerationDecision,
     SearchFeedback,
+    StandingQuery,
     ToxicItem,
     explored_key,
 )
@@ -95,11 +98,14 @@ MODEL_REGISTRY = TopicSpec(
     "model-registry", ModelEvaluation, key=lambda r: r.candidate_version,
     retention_ms=FOREVER, single_partition=True,
     doc="Every candidate model the promotion gate judged: scores, test and decision.")
+STANDING_QUERIES = TopicSpec(
+    "standing-queries", StandingQuery, key=lambda r: r.query_id, cleanup="compact",
+    doc="Queries that keep watching new listings, keyed by query id (its latest state).")
 
 #: Every topic, in the order they are listed and created.
 REGISTRY: tuple[TopicSpec, ...] = (LISTINGS, TOXIC_ITEMS, DETECTIONS, SEARCH_FEEDBACK,
                                    MODERATION_DECISIONS, DEAD_LETTER, MODEL_ROLLOUTS,
-                                   MODEL_REGISTRY)
+                                   MODEL_REGISTRY, STANDING_QUERIES)
 BY_NAME: dict[str, TopicSpec] = {spec.name: spec for spec in REGISTRY}
 
 
@@ -177,6 +183,11 @@ class Topics:
     def registry(self) -> str:
         """The model-registry topic."""
         return self.name(MODEL_REGISTRY)
+
+    @property
+    def standing(self) -> str:
+        """The standing-queries topic."""
+        return self.name(STANDING_QUERIES)
 
     def spec(self, name: str) -> TopicSpec:
         """The spec of a topic by its full or its logical name (KeyError if not ours)."""

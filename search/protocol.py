@@ -18,6 +18,8 @@ from schemas.models import ListingDelete, ListingUpsert
 
 #: Kafka positions: {topic: {partition: the next offset to read}}.
 Offsets = Mapping[str, Mapping[int, int]]
+#: A batch of the listings topic: {partition: (first offset, last offset)}, both included.
+Arrivals = Mapping[int, tuple[int, int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +41,9 @@ class Change:
 
     event: ListingUpsert | ListingDelete
     source: bytes | None = None
+    #: where in the listings topic it came from (partition, offset), when it did: an index
+    #: keeps it with the listing so :meth:`SearchIndex.search_arrivals` can find it
+    position: tuple[int, int] | None = None
 
 
 @runtime_checkable
@@ -82,6 +87,14 @@ class SearchIndex(TermStats, Protocol):
         """BM25 top ``limit`` listings of each cleaned query, skipping ``exclude`` ids (ranks
         are 1-based after exclusion). Never raises on odd query text: a query the engine
         cannot parse finds nothing."""
+        ...
+
+    def search_arrivals(self, queries: Sequence[str], arrivals: Arrivals, limit: int,
+                        min_scores: Sequence[float] | None = None) -> list[list[Hit]]:
+        """Like :meth:`search_many`, but only among the listings whose current version came
+        from ``arrivals`` (a batch of the listings topic), scored with the whole index's
+        statistics: the score a search of everything would give them. With ``min_scores``
+        (one a query), hits scoring below their query's are left out."""
         ...
 
     def close(self) -> None:

@@ -23,13 +23,13 @@ import tantivy
 
 from schemas.codec import encode
 from schemas.models import ListingUpsert
-from search.protocol import Change, Hit, Offsets, SearchIndex
+from search.protocol import Arrivals, Change, Hit, Offsets, SearchIndex
 from search.query import to_search_text
 
 log = logging.getLogger(__name__)
 
 #: Bump when the schema or the analyzer changes: an index of another version is rebuilt.
-INDEX_FORMAT = 3
+INDEX_FORMAT = 4
 ANALYZER = "qx_text"
 # A token is one Han character or one symbol such as an emoji, or a run of other letters/digits
 # (with combining marks). Han runs are searched as phrases, so unigrams lose little. (The two
@@ -39,6 +39,13 @@ SEARCH_FIELDS = ["title", "description"]
 # Metadata documents are keyed in a field of their own: no listing id can touch them.
 _META_OFFSETS = "offsets"
 _META_FORMAT = "format"
+#: A listing's position in the listings topic as one i64: partition * 2**40 + offset.
+_POSITION_BITS = 40
+
+
+def position_of(partition: int, offset: int) -> int:
+    """The ``kafka_pos`` value of a listing read at (partition, offset)."""
+    return (partition << _POSITION_BITS) | offset
 
 
 class IndexFormatError(RuntimeError):
@@ -76,6 +83,7 @@ def _schema() -> tantivy.Schema:
     builder.add_text_field("category", stored=False, tokenizer_name="raw")
     builder.add_text_field("seller", stored=False, tokenizer_name="raw")
     builder.add_text_field("language", stored=False, tokenizer_name="raw")
+    builder.add_integer_field("kafka_pos", stored=False, indexed=False, fast=True)
     builder.add_text_field("meta_key", stored=False, tokenizer_name="raw", index_option="basic")
     builder.add_text_field("meta", stored=True, tokenizer_name="raw", index_option="basic")
     return builder.build()
@@ -147,21 +155,23 @@ class TantivyIndex(SearchIndex):
         """Apply upserts and deletes (visible after the next commit)."""
         for change in changes:
             if isinstance(change.event, ListingUpsert):
-                self.upsert(change.event, change.source)
+                self.upsert(change.event, change.source, change.position)
             else:
                 self.delete(change.event.id)
 
-    def upsert(self, listing: ListingUpsert, source: bytes | None = None) -> None:
+    def upsert(self, listing: ListingUpsert, source: bytes | None = None,
+               position: tuple[int, int] | None = None) -> None:
         """Insert or replace a listing (visible after the next commit).
 
         ``source`` is the JSON message ``listing`` was validated from (``schemas.codec``):
         tantivy parses it itself, ignoring the fields the index does not hold, which is
         cheaper than Python building the document (5 us a listing). Without it the listing is
-        encoded first.
+        encoded first. ``position`` is where in the listings topic it came from.
         """
         text = (encode(listing) if source is None else source).decode()
-        # a validated message is a JSON object without a "kind" field: add the index's own
-        doc = '{"kind":"listing",' + text.lstrip()[1:]
+        # a validated message is a JSON object without "kind" or "kafka_pos": add the index's
+        pos = "" if position is None else f'"kafka_pos":{position_of(*position)},'
+        doc = '{"kind":"listing",' + pos + text.lstrip()[1:]
         key = hash(listing.id)
         with self._lock:
             writer = self._require_writer()
@@ -289,8 +299,29 @@ class TantivyIndex(SearchIndex):
         searcher = self._index.searcher()
         return [self._search(searcher, query, limit, excluded) for query in queries]
 
+    def search_arrivals(self, queries: Sequence[str], arrivals: Arrivals, limit: int,
+                        min_scores: Sequence[float] | None = None) -> list[list[Hit]]:
+        """:meth:`search_many` among the listings read from ``arrivals`` only: each query
+        must match and its listing's ``kafka_pos`` lie in one of the ranges (a filter scored
+        0, so the score is the query's BM25 over the whole index). Hits below the query's
+        ``min_scores`` entry are not fetched."""
+        if not arrivals:
+            return [[] for _ in queries]
+        floors = [float("-inf")] * len(queries) if min_scores is None else list(min_scores)
+        schema = self._index.schema
+        ranges = [tantivy.Query.range_query(schema, "kafka_pos", tantivy.FieldType.Integer,
+                                            position_of(p, first), position_of(p, last))
+                  for p, (first, last) in sorted(arrivals.items())]
+        within = ranges[0] if len(ranges) == 1 else tantivy.Query.boolean_query(
+            [(tantivy.Occur.Should, r) for r in ranges])
+        within = tantivy.Query.const_score_query(within, 0.0)
+        searcher = self._index.searcher()
+        return [self._search(searcher, query, limit, set(), within, floor)
+                for query, floor in zip(queries, floors, strict=True)]
+
     def _search(self, searcher: tantivy.Searcher, query: str, limit: int,
-                excluded: set[str]) -> list[Hit]:
+                excluded: set[str], within: tantivy.Query | None = None,
+                floor: float = float("-inf")) -> list[Hit]:
         text = to_search_text(query)
         if not text:
             return []
@@ -299,8 +330,13 @@ class TantivyIndex(SearchIndex):
         except ValueError as exc:
             log.warning("query rejected by the parser: %r (%s)", query, exc)
             return []
+        if within is not None:
+            parsed = tantivy.Query.boolean_query([(tantivy.Occur.Must, parsed),
+                                                  (tantivy.Occur.Must, within)])
         hits: list[Hit] = []
         for score, address in searcher.search(parsed, max(1, limit + len(excluded))).hits:
+            if score < floor:
+                break  # hits come best first
             doc = searcher.doc(address)
             listing_id = doc.get_first("id")
             if listing_id not in excluded:

@@ -1,12 +1,18 @@
-"""The faust application: one worker's replica, explorer agent, rollout follower and
-re-explorer, wired from the settings.
+"""The faust application: one worker's replica, explorer agent, watcher agent, rollout follower
+and re-explorer, wired from the settings.
 
 ``Worker(settings)`` builds everything (the replica task, the model-rollouts follower, the
-re-exploration task after a rollout, the metrics endpoint and the explorer agent); nothing here
-runs at import time and no address is hard-coded. The agent is deliberately thin: it hands
-batches of raw messages to ``agents.explorer.Explorer``, which holds the logic. At start the
-worker checks the live topic configuration and refuses to run when ``listings`` would lose
-data.
+re-exploration task after a rollout, the metrics endpoint, the explorer agent on
+``toxic-items`` and the watcher task on ``listings``, which matches new listings against the
+standing queries); nothing here runs at import time and no address is hard-coded. Both are
+deliberately thin: they hand batches of raw messages to ``agents.explorer.Explorer`` and
+``agents.watcher.Watcher``, which hold the logic. At start the worker checks the live topic
+configuration and refuses to run when ``listings`` would lose data.
+
+Why the watcher reads ``listings`` with a plain aiokafka consumer (its own consumer group,
+``<app id>.watch``, offsets committed after each batch is handled) and not a faust agent:
+faust's per-event work took a core's share at 5,000 new listings a second and the agent fell
+behind the replica (``bench/freshness.py``); the watcher needs only each message's position.
 
 Why concurrency 1 with batches: faust-streaming bug #606 can commit an offset past a message
 still in flight when agent concurrency > 1; the batch gives parallelism inside the handler
@@ -22,13 +28,23 @@ import sys
 from pathlib import Path
 
 import faust
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from agents.explorer import Explorer, RawMessage, send_dead_letter
 from agents.extractor.keywords import KeywordsExtractor, WithToxic
 from agents.extractor.registry import build_extractor
+from agents.standing import StandingBook
+from agents.watcher import Watcher
 from config import KafkaSettings, SecurityProtocol, Settings
-from schemas.topics import DEAD_LETTER, DETECTIONS, SEARCH_FEEDBACK, TOXIC_ITEMS
+from schemas.topics import (
+    DEAD_LETTER,
+    DETECTIONS,
+    SEARCH_FEEDBACK,
+    STANDING_QUERIES,
+    TOXIC_ITEMS,
+)
 from search import open_replica
 from search.protocol import SearchIndex
 from streams.client import read_to_end
@@ -91,12 +107,13 @@ class Worker:
                                   partitions=topics.partitions(spec))
 
         self.toxic_items = raw(TOXIC_ITEMS)
-        self.outputs = {topics.name(spec): raw(spec)
-                        for spec in (DETECTIONS, SEARCH_FEEDBACK, DEAD_LETTER)}
+        self.outputs = {topics.name(spec): raw(spec) for spec in
+                        (DETECTIONS, SEARCH_FEEDBACK, DEAD_LETTER, STANDING_QUERIES)}
         self.index: SearchIndex | None = None
         self.index_rebuilt: str | None = None  # why the index was rebuilt at start, if it was
         self.replica: Replica | None = None
         self.explorer: Explorer | None = None
+        self.watcher: Watcher | None = None
         self.rollouts: RolloutFollower | None = None
         self.reexplorer: Reexplorer | None = None
         self.exploring = asyncio.Lock()  # new seeds and re-explorations take turns
@@ -108,6 +125,9 @@ class Worker:
         if settings.metrics.enabled:
             self.app.task(self._serve_metrics)
         self.app.agent(self.toxic_items, name="explore", concurrency=1)(self._explore)
+        if settings.standing.enabled:
+            self.app.task(self._watch)
+            self.app.timer(1.0)(self._catch_up)
 
     async def _send(self, topic: str, key: bytes, value: bytes) -> object:
         pending = await self.outputs[topic].send(key=key, value=value, force=True)
@@ -136,14 +156,21 @@ class Worker:
                     f"{settings.topics.listings} --add-config cleanup.policy=compact")
             sys.setswitchinterval(0.0005)  # searches release the GIL; don't make them wait 5 ms
             self.index, self.index_rebuilt = open_replica(settings.index, self.directory)
+            book = StandingBook(settings.standing) if settings.standing.enabled else None
             self.replica = Replica(settings.kafka, settings.topics, settings.index, self.index,
-                                   self._send_dead)
+                                   self._send_dead, standing=book)
             extractor = build_extractor(settings.extractor,
                                         WithToxic(self.index, self.replica.ledger.terms))
             fallback = None if settings.extractor.backend == "keywords" else KeywordsExtractor()
             self.explorer = Explorer(settings.exploration, settings.topics, self.replica,
                                      extractor, self._send, fallback=fallback,
-                                     observe=self.metrics.observe)
+                                     observe=self.metrics.observe, standing=settings.standing)
+            if book is not None:
+                exploration = settings.exploration
+                self.watcher = Watcher(settings.standing, settings.topics, self.replica, book,
+                                       self._send, wait_index_s=exploration.wait_index_s,
+                                       search_threads=exploration.search_threads,
+                                       observe=self.metrics.observe)
             replica = self.replica
             self.reexplorer = Reexplorer(
                 settings.exploration, self.explorer, self.exploring, self._read_since,
@@ -224,6 +251,60 @@ class Worker:
             for event in events:
                 await stream.ack(event)
 
+    @property
+    def watch_group(self) -> str:
+        """The consumer group the watchers share ``listings`` in."""
+        return f"{self.settings.worker.app_id}.watch"
+
+    async def _watch(self) -> None:
+        await self._build()
+        watcher = self.watcher
+        assert watcher is not None
+        settings = self.settings
+        consumer = AIOKafkaConsumer(
+            settings.topics.listings, **settings.kafka.client_kwargs(),
+            group_id=self.watch_group, enable_auto_commit=False,
+            auto_offset_reset="earliest", max_poll_records=settings.standing.batch,
+            fetch_max_wait_ms=int(settings.standing.batch_within_s * 1000),
+            fetch_max_bytes=32 * 1024 * 1024,
+            session_timeout_ms=int(settings.worker.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(settings.worker.session_timeout_s * 1000 / 3))
+        await consumer.start()
+        try:
+            while True:
+                fetched = await consumer.getmany(timeout_ms=1000,
+                                                 max_records=settings.standing.batch)
+                messages = [RawMessage(m.topic, m.partition, m.offset, m.key, None,
+                                       m.timestamp / 1000 if m.timestamp else None)
+                            for records in fetched.values() for m in records]
+                if not messages:
+                    continue
+                await watcher.handle(messages)
+                # committed once the batch's detections are on the broker: a crash repeats
+                try:
+                    await consumer.commit({tp: records[-1].offset + 1
+                                           for tp, records in fetched.items() if records})
+                except KafkaError as exc:  # a rebalance or the broker away: whoever reads
+                    # these partitions next matches the batch again (same detection keys)
+                    log.warning("committing the watcher's position failed: %s", exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("the watcher stopped: new listings are not matched")
+            await self.app.crash(RuntimeError("watcher failed"))
+            raise
+        finally:
+            await consumer.stop()
+
+    async def _catch_up(self) -> None:
+        await self._build()
+        if self.watcher is None:
+            return
+        try:
+            await self.watcher.catch_up()
+        except Exception:  # the next tick tries again; nothing is acknowledged by it
+            log.exception("catching the standing queries up failed")
+
     # --- streams.metrics.WorkerStats ----------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
@@ -241,6 +322,9 @@ class Worker:
             replica_running=replica is not None and replica.started,
             replica=replica.stats if replica is not None else None,
             explorer=explorer.stats if explorer is not None else None,
+            watcher=self.watcher.stats if self.watcher is not None else None,
+            standing_active=(len(self.watcher.book.active())
+                             if self.watcher is not None else None),
             extractor=explorer.extractor.name if explorer is not None else None,
             model_version=explorer.extractor.model_version if explorer is not None else None,
             failing_streak=explorer.failing_streak if explorer is not None else 0,
@@ -249,7 +333,8 @@ class Worker:
             dead_letters=dead)
 
     async def lag(self) -> dict[str, int]:
-        """Listings behind the index (not yet searchable), seeds behind the explorers' group."""
+        """Listings behind the index (not yet searchable), seeds behind the explorers' group,
+        new listings not yet matched against the standing queries."""
         replica = self.replica
         if replica is None or not replica.started:
             return {}
@@ -260,12 +345,20 @@ class Worker:
         await admin.start()
         try:
             committed = await admin.list_consumer_group_offsets(settings.worker.app_id)
+            watching = (await admin.list_consumer_group_offsets(self.watch_group)
+                        if self.watcher is not None else None)
         finally:
             await admin.close()
-        ends = await replica.end_offsets(settings.topics.toxic_items)
-        lag["explorer/toxic-items"] = sum(
-            max(0, end - (committed[tp].offset if tp in committed else 0))
-            for tp, end in ends.items())
+
+        def behind(ends, committed) -> int:
+            return sum(max(0, end - (committed[tp].offset if tp in committed else 0))
+                       for tp, end in ends.items())
+
+        lag["explorer/toxic-items"] = behind(
+            await replica.end_offsets(settings.topics.toxic_items), committed)
+        if watching is not None:
+            lag["watcher/listings"] = behind(
+                await replica.end_offsets(settings.topics.listings), watching)
         return lag
 
 

@@ -31,6 +31,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from agents.explorer import ExplorerStats
+from agents.watcher import WatcherStats
 from config import MetricsSettings, WorkerSettings
 from streams.replica import ReplicaStats
 
@@ -50,6 +51,8 @@ class Snapshot:
     replica_running: bool = False
     replica: ReplicaStats | None = None
     explorer: ExplorerStats | None = None
+    watcher: WatcherStats | None = None
+    standing_active: int | None = None  # standing queries matched against new listings
     extractor: str | None = None
     model_version: str | None = None
     failing_streak: int = 0  # extractor failures since its last success
@@ -79,7 +82,10 @@ class WorkerMetrics:
         self.latency = Histogram(
             "qexplorer_latency_seconds", "Stages of exploration: wait_index, extract and "
             "search (a batch), emit (a seed), seed_to_detection (a seed's message reaching "
-            "the broker to its detections being acknowledged).",
+            "the broker to its detections being acknowledged); of standing queries: "
+            "watch_wait_index and watch_search (a batch of new listings), "
+            "listing_to_detection (a new listing's message reaching the broker to its "
+            "detection being acknowledged).",
             ["stage"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.lag: dict[str, int] = {}
         self.started_at = time.time()
@@ -136,6 +142,8 @@ class _StatsCollector:
                 ("rollouts", e.rollouts, "Model rollouts applied."),
                 ("seeds_reexplored", e.seeds_reexplored,
                  "Seeds explored again by a newly rolled-out model."),
+                ("standing_queries_created", e.standing_queries,
+                 "Queries of explored seeds that went on watching new listings."),
             ):
                 yield CounterMetricFamily(f"qexplorer_{name}", doc, value=value)
             dead = CounterMetricFamily("qexplorer_dead_letters", "Messages dead-lettered.",
@@ -147,6 +155,20 @@ class _StatsCollector:
                                      labels=["extractor", "model_version"])
             info.add_metric([s.extractor or "", s.model_version or ""], 1)
             yield info
+        if s.watcher is not None:
+            w = s.watcher
+            for name, value, doc in (
+                ("standing_listings", w.listings,
+                 "New listings matched against the standing queries."),
+                ("standing_searches", w.searches, "Standing-query searches run."),
+                ("standing_detections", w.detections,
+                 "Detections made by standing queries."),
+            ):
+                yield CounterMetricFamily(f"qexplorer_{name}", doc, value=value)
+        if s.standing_active is not None:
+            yield GaugeMetricFamily("qexplorer_standing_active",
+                                    "Standing queries new listings are matched against.",
+                                    value=s.standing_active)
         if s.replica is not None:
             r = s.replica
             yield CounterMetricFamily("qexplorer_listings_indexed",
@@ -165,7 +187,8 @@ class _StatsCollector:
                                     value=s.index_bytes)
         lag = GaugeMetricFamily(
             "qexplorer_consumer_lag", "Messages not yet applied: by the replica (listings: not "
-            "yet searchable) and by the explorers' consumer group (seeds not yet explored).",
+            "yet searchable), by the explorers' consumer group (seeds not yet explored) and by "
+            "its watchers (new listings not yet matched against the standing queries).",
             labels=["consumer", "topic"])
         for key, value in self.metrics.lag.items():
             lag.add_metric(key.split("/", 1), value)

@@ -1,11 +1,13 @@
 """The worker's replica of shared state: every listing in the search index, every confirmed
-toxic id, every (seed, model version) already explored.
+toxic id, every (seed, model version) already explored, and the standing queries with the
+moderation decisions on what they found.
 
 Seeds are split across workers by the consumer group, but each worker must search all
 listings, so the replica reads *all* partitions itself (manual assignment, no group). Listing
 positions are committed inside the index (``SearchIndex.commit``), so a restarted worker
 resumes from its last index commit: no gap, no full replay. The toxic-items and search-feedback
-topics are small and re-read from the start on every start into the :class:`Ledger`.
+topics are small and re-read from the start on every start into the :class:`Ledger`;
+standing-queries and moderation-decisions likewise into the ``StandingBook``.
 """
 
 from __future__ import annotations
@@ -20,9 +22,16 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from agents.explore import Ledger
+from agents.standing import StandingBook
 from config import IndexSettings, KafkaSettings
 from schemas.codec import SchemaError, dead_letter, decode
-from schemas.models import DeadLetter, ListingEvent, ToxicItem
+from schemas.models import (
+    DeadLetter,
+    ListingEvent,
+    ModerationDecision,
+    StandingQuery,
+    ToxicItem,
+)
 from schemas.topics import Topics
 from search.protocol import Change, SearchIndex
 from streams.client import topic_partitions
@@ -42,6 +51,9 @@ class ReplicaStats:
     last_commit_at: float = 0.0
     confirmed: int = 0
     explored: int = 0
+    standing: int = 0  # standing-query records read
+    decisions: int = 0  # moderation decisions read
+    unreadable: int = 0  # standing-query or decision records that break their contract
     positions: dict[str, dict[int, int]] = field(default_factory=dict)
 
 
@@ -49,12 +61,16 @@ class Replica:
     """Consumes listings, toxic-items and search-feedback in full and keeps them queryable."""
 
     def __init__(self, kafka: KafkaSettings, topics: Topics, settings: IndexSettings,
-                 index: SearchIndex, dead_letters: DeadLetterSink) -> None:
+                 index: SearchIndex, dead_letters: DeadLetterSink,
+                 standing: StandingBook | None = None) -> None:
+        """``standing``: the book to keep the standing queries and decisions in (None: those
+        topics are not read)."""
         self.kafka = kafka
         self.topics = topics
         self.settings = settings
         self.index = index
         self.ledger = Ledger()
+        self.standing = standing
         self.stats = ReplicaStats()
         self._dead_letters = dead_letters
         self._consumer: AIOKafkaConsumer | None = None
@@ -86,7 +102,8 @@ class Replica:
         await consumer.start()
         try:
             partitions = []
-            for topic in (topics.listings, topics.toxic_items, topics.feedback):
+            extra = (topics.standing, topics.decisions) if self.standing is not None else ()
+            for topic in (topics.listings, topics.toxic_items, topics.feedback, *extra):
                 found = await topic_partitions(consumer, topic)
                 if not found:
                     raise RuntimeError(f"topic {topic!r} does not exist: "
@@ -127,6 +144,10 @@ class Replica:
                     self.ledger.mark_explored(m.key.decode("utf-8", "replace")
                                               for m in messages if m.key is not None)
                     self.stats.explored = self.ledger.explored_count
+                elif tp.topic == topics.standing:
+                    self._apply_standing(messages)
+                elif tp.topic == topics.decisions:
+                    self._apply_decisions(messages)
                 if messages:
                     self._positions[tp] = messages[-1].offset + 1
             for record in dead:
@@ -160,7 +181,7 @@ class Replica:
                                         value=message.value, key=message.key,
                                         partition=tp.partition, offset=message.offset))
                 continue
-            changes.append(Change(event, message.value))
+            changes.append(Change(event, message.value, (tp.partition, message.offset)))
         self.index.apply(changes)
         self.stats.listings_applied += len(changes)
         self.stats.listings_dead += len(dead)
@@ -174,6 +195,33 @@ class Replica:
             except SchemaError:
                 continue
         self.stats.confirmed = len(self.ledger.confirmed)
+
+    def _apply_standing(self, messages) -> None:
+        book = self.standing
+        assert book is not None
+        for message in messages:
+            try:
+                book.put(decode(StandingQuery, message.value))
+            except SchemaError as exc:
+                self._unreadable(message, exc)
+            self.stats.standing += 1
+
+    def _apply_decisions(self, messages) -> None:
+        book = self.standing
+        assert book is not None
+        for message in messages:
+            try:
+                book.decide(decode(ModerationDecision, message.value))
+            except SchemaError as exc:
+                self._unreadable(message, exc)
+            self.stats.decisions += 1
+
+    def _unreadable(self, message, exc: SchemaError) -> None:
+        # these topics' writers (workers, the review service, the CLI) validate what they
+        # write; a record that still breaks the contract is skipped here and counted
+        self.stats.unreadable += 1
+        log.warning("skipping unreadable %s[%s]@%s: %s", message.topic, message.partition,
+                    message.offset, exc)
 
     def _uncommitted(self) -> bool:
         """Listing events applied (or dead-lettered) since the last commit."""
@@ -234,16 +282,19 @@ class Replica:
                 return False
         return True
 
-    async def wait_caught_up(self, timeout_s: float) -> bool:
+    async def wait_caught_up(self, timeout_s: float, urgent: bool = True) -> bool:
         """Wait until everything published before this call is applied (listings: committed
-        and searchable). Returns False on timeout; the caller goes on with what it has."""
+        and searchable). Returns False on timeout; the caller goes on with what it has.
+        ``urgent``: commit as soon as the listings are applied (a seed waiting), rather than
+        at the next commit interval (the watcher: every batch asking for a commit of its
+        own would halve the indexing rate at 5,000 listings/s)."""
         await asyncio.wait_for(self._started.wait(), timeout=None)
         consumer = self._consumer
         assert consumer is not None
         targets = await consumer.end_offsets(list(consumer.assignment()))
         listings = self.topics.listings
         for tp, end in targets.items():
-            if tp.topic == listings and self._committed.get(tp, 0) < end:
+            if urgent and tp.topic == listings and self._committed.get(tp, 0) < end:
                 self._wanted[tp] = max(end, self._wanted.get(tp, 0))
         deadline = time.monotonic() + timeout_s
         async with self._progress:

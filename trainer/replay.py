@@ -6,9 +6,13 @@ extractor configurations, each configuration gets a fresh, isolated run of the r
 (its own topics, consumer group, state directory and worker process, as in ``qexplorer demo``):
 every item is published as a listing, a fraction of the harmful ones is confirmed as seeds,
 and a simulated moderator follows the detections. Each new detected listing is one item sent
-to review; after a fixed delay the moderator judges it against the ground truth and publishes
+to review; after a fixed delay the moderator judges it against the ground truth, publishes
+its decision on ``moderation-decisions`` (so the standing queries' precision is counted) and
 the harmful ones as confirmed toxic items, which become new seeds, and so on until the
-exploration runs dry.
+exploration runs dry. With ``arrivals`` > 0 the last share of the items (in their order:
+arrival order) is not on the market at the start but published during the run at
+``arrival_rate``, so what finds them is either a later seed's exploration or a standing query
+(``agents.standing``); the summary counts the harmful items only standing queries found.
 
 This module owns:
 
@@ -44,8 +48,9 @@ from typing import Protocol
 import orjson
 
 from config import Settings
+from config.versions import library_versions
 from marketplace.items import LabelledItem, to_toxic_dict
-from schemas.models import ToxicItem
+from schemas.models import ModerationDecision, ToxicItem
 from schemas.topics import TOXIC_ITEMS
 from trainer.corpus import data_hash
 
@@ -63,6 +68,7 @@ class DetectionLike(Protocol):
     key: str
     seed_id: str
     listing_id: str
+    standing_query_id: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +120,7 @@ class Moderator:
         self._seen_listings: set[str] = set(self._confirmed)
         self._queue: list[_Pending] = []
         self._order = 0
+        self._via: dict[str, set[str]] = {}  # listing -> "explore" / "standing"
         #: Unique detections (by key), duplicates of a seen listing, reviews, true reviews.
         self.detections = 0
         self.duplicates = 0
@@ -130,6 +137,18 @@ class Moderator:
     def confirmed(self) -> frozenset[str]:
         """Every confirmed item: the initial seeds and what the moderator confirmed."""
         return frozenset(self._confirmed)
+
+    @property
+    def found_only_by_standing(self) -> int:
+        """Harmful items confirmed that no seed's exploration found, only standing queries."""
+        return sum(self._harmful.get(i, False) and self._via.get(i) == {"standing"}
+                   for i in self._confirmed)
+
+    @property
+    def found_by_standing(self) -> int:
+        """Harmful items confirmed that a standing query found (too)."""
+        return sum(self._harmful.get(i, False) and "standing" in self._via.get(i, ())
+                   for i in self._confirmed)
 
     @property
     def pending(self) -> int:
@@ -151,6 +170,8 @@ class Moderator:
         if detection.key in self._keys:
             return False
         self._keys.add(detection.key)
+        self._via.setdefault(detection.listing_id, set()).add(
+            "standing" if getattr(detection, "standing_query_id", None) else "explore")
         self.detections += 1
         if detection.listing_id in self._seen_listings:
             self.duplicates += 1
@@ -316,11 +337,13 @@ class _Watch:
     model_version: str | None = None
     extractor: str | None = None
     bad_messages: int = 0
+    query_ids: dict[str, set[str]] = field(default_factory=dict)  # listing -> its finders
+    to_arrive: int = 0  # listings still to be published
 
 
 async def _follow_detections(settings: Settings, moderator: Moderator, watch: _Watch) -> None:
     from schemas.codec import SchemaError, decode
-    from schemas.models import Detection
+    from schemas.models import Detection, query_id
     from streams.client import follow
 
     async for message in follow(settings.kafka, settings.topics.detections,
@@ -330,6 +353,8 @@ async def _follow_detections(settings: Settings, moderator: Moderator, watch: _W
         except SchemaError:
             watch.bad_messages += 1
             continue
+        watch.query_ids.setdefault(detection.listing_id, set()).update(
+            query_id(detection.seed_id, q, detection.model_version) for q in detection.queries)
         watch.model_version = watch.model_version or detection.model_version
         watch.extractor = watch.extractor or detection.extractor
         if moderator.observe(detection, time.monotonic()):
@@ -368,16 +393,51 @@ async def _follow_dead_letters(settings: Settings, watch: _Watch) -> None:
             watch.last_activity = time.monotonic()
 
 
-async def _moderate(settings: Settings, moderator: Moderator, by_id: dict[str, LabelledItem],
-                    process: subprocess.Popen, *, idle_s: float, timeout_s: float,
-                    label: str, progress: Callable[[str], None]) -> tuple[str, _Watch]:
-    """The moderator loop of one run: follow the topics, review, confirm, until it stops."""
+async def _arrive(settings: Settings, items: Sequence[LabelledItem], rate: float,
+                  watch: _Watch) -> None:
+    """Publish ``items`` as new listings, in order, ``rate`` a second (in batches of at most
+    a second's worth)."""
+    from marketplace.items import to_listing_dict
+    from schemas.models import ListingUpsert
+    from schemas.topics import LISTINGS
     from streams.client import publish
 
-    watch = _Watch(last_activity=time.monotonic())
+    step = max(1, int(rate))
+    for start in range(0, len(items), step):
+        batch = items[start:start + step]
+        await publish(settings.kafka, settings.topics, LISTINGS,
+                      [ListingUpsert(**to_listing_dict(i)) for i in batch])
+        watch.to_arrive -= len(batch)
+        watch.last_activity = time.monotonic()
+        await asyncio.sleep(len(batch) / rate)
+
+
+def _decision(judgement: Judgement, watch: _Watch) -> ModerationDecision:
+    """What the simulated moderator records on a judged listing."""
+    return ModerationDecision(
+        decision_id=uuid.uuid4().hex, listing_id=judgement.listing_id,
+        decision="confirm" if judgement.harmful else "reject", text_hash="replay",
+        reviewer=MODERATOR, detection_keys=[judgement.detection_key],
+        seed_ids=[judgement.seed_id],
+        query_ids=sorted(watch.query_ids.get(judgement.listing_id, ()))[:256])
+
+
+async def _moderate(settings: Settings, moderator: Moderator, by_id: dict[str, LabelledItem],
+                    process: subprocess.Popen, *, idle_s: float, timeout_s: float,
+                    label: str, progress: Callable[[str], None],
+                    arrivals: Sequence[LabelledItem] = (), arrival_rate: float = 50.0
+                    ) -> tuple[str, _Watch]:
+    """The moderator loop of one run: follow the topics, publish the arrivals, review,
+    record decisions, confirm, until it stops."""
+    from schemas.topics import MODERATION_DECISIONS
+    from streams.client import publish
+
+    watch = _Watch(last_activity=time.monotonic(), to_arrive=len(arrivals))
     tasks = [asyncio.create_task(_follow_detections(settings, moderator, watch)),
              asyncio.create_task(_follow_explored(settings, watch)),
              asyncio.create_task(_follow_dead_letters(settings, watch))]
+    if arrivals:
+        tasks.append(asyncio.create_task(_arrive(settings, arrivals, arrival_rate, watch)))
     seeds = set(moderator.confirmed)
     stall_s = max(10 * idle_s, 60.0)
     last_report = time.monotonic()
@@ -385,6 +445,9 @@ async def _moderate(settings: Settings, moderator: Moderator, by_id: dict[str, L
         while True:
             now = time.monotonic()
             judgements = moderator.due(now)
+            if judgements:
+                await publish(settings.kafka, settings.topics, MODERATION_DECISIONS,
+                              [_decision(j, watch) for j in judgements])
             confirm = [j.listing_id for j in judgements if j.confirm]
             if confirm:
                 await publish(settings.kafka, settings.topics, TOXIC_ITEMS,
@@ -393,7 +456,8 @@ async def _moderate(settings: Settings, moderator: Moderator, by_id: dict[str, L
             if judgements:
                 watch.last_activity = time.monotonic()
             for task in tasks:
-                if task.done():  # a follower only ends by failing
+                if task.done() and not (task is tasks[-1] and arrivals and
+                                        watch.to_arrive == 0):  # a follower ends by failing
                     task.result()
                     raise RuntimeError("a topic follower stopped")
             if process.poll() is not None:
@@ -402,7 +466,8 @@ async def _moderate(settings: Settings, moderator: Moderator, by_id: dict[str, L
             unexplored = len(seeds - watch.explored - watch.failed)
             reason = stop_reason(now, started=moderator.start,
                                  last_activity=watch.last_activity,
-                                 pending=moderator.pending, unexplored=unexplored,
+                                 pending=moderator.pending + watch.to_arrive,
+                                 unexplored=unexplored,
                                  idle_s=idle_s, timeout_s=timeout_s, stall_s=stall_s)
             if reason:
                 return reason, watch
@@ -410,7 +475,8 @@ async def _moderate(settings: Settings, moderator: Moderator, by_id: dict[str, L
                 last_report = now
                 progress(f"{label}: {moderator.reviewed} reviewed, {moderator.harmful_found}/"
                          f"{moderator.total_harmful} harmful found, {moderator.pending} "
-                         f"pending, {unexplored} seeds unexplored")
+                         f"pending, {unexplored} seeds unexplored"
+                         + (f", {watch.to_arrive} listings to arrive" if arrivals else ""))
             wake = moderator.next_due
             await asyncio.sleep(0.25 if wake is None else min(0.25, max(0.0, wake - now)))
     finally:
@@ -422,8 +488,10 @@ async def _moderate(settings: Settings, moderator: Moderator, by_id: dict[str, L
 def _run_one(settings: Settings, items: list[LabelledItem], seeds: list[LabelledItem],
              overrides: dict[str, str], *, label: str, run_id: str, out_dir: Path,
              review_delay_s: float, idle_s: float, timeout_s: float, keep: bool,
-             progress: Callable[[str], None]) -> dict:
-    """One isolated run: topics, a worker, the marketplace, the seeds, the moderator loop."""
+             progress: Callable[[str], None], arrivals: Sequence[LabelledItem] = (),
+             arrival_rate: float = 50.0) -> dict:
+    """One isolated run: topics, a worker, the marketplace, the seeds, the moderator loop
+    (which publishes ``arrivals`` along the way)."""
     from marketplace.items import to_listing_dict
     from schemas.models import ListingUpsert
     from schemas.topics import LISTINGS
@@ -449,13 +517,16 @@ def _run_one(settings: Settings, items: list[LabelledItem], seeds: list[Labelled
     try:
         asyncio.run(publish(kafka, topics, LISTINGS,
                             [ListingUpsert(**to_listing_dict(i)) for i in items]))
-        moderator = Moderator(items, [s.id for s in seeds], delay_s=review_delay_s,
-                              start=time.monotonic())
+        moderator = Moderator([*items, *arrivals], [s.id for s in seeds],
+                              delay_s=review_delay_s, start=time.monotonic())
         asyncio.run(publish(kafka, topics, TOXIC_ITEMS, [_toxic(s, SEEDER) for s in seeds]))
-        progress(f"{label}: published {len(items)} listings, confirmed {len(seeds)} seeds")
+        progress(f"{label}: published {len(items)} listings, confirmed {len(seeds)} seeds"
+                 + (f"; {len(arrivals)} listings to arrive at {arrival_rate:g}/s"
+                    if arrivals else ""))
         reason, watch = asyncio.run(_moderate(
-            run, moderator, {i.id: i for i in items}, process, idle_s=idle_s,
-            timeout_s=timeout_s, label=label, progress=progress))
+            run, moderator, {i.id: i for i in [*items, *arrivals]}, process, idle_s=idle_s,
+            timeout_s=timeout_s, label=label, progress=progress, arrivals=arrivals,
+            arrival_rate=arrival_rate))
     finally:
         exit_code = stop_worker(process)
         if not keep:
@@ -468,6 +539,10 @@ def _run_one(settings: Settings, items: list[LabelledItem], seeds: list[Labelled
         "seeds_failed": len(watch.failed), "rounds": moderator.rounds,
         "detections": moderator.detections, "duplicate_detections": moderator.duplicates,
         "pending_at_stop": moderator.pending, "bad_messages": watch.bad_messages,
+        "arrived": len(arrivals) - watch.to_arrive,
+        "harmful_arrived": sum(i.harmful for i in arrivals[:len(arrivals) - watch.to_arrive]),
+        "found_by_standing": moderator.found_by_standing,
+        "found_only_by_standing": moderator.found_only_by_standing,
         "extractor": watch.extractor or run.extractor.backend,
         "model_version": watch.model_version, "worker_exit_code": exit_code,
         "seconds": round(time.monotonic() - started, 1)})
@@ -482,7 +557,8 @@ def run_replay(settings: Settings, items: list[LabelledItem],
                extractors: dict[str, dict[str, str]], *, dataset_name: str, out_dir: Path,
                initial_fraction: float = 0.1, review_delay_s: float = 2.0,
                idle_s: float = 15.0, timeout_s: float = 900.0, seed: int = 0,
-               progress: Callable[[str], None] | None = None, keep: bool = False) -> dict:
+               progress: Callable[[str], None] | None = None, keep: bool = False,
+               arrivals: float = 0.0, arrival_rate: float = 50.0) -> dict:
     """Replay one labelled marketplace through the real system once per extractor.
 
     ``extractors`` maps a label to extractor settings for that run (``{"backend":
@@ -495,13 +571,22 @@ def run_replay(settings: Settings, items: list[LabelledItem],
     that cannot load its model), ``timeout`` (``timeout_s``) or ``worker-exited``; the
     summary's ``status`` says which. Writes ``replay.json`` and ``replay.png`` (and
     the worker logs under ``logs/``) in ``out_dir`` after every run; returns the report.
+
+    ``arrivals``: the share of ``items`` (the last ones, in order) that is published during
+    the run, ``arrival_rate`` a second, instead of at the start; initial seeds are chosen
+    among the others. The summary then says how many harmful items only standing queries
+    found (``found_only_by_standing``).
     """
     from marketplace.synthetic import split_seeds
 
     say = progress or (lambda _message: None)
     if not extractors:
         raise ValueError("no extractor configuration to replay")
+    if not 0.0 <= arrivals < 1.0 or arrival_rate <= 0:
+        raise ValueError("arrivals must be in [0, 1) and arrival_rate > 0")
     harmful = sum(i.harmful for i in items)
+    cut = len(items) - round(len(items) * arrivals)
+    items, later = list(items[:cut]), list(items[cut:])
     seeds = split_seeds(items, initial_fraction, seed=seed)
     if not seeds:
         raise ValueError(f"{dataset_name}: no initial seeds ({harmful} harmful items, "
@@ -521,18 +606,21 @@ def run_replay(settings: Settings, items: list[LabelledItem],
     out_dir.mkdir(parents=True, exist_ok=True)
     run_id = f"{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:6]}"
     report: dict = {
-        "dataset": dataset_name, "items": len(items), "harmful": harmful,
+        "dataset": dataset_name, "items": len(items) + len(later), "harmful": harmful,
         "initial_fraction": initial_fraction, "initial_seeds": len(seeds),
         "review_delay_s": review_delay_s, "idle_s": idle_s, "seed": seed,
-        "data_hash": data_hash(items), "run_id": run_id,
+        "arrivals": len(later), "arrival_rate": arrival_rate,
+        "data_hash": data_hash([*items, *later]), "run_id": run_id,
+        "versions": library_versions(),
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"), "extractors": {}}
-    say(f"replay {run_id}: {dataset_name}, {len(items)} listings, {harmful} harmful, "
-        f"{len(seeds)} initial seeds, {len(extractors)} extractor(s)")
+    say(f"replay {run_id}: {dataset_name}, {len(items) + len(later)} listings "
+        f"({len(later)} arriving during the run), {harmful} harmful, {len(seeds)} initial "
+        f"seeds, {len(extractors)} extractor(s)")
     for label, overrides in extractors.items():
         report["extractors"][label] = _run_one(
             settings, items, seeds, overrides, label=label, run_id=run_id, out_dir=out_dir,
             review_delay_s=review_delay_s, idle_s=idle_s, timeout_s=timeout_s, keep=keep,
-            progress=say)
+            progress=say, arrivals=later, arrival_rate=arrival_rate)
         (out_dir / "replay.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
         plot_replay(report, out_dir / "replay.png")
     return report

@@ -53,7 +53,7 @@ class StubReplica:
         self.index = index
         self.ledger = Ledger()
 
-    async def wait_caught_up(self, timeout_s: float) -> bool:
+    async def wait_caught_up(self, timeout_s: float, urgent: bool = True) -> bool:
         return True
 
 

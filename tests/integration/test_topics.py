@@ -45,6 +45,7 @@ def test_topics_are_created_as_the_registry_declares_them(cluster):
     assert set(live) == set(topics.all())
     assert live[topics.listings]["cleanup.policy"] == "compact"
     assert live[topics.rollouts]["cleanup.policy"] == "compact"
+    assert live[topics.standing]["cleanup.policy"] == "compact"
     for name in (topics.toxic_items, topics.feedback, topics.dead_letter):
         assert live[name]["cleanup.policy"] == "delete"
         assert live[name]["retention.ms"] == str(FOREVER), name

@@ -5,14 +5,24 @@ from __future__ import annotations
 
 import pytest
 
+from agents.extractor.keywords import STOPWORDS
 from bench.common import prometheus_samples
 from bench.exploration import phase_figures as explore_figures
 from bench.exploration import worker_metrics
 from bench.freshness import phase_figures as fresh_figures
-from bench.freshness import searchable_at
+from bench.freshness import (
+    searchable_at,
+    standing_figures,
+    standing_report,
+    with_relistings,
+    worker_delta,
+)
 from bench.report import comparison, fmt, latency_summary, markdown, percentile, spread, table
 from bench.run import capped, failed, parse_only
 from bench.scaling import sizes_up_to
+from bench.standing import Stream, arrivals_of, positioned, query_pool, shares, words_of
+from bench.standing import rows as standing_rows
+from schemas.models import ListingUpsert
 
 
 def test_percentile_interpolates_between_closest_ranks_like_numpy() -> None:
@@ -170,8 +180,90 @@ def test_size_caps_every_benchmark() -> None:
 
 
 def test_only_selects_known_benchmarks_and_extraction_is_opt_in() -> None:
-    assert parse_only(None) == ["indexing", "freshness", "exploration", "scaling"]
+    assert parse_only(None) == ["indexing", "freshness", "exploration", "scaling", "standing"]
     assert parse_only("scaling, indexing,scaling") == ["scaling", "indexing"]
     assert parse_only("extraction") == ["extraction"]
     with pytest.raises(ValueError, match="unknown benchmark nope"):
         parse_only("indexing,nope")
+
+
+def test_standing_queries_are_spans_of_one_to_three_words_not_ending_in_stopwords() -> None:
+    assert words_of("Pure sn0w, tg @frosty_plug!") == ["Pure", "sn0w", "tg", "frosty_plug"]
+    assert words_of("二手运动鞋 a 包邮") == ["二手", "运动", "鞋", "包邮"]
+    listings = [ListingUpsert(id="a", title="White powder for the weekend",
+                              description="Discreet packaging, ask tg @frosty_plug"),
+                ListingUpsert(id="b", title="冰糖 纯度高", description="懂的来，私聊")]
+    queries = query_pool(listings, 200, seed=3)
+    assert queries == query_pool(listings, 200, seed=3) != query_pool(listings, 200, seed=4)
+    assert len(queries) == 200
+    for query in queries:
+        words = query.split()
+        assert 1 <= len(words) <= 3
+        assert words[0].lower() not in STOPWORDS and words[-1].lower() not in STOPWORDS
+
+
+def test_standing_batches_carry_positions_and_arrivals_span_each_partition() -> None:
+    listings = [ListingUpsert(id=f"l{k}", title=f"item {k}") for k in range(7)]
+    changes = positioned(listings, 10, 4)
+    assert [c.position for c in changes[:5]] == [(2, 2), (3, 2), (0, 3), (1, 3), (2, 3)]
+    assert arrivals_of(changes) == {0: (3, 4), 1: (3, 3), 2: (2, 3), 3: (2, 3)}
+    stream = Stream(None, listings, 4, 17)  # type: ignore[arg-type]  # no index needed here
+    assert stream.next_offsets() == {0: 5, 1: 4, 2: 4, 3: 4}
+    assert [c.position for c in stream.take(2)] == [(1, 4), (2, 4)]
+    assert shares(list(range(7)), 2) == [[0, 1, 2, 3], [4, 5, 6]]
+    assert shares([1], 2) == [[1]]
+
+
+def test_standing_rows_turn_seconds_into_rates_and_mark_extrapolations() -> None:
+    cell = {"watcher_s": [2.0, 4.0], "raw_s": [1.0, 2.0], "memory_s": [0.5, 0.5]}
+    result = {"threads": 2, "limit": 10, "indexing": None, "interference": None,
+              "cases": {"seed/100000": {"workload": "seed", "queries": 100_000, "scale": 20.0,
+                                        "unfiltered_s": [10.0, 20.0],
+                                        "unfiltered_raw_s": [5.0, 5.0],
+                                        "batches": {"2000": cell}}}}
+    watcher_raw, watcher_memory, unfiltered = standing_rows(result)
+    assert watcher_raw["metric"].startswith("100,000 seed queries (extrapolated), batch 2,000")
+    assert watcher_raw["pipeline"]["median"] == pytest.approx((1000 + 500) / 2)
+    assert watcher_raw["ratio"] == pytest.approx(750 / 1500)
+    assert watcher_memory["ratio"] == pytest.approx(750 / 4000)
+    assert unfiltered["unit"] == "/s" and unfiltered["ratio"] == pytest.approx(7500 / 20000)
+
+
+def test_relistings_replace_every_nth_listing_and_their_detections_become_latencies() -> None:
+    messages = [(f"k{i}".encode(), f"v{i}".encode()) for i in range(7)]
+    mixed, relisted = with_relistings(messages, 3, start=5)
+    assert list(relisted) == [2, 5] and relisted[2].endswith("-relist-5")
+    assert mixed[2][0] == relisted[2].encode() and mixed[:2] == messages[:2]
+    assert len(mixed) == 7 and mixed[6] == messages[6]
+    sent = [(0, i, 10.0 + i, 10.0 + i + 0.005) for i in range(7)]
+    seen = [10.5 + i for i in range(7)]
+    detected = {relisted[2]: 12.8}  # the second relisting is never detected
+    figures = standing_figures(sent, seen, relisted, detected)
+    assert figures["relistings"] == 2 and figures["never_detected"] == 1
+    assert figures["detected"]["p50_ms"] == pytest.approx(800.0)
+    assert figures["relistings_searchable"]["p50_ms"] == pytest.approx(500.0)
+    assert figures["searchable_to_detected"]["p50_ms"] == pytest.approx(300.0)
+    assert figures["matched_rate"] is None  # one detection: no pace
+    both = standing_figures(sent, seen, relisted, {**detected, relisted[5]: 15.3})
+    assert both["never_detected"] == 0 and both["matched_rate"] == pytest.approx(3 / 2.5)
+    rows, notes = standing_report({200: [figures, both]}, phase_s=5, every=3, unrelated=0,
+                                  window_s=0.2, interval_s=0.5, batch=2000, worker={})
+    never = next(r for r in rows if "never detected" in r["metric"])
+    assert never["pipeline"]["values"] == [1.0, 0.0] and never["unit"] == "count"
+    assert any("1 NEVER DETECTED" in n for n in notes)
+
+
+def test_worker_delta_counts_commits_and_watcher_passes_between_scrapes() -> None:
+    before = {"scraped_at": 100.0, "qexplorer_index_commits_total": 10.0,
+              'qexplorer_latency_seconds_count{stage="watch_wait_index"}': 2.0,
+              'qexplorer_latency_seconds_sum{stage="watch_wait_index"}': 0.2}
+    after = {"scraped_at": 110.0, "qexplorer_index_commits_total": 30.0,
+             "qexplorer_standing_listings_total": 500.0,
+             'qexplorer_latency_seconds_count{stage="watch_wait_index"}': 6.0,
+             'qexplorer_latency_seconds_sum{stage="watch_wait_index"}': 0.6}
+    delta = worker_delta(before, after)
+    assert delta["commits"] == 20 and delta["commits_per_s"] == pytest.approx(2.0)
+    assert delta["listings_matched"] == 500
+    assert delta["watch_wait_index"] == {"count": 4, "mean_ms": pytest.approx(100.0)}
+    assert delta["watch_search"]["mean_ms"] is None
+    assert worker_delta({"scraped_at": 1.0}, after) == {}

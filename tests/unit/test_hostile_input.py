@@ -80,7 +80,9 @@ from schemas.models import (
     ModerationDecision,
     SearchFeedback,
     SearchHit,
+    StandingQuery,
     ToxicItem,
+    utcnow,
 )
 from search.query import MAX_SEARCH_INPUT_CHARS, MAX_SEARCH_TERMS, SYNTAX_CHARS, to_search_text
 from search.tantivy_index import TantivyIndex
@@ -173,7 +175,8 @@ DETECTIONS = st.builds(
     listing_title=texts(1000), listing_description=texts(2000),
     queries=st.lists(QUERIES, min_size=1, max_size=8),
     best_rank=st.integers(1, 2**63 - 1), best_score=FINITE, extractor=SHORT,
-    model_version=SHORT, prompt_version=SHORT, detected_at=TIMES)
+    model_version=SHORT, prompt_version=SHORT, standing_query_id=st.none() | texts(64),
+    detected_at=TIMES)
 SEARCH_HITS = st.builds(SearchHit, listing_id=IDS, rank=st.integers(1, 2**63 - 1), score=FINITE)
 FEEDBACK = st.builds(
     SearchFeedback, seed_id=IDS, query=QUERIES, query_index=st.integers(0, 2**63 - 1),
@@ -189,8 +192,8 @@ DECISIONS = st.builds(
     decision=st.sampled_from(["confirm", "reject", "unsure", "undo"]), text_hash=texts(64),
     category=st.none() | SHORT, reason=texts(1000), reviewer=SHORT,
     detection_keys=st.lists(DECISION_KEYS, max_size=4), seed_ids=st.lists(IDS, max_size=4),
-    model_versions=st.lists(SHORT, max_size=3), supersedes=st.none() | texts(64),
-    decided_at=TIMES)
+    model_versions=st.lists(SHORT, max_size=3), query_ids=st.lists(texts(64), max_size=4),
+    supersedes=st.none() | texts(64), decided_at=TIMES)
 #: Backend names: the workers' own, and any other the contract admits (a worker refuses those).
 BACKEND_NAMES = st.sampled_from(["keywords", "transformers", "openai"]) | st.from_regex(
     r"[a-z][a-z0-9_-]{0,63}", fullmatch=True)
@@ -208,6 +211,15 @@ EVALUATIONS = st.builds(
     seeds=st.integers(0, 2**63 - 1), difference=FINITE, ci95=st.tuples(FINITE, FINITE),
     test=texts(1000), decision=st.sampled_from(["promoted", "refused"]), reason=texts(1000),
     decided_by=SHORT, decided_at=TIMES)
+STANDING = st.builds(
+    StandingQuery, query_id=texts(64, min_size=8), query=QUERIES, seed_id=IDS,
+    extractor=SHORT, model_version=SHORT, prompt_version=SHORT,
+    min_score=st.floats(min_value=0, allow_nan=False, allow_infinity=False),
+    results=st.integers(0, 2**63 - 1), watch_from=TIMES,
+    watch_offsets=st.dictionaries(st.integers(0, 2**31), st.integers(0, 2**63 - 1), max_size=4),
+    ttl_s=st.floats(min_value=1e-3, allow_nan=False, allow_infinity=False),
+    status=st.sampled_from(["active", "retired"]), reason=texts(1000), updated_by=SHORT,
+    updated_at=TIMES)
 
 #: Valid records of each contract, built through the pydantic models.
 RECORDS: dict[str, st.SearchStrategy[BaseModel]] = {
@@ -219,6 +231,7 @@ RECORDS: dict[str, st.SearchStrategy[BaseModel]] = {
     "dead-letter": DEAD_LETTERS,
     "model-rollouts": ROLLOUTS,
     "model-registry": EVALUATIONS,
+    "standing-queries": STANDING,
 }
 CONTRACT_NAMES = sorted(CONTRACTS)
 
@@ -498,6 +511,9 @@ def _example_record(contract: str) -> dict:
             evaluation_id="e" * 8, candidate_version="c", candidate_model="/m",
             incumbent_version="i", incumbent_extractor="keywords", sets=[], seeds=0,
             difference=0.0, ci95=(0.0, 0.0), test="t", decision="refused", reason="r"),
+        "standing-queries": StandingQuery(
+            query_id="q" * 8, query="q", seed_id="s", extractor="e", model_version="m",
+            prompt_version="p", min_score=0.0, results=1, watch_from=utcnow(), ttl_s=60.0),
     }[contract]
     return orjson.loads(encode(record))
 
@@ -505,7 +521,7 @@ def _example_record(contract: str) -> dict:
 _TEXT_FIELD = {"listings": "title", "toxic-items": "title", "detections": "listing_title",
                "search-feedback": "query", "moderation-decisions": "reviewer",
                "dead-letter": "error", "model-rollouts": "reason",
-               "model-registry": "reason"}
+               "model-registry": "reason", "standing-queries": "reason"}
 
 
 @pytest.mark.parametrize("contract", CONTRACT_NAMES)

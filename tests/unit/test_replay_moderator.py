@@ -156,3 +156,18 @@ def test_plot_writes_a_png(tmp_path) -> None:
     path = plot_replay(report, tmp_path / "replay.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     orjson.dumps(report)  # the report is JSON as it is
+
+
+def test_the_moderator_counts_what_only_standing_queries_found() -> None:
+    m = moderator(delay=0.0)
+
+    def standing(seed: str, listing: str, version: str = "kw-1") -> Detection:
+        return det(seed, listing, version).model_copy(update={"standing_query_id": "q" * 8})
+
+    m.observe(det("s1", "h1"), now=100.0)  # exploration only
+    m.observe(standing("s1", "h2"), now=100.0)  # a standing query only
+    m.observe(standing("s1", "h3"), now=100.0)
+    m.observe(det("s1", "h3", "kw-2"), now=100.0)  # ...and a later exploration too
+    m.observe(standing("s1", "b1"), now=100.0)  # benign: reviewed, never counted
+    m.due(100.0)
+    assert m.found_only_by_standing == 1 and m.found_by_standing == 2

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from review.present import ModelReport, bar_chart, highlight, model_reports, query_terms
 from review.queue import Conflict, ReviewError, ReviewQueue, UnknownListing
-from schemas.models import Detection, ModerationDecision, ToxicItem, detection_key
+from schemas.models import Detection, ModerationDecision, ToxicItem, detection_key, query_id
 from search.tantivy_index import TOKEN_PATTERN
 
 T0 = 1_700_000_000.0  # epoch seconds of "now" at the start of every test
@@ -75,6 +75,18 @@ def test_one_item_per_listing_however_many_seeds_queries_and_versions_found_it()
     assert len(item.findings) == 3
     assert item.seed_ids == ["s1", "s2"] and item.model_versions == ["kw-1", "kw-2"]
     assert item.queries == ["ivory", "tusk", "tusk pendant"] and item.best_rank == 2
+
+
+def test_a_decision_names_every_query_that_found_the_listing() -> None:
+    """What the standing queries' precision is counted from: query_id of (seed, query,
+    version) for each query of each detection of the listing, once each; an undo names the
+    same queries."""
+    queue = queue_of(det("L1", "s1", "kw-1", ("ivory", "tusk")),
+                     det("L1", "s2", "kw-1", ("ivory",)), det("L1", "s1", "kw-2", ("ivory",)))
+    record = decided(queue, "alice", "L1", "reject")
+    assert record.query_ids == [query_id("s1", "ivory", "kw-1"), query_id("s1", "tusk", "kw-1"),
+                                query_id("s2", "ivory", "kw-1"), query_id("s1", "ivory", "kw-2")]
+    assert queue.undo("alice", t(1)).query_ids == record.query_ids
 
 
 def test_more_seeds_come_first_then_more_queries_then_a_better_rank() -> None:

@@ -30,7 +30,7 @@ from trainer.scoring import Searcher
 
 #: Every member the protocols declare (TermStats' and SearchIndex's own).
 MEMBERS = ("doc_freq", "count", "apply", "pending", "commit", "committed_offsets",
-           "search_many", "close")
+           "search_many", "search_arrivals", "close")
 
 
 def _upsert(id: str, title: str, description: str = "") -> Change:
@@ -126,6 +126,36 @@ def test_a_new_index_has_no_offsets_and_an_uncommitted_change_is_lost(tmp_path: 
 
 
 # --- search ------------------------------------------------------------------------------------
+
+
+def test_search_arrivals_finds_only_the_batch_with_the_whole_index_scores(
+        index: TantivyIndex) -> None:
+    """The standing queries' search: only listings whose current version came from the
+    given (partition, offset) ranges, each scored as a search of everything scores it."""
+    titles = ["snow boots", "snow globe", "garden chair", "snow chair", "red snow sled"]
+    changes = [Change(c.event, c.source, (i % 2, 100 + i))
+               for i, c in enumerate(_upsert(f"l{i}", t) for i, t in enumerate(titles))]
+    index.apply(changes)
+    index.apply([Change(_upsert("l1", "snow globe").event, None, (1, 200))])  # l1 edited later
+    index.commit(None)
+    everything = {h.listing_id: h.score for h in search(index, "snow chair", 10)}
+    # partition 0 holds l0 (100), l2 (102), l4 (104); partition 1 l3 (103) and l1 now at 200
+    found = index.search_arrivals(["snow chair", "garden", "nothing"],
+                                  {0: (101, 104), 1: (100, 103)}, 10)
+    assert [h.listing_id for h in found[0]] == ["l3", "l2", "l4"]  # not l0 (before), l1 (later)
+    assert all(h.score == pytest.approx(everything[h.listing_id]) for h in found[0])
+    assert [h.rank for h in found[0]] == [1, 2, 3]
+    assert [h.listing_id for h in found[1]] == ["l2"] and found[2] == []
+    assert [h.listing_id for h in index.search_arrivals(["snow"], {1: (200, 200)}, 10)[0]] \
+        == ["l1"]
+    assert [h.listing_id for h in index.search_arrivals(["snow chair"], {0: (101, 104)}, 1)[0]] \
+        == ["l2"]
+    assert index.search_arrivals(["snow"], {}, 10) == [[]]
+    floor = everything["l2"]  # min_scores: hits below their query's are left out
+    assert [h.listing_id for h in index.search_arrivals(
+        ["snow chair", "snow chair"], {0: (101, 104), 1: (100, 103)}, 10,
+        [floor, 0.0])[0]] == ["l3", "l2"]
+
 
 
 def test_the_search_helper_is_one_query_of_search_many(index: TantivyIndex) -> None:

@@ -18,9 +18,12 @@ from schemas.models import (
     ModerationDecision,
     SearchFeedback,
     SearchHit,
+    StandingQuery,
     ToxicItem,
     detection_key,
     explored_key,
+    query_id,
+    utcnow,
 )
 from schemas.topics import (
     BY_NAME,
@@ -33,6 +36,7 @@ from schemas.topics import (
     MODERATION_DECISIONS,
     REGISTRY,
     SEARCH_FEEDBACK,
+    STANDING_QUERIES,
     TOXIC_ITEMS,
     Topics,
     TopicSpec,
@@ -88,6 +92,12 @@ SAMPLES: dict[str, list[tuple[BaseModel, str]]] = {
             seeds=40, difference=0.2, ci95=(0.1, 0.3), test="paired bootstrap",
             decision="promoted", reason="better beyond the noise"), "qx-dpo-1"),
     ],
+    "standing-queries": [
+        (StandingQuery(query_id=query_id("s-1", "snow tg", "kw-1"), query="snow tg",
+                       seed_id="s-1", extractor="keywords", model_version="kw-1",
+                       prompt_version="v1", min_score=2.5, results=10, watch_from=utcnow(),
+                       ttl_s=3600.0), query_id("s-1", "snow tg", "kw-1")),
+    ],
 }
 
 
@@ -101,7 +111,7 @@ def test_every_topic_has_a_unique_logical_name_and_samples_here() -> None:
     assert {spec.name: spec for spec in REGISTRY} == BY_NAME
     assert list(REGISTRY) == [LISTINGS, TOXIC_ITEMS, DETECTIONS, SEARCH_FEEDBACK,
                               MODERATION_DECISIONS, DEAD_LETTER, MODEL_ROLLOUTS,
-                              MODEL_REGISTRY]
+                              MODEL_REGISTRY, STANDING_QUERIES]
     assert all(spec.doc for spec in REGISTRY)
 
 
@@ -142,9 +152,9 @@ def test_the_codecs_contracts_are_the_registrys() -> None:
 # --- retention ---------------------------------------------------------------------------------
 
 
-def test_listings_and_model_rollouts_are_compacted() -> None:
+def test_listings_model_rollouts_and_standing_queries_are_compacted() -> None:
     topics = Topics()
-    for spec in (LISTINGS, MODEL_ROLLOUTS):
+    for spec in (LISTINGS, MODEL_ROLLOUTS, STANDING_QUERIES):
         assert spec.cleanup == "compact"
         assert topics.config(spec) == {"cleanup.policy": "compact"}  # no time limit to apply
         assert data_loss(topics.config(spec)) == []
