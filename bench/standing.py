@@ -72,7 +72,7 @@ from agents.explore import Ledger
 from agents.explorer import RawMessage
 from agents.extractor.keywords import STOPWORDS
 from agents.standing import StandingBook
-from agents.watcher import Watcher
+from agents.watcher import Watcher, arrivals_of
 from bench.common import (
     WORKER_SWITCH_INTERVAL_S,
     as_listings,
@@ -183,17 +183,6 @@ def messages_of(changes: Sequence[Change], topic: str, timestamp: float) -> list
         out.append(RawMessage(topic, partition, offset, change.event.id.encode(), change.source,
                               timestamp))
     return out
-
-
-def arrivals_of(changes: Sequence[Change]) -> Arrivals:
-    """First and last offset of each partition in a batch."""
-    ranges: dict[int, tuple[int, int]] = {}
-    for change in changes:
-        assert change.position is not None
-        partition, offset = change.position
-        first, last = ranges.get(partition, (offset, offset))
-        ranges[partition] = (min(first, offset), max(last, offset))
-    return ranges
 
 
 def standing_records(queries: Sequence[str], min_scores: Sequence[float], settings: Settings,
@@ -474,7 +463,7 @@ def match_case(index: TantivyIndex, stream: Stream, pool: ThreadPoolExecutor,
             if batch == max(batches):
                 kept = messages
             watcher_s, detections = watcher_match(watcher, messages)
-            within = within_query(raw_index, arrivals_of(changes))
+            within = within_query(raw_index, arrivals_of(messages))
             prepared = [(None if q is None else tantivy.Query.boolean_query(
                 [(tantivy.Occur.Must, q), (tantivy.Occur.Must, within)]), floor)
                 for q, floor in zip(parsed, floors, strict=True)]
@@ -598,7 +587,8 @@ def measure(settings: Settings, size: int, repeats: int, *, cases: Sequence[Case
             out["filter_at_end"] = {
                 "listings": index.count(),
                 "seconds": filter_seconds(index.tantivy_index, within_query(
-                    index.tantivy_index, arrivals_of(last)))}
+                    index.tantivy_index,
+                    arrivals_of(messages_of(last, settings.topics.listings, 0.0))))}
         finally:
             index.close()
     out.update({"size": size, "threads": threads, "limit": limit, "partitions": partitions,

@@ -144,10 +144,12 @@ class Replica:
                     self.ledger.mark_explored(m.key.decode("utf-8", "replace")
                                               for m in messages if m.key is not None)
                     self.stats.explored = self.ledger.explored_count
-                elif tp.topic == topics.standing:
-                    self._apply_standing(messages)
-                elif tp.topic == topics.decisions:
-                    self._apply_decisions(messages)
+                elif tp.topic == topics.standing and self.standing is not None:
+                    self.stats.standing += self._apply_to_book(messages, StandingQuery,
+                                                               self.standing.put)
+                elif tp.topic == topics.decisions and self.standing is not None:
+                    self.stats.decisions += self._apply_to_book(messages, ModerationDecision,
+                                                                self.standing.decide)
                 if messages:
                     self._positions[tp] = messages[-1].offset + 1
             for record in dead:
@@ -196,25 +198,15 @@ class Replica:
                 continue
         self.stats.confirmed = len(self.ledger.confirmed)
 
-    def _apply_standing(self, messages) -> None:
-        book = self.standing
-        assert book is not None
+    def _apply_to_book(self, messages, contract, apply) -> int:
+        """Decode each message as ``contract`` and ``apply`` it to the standing book; returns
+        how many were read."""
         for message in messages:
             try:
-                book.put(decode(StandingQuery, message.value))
+                apply(decode(contract, message.value))
             except SchemaError as exc:
                 self._unreadable(message, exc)
-            self.stats.standing += 1
-
-    def _apply_decisions(self, messages) -> None:
-        book = self.standing
-        assert book is not None
-        for message in messages:
-            try:
-                book.decide(decode(ModerationDecision, message.value))
-            except SchemaError as exc:
-                self._unreadable(message, exc)
-            self.stats.decisions += 1
+        return len(messages)
 
     def _unreadable(self, message, exc: SchemaError) -> None:
         # these topics' writers (workers, the review service, the CLI) validate what they

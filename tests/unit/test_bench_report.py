@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from agents.extractor.keywords import STOPWORDS
+from agents.watcher import arrivals_of
 from bench.common import prometheus_samples
 from bench.exploration import phase_figures as explore_figures
 from bench.exploration import worker_metrics
@@ -20,7 +21,7 @@ from bench.freshness import (
 from bench.report import comparison, fmt, latency_summary, markdown, percentile, spread, table
 from bench.run import capped, failed, parse_only
 from bench.scaling import sizes_up_to
-from bench.standing import Stream, arrivals_of, positioned, query_pool, shares, words_of
+from bench.standing import Stream, messages_of, positioned, query_pool, shares, words_of
 from bench.standing import rows as standing_rows
 from schemas.models import ListingUpsert
 
@@ -206,7 +207,8 @@ def test_standing_batches_carry_positions_and_arrivals_span_each_partition() -> 
     listings = [ListingUpsert(id=f"l{k}", title=f"item {k}") for k in range(7)]
     changes = positioned(listings, 10, 4)
     assert [c.position for c in changes[:5]] == [(2, 2), (3, 2), (0, 3), (1, 3), (2, 3)]
-    assert arrivals_of(changes) == {0: (3, 4), 1: (3, 3), 2: (2, 3), 3: (2, 3)}
+    assert arrivals_of(messages_of(changes, "listings", 0.0)) == \
+        {0: (3, 4), 1: (3, 3), 2: (2, 3), 3: (2, 3)}
     stream = Stream(None, listings, 4, 17)  # type: ignore[arg-type]  # no index needed here
     assert stream.next_offsets() == {0: 5, 1: 4, 2: 4, 3: 4}
     assert [c.position for c in stream.take(2)] == [(1, 4), (2, 4)]
