@@ -1,14 +1,19 @@
 """Indexing throughput of the pipeline against its raw ceilings, measured in one run.
 
-Five figures for the same synthetic listings, each repeated:
+Seven figures for the same synthetic listings, each repeated:
 
 - ``raw_tantivy``: tantivy-py bulk indexing with its default tokenizer (the ceiling);
 - ``raw_tantivy_analyzer``: the same with QExplorer's analyzer (what indexing the same texts
   the way search needs them costs tantivy itself: the analyzer's share of the gap);
-- ``listing_index``: the project's index alone (its analyzer, upsert-by-id, stored fields)
-  through the search protocol (``SearchIndex.apply`` and ``commit``), opened as the worker
-  opens its replica (``search.open_replica``: backend, writer heap and threads from the
-  settings);
+- ``raw_tantivy_folded``: the same with QExplorer's whole analysis, disguise folding included
+  (``search.normalize`` run in the timed loop: normalised texts, variants, Chinese words and
+  pinyin, in the index's fields): the ceiling with the same analysis;
+- ``listing_index``: the project's index alone (its analyzer, disguise folding, upsert-by-id,
+  stored fields) through the search protocol (``SearchIndex.apply`` and ``commit``), opened as
+  the worker opens its replica (``search.open_replica``: backend, writer heap and threads from
+  the settings);
+- ``listing_index_unfolded``: the same without disguise folding (``fold=False``: the index
+  before it);
 - ``pipeline``: a real worker process consuming the ``listings`` topic from a real broker into
   its replica, from its first commit to the commit that holds every listing (worker start-up
   excluded, decoding, validation and commits included);
@@ -42,18 +47,32 @@ from bench.report import comparison
 from config import Settings
 from schemas.models import ListingUpsert
 from schemas.topics import LISTINGS
-from search.tantivy_index import ANALYZER, analyzer
+from search.tantivy_index import (
+    ANALYZER,
+    TOKENS_ANALYZER,
+    TantivyIndex,
+    analyzer,
+    folded_fields,
+    tokens_analyzer,
+)
 from streams.client import publish, topic_partitions
 
-PATHS = ("raw_tantivy", "raw_tantivy_analyzer", "listing_index", "pipeline", "raw_consumer")
+PATHS = ("raw_tantivy", "raw_tantivy_analyzer", "raw_tantivy_folded", "listing_index",
+         "listing_index_unfolded", "pipeline", "raw_consumer")
 
 
-def raw_schema(tokenizer: str = "default") -> tantivy.Schema:
-    """The raw ceiling's schema: id, title, description, the texts under ``tokenizer``."""
+def raw_schema(tokenizer: str = "default", folded: bool = False) -> tantivy.Schema:
+    """The raw ceiling's schema: id, title, description, the texts under ``tokenizer``; with
+    ``folded`` the disguise folding's fields too (as the index has them)."""
     builder = tantivy.SchemaBuilder()
     builder.add_text_field("id", stored=True, tokenizer_name="raw")
     builder.add_text_field("title", stored=True, tokenizer_name=tokenizer)
     builder.add_text_field("description", stored=True, tokenizer_name=tokenizer)
+    if folded:
+        builder.add_bytes_field("original", stored=True, indexed=False)
+        builder.add_text_field("variants", stored=False, tokenizer_name=tokenizer)
+        builder.add_text_field("words", stored=False, tokenizer_name=TOKENS_ANALYZER)
+        builder.add_text_field("pinyin", stored=False, tokenizer_name=TOKENS_ANALYZER)
     return builder.build()
 
 
@@ -76,26 +95,54 @@ def fill_raw_index(index: tantivy.Index, listings: list[ListingUpsert]) -> None:
     index.reload()
 
 
-def raw_tantivy(listings: list[ListingUpsert], own_analyzer: bool = False) -> float:
+def fill_folded_index(index: tantivy.Index, listings: list[ListingUpsert]) -> None:
+    """Add the listings to a raw index as the disguise folding has them (its analysis in the
+    loop: ``search.tantivy_index.folded_fields``), in one commit, and wait for its merges."""
+    writer = index.writer(128_000_000)
+    for listing in listings:
+        fields = folded_fields(listing.title, listing.description)
+        if "title" in fields or "description" in fields:
+            fields["original"] = orjson.dumps([listing.title, listing.description])
+        doc = tantivy.Document(id=listing.id, title=listing.title,
+                               description=listing.description)
+        for name, value in fields.items():
+            if name == "original":
+                doc.add_bytes(name, value)
+            else:
+                doc.add_text(name, value)
+        writer.add_document(doc)
+    writer.commit()
+    writer.wait_merging_threads()
+    index.reload()
+
+
+def raw_tantivy(listings: list[ListingUpsert], own_analyzer: bool = False,
+                folded: bool = False) -> float:
     """Seconds for tantivy-py to bulk index the listings' texts (default tokenizer, or with
-    ``own_analyzer`` QExplorer's)."""
+    ``own_analyzer`` QExplorer's; with ``folded`` also its disguise folding)."""
     with tempfile.TemporaryDirectory() as path:
-        index = tantivy.Index(raw_schema(ANALYZER if own_analyzer else "default"), path)
-        if own_analyzer:
+        mine = own_analyzer or folded
+        index = tantivy.Index(raw_schema(ANALYZER if mine else "default", folded), path)
+        if mine:
             index.register_tokenizer(ANALYZER, analyzer())
+            index.register_tokenizer(TOKENS_ANALYZER, tokens_analyzer())
         started = time.perf_counter()
-        fill_raw_index(index, listings)
+        (fill_folded_index if folded else fill_raw_index)(index, listings)
         return time.perf_counter() - started
 
 
-def listing_index(listings: list[ListingUpsert], settings: Settings | None = None) -> float:
+def listing_index(listings: list[ListingUpsert], settings: Settings | None = None,
+                  fold: bool = True) -> float:
     """Seconds for the project's index to apply and commit the listings (given their
-    messages, as the replica hands them over), through the search protocol."""
+    messages, as the replica hands them over), through the search protocol; ``fold=False``
+    without the disguise folding."""
     settings = settings or Settings()
     changes = as_changes(listings)  # as the replica receives them
     with tempfile.TemporaryDirectory() as path:
         started = time.perf_counter()
-        index = open_index(Path(path), settings.index)
+        index = open_index(Path(path), settings.index) if fold else TantivyIndex.open(
+            Path(path) / "index", heap_mb=settings.index.writer_heap_mb,
+            threads=settings.index.writer_threads, fold=False)
         index.apply(changes)
         index.commit({})
         index.close()
@@ -159,6 +206,7 @@ def measure(listings: list[ListingUpsert], settings: Settings, repeats: int, log
             ) -> dict[str, list[float]]:
     """Seconds of each path per repeat (the Kafka paths only with ``kafka``)."""
     runs: dict[str, list[float]] = {name: [] for name in PATHS}
+    folded_fields("ｗａｒｍ up", "冰糖")  # load the folding's tables outside the clocks
     context = BenchCluster(settings, "indexing", log_dir) if kafka else contextlib.nullcontext()
     with context as cluster:
         if cluster is not None:
@@ -167,7 +215,9 @@ def measure(listings: list[ListingUpsert], settings: Settings, repeats: int, log
         for repeat in range(repeats):
             runs["raw_tantivy"].append(raw_tantivy(listings))
             runs["raw_tantivy_analyzer"].append(raw_tantivy(listings, own_analyzer=True))
+            runs["raw_tantivy_folded"].append(raw_tantivy(listings, folded=True))
             runs["listing_index"].append(listing_index(listings, settings))
+            runs["listing_index_unfolded"].append(listing_index(listings, settings, fold=False))
             if cluster is not None:
                 runs["pipeline"].append(pipeline(cluster, f"r{repeat}", len(listings)))
                 runs["raw_consumer"].append(raw_consumer(
@@ -187,7 +237,8 @@ def _summary(seconds: list[float], size: int) -> dict:
 def summarise(runs: dict[str, list[float]], size: int) -> dict[str, dict]:
     """Rates per path with their ratios to the raw ceilings (where measured)."""
     results = {name: _summary(s, size) for name, s in runs.items()}
-    for ceiling in ("raw_tantivy", "raw_tantivy_analyzer", "raw_consumer"):
+    for ceiling in ("raw_tantivy", "raw_tantivy_analyzer", "raw_tantivy_folded",
+                    "listing_index_unfolded", "raw_consumer"):
         if ceiling in results:
             base = results[ceiling]["listings_per_s_median"]
             for figures in results.values():
@@ -200,9 +251,16 @@ def rows(runs: dict[str, list[float]], size: int) -> list[dict]:
     against raw tantivy."""
     rate = {name: [size / s for s in seconds] for name, seconds in runs.items()}
     alone = "listing_index: the project's index alone (SearchIndex.apply), listings/s"
+    before = "listing_index_unfolded: the same without disguise folding, listings/s"
     out = [comparison("indexing", alone, "/s", rate["listing_index"],
                       ceiling=rate["raw_tantivy"], ceiling_name="raw_tantivy"),
            comparison("indexing", alone, "/s", rate["listing_index"],
+                      ceiling=rate["raw_tantivy_folded"],
+                      ceiling_name="raw_tantivy with QExplorer's analysis, folding included"),
+           comparison("indexing", alone, "/s", rate["listing_index"],
+                      ceiling=rate["listing_index_unfolded"],
+                      ceiling_name="the index without disguise folding (its cost)"),
+           comparison("indexing", before, "/s", rate["listing_index_unfolded"],
                       ceiling=rate["raw_tantivy_analyzer"],
                       ceiling_name="raw_tantivy with QExplorer's analyzer")]
     if "pipeline" in rate:
@@ -240,12 +298,13 @@ def run(settings: Settings, *, size: int, repeats: int, log_dir: Path,
 
 def markdown(results: dict[str, dict]) -> str:
     """The standalone report as a Markdown table."""
+    ceilings = ("raw_tantivy", "raw_tantivy_analyzer", "raw_tantivy_folded", "raw_consumer")
     lines = ["| path | listings/s (median) | min-max | ratio to raw tantivy | ratio to raw "
-             "tantivy, QExplorer's analyzer | ratio to raw consumer |",
-             "|---|---|---|---|---|---|"]
+             "tantivy, QExplorer's analyzer | ratio to raw tantivy, its analysis with folding "
+             "| ratio to raw consumer |",
+             "|---|---|---|---|---|---|---|"]
     for name, f in results.items():
-        ratios = [f.get(f"ratio_to_{c}")
-                  for c in ("raw_tantivy", "raw_tantivy_analyzer", "raw_consumer")]
+        ratios = [f.get(f"ratio_to_{c}") for c in ceilings]
         lines.append(f"| {name} | {f['listings_per_s_median']:,.0f} | "
                      f"{f['listings_per_s_min']:,.0f}-{f['listings_per_s_max']:,.0f} | "
                      + " | ".join("-" if r is None else f"{r:.2f}" for r in ratios) + " |")

@@ -21,7 +21,7 @@ from cli.models import models_command, promote_command
 from cli.review import review_app
 from cli.serve import rollout_command, serve_model_command
 from cli.standing import standing_app
-from cli.train import curves_command, eval_command, replay_command, train_app
+from cli.train import curves_command, disguises_command, eval_command, replay_command, train_app
 
 app = typer.Typer(help="QExplorer: find disguised toxic listings from confirmed ones.",
                   no_args_is_help=True, add_completion=False)
@@ -39,6 +39,7 @@ app.add_typer(standing_app, name="standing")
 app.command("eval")(eval_command)
 app.command("replay")(replay_command)
 app.command("curves")(curves_command)
+app.command("disguises")(disguises_command)
 app.command("serve-model")(serve_model_command)
 app.command("rollout")(rollout_command)
 app.command("promote")(promote_command)

@@ -1,4 +1,5 @@
-"""``qexplorer train ...`` and ``qexplorer eval``: thin commands around ``trainer``.
+"""``qexplorer train ...``, ``eval``, ``replay``, ``curves`` and ``disguises``: thin commands
+around ``trainer``.
 
 Corpora are chosen with ``--data FILE.jsonl`` (the generic labelled format) or ``--corpus NAME``
 (``synthetic`` or a set of the labelled datasets directory; default: every one available). The
@@ -322,4 +323,28 @@ def curves_command(
                initial=initial, retrain_at=retrain_at or None, retrain_sets=retrain_corpus,
                retrain_epochs=retrain_epochs, progress=console.print)
     console.print((target / "curves.md").read_text())
+    console.print(f"report in {target}")
+
+
+def disguises_command(
+    out: Annotated[Path | None, typer.Option(help="Directory for disguises.json/.md.")] = None,
+    data: DataOpt = None, corpus: CorpusOpt = None,
+    max_seeds: Annotated[int, typer.Option(help="Evaluation seeds per corpus.")] = 100,
+    share: Annotated[float, typer.Option(help="Share of the other harmful items disguised.")]
+    = 0.3,
+    word_share: Annotated[float, typer.Option(help="Share of an item's words disguised.")]
+    = 0.5,
+    seed: Annotated[int, typer.Option(help="Chooses the seeds, the targets and disguises.")]
+    = 0,
+    kind: Annotated[list[str] | None, typer.Option(
+        help="Only these disguise kinds (repeatable; default: every one).")] = None,
+) -> None:
+    """The disguise benchmark: siblings found through each kind of disguise, with the
+    disguise folding off and on (``trainer.disguise_eval``)."""
+    from trainer.disguise_eval import run
+
+    target = _out(out, "disguises")
+    run(_corpora(data, corpus), target, share=share, word_share=word_share,
+        max_seeds=max_seeds, seed=seed, kinds=kind, progress=console.print)
+    console.print((target / "disguises.md").read_text())
     console.print(f"report in {target}")

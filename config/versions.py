@@ -13,7 +13,7 @@ from importlib.metadata import PackageNotFoundError, version
 #: The libraries whose versions change what QExplorer computes or how fast.
 LIBRARIES = ("tantivy", "torch", "transformers", "tokenizers", "trl", "peft", "accelerate",
              "datasets", "yake", "aiokafka", "faust-streaming", "orjson", "pydantic",
-             "pydantic-settings")
+             "pydantic-settings", "confusable-homoglyphs", "rjieba", "pypinyin")
 
 
 def library_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:

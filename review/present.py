@@ -2,7 +2,8 @@
 
 * :func:`highlight` cuts a listing's text into segments and marks the words the queries
   matched, analysed the way the index analyses them (words, single Han characters and symbols
-  such as emoji, case-insensitive), so what is marked is what the search matched;
+  such as emoji, case-insensitive, disguises folded: ``ｃａｓｈ`` is marked for ``cash``), so
+  what is marked is what the search matched;
 * :func:`model_reports` is the online measurement per model version: detections sent to
   review, listings reviewed, confirmed and rejected, the review precision (confirmed share of
   confirmed + rejected), and confirmed listings (new toxic items) per day;
@@ -18,14 +19,25 @@ from datetime import date
 import regex
 
 from review.queue import ReviewQueue
-from search.tantivy_index import TOKEN_PATTERN
+from search.normalize import TOKEN_PATTERN, normalize
 
 _TOKENS = regex.compile(TOKEN_PATTERN, regex.V1)
 
 
+def folded_term(token: str) -> str:
+    """A token as the index holds it (disguise folding, its first reading)."""
+    normal = normalize(token).text
+    return normal.split()[0] if normal and normal.strip() else token.lower()
+
+
 def query_terms(queries: list[str]) -> set[str]:
-    """The lowercased index tokens of some queries."""
-    return {m.group().lower() for q in queries for m in _TOKENS.finditer(q)}
+    """The lowercased index tokens of some queries, as written and as the index holds them."""
+    terms = {m.group().lower() for q in queries for m in _TOKENS.finditer(q)}
+    for q in queries:
+        normal = normalize(q)
+        terms.update(m.group() for text in (normal.text or "", *normal.variants)
+                     for m in _TOKENS.finditer(text))
+    return terms
 
 
 def highlight(text: str, terms: set[str]) -> list[tuple[str, bool]]:
@@ -33,7 +45,7 @@ def highlight(text: str, terms: set[str]) -> list[tuple[str, bool]]:
     segments: list[tuple[str, bool]] = []
     at = 0
     for match in _TOKENS.finditer(text):
-        if match.group().lower() in terms:
+        if match.group().lower() in terms or folded_term(match.group()) in terms:
             if match.start() > at:
                 segments.append((text[at:match.start()], False))
             segments.append((match.group(), True))

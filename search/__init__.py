@@ -1,5 +1,6 @@
 """Search: what QExplorer needs from a search engine (``protocol``), query escaping
-(``query``), text hygiene (``text``), and the engines that implement it.
+(``query``), text hygiene (``text``), disguise folding (``normalize``: the same for listings
+and queries), and the engines that implement it.
 
 Engines are chosen by name (``QEXPLORER_SEARCH_BACKEND``): :data:`BACKENDS` maps each to the
 function that opens a worker's replica. ``tantivy`` (``search.tantivy_index``) is embedded: a
@@ -40,9 +41,9 @@ def open_replica(settings: IndexSettings, directory: Path) -> tuple[SearchIndex,
     return opener(settings, directory)
 
 
-def memory_index() -> SearchIndex:
+def memory_index(*, fold: bool = True) -> SearchIndex:
     """An in-memory index with the workers' analysis and query semantics (the evaluation's
-    and the tests' corpora)."""
+    and the tests' corpora); ``fold=False`` without the disguise folding (benchmarks)."""
     from search.tantivy_index import TantivyIndex
 
-    return TantivyIndex.open(None, heap_mb=64)
+    return TantivyIndex.open(None, heap_mb=64, fold=fold)

@@ -3,8 +3,10 @@
 :func:`to_search_text` lowercases (so ``AND``/``OR``/``NOT``/``IN`` are plain words), replaces
 every query-syntax character by a space (no ``field:``, wildcards, ranges, boosts, phrases,
 regexes or ``+``/``-`` from the outside), quotes each run of Han characters as a phrase and
-bounds the number of terms. The grammar is the Lucene-style one Tantivy's parser shares with
-Lucene and OpenSearch. No input makes the parser raise.
+bounds the number of terms; single Han characters standing apart (``冰 糖``, ``冰·糖``) are
+joined into one phrase. With ``fold`` (the default) the query is first normalised as listings
+are indexed (``search.normalize``: disguise folding). The grammar is the Lucene-style one
+Tantivy's parser shares with Lucene and OpenSearch. No input makes the parser raise.
 
 Pure functions only.
 """
@@ -14,14 +16,15 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from search.normalize import MAX_TOKEN_BYTES, join_spaced_han, normalize
 from search.text import HAN, strip_invisible
 
-#: At most this many terms (words or quoted Han runs) reach the query parser.
+#: At most this many terms (words or quoted Han runs) reach the query parser, and at most
+#: :data:`MAX_VARIANT_TERMS` other readings of its disguised words beside them.
 MAX_SEARCH_TERMS = 16
+MAX_VARIANT_TERMS = 8
 #: Input to :func:`to_search_text` is cut to this many characters first.
 MAX_SEARCH_INPUT_CHARS = 256
-#: Tantivy's default analyzers (and QExplorer's) drop tokens of 40 UTF-8 bytes or more.
-MAX_TOKEN_BYTES = 39
 
 #: Every character with a meaning in the query grammar (and a few neighbours).
 SYNTAX_CHARS = "+-&|!(){}[]^\"~*?:\\/<>'=`"
@@ -49,13 +52,15 @@ def _yields_token(term: str) -> bool:
     return False
 
 
-def to_search_text(q: str) -> str:
+def to_search_text(q: str, *, fold: bool = True) -> str:
     """Text that is safe to give to the query parser for query ``q``.
 
     Lowercases (``AND``, ``OR``, ``NOT``, ``IN``, ``TO`` lose their operator meaning),
     replaces every character of :data:`SYNTAX_CHARS` with a space, drops control and
-    zero-width characters, wraps each run of Han characters in double quotes so it is
-    searched as a phrase, and keeps at most :data:`MAX_SEARCH_TERMS` terms.
+    zero-width characters, joins single Han characters separated by spaces or dots, wraps each
+    run of Han characters in double quotes so it is searched as a phrase, and keeps at most
+    :data:`MAX_SEARCH_TERMS` terms. With ``fold``, ``q`` is normalised first as listings are
+    (``ｃａｓｈ`` searches ``cash``, ``w1n`` searches ``win`` and, as a variant, ``wln``).
 
     Tantivy's parser also fails ("Only excluding terms given") when a query has several
     clauses and *every* one analyses to nothing: ``"% %"`` on any field, two 1-character
@@ -66,10 +71,17 @@ def to_search_text(q: str) -> str:
     """
     if not isinstance(q, str):
         return ""
-    text = strip_invisible(q[:MAX_SEARCH_INPUT_CHARS]).lower().translate(_SYNTAX_TABLE)
+    q = q[:MAX_SEARCH_INPUT_CHARS]
+    variants: tuple[str, ...] = ()
+    if fold:
+        normal = normalize(q)
+        q, variants = (normal.text or q)[:2 * MAX_SEARCH_INPUT_CHARS], normal.variants
+    text = join_spaced_han(strip_invisible(q).lower()).translate(_SYNTAX_TABLE)
     # words and Han runs in one pass: a Han run is a phrase, wherever it stands in a word
     terms = [f'"{han}"' if han else other
              for han, other in _TERMS.findall(text)[:MAX_SEARCH_TERMS]]
+    # readings of disguised words (letters and digits only: nothing the parser reads)
+    terms += [v for v in variants[:MAX_VARIANT_TERMS] if v.isalnum() and v not in terms]
     if any(_yields_token(t) for t in terms):
         return " ".join(terms)
     # A single clause never makes the parser fail, even when it analyses to nothing: keep

@@ -52,18 +52,21 @@ PROTOCOL = ("corpus deduplicated and indexed whole (Tantivy BM25, terms OR-ed); 
 
 
 def baseline_extractors(searcher: Searcher,
-                        known: Sequence[LabelledItem] | TermCounts | None = None
-                        ) -> dict[str, KeywordsExtractor]:
+                        known: Sequence[LabelledItem] | TermCounts | None = None, *,
+                        fold: bool = True) -> dict[str, KeywordsExtractor]:
     """The model-free methods, TF-IDF with the corpus index's term statistics (as a worker's
     is with its replica's); with ``known`` (the toxic items confirmed so far: the training
     side of the split, or term counts that go on learning, as a worker's ledger does) also
-    ``contrast``, which reads both."""
-    found = {method: KeywordsExtractor(method, stats=searcher.index if method == "tfidf" else None)
+    ``contrast``, which reads both. ``fold=False``: seeds read as written (no disguise
+    folding)."""
+    found = {method: KeywordsExtractor(method, fold=fold,
+                                       stats=searcher.index if method == "tfidf" else None)
              for method in BASELINES if method != "contrast"}
     if known is not None:
         toxic = known if isinstance(known, TermCounts) else TermCounts(
-            SeedText(i.id, i.title, i.description) for i in known)
-        found["contrast"] = KeywordsExtractor("contrast", stats=WithToxic(searcher.index, toxic))
+            (SeedText(i.id, i.title, i.description) for i in known), fold=fold)
+        found["contrast"] = KeywordsExtractor("contrast", fold=fold,
+                                              stats=WithToxic(searcher.index, toxic))
     return found
 
 

@@ -28,10 +28,12 @@ DEEP = 100
 
 
 class Searcher:
-    """A labelled corpus in an in-memory index; results are cached per (query, seed)."""
+    """A labelled corpus in an in-memory index; results are cached per (query, seed).
+    ``fold=False``: without the disguise folding (``search.normalize``; the disguise
+    benchmark's "before")."""
 
-    def __init__(self, items: Sequence[LabelledItem]) -> None:
-        self.index = memory_index()
+    def __init__(self, items: Sequence[LabelledItem], *, fold: bool = True) -> None:
+        self.index = memory_index(fold=fold)
         self.index.apply(Change(ListingUpsert(**to_listing_dict(item))) for item in items)
         self.index.commit(None)
         self.harmful = frozenset(i.id for i in items if i.harmful)

