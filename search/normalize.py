@@ -394,14 +394,15 @@ def has_han(text: str) -> bool:
 def join_spaced_han(text: str) -> str:
     """``text`` with single Han characters that stand apart, by spaces or dots (``白·料``,
     ``冰 糖``), joined into one run: a spaced-out word is a word (for its words and sound)."""
-    return _SPACED_HAN.sub(lambda m: _HAN_SPACERS.sub("", m.group()), text) if (
-        _HAN_ANY.search(text)) else text
+    if not has_han(text):
+        return text
+    return _SPACED_HAN.sub(lambda m: _HAN_SPACERS.sub("", m.group()), text)
 
 
 def han_words(text: str) -> list[str]:
     """The Chinese words (two characters or more, from jieba's dictionary, through ``rjieba``)
     of every run of Han characters in ``text``, in order, without duplicates."""
-    runs = _HAN_RUN.findall(text) if _HAN_ANY.search(text) else []
+    runs = han_runs(text)
     if not runs:
         return []
     import rjieba
@@ -433,10 +434,9 @@ def pinyin(run: str) -> list[str]:
 def pinyin_text(text: str) -> str:
     """The pinyin of every run of two or more Han characters of ``text``, one token a
     character, runs separated by :data:`PINYIN_GAP`."""
-    runs = _HAN_RUN.findall(text) if _HAN_ANY.search(text) else []
-    return f" {PINYIN_GAP} ".join(" ".join(pinyin(run)) for run in runs)
+    return f" {PINYIN_GAP} ".join(" ".join(pinyin(run)) for run in han_runs(text))
 
 
 def han_runs(text: str) -> list[str]:
     """The runs of two or more Han characters in ``text``."""
-    return _HAN_RUN.findall(text) if _HAN_ANY.search(text) else []
+    return _HAN_RUN.findall(text) if has_han(text) else []
