@@ -130,7 +130,11 @@ def test_the_loop_trains_on_its_own_topics_and_promotes_only_through_the_gate(cl
     worse = damaged_copy(run["final"], tmp_path / "worse")
     refused = promote(settings, str(worse), labelled, progress=print)
     assert refused.decision == "refused", refused.reason
-    assert refused.incumbent_version == card["version"] and refused.difference <= 0
+    # not better beyond the noise, or worse on a set (on this disguised marketplace, where
+    # folded search lets almost any query of a seed find its siblings, the scrambled model may
+    # tie the incumbent)
+    assert refused.incumbent_version == card["version"]
+    assert refused.ci95[0] <= 0 or any(s.ci95[1] < 0 for s in refused.sets)
     assert [e.decision for e in registry(settings)] == ["promoted", "refused"]
     assert [r.model for r in read_records(cluster, topics.rollouts, ModelRollout)] == \
         [run["final"]]  # the refused one never reached the workers
