@@ -23,4 +23,5 @@ lint: setup
 
 clean:
 	-.venv/bin/qexplorer kafka stop
+	-.venv/bin/qexplorer opensearch stop
 	rm -rf .cache

@@ -81,7 +81,9 @@ def open_index(directory: Path, settings: IndexSettings) -> SearchIndex:
     """Open (creating it) a writable index with its state in ``directory``, the way the worker
     opens its replica (``search.open_replica``: the configured backend, writer heap and
     threads). Raises RuntimeError when the index there was unusable and had to be rebuilt."""
-    index, rebuilt = open_replica(settings, directory)
+    from config import OpenSearchSettings
+
+    index, rebuilt = open_replica(settings, directory, OpenSearchSettings(), "bench-listings")
     if rebuilt is not None:
         index.close()
         raise RuntimeError(f"the index in {directory} was unusable and rebuilt: {rebuilt}")

@@ -15,11 +15,12 @@
   standing queries by the watcher, against raw tantivy-py with the same filter and against an
   in-memory index of each batch; the indexing rate while the watcher matches.
 
-``extraction`` (bench/extraction.py: the vLLM server against in-process transformers) runs
-only when named in ``--only``: it builds or reuses the model server's virtualenv and takes
-minutes. ``--size`` caps the listings of every benchmark (indexing 100,000, exploration 20,000,
-scaling up to 1,000,000, standing 100,000 by default); the freshness stream's length is set by
-its rates.
+``opensearch`` (bench/opensearch.py: the OpenSearch backend against raw ``_bulk`` and
+``_msearch`` on the local cluster) runs only when named in ``--only``. ``extraction``
+(bench/extraction.py: the vLLM server against in-process transformers) too: it builds or
+reuses the model server's virtualenv and takes minutes. ``--size`` caps the listings of every
+benchmark (indexing 100,000, exploration 20,000, scaling up to 1,000,000, standing 100,000,
+opensearch 20,000 by default); the freshness stream's length is set by its rates.
 
 The report is rewritten after each benchmark, so an interrupted run keeps what finished. A
 benchmark that fails is recorded with its error and the others still run.
@@ -44,13 +45,14 @@ from bench.report import comparison, markdown
 from config import Settings
 
 DEFAULT = ("indexing", "freshness", "exploration", "scaling", "standing")
-OPTIONAL = ("extraction",)
+OPTIONAL = ("extraction", "opensearch")
 #: Benchmarks that need no Kafka broker.
-NO_BROKER = ("scaling", "standing", "extraction")
+NO_BROKER = ("scaling", "standing", "extraction", "opensearch")
 INDEXING_SIZE = 100_000  # 50,000 (the standalone default) leaves the Kafka windows ~0.1 s
 EXPLORATION_SIZE = 20_000
 STANDING_SIZE = 100_000
 EXTRACTION_SEEDS = 64
+OPENSEARCH_SIZE = 20_000
 
 
 class BrokerUnavailable(RuntimeError):
@@ -131,6 +133,11 @@ def _one(name: str, settings: Settings, *, size: int | None, repeats: int, log_d
                             progress=progress)
     if name == "extraction":
         return _extraction(settings, repeats=repeats, model=model, progress=progress)
+    if name == "opensearch":
+        from bench import opensearch
+
+        return opensearch.run(settings, size=capped(OPENSEARCH_SIZE, size), repeats=repeats,
+                              progress=progress)
     raise ValueError(f"unknown benchmark {name!r}")
 
 

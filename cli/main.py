@@ -17,7 +17,9 @@ import typer
 
 from cli.bench import bench_command
 from cli.common import console, load_settings
+from cli.deadletters import dead_letter_app
 from cli.models import models_command, promote_command
+from cli.opensearch import opensearch_app
 from cli.review import review_app
 from cli.serve import rollout_command, serve_model_command
 from cli.standing import standing_app
@@ -31,11 +33,13 @@ topics_app = typer.Typer(help="Create, list and delete QExplorer's topics.", no_
 publish_app = typer.Typer(help="Publish listings or confirmed toxic items from a file.",
                           no_args_is_help=True)
 app.add_typer(kafka_app, name="kafka")
+app.add_typer(opensearch_app, name="opensearch")
 app.add_typer(topics_app, name="topics")
 app.add_typer(publish_app, name="publish")
 app.add_typer(train_app, name="train")
 app.add_typer(review_app, name="review")
 app.add_typer(standing_app, name="standing")
+app.add_typer(dead_letter_app, name="dead-letter")
 app.command("eval")(eval_command)
 app.command("replay")(replay_command)
 app.command("curves")(curves_command)

@@ -230,14 +230,17 @@ def eval_command(
 ) -> None:
     """Evaluate the baselines and a model, with the models it was trained from.
 
-    The protocol of ``trainer.evaluate.PROTOCOL``; writes eval.json, eval.md, eval.png.
+    The protocol of ``trainer.evaluate.PROTOCOL``; writes eval.json, eval.md, eval.png. The
+    corpora are searched with ``QEXPLORER_SEARCH_BACKEND`` (an OpenSearch scratch index each).
     """
     from trainer.evaluate import evaluate
 
+    settings = load_settings()
     models = {} if baselines_only else _lineage(_model(model))
     target = _out(out, "eval")
     evaluate(_corpora(data, corpus), models, target, k=k, max_seeds=max_seeds,
-             progress=console.print)
+             progress=console.print, backend=settings.index.backend,
+             cluster=settings.opensearch)
     console.print((target / "eval.md").read_text())
     console.print(f"report in {target}")
 

@@ -7,6 +7,7 @@ from config.settings import (
     IndexSettings,
     KafkaSettings,
     MetricsSettings,
+    OpenSearchSettings,
     PathsSettings,
     ReviewSettings,
     SecurityProtocol,
@@ -19,7 +20,6 @@ from config.settings import (
 )
 
 __all__ = ["PROJECT_ROOT", "ExplorationSettings", "ExtractorSettings", "IndexSettings",
-           "KafkaSettings", "MetricsSettings", "PathsSettings", "ReviewSettings",
-           "SecurityProtocol", "ServingSettings", "Settings", "SettingsError", "StandingSettings",
-           "TopicSettings",
-           "WorkerSettings"]
+           "KafkaSettings", "MetricsSettings", "OpenSearchSettings", "PathsSettings",
+           "ReviewSettings", "SecurityProtocol", "ServingSettings", "Settings", "SettingsError",
+           "StandingSettings", "TopicSettings", "WorkerSettings"]

@@ -204,6 +204,11 @@ class PathsSettings(_Slice):
         return self.cache_dir.expanduser().absolute() / "kafka"
 
     @property
+    def opensearch_dir(self) -> Path:
+        """The local OpenSearch cluster's jars, nodes' data, configuration and logs."""
+        return self.cache_dir.expanduser().absolute() / "opensearch"
+
+    @property
     def models_dir(self) -> Path:
         """Trained models (and the pointer to the latest)."""
         return self.cache_dir / "models"
@@ -241,7 +246,8 @@ class IndexSettings(_Slice):
     backend: str = Field(
         default="tantivy",
         validation_alias="QEXPLORER_SEARCH_BACKEND",
-        description="The search engine (search.BACKENDS): tantivy, embedded, a replica a worker.")
+        description="The search engine (search.BACKENDS): tantivy (embedded, a replica a worker) "
+        "or opensearch (one sharded cluster index for all workers).")
     commit_interval_s: float = Field(
         default=0.5, gt=0, description="Commit the index (listings become searchable) this often.")
     commit_docs: int = Field(
@@ -250,6 +256,55 @@ class IndexSettings(_Slice):
         default=5000, ge=1, description="Listing events applied per hand-off to the index.")
     writer_heap_mb: int = Field(default=128, ge=16, description="Index writer memory (MB).")
     writer_threads: int = Field(default=2, ge=1, le=16, description="Indexing threads.")
+
+
+class OpenSearchSettings(_Slice):
+    """The OpenSearch cluster of ``QEXPLORER_SEARCH_BACKEND=opensearch``: its addresses and
+    credentials, the listings index's shards and replicas, and the local development cluster
+    (``qexplorer opensearch start``)."""
+
+    model_config = SettingsConfigDict(env_prefix="QEXPLORER_OPENSEARCH_")
+
+    hosts: str | None = Field(
+        default=None,
+        description="Node URLs http(s)://host:port[,...]. Unset: the local cluster's nodes.")
+    username: str | None = Field(default=None, description="HTTP basic user.")
+    password: SecretStr | None = Field(default=None, description="HTTP basic password (secret).")
+    ca_file: Path | None = Field(
+        default=None, description="CA bundle of the nodes' certificates (default: system).")
+    shards: int = Field(default=2, ge=1, le=1024, description="Primary shards of an index.")
+    replicas: int = Field(default=1, ge=0, le=16, description="Replicas of each shard.")
+    timeout_s: float = Field(default=30.0, gt=0, description="One request's time limit.")
+    bulk_docs: int = Field(default=2000, ge=1, description="Listings a _bulk request.")
+    local_version: str = Field(
+        default="2.19.6", description="OpenSearch release of the local cluster (Java 17).")
+    local_nodes: int = Field(default=2, ge=1, le=5, description="Nodes of the local cluster.")
+    local_http_port: int = Field(
+        default=9200, ge=1, le=65000, description="HTTP port of local node 1 (node n: +n-1).")
+    local_transport_port: int = Field(
+        default=9300, ge=1, le=65000, description="Transport port of local node 1 (+n-1).")
+    local_heap: str = Field(default="512m", description="Java heap of each local node.")
+    local_user: str = Field(
+        default="qexplorer-os",
+        description="System user the local nodes run as when started by root (OpenSearch "
+        "refuses root); created when missing.")
+
+    @property
+    def local_urls(self) -> list[str]:
+        """The local cluster's node URLs."""
+        return [f"http://{LOCAL_HOST}:{self.local_http_port + n}"
+                for n in range(self.local_nodes)]
+
+    @property
+    def urls(self) -> list[str]:
+        """The node URLs actually used (the local cluster when none is configured)."""
+        if self.hosts:
+            return [h.strip().rstrip("/") for h in self.hosts.split(",") if h.strip()]
+        return self.local_urls
+
+    def password_value(self) -> str | None:
+        """The password in clear, for the client that sends it."""
+        return self.password.get_secret_value() if self.password else None
 
 
 class ExplorationSettings(_Slice):
@@ -448,6 +503,7 @@ class Settings(BaseModel):
     paths: PathsSettings = Field(default_factory=PathsSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     index: IndexSettings = Field(default_factory=IndexSettings)
+    opensearch: OpenSearchSettings = Field(default_factory=OpenSearchSettings)
     exploration: ExplorationSettings = Field(default_factory=ExplorationSettings)
     standing: StandingSettings = Field(default_factory=StandingSettings)
     extractor: ExtractorSettings = Field(default_factory=ExtractorSettings)

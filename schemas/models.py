@@ -266,6 +266,35 @@ class DeadLetter(_Record):
     failed_at: datetime = Field(default_factory=utcnow, strict=False)
 
 
+# --- dead-letter-replays -------------------------------------------------------------------
+
+
+def dead_letter_id(partition: int, offset: int) -> str:
+    """The id an operator names a dead letter by: its own ``partition:offset`` on the
+    dead-letter topic (the key of its replays)."""
+    return f"{partition}:{offset}"
+
+
+class DeadLetterReplay(_Record):
+    """A dead letter's raw key and value re-published unchanged to the topic it came from
+    (key: the dead letter's id, :func:`dead_letter_id`). Written only once the broker has
+    acknowledged the re-published message; every replay of a dead letter is kept."""
+
+    schema_version: SchemaVersion = 1
+    dead_letter_partition: int = Field(ge=0, description="The dead letter's partition on the "
+                                                         "dead-letter topic.")
+    dead_letter_offset: int = Field(ge=0, description="The dead letter's offset there.")
+    dead_letter_key: Annotated[str, StringConstraints(max_length=1_000)] = Field(
+        description="The dead letter's message key (topic:partition:offset:stage), so a "
+                    "replay never attaches to another record at the same position.")
+    topic: ShortText = Field(description="Where the message was re-published (full name).")
+    partition: int = Field(ge=0)
+    offset: int = Field(ge=0, description="Where the broker wrote the re-published message.")
+    reason: Annotated[str, StringConstraints(max_length=1_000)] = ""
+    replayed_by: ShortText
+    replayed_at: datetime = Field(default_factory=utcnow, strict=False)
+
+
 # --- model-rollouts ------------------------------------------------------------------------
 
 

@@ -15,6 +15,9 @@ Retention follows what a topic is for:
   compaction keeps it too and a replica that starts at any time still applies it.
 * ``toxic-items``, ``search-feedback`` and ``dead-letter`` are kept without time limit: the
   labels, the training data and what still has to be replayed.
+* ``dead-letter-replays`` is kept without time limit and not compacted: every replay of a
+  dead letter (``--again`` ones included) is the audit trail, and it must outlive the dead
+  letters it marks as replayed, which are kept without limit too.
 * ``detections`` are kept for 30 days by default (the review queue's backlog).
 * ``moderation-decisions`` is kept without time limit and not compacted: every decision,
   superseded ones included, is the reviewers' audit trail and the trainer's labels.
@@ -33,6 +36,7 @@ from typing import Any, Literal
 
 from schemas.models import (
     DeadLetter,
+    DeadLetterReplay,
     Detection,
     ListingEvent,
     ModelEvaluation,
@@ -41,6 +45,7 @@ from schemas.models import (
     SearchFeedback,
     StandingQuery,
     ToxicItem,
+    dead_letter_id,
     explored_key,
 )
 
@@ -87,6 +92,12 @@ DEAD_LETTER = TopicSpec(
     "dead-letter", DeadLetter, key=lambda r: f"{r.topic}:{r.partition}:{r.offset}:{r.stage}",
     retention_ms=FOREVER, single_partition=True,
     doc="Messages that could not be processed, with their raw bytes.")
+DEAD_LETTER_REPLAYS = TopicSpec(
+    "dead-letter-replays", DeadLetterReplay,
+    key=lambda r: dead_letter_id(r.dead_letter_partition, r.dead_letter_offset),
+    retention_ms=FOREVER, single_partition=True,
+    doc="Dead letters re-published to their topic: where, by whom and why, keyed by the "
+        "dead letter's id.")
 MODERATION_DECISIONS = TopicSpec(
     "moderation-decisions", ModerationDecision, key=lambda r: r.listing_id,
     retention_ms=FOREVER,
@@ -104,8 +115,8 @@ STANDING_QUERIES = TopicSpec(
 
 #: Every topic, in the order they are listed and created.
 REGISTRY: tuple[TopicSpec, ...] = (LISTINGS, TOXIC_ITEMS, DETECTIONS, SEARCH_FEEDBACK,
-                                   MODERATION_DECISIONS, DEAD_LETTER, MODEL_ROLLOUTS,
-                                   MODEL_REGISTRY, STANDING_QUERIES)
+                                   MODERATION_DECISIONS, DEAD_LETTER, DEAD_LETTER_REPLAYS,
+                                   MODEL_ROLLOUTS, MODEL_REGISTRY, STANDING_QUERIES)
 BY_NAME: dict[str, TopicSpec] = {spec.name: spec for spec in REGISTRY}
 
 
@@ -173,6 +184,11 @@ class Topics:
     def dead_letter(self) -> str:
         """The dead-letter topic."""
         return self.name(DEAD_LETTER)
+
+    @property
+    def dead_letter_replays(self) -> str:
+        """The dead-letter-replays topic."""
+        return self.name(DEAD_LETTER_REPLAYS)
 
     @property
     def rollouts(self) -> str:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up a fresh machine: a virtualenv in .venv/ with the project and its tools at the versions
-# pinned in constraints.txt, and the jars of the local Kafka broker. Idempotent; re-run after
-# pyproject.toml or constraints.txt changes.
+# pinned in constraints.txt, and the jars of the local Kafka broker and OpenSearch cluster.
+# Idempotent; re-run after pyproject.toml or constraints.txt changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,5 +31,7 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 .venv/bin/python -c 'from streams.broker.local import LocalBroker, ensure_jars; from config import Settings; ensure_jars(LocalBroker.of(Settings()))'
+# the local OpenSearch cluster's jars (the OpenSearch backend's tests and benchmarks)
+.venv/bin/python -c 'from streams.broker.opensearch import LocalOpenSearch, ensure_distribution; from config import Settings; ensure_distribution(LocalOpenSearch.of(Settings()))'
 touch .venv/.installed
 echo "setup done: .venv/bin/qexplorer --help"

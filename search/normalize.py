@@ -374,6 +374,13 @@ def _foldable_chars() -> re.Pattern:
     return re.compile(f"[{escaped}\u00c0-\u024f\u1e00-\u1eff\u0300-\u036f]")
 
 
+def analyze(text: str) -> list[str]:
+    """The index's tokens of ``text``, as the Tantivy analyzer makes them: :data:`TOKEN_PATTERN`
+    matches, those over :data:`MAX_TOKEN_BYTES` dropped, lowercased. Engines without that
+    analyzer (OpenSearch) index and search these tokens, so both agree token for token."""
+    return [t.lower() for t in _TOKEN.findall(text) if len(t.encode()) <= MAX_TOKEN_BYTES]
+
+
 def fold_tokens(text: str) -> list[str]:
     """The tokens :func:`normalize` gives ``text`` (its text and variants) that the analyzer of
     ``text`` as written does not, in order, without duplicates: what the normalisation adds

@@ -62,7 +62,13 @@ class TermStats(Protocol):
 @runtime_checkable
 class SearchIndex(TermStats, Protocol):
     """A full-text index of listings with offset-tracked commits. Safe to search from
-    several threads; writes come from one."""
+    several threads; writes come from one.
+
+    ``shared`` tells the replica how to feed it: False, a worker's own copy that reads every
+    partition of the listings topic; True, one index for every worker (a cluster) fed by a
+    consumer group, each worker indexing its share of the partitions."""
+
+    shared: bool
 
     def apply(self, changes: Iterable[Change]) -> None:
         """Apply upserts and deletes (searchable after the next :meth:`commit`)."""

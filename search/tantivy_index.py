@@ -148,6 +148,8 @@ class TantivyIndex(SearchIndex):
     disguise folding off on both sides, indexing and search (the benchmarks' "before").
     """
 
+    shared = False  # each worker holds a copy
+
     def __init__(self, index: tantivy.Index, *, writable: bool, heap_mb: int = 128,
                  threads: int = 1, fold: bool = True) -> None:
         self._index = index

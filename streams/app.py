@@ -155,10 +155,14 @@ class Worker:
                     "kafka-configs.sh --alter --entity-type topics --entity-name "
                     f"{settings.topics.listings} --add-config cleanup.policy=compact")
             sys.setswitchinterval(0.0005)  # searches release the GIL; don't make them wait 5 ms
-            self.index, self.index_rebuilt = open_replica(settings.index, self.directory)
+            self.index, self.index_rebuilt = await asyncio.to_thread(
+                open_replica, settings.index, self.directory, settings.opensearch,
+                settings.topics.listings)
             book = StandingBook(settings.standing) if settings.standing.enabled else None
             self.replica = Replica(settings.kafka, settings.topics, settings.index, self.index,
-                                   self._send_dead, standing=book)
+                                   self._send_dead, standing=book,
+                                   group=f"{settings.worker.app_id}.index",
+                                   session_timeout_s=settings.worker.session_timeout_s)
             extractor = build_extractor(settings.extractor,
                                         WithToxic(self.index, self.replica.ledger.terms))
             fallback = None if settings.extractor.backend == "keywords" else KeywordsExtractor()
@@ -329,7 +333,8 @@ class Worker:
             model_version=explorer.extractor.model_version if explorer is not None else None,
             failing_streak=explorer.failing_streak if explorer is not None else 0,
             index_documents=index.count() if index is not None else None,
-            index_bytes=_dir_bytes(self.directory / "index") if index is not None else None,
+            index_bytes=(_dir_bytes(self.directory / "index")
+                         if index is not None and not index.shared else None),
             dead_letters=dead)
 
     async def lag(self) -> dict[str, int]:

@@ -3,9 +3,12 @@ toxic id, every (seed, model version) already explored, and the standing queries
 moderation decisions on what they found.
 
 Seeds are split across workers by the consumer group, but each worker must search all
-listings, so the replica reads *all* partitions itself (manual assignment, no group). Listing
-positions are committed inside the index (``SearchIndex.commit``), so a restarted worker
-resumes from its last index commit: no gap, no full replay. The toxic-items and search-feedback
+listings. With a worker's own index (Tantivy) the replica reads *all* partitions itself (manual
+assignment, no group). With a shared index (OpenSearch, ``SearchIndex.shared``) the replicas
+feed it as one consumer group (``<app id>.index``), each its share of the partitions, and wait
+on the positions the index stores for everyone. Either way listing positions are committed
+inside the index (``SearchIndex.commit``), after the writes, so a restarted worker resumes from
+its last index commit: no gap, no full replay. The toxic-items and search-feedback
 topics are small and re-read from the start on every start into the :class:`Ledger`;
 standing-queries and moderation-decisions likewise into the ``StandingBook``.
 """
@@ -19,7 +22,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
 
 from agents.explore import Ledger
 from agents.standing import StandingBook
@@ -62,10 +66,13 @@ class Replica:
 
     def __init__(self, kafka: KafkaSettings, topics: Topics, settings: IndexSettings,
                  index: SearchIndex, dead_letters: DeadLetterSink,
-                 standing: StandingBook | None = None) -> None:
+                 standing: StandingBook | None = None, group: str = "qexplorer.index",
+                 session_timeout_s: float = 10.0) -> None:
         """``standing``: the book to keep the standing queries and decisions in (None: those
-        topics are not read)."""
+        topics are not read). ``group``: the consumer group feeding a shared index."""
         self.kafka = kafka
+        self.group = group
+        self.session_timeout_s = session_timeout_s
         self.topics = topics
         self.settings = settings
         self.index = index
@@ -81,6 +88,7 @@ class Replica:
         self._wanted: dict[TopicPartition, int] = {}
         self._progress = asyncio.Condition()
         self._started = asyncio.Event()
+        self._listing_partitions: list[TopicPartition] = []
 
     # --- running -----------------------------------------------------------------------------
 
@@ -108,6 +116,10 @@ class Replica:
                 if not found:
                     raise RuntimeError(f"topic {topic!r} does not exist: "
                                        "create it first (qexplorer topics create)")
+                if topic == topics.listings:
+                    self._listing_partitions = found
+                    if self.index.shared:
+                        continue  # fed by the group consumer of _feed_shared
                 partitions += found
             consumer.assign(partitions)
             stored = self.index.committed_offsets().get(topics.listings, {})
@@ -120,10 +132,23 @@ class Replica:
             log.info("replica resumes listings at %s (%d listings in the index)",
                      stored, self.index.count())
             self._started.set()
-            await self._loop(consumer)
+            if self.index.shared:
+                feeding = asyncio.ensure_future(self._feed_shared())
+                looping = asyncio.ensure_future(self._loop(consumer))
+                try:  # either failing stops the replica
+                    done, _ = await asyncio.wait({feeding, looping},
+                                                 return_when=asyncio.FIRST_EXCEPTION)
+                    for task in done:
+                        task.result()
+                finally:
+                    for task in (feeding, looping):
+                        task.cancel()
+                    await asyncio.gather(feeding, looping, return_exceptions=True)
+            else:
+                await self._loop(consumer)
         finally:
             try:
-                if self.index.pending:
+                if self.index.pending and not self.index.shared:  # the feeder commits its own
                     await asyncio.to_thread(self._commit)
             finally:
                 await consumer.stop()
@@ -158,7 +183,7 @@ class Replica:
             full = self.index.pending >= self.settings.commit_docs
             wanted = bool(self._wanted) and all(self._positions.get(tp, 0) >= end
                                                 for tp, end in self._wanted.items())
-            if self._uncommitted() and (due or full or wanted):
+            if not self.index.shared and self._uncommitted() and (due or full or wanted):
                 await asyncio.to_thread(self._commit)
                 last_commit = time.monotonic()
             if wanted:
@@ -166,6 +191,83 @@ class Replica:
             if batches or due:
                 async with self._progress:
                     self._progress.notify_all()
+
+    async def _feed_shared(self) -> None:
+        """Feed a shared index as one member of the consumer group ``self.group``: apply this
+        member's partitions, commit them inside the index (offsets only once the writes are
+        acknowledged and searchable), then in the group (for the operators' lag tools)."""
+        listings = self.topics.listings
+        replica = self
+        positions: dict[TopicPartition, int] = {}
+
+        class Listener(ConsumerRebalanceListener):
+            async def on_partitions_revoked(self, revoked) -> None:
+                mine = {tp: pos for tp, pos in positions.items() if tp in revoked}
+                if mine:  # hand them over committed: the next owner starts there
+                    await asyncio.to_thread(replica._commit_shared, mine)
+                for tp in revoked:
+                    positions.pop(tp, None)
+
+            async def on_partitions_assigned(self, assigned) -> None:
+                stored = (await asyncio.to_thread(
+                    replica.index.committed_offsets)).get(listings, {})
+                for tp in assigned:
+                    if tp.partition in stored:
+                        consumer.seek(tp, stored[tp.partition])
+                        positions[tp] = stored[tp.partition]
+                    else:
+                        await consumer.seek_to_beginning(tp)
+                        positions[tp] = 0
+                log.info("indexing listings partitions %s from %s",
+                         sorted(tp.partition for tp in assigned), stored)
+
+        consumer = AIOKafkaConsumer(
+            **self.kafka.client_kwargs(), group_id=self.group, enable_auto_commit=False,
+            auto_offset_reset="earliest", max_poll_records=self.settings.fetch_records,
+            fetch_max_bytes=32 * 1024 * 1024, fetch_max_wait_ms=50,
+            session_timeout_ms=int(self.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(self.session_timeout_s * 1000 / 3))
+        await consumer.start()
+        consumer.subscribe([listings], listener=Listener())
+        last_commit = time.monotonic()
+        try:
+            while True:
+                batches = await consumer.getmany(timeout_ms=100,
+                                                 max_records=self.settings.fetch_records)
+                fetched = [(tp, ms) for tp, ms in batches.items() if ms]
+                dead = await asyncio.to_thread(self._apply_fetched, fetched) if fetched else []
+                owned = consumer.assignment()  # a rebalance may have taken some meanwhile
+                for tp, messages in fetched:
+                    if tp in owned:
+                        positions[tp] = messages[-1].offset + 1
+                for record in dead:
+                    await self._dead_letters(record)
+                due = time.monotonic() - last_commit >= self.settings.commit_interval_s
+                full = self.index.pending >= self.settings.commit_docs
+                wanted = any(positions.get(tp, -1) >= end for tp, end in self._wanted.items())
+                if (fetched or self.index.pending) and (due or full or wanted):
+                    await asyncio.to_thread(self._commit_shared, dict(positions))
+                    last_commit = time.monotonic()
+                    for tp in [tp for tp, end in self._wanted.items()
+                               if positions.get(tp, -1) >= end]:
+                        del self._wanted[tp]
+                    try:
+                        await consumer.commit(dict(positions))
+                    except KafkaError as exc:  # the index holds the positions that count
+                        log.warning("committing the indexers' group position failed: %s", exc)
+        finally:
+            try:
+                if positions and self.index.pending:
+                    await asyncio.to_thread(self._commit_shared, dict(positions))
+            finally:
+                await consumer.stop()
+
+    def _commit_shared(self, positions: dict[TopicPartition, int]) -> None:
+        offsets = {self.topics.listings: {tp.partition: pos for tp, pos in positions.items()}}
+        self.index.commit(offsets)
+        self.stats.commits += 1
+        self.stats.last_commit_at = time.time()
+        self.stats.positions = offsets
 
     def _apply_fetched(self, fetched) -> list[DeadLetter]:
         return [d for tp, messages in fetched for d in self._apply_listings(tp, messages)]
@@ -244,7 +346,7 @@ class Replica:
         consumer = self._consumer
         if consumer is None or not self.started:
             return {}
-        partitions = [tp for tp in consumer.assignment() if tp.topic == topic]
+        partitions = [tp for tp in self._watched(consumer) if tp.topic == topic]
         return await consumer.end_offsets(partitions) if partitions else {}
 
     async def lag(self) -> dict[str, int]:
@@ -254,13 +356,17 @@ class Replica:
         if consumer is None or not self.started:
             return {}
         listings = self.topics.listings
-        committed = self.index.committed_offsets().get(listings, {})
+        committed = (await asyncio.to_thread(self.index.committed_offsets)).get(listings, {})
         out: dict[str, int] = {}
-        for tp, end in (await consumer.end_offsets(list(consumer.assignment()))).items():
+        for tp, end in (await consumer.end_offsets(self._watched(consumer))).items():
             done = committed.get(tp.partition, 0) if tp.topic == listings \
                 else self._positions.get(tp, 0)
             out[tp.topic] = out.get(tp.topic, 0) + max(0, end - done)
         return out
+
+    def _watched(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+        """The partitions whose progress the replica reports: its own, and the listings'."""
+        return list(set(consumer.assignment()) | set(self._listing_partitions))
 
     # --- waiting -----------------------------------------------------------------------------
 
@@ -283,12 +389,19 @@ class Replica:
         await asyncio.wait_for(self._started.wait(), timeout=None)
         consumer = self._consumer
         assert consumer is not None
-        targets = await consumer.end_offsets(list(consumer.assignment()))
+        targets = await consumer.end_offsets(self._watched(consumer))
         listings = self.topics.listings
         for tp, end in targets.items():
             if urgent and tp.topic == listings and self._committed.get(tp, 0) < end:
                 self._wanted[tp] = max(end, self._wanted.get(tp, 0))
         deadline = time.monotonic() + timeout_s
+        if self.index.shared:  # other workers index too: poll what the index stores
+            while not await asyncio.to_thread(self._caught_up_to, targets):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                await asyncio.sleep(min(remaining, 0.05))
+            return True
         async with self._progress:
             while not self._caught_up_to(targets):
                 remaining = deadline - time.monotonic()

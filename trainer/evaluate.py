@@ -24,8 +24,11 @@ from typing import TYPE_CHECKING
 
 from agents.extractor.base import Extractor, SeedText
 from agents.extractor.keywords import KeywordsExtractor, TermCounts, WithToxic
+from config import OpenSearchSettings
 from config.versions import library_versions
 from marketplace.items import LabelledItem
+from search import corpus_index
+from search.protocol import SearchIndex
 from trainer.corpus import data_hash, sample_seeds, siblings, split_seeds
 from trainer.dataset import BuildConfig
 from trainer.scoring import Searcher, best_span, gap_closed, score_seed, summarise
@@ -87,9 +90,23 @@ def extract_all(extractor: Extractor, seeds: Sequence[LabelledItem], k: int) -> 
 
 def evaluate_corpus(name: str, items: Sequence[LabelledItem], models: Mapping[str, str], *,
                     k: int = 4, max_seeds: int = 300, split_seed: int = 0,
-                    progress: Callable[[str], None] = print) -> dict:
-    """Metrics of every method on one corpus's evaluation seeds."""
-    searcher = Searcher(items)
+                    progress: Callable[[str], None] = print,
+                    index: Callable[[], SearchIndex] | None = None) -> dict:
+    """Metrics of every method on one corpus's evaluation seeds; ``index`` makes the empty
+    index the corpus is searched in (default: Tantivy in memory)."""
+    corpus_index = index() if index is not None else None
+    try:
+        return _evaluate_corpus(name, items, models, Searcher(items, index=corpus_index),
+                                k=k, max_seeds=max_seeds, split_seed=split_seed,
+                                progress=progress)
+    finally:
+        if corpus_index is not None:
+            corpus_index.close()
+
+
+def _evaluate_corpus(name: str, items: Sequence[LabelledItem], models: Mapping[str, str],
+                     searcher: Searcher, *, k: int, max_seeds: int, split_seed: int,
+                     progress: Callable[[str], None]) -> dict:
     split = split_seeds(items, seed=split_seed)
     seeds = sample_seeds(split.eval, max_seeds, split_seed)
     sibs = siblings(items)
@@ -132,14 +149,17 @@ def oracle_spans(searcher: Searcher, seeds: Sequence[LabelledItem]) -> dict[str,
 
 def evaluate(corpora: Mapping[str, Sequence[LabelledItem]], models: Mapping[str, str],
              out: Path, *, k: int = 4, max_seeds: int = 300, split_seed: int = 0,
-             blend: bool = True, progress: Callable[[str], None] = print) -> dict:
+             blend: bool = True, progress: Callable[[str], None] = print,
+             backend: str = "tantivy", cluster: OpenSearchSettings | None = None) -> dict:
     """Evaluate every corpus; write eval.json, eval.md and eval.png into ``out``. With
     ``blend`` and a model, the last model also ranks with the contrast blended in
-    (``<label>+contrast``, its weight chosen on the other corpora: ``trainer.blending``)."""
+    (``<label>+contrast``, its weight chosen on the other corpora: ``trainer.blending``).
+    ``backend`` (and ``cluster``): the search engine the corpora are searched in."""
     report, meta = {}, {}
     for name, items in corpora.items():
         found = evaluate_corpus(name, items, models, k=k, max_seeds=max_seeds,
-                                split_seed=split_seed, progress=progress)
+                                split_seed=split_seed, progress=progress,
+                                index=lambda: corpus_index(backend, cluster))
         report[name], meta[name] = found["methods"], found["meta"]
     blended = None
     if blend and models:
@@ -154,6 +174,7 @@ def evaluate(corpora: Mapping[str, Sequence[LabelledItem]], models: Mapping[str,
     (out / "eval.json").write_text(json.dumps(report, indent=2))
     (out / "eval_meta.json").write_text(json.dumps(
         {"models": dict(models), "corpora": meta, "protocol": PROTOCOL, "blend": blended,
+         "search_backend": backend,
          "versions": library_versions(),
          "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=2))
     (out / "eval.md").write_text(markdown_table(report))

@@ -21,7 +21,7 @@ from agents.queries import is_valid_query, seed_spans
 from marketplace.items import LabelledItem, to_listing_dict
 from schemas.models import ListingUpsert
 from search import memory_index
-from search.protocol import Change, search
+from search.protocol import Change, SearchIndex, search
 
 TOP = 10
 DEEP = 100
@@ -30,10 +30,12 @@ DEEP = 100
 class Searcher:
     """A labelled corpus in an in-memory index; results are cached per (query, seed).
     ``fold=False``: without the disguise folding (``search.normalize``; the disguise
-    benchmark's "before")."""
+    benchmark's "before"). ``index``: an empty index of another engine to hold the corpus
+    (``search.corpus_index``; the caller closes it)."""
 
-    def __init__(self, items: Sequence[LabelledItem], *, fold: bool = True) -> None:
-        self.index = memory_index(fold=fold)
+    def __init__(self, items: Sequence[LabelledItem], *, fold: bool = True,
+                 index: SearchIndex | None = None) -> None:
+        self.index = memory_index(fold=fold) if index is None else index
         self.index.apply(Change(ListingUpsert(**to_listing_dict(item))) for item in items)
         self.index.commit(None)
         self.harmful = frozenset(i.id for i in items if i.harmful)
@@ -47,6 +49,16 @@ class Searcher:
             hits = search(self.index, query, DEEP, exclude=(seed_id,))
             self._cache[key] = [h.listing_id for h in hits]
         return self._cache[key][:limit]
+
+    def prefetch(self, queries: Iterable[str], seed_id: str, batch: int = 64) -> None:
+        """Search the uncached ``queries`` of a seed together (``search_many``: one request
+        a batch on a remote engine) so the calls that follow read the cache."""
+        todo = list(dict.fromkeys(q for q in queries if (q, seed_id) not in self._cache))
+        for start in range(0, len(todo), batch):
+            chunk = todo[start:start + batch]
+            found = self.index.search_many(chunk, DEEP, (seed_id,))
+            for query, hits in zip(chunk, found, strict=True):
+                self._cache[(query, seed_id)] = [h.listing_id for h in hits]
 
     def precision(self, query: str, seed_id: str) -> float:
         """Harmful share of the query's top 10 (0 when it finds nothing)."""
@@ -76,6 +88,7 @@ def score_seed(searcher: Searcher, seed_id: str, queries: Sequence[str], k: int,
         recall = 0.0 if siblings else None
         return SeedScore(0.0, 0.0, recall, 0.0)
     precisions, hits, found = [], [], set()
+    searcher.prefetch(valid, seed_id)
     for query in valid:
         top = searcher.ids(query, seed_id, TOP)
         harmful = sum(i in searcher.harmful for i in top)
@@ -127,6 +140,7 @@ def best_span(searcher: Searcher, seed_id: str, title: str, description: str | N
     spans = seed_spans(title, description, max_words, limit, rng_seed)
     if not spans:
         return None
+    searcher.prefetch(spans, seed_id)
     return min(spans, key=lambda q: (-searcher.precision(q, seed_id), -searcher.hits(q, seed_id),
                                      len(q), q))
 

@@ -46,6 +46,7 @@ __all__ = [
     "cluster_id_file",
     "data_dir",
     "ensure_jars",
+    "fetch_maven_jars",
     "is_reachable",
     "is_reachable_async",
     "jars_dir",
@@ -226,67 +227,73 @@ def _escape_property(value: str) -> str:
 
 
 def ensure_jars(broker: LocalBroker, progress: Callable[[str], Any] | None = print) -> Path:
-    """The folder of the broker's jars, fetched from Maven Central with ``mvn`` the first time.
+    """The folder of the broker's jars, fetched from Maven Central with ``mvn`` the first time
+    (see :func:`fetch_maven_jars`)."""
+    version = broker.kafka.local_version
+    return fetch_maven_jars(POM, jars_dir(broker), {"kafka.version": version},
+                            expect="kafka_2.13-", label=f"Kafka {version} broker",
+                            progress=progress)
+
+
+def fetch_maven_jars(pom: Path, target: Path, defines: dict[str, str], *, expect: str,
+                     label: str, progress: Callable[[str], Any] | None = print) -> Path:
+    """``target``, holding the runtime jars of ``pom`` (with ``-Dkey=value`` ``defines``),
+    fetched from Maven Central with ``mvn`` the first time; a jar named ``expect``* must be
+    among them.
 
     The download is marked complete only after ``mvn`` succeeded, so an interrupted one is
-    redone (and so is one made with a different ``pom.xml``). Safe to call from several
-    processes at once (a file lock serialises them).
+    redone (and so is one made with a different pom). Safe to call from several processes at
+    once (a file lock serialises them).
     """
-    target = jars_dir(broker)
     marker = target / JARS_MARKER
-    if _jars_complete(marker):
+    if _jars_complete(marker, pom):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(kafka_dir(broker) / ".jars.lock"):
-        if _jars_complete(marker):  # another process finished while we waited
+    with _file_lock(target.parent / f".{target.name}.lock"):
+        if _jars_complete(marker, pom):  # another process finished while we waited
             return target
         mvn = shutil.which("mvn")
         if mvn is None:
             raise BrokerError(
-                "Maven ('mvn') is not on PATH: it is needed once to fetch the Kafka broker's "
-                "jars (e.g. apt-get install maven)"
+                f"Maven ('mvn') is not on PATH: it is needed once to fetch the {label} jars "
+                "(e.g. apt-get install maven)"
             )
-        if not POM.is_file():
-            raise BrokerError(f"{POM} is missing: the package was installed without it")
-        version = broker.kafka.local_version
+        if not pom.is_file():
+            raise BrokerError(f"{pom} is missing: the package was installed without it")
         if target.exists():
             shutil.rmtree(target)  # a half download
         target.mkdir(parents=True)
-        _say(progress, f"Fetching Kafka {version} broker jars from Maven Central into {target} "
+        _say(progress, f"Fetching the {label} jars from Maven Central into {target} "
                        "(once, about 45 MB)...")
         t0 = time.monotonic()
-        cmd = [
-            mvn, "-B", "-q", "-f", str(POM),
-            "dependency:copy-dependencies",
-            f"-DoutputDirectory={target}",
-            "-DincludeScope=runtime",
-            f"-Dkafka.version={version}",
-        ]
+        cmd = [mvn, "-B", "-q", "-f", str(pom), "dependency:copy-dependencies",
+               f"-DoutputDirectory={target}", "-DincludeScope=runtime",
+               *(f"-D{key}={value}" for key, value in defines.items())]
         proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL,
                               cwd=target.parent, check=False)
         jars = sorted(target.glob("*.jar"))
-        if proc.returncode != 0 or not any(j.name.startswith("kafka_2.13-") for j in jars):
+        if proc.returncode != 0 or not any(j.name.startswith(expect) for j in jars):
             output = (proc.stdout + proc.stderr).strip()
             raise BrokerError(
-                f"fetching the Kafka {version} jars failed (mvn exit {proc.returncode}):\n"
+                f"fetching the {label} jars failed (mvn exit {proc.returncode}):\n"
                 f"{_tail(output, 40)}"
             )
-        marker.write_text(f"{_pom_digest()}\nkafka {version}: {len(jars)} jars\n")
+        marker.write_text(f"{_pom_digest(pom)}\n{label}: {len(jars)} jars\n")
         _say(progress, f"Fetched {len(jars)} jars in {time.monotonic() - t0:.0f} s.")
     return target
 
 
-def _pom_digest() -> str:
-    return "pom-sha256=" + hashlib.sha256(POM.read_bytes()).hexdigest()
+def _pom_digest(pom: Path) -> str:
+    return "pom-sha256=" + hashlib.sha256(pom.read_bytes()).hexdigest()
 
 
-def _jars_complete(marker: Path) -> bool:
+def _jars_complete(marker: Path, pom: Path) -> bool:
     """The download finished, and with the pom in use (a changed pom refetches)."""
     try:
         first = marker.read_text().splitlines()[0]
     except (OSError, IndexError):
         return False
-    return not POM.is_file() or first == _pom_digest()
+    return not pom.is_file() or first == _pom_digest(pom)
 
 
 # --- reachability -------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 The broker is the project's own (``qexplorer kafka start``), or the cluster named by
 KAFKA_BOOTSTRAP. Each test gets its own topic prefix, consumer group and state directory, so
 tests never see each other's messages; its workers are stopped and its topics (faust's own
-included) deleted afterwards.
+included) deleted afterwards. ``backend_cluster`` runs a test once a search backend: Tantivy,
+and OpenSearch on the local two-node cluster (``qexplorer opensearch start``, started by the
+session when needed), the test's index deleted afterwards.
 """
 
 from __future__ import annotations
@@ -54,6 +56,34 @@ class Cluster:
         self.logs = tmp / "logs"
         self.processes = []
 
+    @property
+    def backend(self) -> str:
+        """The search backend of this cluster's workers."""
+        return self.extra_env.get("QEXPLORER_SEARCH_BACKEND", "tantivy")
+
+    def shared_index(self):
+        """A client on the OpenSearch index this cluster's workers share."""
+        from search.opensearch_index import OpenSearchIndex, index_name
+
+        return OpenSearchIndex.open(self.settings.opensearch,
+                                    index_name(self.settings.topics.listings))
+
+    def indexed(self, worker_id: str = "w1") -> int:
+        """Listings searchable in a worker's index, read from outside (the shared index on
+        OpenSearch); 0 while it does not exist yet."""
+        if self.backend == "opensearch":
+            index = self.shared_index()
+            try:
+                return index.count()
+            finally:
+                index.close()
+        from search.tantivy_index import TantivyIndex
+
+        try:
+            return TantivyIndex.open(self.index_dir(worker_id), writable=False).count()
+        except Exception:  # not created yet, or being rebuilt
+            return 0
+
     def worker_settings(self, worker_id: str = "w1") -> Settings:
         """The settings of one of this cluster's workers (its index, its state)."""
         return self.settings.replace(worker={"worker_id": worker_id})
@@ -100,6 +130,37 @@ def cluster(broker: Settings, tmp_path: Path, request) -> Iterator[Cluster]:
     # the broker deletes asynchronously; a run leaves nothing behind, faust's topics included
     wait_for(lambda: not run_topics(settings), 60, 0.5,
              f"topics left behind: {run_topics(settings)}")
+
+
+@pytest.fixture(scope="session")
+def opensearch(broker: Settings):
+    """The local OpenSearch cluster for the session: started if needed, stopped again only if
+    this session started it."""
+    from streams.broker import opensearch as local_opensearch
+
+    nodes = local_opensearch.LocalOpenSearch.of(broker)
+    started_here = not local_opensearch.status(nodes).ready
+    if started_here:
+        local_opensearch.start(nodes, progress=None)
+    yield nodes
+    if started_here:
+        local_opensearch.stop(nodes)
+
+
+@pytest.fixture(params=["tantivy", "opensearch"])
+def backend_cluster(request, cluster: Cluster) -> Iterator[Cluster]:
+    """``cluster`` with its workers on each search backend in turn."""
+    if request.param == "tantivy":
+        yield cluster
+        return
+    request.getfixturevalue("opensearch")
+    cluster.extra_env["QEXPLORER_SEARCH_BACKEND"] = "opensearch"
+    yield cluster
+    for process in cluster.processes:  # no worker may write to the index once it is gone
+        stop_worker(process, timeout_s=15)
+    index = cluster.shared_index()
+    index.drop()
+    index.close()
 
 
 def list_topics(settings: Settings) -> list[str]:

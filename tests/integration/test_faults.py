@@ -20,7 +20,6 @@ from marketplace.items import to_listing_dict, to_toxic_dict
 from marketplace.synthetic import generate_marketplace, split_seeds
 from schemas.models import Detection, ListingUpsert, ToxicItem, detection_key
 from schemas.topics import LISTINGS, TOXIC_ITEMS
-from search.tantivy_index import TantivyIndex
 from streams.client import publish
 from streams.supervise import kill_worker, stop_worker
 from tests.integration.conftest import explored, read_records, wait_for
@@ -44,11 +43,7 @@ def _publish(cluster, items=(), seeds=()):
 
 
 def _count(cluster, worker_id: str = "w1") -> int:
-    path = cluster.index_dir(worker_id)
-    try:
-        return TantivyIndex.open(path, writable=False).count()
-    except Exception:  # not created yet, or being rebuilt
-        return 0
+    return cluster.indexed(worker_id)
 
 
 def _check_complete(cluster, items, seeds) -> None:
@@ -90,12 +85,13 @@ def test_a_damaged_index_at_start_is_detected_and_rebuilt_from_the_topic(cluster
     assert any(p.name.startswith("index.broken-") for p in index_dir.parent.iterdir())
 
 
-def test_a_broker_restart_mid_stream_loses_nothing(cluster, broker):
+def test_a_broker_restart_mid_stream_loses_nothing(backend_cluster, broker):
     from streams.broker import local
 
     if not broker.kafka.uses_local_broker:
         pytest.skip("restarts the project's local broker only")
     broker = local.LocalBroker.of(broker)
+    cluster = backend_cluster
     items, seeds = _market()
     half = len(items) // 2
     _publish(cluster, items[:half], seeds[: len(seeds) // 2])
@@ -111,7 +107,8 @@ def test_a_broker_restart_mid_stream_loses_nothing(cluster, broker):
 
 
 @pytest.mark.worker_settings(explore_batch=2)
-def test_workers_killed_again_and_again_while_exploring_lose_nothing(cluster):
+def test_workers_killed_again_and_again_while_exploring_lose_nothing(backend_cluster):
+    cluster = backend_cluster
     items, seeds = _market(n_benign=2000, seed=6)
     _publish(cluster, items)
     rng = random.Random(5)
@@ -147,7 +144,8 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_two_workers_split_seeds_hold_the_full_index_and_survive_a_rebalance(cluster):
+def test_two_workers_split_seeds_hold_the_full_index_and_survive_a_rebalance(backend_cluster):
+    cluster = backend_cluster
     items, seeds = _market(n_benign=3000, seed=8)
     first, second, third = seeds[:20], seeds[20:40], seeds[40:]
     ports = {"w1": _free_port(), "w2": _free_port()}
@@ -168,5 +166,6 @@ def test_two_workers_split_seeds_hold_the_full_index_and_survive_a_rebalance(clu
 
     stop_worker(w1)  # scale in: the group moves w1's partitions to w2
     _publish(cluster, seeds=third)
-    assert _count(cluster, "w1") == _count(cluster, "w2") == len(items)  # full copies
+    # full copies on Tantivy; one index on OpenSearch
+    assert _count(cluster, "w1") == _count(cluster, "w2") == len(items)
     _check_complete(cluster, items, seeds)

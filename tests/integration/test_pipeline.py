@@ -1,5 +1,6 @@
 """End to end on the real broker: a real labelled dataset goes in as listings and confirmed
-toxic items; the detections and search feedback that come back are checked for content."""
+toxic items; the detections and search feedback that come back are checked for content. On
+each search backend (Tantivy, OpenSearch)."""
 
 from __future__ import annotations
 
@@ -43,7 +44,9 @@ def _sms_marketplace():
     return marketplace_sample(dedupe_texts(items), harmful_rate=0.12, seed=0)
 
 
-def test_real_dataset_through_kafka_gives_the_expected_detections_and_feedback(cluster):
+def test_real_dataset_through_kafka_gives_the_expected_detections_and_feedback(
+        backend_cluster):
+    cluster = backend_cluster
     items = _sms_marketplace()
     by_id = {i.id: i for i in items}
     spam = sorted((i for i in items if i.harmful), key=lambda i: i.id)
@@ -116,7 +119,8 @@ def test_real_dataset_through_kafka_gives_the_expected_detections_and_feedback(c
                                     for s in seed_ids}
 
 
-def test_bad_messages_reach_the_dead_letter_topic_and_the_worker_goes_on(cluster):
+def test_bad_messages_reach_the_dead_letter_topic_and_the_worker_goes_on(backend_cluster):
+    cluster = backend_cluster
     topics = cluster.settings.topics
     good = ListingUpsert(id="ok-1", title="vintage oak chair", description="solid wood")
     asyncio.run(_send_raw(cluster.settings, topics.listings, [

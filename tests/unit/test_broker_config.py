@@ -151,11 +151,11 @@ def test_parse_bootstrap() -> None:
 
 def test_jars_marker_needs_the_current_pom(tmp_path: Path) -> None:
     marker = tmp_path / local.JARS_MARKER
-    assert not local._jars_complete(marker)
+    assert not local._jars_complete(marker, local.POM)
     marker.write_text("pom-sha256=stale\nkafka 4.0.0: 40 jars\n")
-    assert not local._jars_complete(marker)
-    marker.write_text(local._pom_digest() + "\n")
-    assert local._jars_complete(marker)
+    assert not local._jars_complete(marker, local.POM)
+    marker.write_text(local._pom_digest(local.POM) + "\n")
+    assert local._jars_complete(marker, local.POM)
 
 
 def test_pom_takes_the_kafka_version_from_a_property() -> None:

@@ -340,13 +340,28 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyP
 
 
 def test_the_services_and_their_profiles() -> None:
+    nodes = {"opensearch-1", "opensearch-2", "opensearch-3"}
     assert set(SERVICES) == {"kafka", "topics", "vllm", "vllm-next", "worker", "review",
-                             "trainer"}
+                             "trainer", "worker-opensearch", *nodes}
     assert SERVICES["vllm-next"].get("profiles") == ["rollout"]
     assert SERVICES["trainer"].get("profiles") == ["train"]
+    for name in (*nodes, "worker-opensearch"):
+        assert SERVICES[name].get("profiles") == ["opensearch"]
     for name in ("kafka", "topics", "vllm", "worker", "review"):
         assert not SERVICES[name].get("profiles"), f"{name} must start with a plain `up`"
-    assert QEXPLORER_SERVICES == ["review", "topics", "trainer", "worker"]
+    assert QEXPLORER_SERVICES == ["review", "topics", "trainer", "worker", "worker-opensearch"]
+
+
+def test_the_opensearch_profile_is_a_quorum_the_workers_know() -> None:
+    nodes = sorted(n for n in SERVICES if n.startswith("opensearch-"))
+    assert len(nodes) % 2 == 1, "an odd number of master-eligible nodes keeps a quorum"
+    env = SERVICES["worker-opensearch"]["environment"]
+    assert env["QEXPLORER_SEARCH_BACKEND"] == "opensearch"
+    hosts = [urlsplit(h).hostname for h in env["QEXPLORER_OPENSEARCH_HOSTS"].split(",")]
+    assert hosts == nodes
+    for node in nodes:
+        assert SERVICES[node]["environment"]["node.name"] == node
+        assert not SERVICES[node].get("ports"), "the cluster stays on the compose network"
 
 
 def test_named_volumes_are_declared_and_used() -> None:

@@ -71,6 +71,7 @@ from schemas.codec import (
 from schemas.export import json_schemas
 from schemas.models import (
     DeadLetter,
+    DeadLetterReplay,
     Detection,
     GateSet,
     ListingDelete,
@@ -193,6 +194,11 @@ DEAD_LETTERS = st.builds(
     DeadLetter, stage=SHORT, error=texts(2000), topic=SHORT, partition=st.none() | INT64,
     offset=st.none() | INT64, raw_key_b64=st.none() | texts(100), raw_value_b64=texts(500),
     failed_at=TIMES)
+NATURALS = st.integers(0, 2**63 - 1)
+REPLAYS = st.builds(
+    DeadLetterReplay, dead_letter_partition=NATURALS, dead_letter_offset=NATURALS,
+    dead_letter_key=texts(1000), topic=SHORT, partition=NATURALS, offset=NATURALS,
+    reason=texts(1000), replayed_by=SHORT, replayed_at=TIMES)
 DECISION_KEYS = texts(64, min_size=8)
 DECISIONS = st.builds(
     ModerationDecision, decision_id=DECISION_KEYS, listing_id=IDS,
@@ -236,6 +242,7 @@ RECORDS: dict[str, st.SearchStrategy[BaseModel]] = {
     "search-feedback": FEEDBACK,
     "moderation-decisions": DECISIONS,
     "dead-letter": DEAD_LETTERS,
+    "dead-letter-replays": REPLAYS,
     "model-rollouts": ROLLOUTS,
     "model-registry": EVALUATIONS,
     "standing-queries": STANDING,
@@ -513,6 +520,9 @@ def _example_record(contract: str) -> dict:
             decision_id="d" * 8, listing_id="l", decision="reject", text_hash="h",
             reviewer="alice"),
         "dead-letter": dead_letter(stage="x", error="e", topic="t", value=b"v"),
+        "dead-letter-replays": DeadLetterReplay(
+            dead_letter_partition=0, dead_letter_offset=1, dead_letter_key="t:0:1:x",
+            topic="t", partition=0, offset=2, replayed_by="alice"),
         "model-rollouts": ModelRollout(extractor="keywords"),
         "model-registry": ModelEvaluation(
             evaluation_id="e" * 8, candidate_version="c", candidate_model="/m",
@@ -527,7 +537,8 @@ def _example_record(contract: str) -> dict:
 
 _TEXT_FIELD = {"listings": "title", "toxic-items": "title", "detections": "listing_title",
                "search-feedback": "query", "moderation-decisions": "reviewer",
-               "dead-letter": "error", "model-rollouts": "reason",
+               "dead-letter": "error", "dead-letter-replays": "reason",
+               "model-rollouts": "reason",
                "model-registry": "reason", "standing-queries": "reason"}
 
 

@@ -17,7 +17,7 @@ import pytest
 from agents.extractor.base import SeedText
 from agents.extractor.keywords import KeywordsExtractor, _seed_text, tfidf_terms
 from agents.extractor.registry import build_extractor
-from config import ExtractorSettings, IndexSettings
+from config import ExtractorSettings, IndexSettings, OpenSearchSettings
 from marketplace.items import LabelledItem, to_listing_dict
 from marketplace.synthetic import generate_marketplace
 from schemas.codec import encode
@@ -195,7 +195,8 @@ def test_memory_index_is_an_empty_working_search_index() -> None:
 
 def test_open_replica_opens_the_configured_engine(tmp_path: Path) -> None:
     assert "tantivy" in BACKENDS
-    ix, rebuilt = open_replica(IndexSettings.model_validate({"backend": "tantivy"}), tmp_path)
+    ix, rebuilt = open_replica(IndexSettings.model_validate({"backend": "tantivy"}), tmp_path,
+                              OpenSearchSettings(), "listings")
     try:
         assert isinstance(ix, TantivyIndex) and rebuilt is None
         ix.apply([_upsert("a", "lamp")])
@@ -203,7 +204,8 @@ def test_open_replica_opens_the_configured_engine(tmp_path: Path) -> None:
     finally:
         ix.close()
     assert (tmp_path / "index").is_dir()
-    again, _ = open_replica(IndexSettings.model_validate({}), tmp_path)  # tantivy by default
+    again, _ = open_replica(IndexSettings.model_validate({}), tmp_path, OpenSearchSettings(),
+                            "listings")  # tantivy by default
     assert again.count() == 1 and again.committed_offsets() == {"listings": {0: 1}}
     again.close()
 
@@ -211,7 +213,7 @@ def test_open_replica_opens_the_configured_engine(tmp_path: Path) -> None:
 def test_open_replica_refuses_an_unknown_engine_naming_the_setting(tmp_path: Path) -> None:
     settings = IndexSettings.model_validate({"backend": "elasticsearch"})
     with pytest.raises(ValueError, match="QEXPLORER_SEARCH_BACKEND") as info:
-        open_replica(settings, tmp_path)
+        open_replica(settings, tmp_path, OpenSearchSettings(), "listings")
     assert "elasticsearch" in str(info.value) and "tantivy" in str(info.value)
     assert not any(tmp_path.iterdir())  # nothing was created
 
@@ -236,7 +238,8 @@ def replica_index(corpus: list[LabelledItem], tmp_path_factory) -> TantivyIndex:
     """A worker's replica of the corpus: opened as a worker opens it, filled through
     ``apply`` in fetches of listing messages, each fetch committed with its offsets."""
     directory = tmp_path_factory.mktemp("worker")
-    index, _ = open_replica(IndexSettings.model_validate({}), directory)
+    index, _ = open_replica(IndexSettings.model_validate({}), directory, OpenSearchSettings(),
+                            "listings")
     assert isinstance(index, TantivyIndex)
     fetch = 128
     for start in range(0, len(corpus), fetch):

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 from schemas import codec
 from schemas.codec import dead_letter, decode, encode
 from schemas.models import (
+    DeadLetterReplay,
     Detection,
     GateSet,
     ListingDelete,
@@ -28,6 +29,7 @@ from schemas.models import (
 from schemas.topics import (
     BY_NAME,
     DEAD_LETTER,
+    DEAD_LETTER_REPLAYS,
     DETECTIONS,
     FOREVER,
     LISTINGS,
@@ -73,6 +75,12 @@ SAMPLES: dict[str, list[tuple[BaseModel, str]]] = {
                      value=b"{}", partition=0, offset=7),
          "t.toxic-items:0:7:explore"),
     ],
+    "dead-letter-replays": [
+        (DeadLetterReplay(dead_letter_partition=0, dead_letter_offset=17,
+                          dead_letter_key="t.listings:2:40:decode-listing", topic="t.listings",
+                          partition=2, offset=57, reason="fixed in v2", replayed_by="alice"),
+         "0:17"),
+    ],
     "moderation-decisions": [
         (ModerationDecision(decision_id="d1234567", listing_id="l-9", decision="confirm",
                             text_hash="ab12", reviewer="alice"), "l-9"),
@@ -110,8 +118,8 @@ def test_every_topic_has_a_unique_logical_name_and_samples_here() -> None:
     assert set(names) == set(SAMPLES)  # a new topic must get samples here
     assert {spec.name: spec for spec in REGISTRY} == BY_NAME
     assert list(REGISTRY) == [LISTINGS, TOXIC_ITEMS, DETECTIONS, SEARCH_FEEDBACK,
-                              MODERATION_DECISIONS, DEAD_LETTER, MODEL_ROLLOUTS,
-                              MODEL_REGISTRY, STANDING_QUERIES]
+                              MODERATION_DECISIONS, DEAD_LETTER, DEAD_LETTER_REPLAYS,
+                              MODEL_ROLLOUTS, MODEL_REGISTRY, STANDING_QUERIES]
     assert all(spec.doc for spec in REGISTRY)
 
 
@@ -160,9 +168,9 @@ def test_listings_model_rollouts_and_standing_queries_are_compacted() -> None:
         assert data_loss(topics.config(spec)) == []
 
 
-@pytest.mark.parametrize("spec", [TOXIC_ITEMS, SEARCH_FEEDBACK, DEAD_LETTER],
-                         ids=lambda s: s.name)
-def test_labels_training_data_and_dead_letters_are_kept_without_time_limit(
+@pytest.mark.parametrize("spec", [TOXIC_ITEMS, SEARCH_FEEDBACK, DEAD_LETTER,
+                                  DEAD_LETTER_REPLAYS], ids=lambda s: s.name)
+def test_labels_training_data_dead_letters_and_their_replays_are_kept_without_time_limit(
         spec: TopicSpec) -> None:
     assert FOREVER == -1
     assert Topics().config(spec) == {"cleanup.policy": "delete", "retention.ms": "-1"}
@@ -186,9 +194,9 @@ def test_a_topic_without_a_retention_gets_the_brokers_default() -> None:
 def test_topics_names_carry_the_prefix() -> None:
     topics = Topics("t.", partitions=6, replication=3)
     assert (topics.listings, topics.toxic_items, topics.detections, topics.feedback,
-            topics.dead_letter, topics.rollouts) == (
+            topics.dead_letter, topics.dead_letter_replays, topics.rollouts) == (
         "t.listings", "t.toxic-items", "t.detections", "t.search-feedback", "t.dead-letter",
-        "t.model-rollouts")
+        "t.dead-letter-replays", "t.model-rollouts")
     assert topics.all() == [f"t.{spec.name}" for spec in REGISTRY]
     assert list(topics) == [(f"t.{spec.name}", spec) for spec in REGISTRY]
     assert topics.name(DETECTIONS) == "t.detections"
@@ -220,7 +228,8 @@ def test_a_logical_name_starting_like_the_prefix_is_found() -> None:
 def test_single_partition_topics_get_one_partition() -> None:
     topics = Topics("t.", partitions=6)
     for spec in REGISTRY:
-        expected = 1 if spec in (DEAD_LETTER, MODEL_ROLLOUTS, MODEL_REGISTRY) else 6
+        expected = 1 if spec in (DEAD_LETTER, DEAD_LETTER_REPLAYS, MODEL_ROLLOUTS,
+                                 MODEL_REGISTRY) else 6
         assert spec.single_partition is (expected == 1)
         assert topics.partitions(spec) == expected
 
