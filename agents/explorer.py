@@ -206,7 +206,8 @@ class Explorer:
                         self.settings.wait_index_s)
         self._observe("wait_index", time.perf_counter() - started)
         # what the search below sees at least: the standing queries take over from here
-        searched = self.replica.index.committed_offsets().get(self.topics.listings, {})
+        searched = (await asyncio.to_thread(self.replica.index.committed_offsets)
+                    ).get(self.topics.listings, {})
         provenance, extractions = await self._extract(
             [SeedText(s.id, s.title, s.description) for s in seeds.values()])
         started = time.perf_counter()

@@ -8,8 +8,8 @@
   against raw ``_msearch`` of the same request bodies;
 - **freshness**: one listing's apply-to-searchable latency (``commit``: bulk, refresh,
   offsets) against a raw single-document write with ``refresh=true``;
-- **size**: bytes on disk a listing (primaries), the figure the scaling table in
-  docs/benchmarks.md extrapolates from.
+- **size**: bytes on disk a listing (primaries) and the nodes' Java heap in use after indexing,
+  the figures the scaling table in docs/benchmarks.md extrapolates from.
 
 ``qexplorer bench --only opensearch`` (optional: it needs the cluster).
 """
@@ -75,6 +75,8 @@ def run(settings: Settings, *, size: int, repeats: int,
     seeds = _queries(items)
     n_queries = sum(len(q) for q in seeds)
     pipeline, raw, fan, raw_fan, fresh, raw_fresh, sizes = [], [], [], [], [], [], []
+    heaps: list[int] = []
+    latencies: list[float] = []
     for repeat in range(repeats):
         index = OpenSearchIndex.scratch(cluster)
         try:
@@ -84,7 +86,9 @@ def run(settings: Settings, *, size: int, repeats: int,
             pipeline.append(len(changes) / (time.perf_counter() - started))
             started = time.perf_counter()
             for queries in seeds:
+                began = time.perf_counter()
                 index.search_many(queries, 10)
+                latencies.append(time.perf_counter() - began)
             fan.append(n_queries / (time.perf_counter() - started))
             started = time.perf_counter()
             _raw_msearch(index, seeds)
@@ -99,8 +103,14 @@ def run(settings: Settings, *, size: int, repeats: int,
                 index._cluster.request("PUT", f"/{index.name}/_doc/raw-{n}", docs[n],
                                        refresh="true")
                 raw_fresh.append(time.perf_counter() - started)
+            index._cluster.request("POST", f"/{index.name}/_forcemerge", max_num_segments=1)
+            # the merged-away files go at the next flush: measure after it
+            index._cluster.request("POST", f"/{index.name}/_flush", force="true")
+            index.refresh()
             stats = index._cluster.request("GET", f"/{index.name}/_stats/store")
             sizes.append(stats["_all"]["primaries"]["store"]["size_in_bytes"] / len(changes))
+            nodes = index._cluster.request("GET", "/_nodes/stats/jvm")["nodes"].values()
+            heaps.append(sum(n["jvm"]["mem"]["heap_used_in_bytes"] for n in nodes))
         finally:
             index.close()
         ceiling = OpenSearchIndex.scratch(cluster)
@@ -122,16 +132,26 @@ def run(settings: Settings, *, size: int, repeats: int,
                    ceiling=raw_fan, ceiling_name="raw _msearch, same bodies"),
         comparison("opensearch", "freshness: one listing to searchable, p50", "ms", [fresh_p50],
                    ceiling=[raw_p50], ceiling_name="raw write, refresh=true", better="lower"),
-        comparison("opensearch", "disk a listing (primaries)", "B", sizes),
+        comparison("opensearch", "disk a listing (primaries, merged)", "B", sizes),
     ]
     notes = [f"{size:,} synthetic listings, {cluster.shards} shards x {cluster.replicas} "
              f"replicas on {len(cluster.urls)} nodes ({', '.join(cluster.urls)}); {SEEDS} seeds "
              f"x 4 queries; bulk {cluster.bulk_docs}; freshness over {FRESHNESS_SAMPLES} "
              "single-listing commits a repeat"]
+    probe = OpenSearchIndex.connect(cluster, "-")
+    try:
+        server = probe._cluster.request("GET", "/")["version"]["number"]
+    finally:
+        probe.close()
+    notes.append(f"OpenSearch {server}, Java heap {settings.opensearch.local_heap} a node when "
+                 "local")
     return {"params": {"size": size, "repeats": repeats, "shards": cluster.shards,
+                       "opensearch_version": server,
                        "replicas": cluster.replicas, "nodes": len(cluster.urls),
                        "bulk_docs": cluster.bulk_docs},
             "rows": rows, "notes": notes,
-            "details": {"freshness_ms": latency_summary(fresh),
+            "details": {"seed_search_ms": latency_summary(latencies),
+                        "heap_used_bytes": heaps,
+                        "freshness_ms": latency_summary(fresh),
                         "raw_freshness_ms": latency_summary(raw_fresh),
                         "bytes_per_listing": sizes}}

@@ -54,6 +54,11 @@ DOC_FREQ_TTL_S = 30.0
 #: How long a write keeps being retried while the cluster is unavailable (a node lost,
 #: shards being promoted) before the replica gives up and the worker restarts.
 RETRY_FOR_S = 120.0
+#: ...and a read (a search, a count, the stored positions): its caller decides what a failure
+#: means (a seed's search failing is dead-lettered; a position read is "not caught up yet").
+READ_RETRY_S = 10.0
+#: A _bulk request holds at most this many bytes (OpenSearch refuses more than 100 MB).
+BULK_MAX_BYTES = 16 * 1024 * 1024
 _RETRYABLE = {429, 502, 503, 504}
 _TERMS = re.compile(r'"([^"]*)"|(\S+)')
 _TEXT = {"type": "text", "analyzer": "whitespace"}
@@ -135,6 +140,20 @@ def query_clauses(query: str, fold: bool = True) -> dict[str, Any] | None:
     return clauses[0] if len(clauses) == 1 else {"bool": {"should": clauses}}
 
 
+def _chunks(lines: list[bytes], max_lines: int, max_bytes: int):
+    """Bulk lines (action and document pairs) in requests of at most ``max_lines`` lines and
+    about ``max_bytes`` bytes (a pair alone may be larger)."""
+    start = size = 0
+    for end in range(0, len(lines), 2):
+        pair = len(lines[end]) + len(lines[end + 1]) + 2
+        if end > start and (end - start >= max_lines or size + pair > max_bytes):
+            yield lines[start:end]
+            start, size = end, 0
+        size += pair
+    if start < len(lines):
+        yield lines[start:]
+
+
 def index_name(listings_topic: str) -> str:
     """The index mirroring a listings topic (names must be lowercase; the format is part of
     the name)."""
@@ -212,8 +231,12 @@ class OpenSearchIndex(SearchIndex):
         self._settings = settings
         self._fold = fold
         self._scratch = scratch
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the queue below
+        # held for a whole send and a whole commit: a commit (a rebalance's, in another
+        # thread) must not store positions while writes it did not wait for are in flight
+        self._writing = threading.RLock()
         self._lines: list[bytes] = []  # bulk lines not yet sent
+        self._bytes = 0
         self._pending = 0
         self._doc_freq: dict[str, tuple[float, int]] = {}
 
@@ -225,6 +248,11 @@ class OpenSearchIndex(SearchIndex):
         index._create(name, MAPPING, settings.shards, settings.replicas)
         index._create(index.offsets_name, _OFFSETS_MAPPING, 1, settings.replicas)
         return index
+
+    @classmethod
+    def connect(cls, settings: OpenSearchSettings, name: str) -> OpenSearchIndex:
+        """A client on an index that may not exist (nothing is created)."""
+        return cls(Cluster(settings), name, settings)
 
     @classmethod
     def scratch(cls, settings: OpenSearchSettings, *, fold: bool = True) -> OpenSearchIndex:
@@ -279,10 +307,13 @@ class OpenSearchIndex(SearchIndex):
                 doc = {"id": event.id, "deleted": True}
                 if change.position is not None:
                     doc["kafka_pos"] = position_of(*change.position)
+            lines = [orjson.dumps(action), orjson.dumps(doc)]
             with self._lock:
-                self._lines += [orjson.dumps(action), orjson.dumps(doc)]
+                self._lines += lines
+                self._bytes += len(lines[0]) + len(lines[1]) + 2
                 self._pending += 1
-                full = len(self._lines) >= 2 * self._settings.bulk_docs
+                full = (len(self._lines) >= 2 * self._settings.bulk_docs
+                        or self._bytes >= BULK_MAX_BYTES)
             if full:
                 self._flush()
 
@@ -293,15 +324,17 @@ class OpenSearchIndex(SearchIndex):
 
     def _flush(self) -> None:
         """Send the queued writes; returns once OpenSearch acknowledged every one."""
-        with self._lock:
-            lines, self._lines = self._lines, []
-        for start in range(0, len(lines), 2 * self._settings.bulk_docs):
-            self._bulk(lines[start:start + 2 * self._settings.bulk_docs])
+        with self._writing:
+            with self._lock:
+                lines, self._lines, self._bytes = self._lines, [], 0
+            deadline = time.monotonic() + RETRY_FOR_S
+            for chunk in _chunks(lines, 2 * self._settings.bulk_docs, BULK_MAX_BYTES):
+                self._bulk(chunk, deadline)
 
-    def _bulk(self, lines: list[bytes]) -> None:
-        deadline = time.monotonic() + RETRY_FOR_S
+    def _bulk(self, lines: list[bytes], deadline: float) -> None:
         while lines:
-            answer = self._cluster.request("POST", "/_bulk", b"\n".join(lines) + b"\n")
+            answer = self._cluster.request("POST", "/_bulk", b"\n".join(lines) + b"\n",
+                                           retry_for_s=max(1.0, deadline - time.monotonic()))
             if not answer.get("errors"):
                 return
             again: list[bytes] = []
@@ -323,6 +356,10 @@ class OpenSearchIndex(SearchIndex):
     def commit(self, offsets: Offsets | None) -> None:
         """Send every queued write, wait until OpenSearch has acknowledged and refreshed them
         (searchable), then store ``offsets`` (partitions not named keep theirs)."""
+        with self._writing:
+            self._commit(offsets)
+
+    def _commit(self, offsets: Offsets | None) -> None:
         self._flush()
         self.refresh()
         self._pending = 0
@@ -337,7 +374,7 @@ class OpenSearchIndex(SearchIndex):
                 lines.append(orjson.dumps({"topic": topic, "partition": partition,
                                            "offset": offset}))
         if lines:
-            self._bulk(lines)
+            self._bulk(lines, time.monotonic() + RETRY_FOR_S)
             self._cluster.request("POST", f"/{self.offsets_name}/_refresh")
 
     # --- reads -------------------------------------------------------------------------------
@@ -345,21 +382,19 @@ class OpenSearchIndex(SearchIndex):
     def committed_offsets(self) -> dict[str, dict[int, int]]:
         """The Kafka positions stored by the last commits of every indexer."""
         answer = self._cluster.request("POST", f"/{self.offsets_name}/_search",
-                                       {"size": 10_000, "query": {"match_all": {}}})
+                                       {"size": 10_000, "query": {"match_all": {}}},
+                                       retry_for_s=READ_RETRY_S)
         out: dict[str, dict[int, int]] = {}
         for hit in answer["hits"]["hits"]:
             source = hit["_source"]
             out.setdefault(source["topic"], {})[int(source["partition"])] = int(source["offset"])
         return out
 
-    def _count(self, query: dict | None = None) -> int:
-        live = {"bool": {"filter": [{"term": {"deleted": False}}, *([query] if query else [])]}}
-        return int(self._cluster.request("POST", f"/{self.name}/_count",
-                                         {"query": live})["count"])
-
     def count(self) -> int:
         """Listings searchable now (tombstones left out)."""
-        return self._count()
+        return int(self._cluster.request("POST", f"/{self.name}/_count",
+                                         {"query": {"term": {"deleted": False}}},
+                                         retry_for_s=READ_RETRY_S)["count"])
 
     def doc_freq(self, term: str) -> int:
         """Listings whose title or description holds ``term``: the larger of the two
@@ -368,7 +403,11 @@ class OpenSearchIndex(SearchIndex):
         cached = self._doc_freq.get(term)
         if cached is not None and now - cached[0] < DOC_FREQ_TTL_S:
             return cached[1]
-        value = max(self._count({"term": {f: term}}) for f in SEARCH_FIELDS)
+        answer = self._cluster.request("POST", f"/{self.name}/_search", {
+            "size": 0, "track_total_hits": False, "query": {"term": {"deleted": False}},
+            "aggs": {f: {"filter": {"term": {f: term}}} for f in SEARCH_FIELDS}},
+            retry_for_s=READ_RETRY_S)
+        value = max(int(answer["aggregations"][f]["doc_count"]) for f in SEARCH_FIELDS)
         if len(self._doc_freq) > 100_000:
             self._doc_freq.clear()
         self._doc_freq[term] = (now, value)
@@ -421,7 +460,8 @@ class OpenSearchIndex(SearchIndex):
         out: list[list[Hit]] = [[] for _ in queries]
         lines: list[bytes] = []
         asked: list[int] = []
-        header = orjson.dumps({"index": self.name, "search_type": "dfs_query_then_fetch"})
+        header = orjson.dumps({"index": self.name, "search_type": "dfs_query_then_fetch",
+                               "allow_partial_search_results": False})
         for n, query in enumerate(queries):
             clauses = query_clauses(query, self._fold)
             if clauses is None or limit <= 0:
@@ -438,16 +478,37 @@ class OpenSearchIndex(SearchIndex):
                 body["min_score"] = min_scores[n]
             lines += [header, orjson.dumps(body)]
             asked.append(n)
-        if not lines:
-            return out
-        answer = self._cluster.request("POST", "/_msearch", b"\n".join(lines) + b"\n")
-        for n, response in zip(asked, answer["responses"], strict=True):
+        deadline = time.monotonic() + READ_RETRY_S
+        while lines:
+            answer = self._cluster.request("POST", "/_msearch", b"\n".join(lines) + b"\n",
+                                           retry_for_s=READ_RETRY_S)
+            lines, asked = self._read_hits(answer["responses"], lines, asked, queries, out)
+            if lines and time.monotonic() > deadline:
+                raise OpenSearchError(f"{len(asked)} searches still refused after "
+                                      f"{READ_RETRY_S:.0f} s")
+            if lines:
+                time.sleep(0.5)
+        return out
+
+    @staticmethod
+    def _read_hits(responses: list[dict], lines: list[bytes], asked: list[int],
+                   queries: Sequence[str], out: list[list[Hit]]
+                   ) -> tuple[list[bytes], list[int]]:
+        """Fill ``out`` from an _msearch answer; returns the searches to send again (refused
+        for load or a shard away: never a partial result)."""
+        again: list[bytes] = []
+        again_asked: list[int] = []
+        for i, (n, response) in enumerate(zip(asked, responses, strict=True)):
             if "error" in response:
-                log.warning("query rejected by OpenSearch: %r (%s)", queries[n],
-                            response["error"])
+                if response.get("status", 500) in _RETRYABLE or response.get("status") == 500:
+                    again += lines[2 * i:2 * i + 2]
+                    again_asked.append(n)
+                else:  # a query the engine cannot run finds nothing, as in Tantivy
+                    log.warning("query rejected by OpenSearch: %r (%s)", queries[n],
+                                response["error"])
                 continue
             for rank, hit in enumerate(response["hits"]["hits"], start=1):
                 shown = hit["_source"].get("shown", {})
                 out[n].append(Hit(hit["_source"]["id"], rank, float(hit["_score"]),
                                   shown.get("title", ""), shown.get("description", "")))
-        return out
+        return again, again_asked

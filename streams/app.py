@@ -189,7 +189,7 @@ class Worker:
             raise
         log.info("worker %s: extractor %s (%s), %s index with %d listings",
                  settings.worker.worker_id, extractor.name, extractor.model_version,
-                 settings.index.backend, self.index.count())
+                 settings.index.backend, await asyncio.to_thread(self.index.count))
 
     async def _run_replica(self) -> None:
         await self._build()
@@ -332,10 +332,19 @@ class Worker:
             extractor=explorer.extractor.name if explorer is not None else None,
             model_version=explorer.extractor.model_version if explorer is not None else None,
             failing_streak=explorer.failing_streak if explorer is not None else 0,
-            index_documents=index.count() if index is not None else None,
+            index_documents=self._documents(),
             index_bytes=(_dir_bytes(self.directory / "index")
                          if index is not None and not index.shared else None),
             dead_letters=dead)
+
+    def _documents(self) -> int | None:
+        """Listings in the index: a worker's own counts its copy; a shared one's count is
+        the replica's, read at its last commit (no request to the cluster from here)."""
+        if self.index is None:
+            return None
+        if not self.index.shared:
+            return self.index.count()
+        return self.replica.stats.documents if self.replica is not None else None
 
     async def lag(self) -> dict[str, int]:
         """Listings behind the index (not yet searchable), seeds behind the explorers' group,

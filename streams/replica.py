@@ -58,6 +58,7 @@ class ReplicaStats:
     standing: int = 0  # standing-query records read
     decisions: int = 0  # moderation decisions read
     unreadable: int = 0  # standing-query or decision records that break their contract
+    documents: int | None = None  # a shared index's listings at this replica's last commit
     positions: dict[str, dict[int, int]] = field(default_factory=dict)
 
 
@@ -122,7 +123,8 @@ class Replica:
                         continue  # fed by the group consumer of _feed_shared
                 partitions += found
             consumer.assign(partitions)
-            stored = self.index.committed_offsets().get(topics.listings, {})
+            stored = (await asyncio.to_thread(self.index.committed_offsets)
+                      ).get(topics.listings, {})
             for tp in partitions:
                 if tp.topic == topics.listings and tp.partition in stored:
                     consumer.seek(tp, stored[tp.partition])
@@ -130,7 +132,7 @@ class Replica:
                 else:
                     await consumer.seek_to_beginning(tp)
             log.info("replica resumes listings at %s (%d listings in the index)",
-                     stored, self.index.count())
+                     stored, await asyncio.to_thread(self.index.count))
             self._started.set()
             if self.index.shared:
                 feeding = asyncio.ensure_future(self._feed_shared())
@@ -199,27 +201,37 @@ class Replica:
         listings = self.topics.listings
         replica = self
         positions: dict[TopicPartition, int] = {}
+        stored: dict[TopicPartition, int] = {}  # the positions the index holds
+
+        def behind(tps) -> dict[TopicPartition, int]:
+            """Positions not yet stored (listings applied or dead-lettered since)."""
+            return {tp: positions[tp] for tp in tps if positions[tp] != stored.get(tp)}
+
+        async def commit(chosen: dict[TopicPartition, int]) -> None:
+            await asyncio.to_thread(replica._commit_shared, chosen)
+            stored.update(chosen)
 
         class Listener(ConsumerRebalanceListener):
             async def on_partitions_revoked(self, revoked) -> None:
                 mine = {tp: pos for tp, pos in positions.items() if tp in revoked}
-                if mine:  # hand them over committed: the next owner starts there
-                    await asyncio.to_thread(replica._commit_shared, mine)
+                if mine and (replica.index.pending or behind(mine)):
+                    await commit(mine)  # hand them over committed: the next owner starts there
                 for tp in revoked:
                     positions.pop(tp, None)
+                    stored.pop(tp, None)
 
             async def on_partitions_assigned(self, assigned) -> None:
-                stored = (await asyncio.to_thread(
+                held = (await asyncio.to_thread(
                     replica.index.committed_offsets)).get(listings, {})
                 for tp in assigned:
-                    if tp.partition in stored:
-                        consumer.seek(tp, stored[tp.partition])
-                        positions[tp] = stored[tp.partition]
+                    if tp.partition in held:
+                        consumer.seek(tp, held[tp.partition])
+                        positions[tp] = stored[tp] = held[tp.partition]
                     else:
                         await consumer.seek_to_beginning(tp)
                         positions[tp] = 0
                 log.info("indexing listings partitions %s from %s",
-                         sorted(tp.partition for tp in assigned), stored)
+                         sorted(tp.partition for tp in assigned), held)
 
         consumer = AIOKafkaConsumer(
             **self.kafka.client_kwargs(), group_id=self.group, enable_auto_commit=False,
@@ -245,8 +257,8 @@ class Replica:
                 due = time.monotonic() - last_commit >= self.settings.commit_interval_s
                 full = self.index.pending >= self.settings.commit_docs
                 wanted = any(positions.get(tp, -1) >= end for tp, end in self._wanted.items())
-                if (fetched or self.index.pending) and (due or full or wanted):
-                    await asyncio.to_thread(self._commit_shared, dict(positions))
+                if (self.index.pending or behind(positions)) and (due or full or wanted):
+                    await commit(dict(positions))
                     last_commit = time.monotonic()
                     for tp in [tp for tp, end in self._wanted.items()
                                if positions.get(tp, -1) >= end]:
@@ -257,14 +269,18 @@ class Replica:
                         log.warning("committing the indexers' group position failed: %s", exc)
         finally:
             try:
-                if positions and self.index.pending:
-                    await asyncio.to_thread(self._commit_shared, dict(positions))
+                if positions and (self.index.pending or behind(positions)):
+                    await commit(dict(positions))
             finally:
                 await consumer.stop()
 
     def _commit_shared(self, positions: dict[TopicPartition, int]) -> None:
         offsets = {self.topics.listings: {tp.partition: pos for tp, pos in positions.items()}}
         self.index.commit(offsets)
+        try:  # here, not in the metrics: no I/O there
+            self.stats.documents = self.index.count()
+        except Exception as exc:  # only a figure: the commit itself went through
+            log.warning("counting the shared index failed: %s", exc)
         self.stats.commits += 1
         self.stats.last_commit_at = time.time()
         self.stats.positions = offsets
@@ -370,6 +386,13 @@ class Replica:
 
     # --- waiting -----------------------------------------------------------------------------
 
+    def _shared_caught_up(self, targets: dict[TopicPartition, int]) -> bool:
+        try:
+            return self._caught_up_to(targets)
+        except Exception as exc:  # the cluster away: not caught up yet (the wait has a limit)
+            log.warning("reading the shared index's positions failed: %s", exc)
+            return False
+
     def _caught_up_to(self, targets: dict[TopicPartition, int]) -> bool:
         committed = self.index.committed_offsets().get(self.topics.listings, {})
         for tp, end in targets.items():
@@ -396,7 +419,7 @@ class Replica:
                 self._wanted[tp] = max(end, self._wanted.get(tp, 0))
         deadline = time.monotonic() + timeout_s
         if self.index.shared:  # other workers index too: poll what the index stores
-            while not await asyncio.to_thread(self._caught_up_to, targets):
+            while not await asyncio.to_thread(self._shared_caught_up, targets):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False

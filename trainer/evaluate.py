@@ -94,14 +94,14 @@ def evaluate_corpus(name: str, items: Sequence[LabelledItem], models: Mapping[st
                     index: Callable[[], SearchIndex] | None = None) -> dict:
     """Metrics of every method on one corpus's evaluation seeds; ``index`` makes the empty
     index the corpus is searched in (default: Tantivy in memory)."""
-    corpus_index = index() if index is not None else None
+    made = index() if index is not None else None
     try:
-        return _evaluate_corpus(name, items, models, Searcher(items, index=corpus_index),
+        return _evaluate_corpus(name, items, models, Searcher(items, index=made),
                                 k=k, max_seeds=max_seeds, split_seed=split_seed,
                                 progress=progress)
     finally:
-        if corpus_index is not None:
-            corpus_index.close()
+        if made is not None:
+            made.close()
 
 
 def _evaluate_corpus(name: str, items: Sequence[LabelledItem], models: Mapping[str, str],

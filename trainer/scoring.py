@@ -21,7 +21,7 @@ from agents.queries import is_valid_query, seed_spans
 from marketplace.items import LabelledItem, to_listing_dict
 from schemas.models import ListingUpsert
 from search import memory_index
-from search.protocol import Change, SearchIndex, search
+from search.protocol import Change, SearchIndex
 
 TOP = 10
 DEEP = 100
@@ -44,11 +44,8 @@ class Searcher:
 
     def ids(self, query: str, seed_id: str, limit: int = DEEP) -> list[str]:
         """Ids of the top ``limit`` (at most 100) results, the seed excluded."""
-        key = (query, seed_id)
-        if key not in self._cache:
-            hits = search(self.index, query, DEEP, exclude=(seed_id,))
-            self._cache[key] = [h.listing_id for h in hits]
-        return self._cache[key][:limit]
+        self.prefetch([query], seed_id)
+        return self._cache[(query, seed_id)][:limit]
 
     def prefetch(self, queries: Iterable[str], seed_id: str, batch: int = 64) -> None:
         """Search the uncached ``queries`` of a seed together (``search_many``: one request

@@ -46,11 +46,13 @@ from streams.broker.local import (
     _tail,
     _terminate,
     fetch_maven_jars,
+    parse_java_major,
 )
 
 POM = Path(__file__).with_name("opensearch-pom.xml")
 CLUSTER_NAME = "qexplorer-local"
 MAIN_CLASS = "org.opensearch.bootstrap.OpenSearch"
+MAX_JAVA = 23
 #: module folder -> (the jars it holds by name prefix, the plugin class, a security policy)
 MODULES: dict[str, tuple[tuple[str, ...], str, str | None]] = {
     "transport-netty4": (
@@ -240,6 +242,32 @@ def _node_user(cluster: LocalOpenSearch) -> pwd.struct_passwd | None:
         return pwd.getpwnam(name)
 
 
+def _check_node_java() -> str:
+    """``java``, when it is one OpenSearch 2.19 runs on: 17 to 23 (24 removed the security
+    manager the node installs)."""
+    java = _check_java()
+    proc = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
+    major = parse_java_major(proc.stderr + proc.stdout)
+    if major is not None and major > MAX_JAVA:
+        raise BrokerError(f"{java} is Java {major}; OpenSearch "
+                          f"{OpenSearchSettings().local_version} needs Java 17 to {MAX_JAVA} "
+                          "(put one first on PATH)")
+    return java
+
+
+def _check_reachable_by(user: pwd.struct_passwd | None, home: Path) -> None:
+    """Started by root, the nodes run as ``user``: every folder above their home must let
+    others through, or the node cannot read its own jars."""
+    if user is None:
+        return
+    for folder in [home, *home.parents]:
+        if folder.exists() and not folder.stat().st_mode & 0o001:
+            raise BrokerError(
+                f"{folder} is closed to other users, and the OpenSearch nodes run as "
+                f"{user.pw_name!r} (OpenSearch refuses root): set QEXPLORER_CACHE_DIR to a "
+                f"folder they can reach, or chmod o+x {folder}")
+
+
 # --- processes ---------------------------------------------------------------------------------
 
 
@@ -287,9 +315,10 @@ def start(cluster: LocalOpenSearch, wait_s: float = 180,
     with _file_lock(cluster.home / ".cluster.lock"):
         if status(cluster).ready:
             return status(cluster)
-        java = _check_java()
+        java = _check_node_java()
         dist = ensure_distribution(cluster, progress)
         user = _node_user(cluster)
+        _check_reachable_by(user, cluster.home)
         t0 = time.monotonic()
         for number in cluster.numbers:
             if _read_pid(cluster, number) is None:
@@ -304,7 +333,7 @@ def start_node(cluster: LocalOpenSearch, number: int, wait_s: float = 180) -> No
     """Start one node that is down (after :func:`kill_node`) and wait until it rejoined."""
     with _file_lock(cluster.home / ".cluster.lock"):
         if _read_pid(cluster, number) is None:
-            _start_node(cluster, number, _check_java(), ensure_distribution(cluster, None),
+            _start_node(cluster, number, _check_node_java(), ensure_distribution(cluster, None),
                         _node_user(cluster), None)
         _wait_formed(cluster, wait_s)
 

@@ -62,19 +62,23 @@ class Cluster:
         return self.extra_env.get("QEXPLORER_SEARCH_BACKEND", "tantivy")
 
     def shared_index(self):
-        """A client on the OpenSearch index this cluster's workers share."""
+        """A client on the OpenSearch index this cluster's workers share (not created here)."""
         from search.opensearch_index import OpenSearchIndex, index_name
 
-        return OpenSearchIndex.open(self.settings.opensearch,
-                                    index_name(self.settings.topics.listings))
+        return OpenSearchIndex.connect(self.settings.opensearch,
+                                       index_name(self.settings.topics.listings))
 
     def indexed(self, worker_id: str = "w1") -> int:
         """Listings searchable in a worker's index, read from outside (the shared index on
         OpenSearch); 0 while it does not exist yet."""
         if self.backend == "opensearch":
+            from search.opensearch_index import OpenSearchError
+
             index = self.shared_index()
             try:
                 return index.count()
+            except OpenSearchError:  # not created yet
+                return 0
             finally:
                 index.close()
         from search.tantivy_index import TantivyIndex
@@ -141,10 +145,30 @@ def opensearch(broker: Settings):
     nodes = local_opensearch.LocalOpenSearch.of(broker)
     started_here = not local_opensearch.status(nodes).ready
     if started_here:
-        local_opensearch.start(nodes, progress=None)
+        try:
+            local_opensearch.start(nodes, progress=None)
+        except BaseException:
+            local_opensearch.stop(nodes)  # the nodes it did spawn
+            raise
     yield nodes
     if started_here:
         local_opensearch.stop(nodes)
+
+
+def on_opensearch(cluster: Cluster, request) -> Iterator[Cluster]:
+    """``cluster``'s workers on the local OpenSearch cluster; their index deleted after."""
+    request.getfixturevalue("opensearch")
+    cluster.extra_env["QEXPLORER_SEARCH_BACKEND"] = "opensearch"
+    try:
+        yield cluster
+    finally:
+        try:
+            for process in cluster.processes:  # no worker may write once the index is gone
+                stop_worker(process, timeout_s=15)
+        finally:
+            index = cluster.shared_index()
+            index.drop()
+            index.close()
 
 
 @pytest.fixture(params=["tantivy", "opensearch"])
@@ -152,15 +176,8 @@ def backend_cluster(request, cluster: Cluster) -> Iterator[Cluster]:
     """``cluster`` with its workers on each search backend in turn."""
     if request.param == "tantivy":
         yield cluster
-        return
-    request.getfixturevalue("opensearch")
-    cluster.extra_env["QEXPLORER_SEARCH_BACKEND"] = "opensearch"
-    yield cluster
-    for process in cluster.processes:  # no worker may write to the index once it is gone
-        stop_worker(process, timeout_s=15)
-    index = cluster.shared_index()
-    index.drop()
-    index.close()
+    else:
+        yield from on_opensearch(cluster, request)
 
 
 def list_topics(settings: Settings) -> list[str]:

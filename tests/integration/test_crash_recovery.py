@@ -76,8 +76,11 @@ def test_sigkill_during_indexing_and_exploring_loses_nothing(backend_cluster):
     assert explored_before < seed_ids, "exploration ended before the second kill"
     index = (cluster.shared_index() if cluster.backend == "opensearch"
              else TantivyIndex.open(cluster.index_dir("w1"), writable=False))
-    assert index.ids() == {i.id for i in items}
-    assert index.count() == len(items)
+    try:
+        assert index.ids() == {i.id for i in items}
+        assert index.count() == len(items)
+    finally:
+        index.close()
 
     by_key: dict[str, set[tuple]] = {}
     for d in detections:

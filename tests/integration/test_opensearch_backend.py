@@ -16,30 +16,25 @@ from marketplace.synthetic import generate_marketplace, split_seeds
 from schemas.models import Detection, ListingDelete, ListingUpsert, SearchFeedback, ToxicItem
 from schemas.topics import LISTINGS, TOXIC_ITEMS
 from search import memory_index
-from search.opensearch_index import OpenSearchIndex
+from search.opensearch_index import OpenSearchError, OpenSearchIndex
 from search.protocol import Change
 from streams.broker import opensearch as local_opensearch
 from streams.client import publish
 from streams.supervise import kill_worker, stop_worker
-from tests.integration.conftest import explored, read_records, wait_for
+from tests.integration.conftest import explored, on_opensearch, read_records, wait_for
 
 pytestmark = pytest.mark.integration
-BACKEND = {"search_backend": "opensearch"}
 
 
 @pytest.fixture
-def shared(cluster, opensearch) -> Iterator:
-    """The test's cluster of workers and a client on its OpenSearch index (deleted after)."""
-    index = cluster.shared_index()
-    yield cluster, index
-    stop_all(cluster)
-    index.drop()
-    index.close()
-
-
-def stop_all(cluster) -> None:
-    for process in cluster.processes:
-        stop_worker(process, timeout_s=15)
+def shared(cluster, request) -> Iterator:
+    """The test's cluster of workers on OpenSearch and a client on their index."""
+    for running in on_opensearch(cluster, request):
+        index = running.shared_index()
+        try:
+            yield running, index
+        finally:
+            index.close()
 
 
 def _market(n_benign: int, seed: int = 5):
@@ -62,8 +57,16 @@ def _changes(items, every: int = 10):
     return first, updated + deleted, live
 
 
+def _stored(index: OpenSearchIndex) -> dict:
+    """The positions the workers stored ({} before the first worker created the index)."""
+    try:
+        return index.committed_offsets()
+    except OpenSearchError:
+        return {}
+
+
 def _caught_up(index: OpenSearchIndex, topic: str, total: int) -> bool:
-    return sum(index.committed_offsets().get(topic, {}).values()) >= total
+    return sum(_stored(index).get(topic, {}).values()) >= total
 
 
 def _final_state_is_exact(index: OpenSearchIndex, items, live: set[str], every: int) -> None:
@@ -75,7 +78,6 @@ def _final_state_is_exact(index: OpenSearchIndex, items, live: set[str], every: 
         assert index.get(item.id) is None  # deleted stays deleted
 
 
-@pytest.mark.worker_settings(**BACKEND)
 def test_two_workers_share_one_index_and_agree_with_tantivy(shared):
     cluster, index = shared
     settings = cluster.settings
@@ -90,7 +92,8 @@ def test_two_workers_share_one_index_and_agree_with_tantivy(shared):
     seed_ids = {s.id for s in seeds}
     by_seed = wait_for(lambda: explored(cluster, seed_ids), 300, 1.0,
                        f"seeds missing:\n{cluster.log('w1')}\n{cluster.log('w2')}")
-    stop_all(cluster)
+    for process in cluster.processes:  # the index is final once they stopped
+        stop_worker(process, timeout_s=15)
     _final_state_is_exact(index, items, live, 10)
 
     # what the workers found for each query, against a Tantivy index of the same listings
@@ -113,7 +116,7 @@ def test_two_workers_share_one_index_and_agree_with_tantivy(shared):
     assert detections and all(d.listing_id in live | seed_ids for d in detections)
 
 
-@pytest.mark.worker_settings(**BACKEND, opensearch_bulk_docs=50,
+@pytest.mark.worker_settings(opensearch_bulk_docs=50,
                              index_commit_interval_s=60, index_commit_docs=1_000_000)
 def test_a_worker_killed_between_bulk_writes_and_the_offset_commit_loses_nothing(shared):
     cluster, index = shared
@@ -124,12 +127,15 @@ def test_a_worker_killed_between_bulk_writes_and_the_offset_commit_loses_nothing
     worker = cluster.start_worker()
 
     def written_not_committed() -> bool:
-        index.refresh()
-        return index.count() > 0 and not index.committed_offsets()
+        try:
+            index.refresh()
+        except OpenSearchError:  # no index yet
+            return False
+        return index.count() > 0 and not _stored(index)
 
     wait_for(written_not_committed, 120, 0.1, f"no bulk write seen:\n{cluster.log()}")
     kill_worker(worker)
-    assert not index.committed_offsets(), "the offsets were committed before the kill"
+    assert not _stored(index), "the offsets were committed before the kill"
 
     cluster.start_worker(QEXPLORER_INDEX_COMMIT_INTERVAL_S="0.5",
                          QEXPLORER_INDEX_COMMIT_DOCS="5000")
@@ -138,7 +144,7 @@ def test_a_worker_killed_between_bulk_writes_and_the_offset_commit_loses_nothing
     _final_state_is_exact(index, items, live, 10)
 
 
-@pytest.mark.worker_settings(**BACKEND, opensearch_bulk_docs=200)
+@pytest.mark.worker_settings(opensearch_bulk_docs=200)
 def test_a_node_killed_mid_stream_loses_nothing(shared, opensearch):
     cluster, index = shared
     settings = cluster.settings
@@ -147,7 +153,7 @@ def test_a_node_killed_mid_stream_loses_nothing(shared, opensearch):
     half = len(first) // 2
     _publish(settings, first[:half])
     cluster.start_worker()
-    wait_for(lambda: index.committed_offsets(), 120, 0.1, f"nothing indexed:\n{cluster.log()}")
+    wait_for(lambda: _stored(index), 120, 0.1, f"nothing indexed:\n{cluster.log()}")
     # two master-eligible nodes keep one vote (an even count is split-brain prone): the node
     # killed is the one that is not the elected cluster manager, so the cluster stays up
     manager = httpx.get(f"{opensearch.url(1)}/_cat/cluster_manager?h=node", timeout=30).text
