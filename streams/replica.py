@@ -246,7 +246,14 @@ class Replica:
             while True:
                 batches = await consumer.getmany(timeout_ms=100,
                                                  max_records=self.settings.fetch_records)
-                fetched = [(tp, ms) for tp, ms in batches.items() if ms]
+                # only what this member owns and has not applied yet: a rebalance during the
+                # last apply seeks back to the stored position, and the fetch after it repeats
+                # messages already applied (their dead letters would be sent twice)
+                fetched = []
+                for tp, messages in batches.items():
+                    new = [m for m in messages if m.offset >= positions.get(tp, 1 << 62)]
+                    if new:
+                        fetched.append((tp, new))
                 dead = await asyncio.to_thread(self._apply_fetched, fetched) if fetched else []
                 owned = consumer.assignment()  # a rebalance may have taken some meanwhile
                 for tp, messages in fetched:
