@@ -22,7 +22,6 @@ and methods (sums of found siblings), with a 95% bootstrap interval over seeds. 
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import math
@@ -31,12 +30,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from agents.extractor.base import SeedText
 from config.versions import library_versions
 from marketplace.disguises import KINDS, MIXED, ZH_KINDS, ZH_MIXED, disguise_text
 from marketplace.items import LabelledItem
 from trainer.corpus import SYNTHETIC, data_hash, sample_seeds, siblings, split_seeds
-from trainer.evaluate import baseline_extractors
+from trainer.evaluate import baseline_extractors, extract_all
 from trainer.scoring import TOP, Searcher
 
 ENGLISH = (*KINDS, MIXED)
@@ -103,9 +101,7 @@ def _found(searcher: Searcher, seed_id: str, queries: Sequence[str], wanted: fro
 
 def _extract(extractors: Mapping, seeds: Sequence[LabelledItem], k: int
              ) -> dict[str, dict[str, list[str]]]:
-    texts = [SeedText(s.id, s.title, s.description) for s in seeds]
-    return {method: {e.seed_id: e.queries for e in asyncio.run(extractor.extract(texts, k))}
-            for method, extractor in extractors.items()}
+    return {method: extract_all(extractor, seeds, k) for method, extractor in extractors.items()}
 
 
 def evaluate_corpus(name: str, items: Sequence[LabelledItem], kinds: Sequence[str], *,
