@@ -205,6 +205,16 @@ class Explorer:
             log.warning("index not caught up after %.1fs: exploring with what it has",
                         self.settings.wait_index_s)
         self._observe("wait_index", time.perf_counter() - started)
+        # Asked again now that the replica has read the feedback published before: a seed
+        # redelivered after a crash was explored if its feedback is on the broker. Exploring
+        # it again would republish its standing queries from a later position and with a
+        # higher floor, and what the first ones had not matched yet would be lost.
+        for seed_id in [s for s in seeds
+                        if ledger.is_explored(s, self.provenance.model_version)]:
+            del seeds[seed_id]
+            self.stats.seeds_skipped += 1
+        if not seeds:
+            return
         # what the search below sees at least: the standing queries take over from here
         searched = (await asyncio.to_thread(self.replica.index.committed_offsets)
                     ).get(self.topics.listings, {})

@@ -159,6 +159,24 @@ async def test_a_seed_is_explored_once_per_model_version(settings, replica):
     assert versions == ["stub-1", "stub-2"]
 
 
+async def test_a_seed_redelivered_after_a_crash_is_not_explored_again(settings, replica):
+    """The seed's feedback is read while the explorer waits for the replica (a restarted
+    worker gets the seed again before its ledger has read the feedback): it is skipped."""
+    sink = Sink()
+    extractor = StubExtractor({"l0": ["snow"]})
+
+    class Restarted(StubReplica):
+        async def wait_caught_up(self, timeout_s: float, urgent: bool = True) -> bool:
+            self.ledger.mark_explored([explored_key("l0", "stub-1")])
+            return True
+
+    restarted = Restarted(replica.index)
+    explorer = _explorer(settings, restarted, extractor, sink)
+    await explorer.handle([_message(_seed())])
+    assert extractor.calls == 0 and sink.sent == []
+    assert explorer.stats.seeds_skipped == 1
+
+
 async def test_bad_messages_go_to_the_dead_letter_topic_and_the_rest_is_explored(settings,
                                                                               replica):
     sink = Sink()

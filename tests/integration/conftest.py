@@ -14,7 +14,7 @@ import asyncio
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -133,7 +133,7 @@ def cluster(broker: Settings, tmp_path: Path, request) -> Iterator[Cluster]:
     asyncio.run(delete_topics(settings.kafka, settings.topics, app_id=settings.worker.app_id))
     # the broker deletes asynchronously; a run leaves nothing behind, faust's topics included
     wait_for(lambda: not run_topics(settings), 60, 0.5,
-             f"topics left behind: {run_topics(settings)}")
+             lambda: f"topics left behind: {run_topics(settings)}")
 
 
 @pytest.fixture(scope="session")
@@ -201,15 +201,18 @@ def run_topics(settings: Settings) -> list[str]:
             if t.startswith(settings.topic.prefix) or t.startswith(settings.worker.app_id)]
 
 
-def wait_for(predicate, timeout_s: float, interval_s: float = 0.5, message: str = ""):
-    """Poll until predicate() is truthy; return its value or fail with message."""
+def wait_for(predicate, timeout_s: float, interval_s: float = 0.5,
+             message: str | Callable[[], str] = ""):
+    """Poll until predicate() is truthy; return its value or fail with message (a callable
+    message is called at the failure, so a worker's log in it is the log at the deadline)."""
     deadline = time.monotonic() + timeout_s
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s}s: {message}")
+            pytest.fail(f"timed out after {timeout_s}s: "
+                        f"{message() if callable(message) else message}")
         time.sleep(interval_s)
 
 

@@ -54,7 +54,7 @@ def test_sigkill_during_indexing_and_exploring_loses_nothing(backend_cluster):
     # 2. killed while exploring: some feedback out, not all
     worker = cluster.start_worker()
     wait_for(lambda: asyncio.run(_message_count(settings, topics.feedback)), 180, 0.05,
-             f"no seed explored after restart:\n{cluster.log()}")
+             lambda: f"no seed explored after restart:\n{cluster.log()}")
     kill_worker(worker)
     explored_before = {decode(SearchFeedback, m.value).seed_id
                        for m in asyncio.run(read_to_end(settings.kafka, topics.feedback))}
@@ -68,7 +68,7 @@ def test_sigkill_during_indexing_and_exploring_loses_nothing(backend_cluster):
                    for m in asyncio.run(read_to_end(settings.kafka, topics.feedback))]
         return records if {r.seed_id for r in records} >= seed_ids else None
 
-    feedback = wait_for(all_explored, 240, 1.0, f"seeds missing:\n{cluster.log()}")
+    feedback = wait_for(all_explored, 240, 1.0, lambda: f"seeds missing:\n{cluster.log()}")
     detections = [decode(Detection, m.value)
                   for m in asyncio.run(read_to_end(settings.kafka, topics.detections))]
     stop_worker(worker)

@@ -71,7 +71,7 @@ def test_a_dead_letter_is_listed_replayed_once_and_recorded(cluster):
     asyncio.run(_send_raw(settings, topics.listings, [(b"l-broken", broken_value)]))
     broken = wait_for(lambda: next((i for i, d in _dead_letters(cluster)
                                     if d["stage"] == "decode-listing"), None),
-                      120, 1.0, f"the bad listing was not dead-lettered:\n{cluster.log()}")
+                      120, 1.0, lambda: f"the bad listing was not dead-lettered:\n{cluster.log()}")
     [(_, broken_record)] = [(i, d) for i, d in _dead_letters(cluster) if i == broken]
 
     # The other case: a listing an earlier worker refused (a contract bug fixed since) that
@@ -122,11 +122,12 @@ def test_a_dead_letter_is_listed_replayed_once_and_recorded(cluster):
 
     # The accepted listing is indexed by the worker like any new one...
     hits = wait_for(lambda: _searchable(cluster, WORD), 120, 1.0,
-                    f"the replayed listing never became searchable:\n{cluster.log()}")
+                    lambda: f"the replayed listing never became searchable:\n{cluster.log()}")
     assert hits == ["l-fixed"]
     # ...and the still-bad one is dead-lettered again, as a new dead letter of its replay.
     again = wait_for(lambda: _from(cluster, broken_replay.partition, broken_replay.offset),
-                     120, 1.0, f"the replayed bad listing was not dead-lettered:\n{cluster.log()}")
+                     120, 1.0,
+                     lambda: f"the replayed bad listing was not dead-lettered:\n{cluster.log()}")
     assert again not in (broken, fixed_id)
 
     rows = _list(cluster)

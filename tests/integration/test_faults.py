@@ -50,7 +50,7 @@ def _check_complete(cluster, items, seeds) -> None:
     """Every listing in every worker's index was checked by the caller; here: every seed
     explored once per query slot, every feedback hit has its detection, keys unique."""
     by_seed = wait_for(lambda: explored(cluster, {s.id for s in seeds}), 240, 1.0,
-                       f"seeds not explored:\n{cluster.log()}")
+                       lambda: f"seeds not explored:\n{cluster.log()}")
     detections = read_records(cluster, cluster.settings.topics.detections, Detection)
     keys = {d.key for d in detections}
     seed_ids = {s.id for s in seeds}
@@ -70,16 +70,16 @@ def test_a_damaged_index_at_start_is_detected_and_rebuilt_from_the_topic(cluster
     items, seeds = _market()
     _publish(cluster, items)
     worker = cluster.start_worker()
-    wait_for(lambda: _count(cluster) == len(items), 120, 0.5, cluster.log())
+    wait_for(lambda: _count(cluster) == len(items), 120, 0.5, lambda: cluster.log())
     stop_worker(worker)
     index_dir = cluster.index_dir("w1")
     for f in index_dir.iterdir():  # garbage over every segment file
         if f.is_file() and f.suffix in (".idx", ".store", ".term"):
             f.write_bytes(os.urandom(max(64, f.stat().st_size)))
     cluster.start_worker()
-    wait_for(lambda: "rebuilding from the topic" in cluster.full_log(), 60, 0.5, cluster.log())
+    wait_for(lambda: "rebuilding from the topic" in cluster.full_log(), 60, 0.5, cluster.log)
     wait_for(lambda: _count(cluster) == len(items), 120, 0.5,
-             f"the index was not rebuilt:\n{cluster.log()}")
+             lambda: f"the index was not rebuilt:\n{cluster.log()}")
     _publish(cluster, seeds=seeds)
     _check_complete(cluster, items, seeds)
     assert any(p.name.startswith("index.broken-") for p in index_dir.parent.iterdir())
@@ -96,13 +96,13 @@ def test_a_broker_restart_mid_stream_loses_nothing(backend_cluster, broker):
     half = len(items) // 2
     _publish(cluster, items[:half], seeds[: len(seeds) // 2])
     cluster.start_worker()
-    wait_for(lambda: _count(cluster) >= half, 120, 0.5, cluster.log())
+    wait_for(lambda: _count(cluster) >= half, 120, 0.5, lambda: cluster.log())
     local.stop(broker)
     time.sleep(3)  # the worker retries against a dead broker for a while
     local.start(broker)
     _publish(cluster, items[half:], seeds[len(seeds) // 2:])
     wait_for(lambda: _count(cluster) == len(items), 180, 0.5,
-             f"listings lost across the broker restart:\n{cluster.log()}")
+             lambda: f"listings lost across the broker restart:\n{cluster.log()}")
     _check_complete(cluster, items, seeds)
 
 
@@ -113,7 +113,7 @@ def test_workers_killed_again_and_again_while_exploring_lose_nothing(backend_clu
     _publish(cluster, items)
     rng = random.Random(5)
     worker = cluster.start_worker()
-    wait_for(lambda: _count(cluster) == len(items), 120, 0.5, cluster.log())
+    wait_for(lambda: _count(cluster) == len(items), 120, 0.5, lambda: cluster.log())
     _publish(cluster, seeds=seeds)
     # SIGKILL as soon as new feedback shows the worker is mid-stream, after a random pause:
     # kills land between extraction, search, emit and acknowledgement
@@ -122,7 +122,7 @@ def test_workers_killed_again_and_again_while_exploring_lose_nothing(backend_clu
         if before == len(seeds):
             break
         wait_for(lambda b=before: len(explored(cluster, set()) or {}) > b, 120, 0.05,
-                 cluster.log())
+                 lambda: cluster.log())
         time.sleep(rng.uniform(0.0, 0.2))
         kill_worker(worker)
         worker = cluster.start_worker()
@@ -151,18 +151,18 @@ def test_two_workers_split_seeds_hold_the_full_index_and_survive_a_rebalance(bac
     ports = {"w1": _free_port(), "w2": _free_port()}
     _publish(cluster, items, first)
     w1 = cluster.start_worker("w1", QEXPLORER_METRICS_PORT=str(ports["w1"]))
-    wait_for(lambda: explored(cluster, {s.id for s in first}), 120, 1.0, cluster.log("w1"))
+    wait_for(lambda: explored(cluster, {s.id for s in first}), 120, 1.0, lambda: cluster.log("w1"))
 
     cluster.start_worker("w2", QEXPLORER_METRICS_PORT=str(ports["w2"]))  # rebalance
     wait_for(lambda: "newly assigned partitions {TopicPartition" in cluster.log("w2"), 120, 0.5,
-             f"w2 never got partitions:\n{cluster.log('w2')}")
+             lambda: f"w2 never got partitions:\n{cluster.log('w2')}")
     _publish(cluster, seeds=second)
-    wait_for(lambda: _count(cluster, "w2") == len(items), 120, 0.5, cluster.log("w2"))
+    wait_for(lambda: _count(cluster, "w2") == len(items), 120, 0.5, lambda: cluster.log("w2"))
     wait_for(lambda: explored(cluster, {s.id for s in first + second}), 180, 1.0,
-             cluster.log("w2"))
+             lambda: cluster.log("w2"))
     # seeds are split: w2 explores some (its counter rises once the broker has its outputs)
     wait_for(lambda: (_metric(ports["w2"], "qexplorer_seeds_explored_total") or 0) > 0, 60,
-             0.5, f"w2 explored no seed:\n{cluster.log('w2')}")
+             0.5, lambda: f"w2 explored no seed:\n{cluster.log('w2')}")
 
     stop_worker(w1)  # scale in: the group moves w1's partitions to w2
     _publish(cluster, seeds=third)

@@ -37,7 +37,7 @@ def test_feedback_scored_by_later_confirmations_becomes_sft_and_dpo_rows(cluster
     cluster.start_worker()
     seed_ids = {s.id for s in seeds}
     wait_for(lambda: {f.seed_id for f in read_topics(settings.kafka, topics).feedback}
-             >= seed_ids, 120, 1.0, f"seeds not explored:\n{cluster.log()}")
+             >= seed_ids, 120, 1.0, lambda: f"seeds not explored:\n{cluster.log()}")
 
     # a moderator confirms every truly toxic listing the searches returned (it becomes a toxic
     # item) and rejects every innocent one

@@ -85,7 +85,7 @@ def test_the_loop_trains_on_its_own_topics_and_promotes_only_through_the_gate(cl
                         [ToxicItem(**to_toxic_dict(s, "moderator")) for s in seeds]))
     cluster.start_worker()  # keywords (YAKE) in service
     wait_for(lambda: explored(cluster, {s.id for s in seeds}), 180, 1.0,
-             f"seeds not explored:\n{cluster.log()}")
+             lambda: f"seeds not explored:\n{cluster.log()}")
 
     # the moderators decide every detected listing (the simulated moderator: ground truth)
     detected = {d.listing_id: d for d in read_records(cluster, topics.detections, Detection)}
@@ -144,12 +144,12 @@ def test_the_loop_trains_on_its_own_topics_and_promotes_only_through_the_gate(cl
 
     # the workers switch, and new seeds are explored under the promoted version
     wait_for(lambda: f"-> transformers {card['version']}" in cluster.full_log(), 180, 1.0,
-             f"the worker did not switch:\n{cluster.log()}")
+             lambda: f"the worker did not switch:\n{cluster.log()}")
     new_seeds = [next(i for i in items if i.cluster == f"c{c}") for c in range(24, CLUSTERS)]
     asyncio.run(publish(settings.kafka, topics, TOXIC_ITEMS,
                         [ToxicItem(**to_toxic_dict(s, "moderator")) for s in new_seeds]))
     found = wait_for(lambda: explored(cluster, {s.id for s in new_seeds}), 180, 1.0,
-                     f"new seeds not explored:\n{cluster.log()}")
+                     lambda: f"new seeds not explored:\n{cluster.log()}")
     versions = {f.model_version for s in new_seeds for f in found[s.id]}
     assert versions == {card["version"]}, cluster.log()
 
@@ -159,9 +159,10 @@ def test_the_loop_trains_on_its_own_topics_and_promotes_only_through_the_gate(cl
         return bool(by_seed) and all(
             card["version"] in {f.model_version for f in by_seed[s.id]} for s in seeds)
 
-    wait_for(reexplored, 180, 1.0, f"the first seeds were not explored again:\n{cluster.log()}")
+    wait_for(reexplored, 180, 1.0,
+             lambda: f"the first seeds were not explored again:\n{cluster.log()}")
     wait_for(lambda: f"re-exploration under {card['version']} done" in cluster.full_log(), 120,
-             1.0, f"the re-exploration did not finish:\n{cluster.log()}")
+             1.0, lambda: f"the re-exploration did not finish:\n{cluster.log()}")
 
     listed = _cli(cluster, "models")
     assert listed.returncode == 0, listed.stderr

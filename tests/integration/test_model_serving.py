@@ -116,7 +116,7 @@ def test_worker_explores_with_the_real_vllm_server(cluster, market, models, serv
     cluster.start_worker()
     _publish_seeds(cluster, seeds)
     by_seed = wait_for(lambda: explored(cluster, {s.id for s in seeds}), 300, 1.0,
-                       f"seeds not explored:\n{cluster.log()}")
+                       lambda: f"seeds not explored:\n{cluster.log()}")
 
     # The served model is named by its version, and that version is on every record.
     assert server.name.startswith("qx-base-")
@@ -155,18 +155,18 @@ def test_seeds_wait_while_the_server_is_down_and_all_areexplored(
         cluster.start_worker()
         _publish_seeds(cluster, first)
         wait_for(lambda: explored(cluster, {s.id for s in first}), 300, 1.0,
-                 f"first seeds not explored:\n{cluster.log()}")
+                 lambda: f"first seeds not explored:\n{cluster.log()}")
 
         server.kill()  # a crash: no goodbye to in-flight requests
         _publish_seeds(cluster, second)
         wait_for(lambda: "extractor openai failed" in cluster.full_log(), 120, 1.0,
-                 f"the worker never noticed the server was down:\n{cluster.log()}")
+                 lambda: f"the worker never noticed the server was down:\n{cluster.log()}")
         so_far = explored(cluster, set()) or {}
         assert not {s.id for s in second} & set(so_far), "explored without a model?"
 
         server.start().wait_ready()
         by_seed = wait_for(lambda: explored(cluster, {s.id for s in seeds[:20]}), 300, 1.0,
-                           f"seeds lost after the restart:\n{cluster.log()}")
+                           lambda: f"seeds lost after the restart:\n{cluster.log()}")
     finally:
         server.stop()
     assert set(by_seed) == {s.id for s in seeds[:20]}
@@ -184,7 +184,7 @@ def test_rollout_switches_models_without_stopping_or_losing_seeds(cluster, marke
     cluster.start_worker()
     _publish_seeds(cluster, before)
     wait_for(lambda: explored(cluster, {s.id for s in before}), 300, 1.0,
-             f"seeds not explored:\n{cluster.log()}")
+             lambda: f"seeds not explored:\n{cluster.log()}")
 
     kafka, topics = cluster.settings.kafka, cluster.settings.topics
     refused = ModelRollout(extractor="openai", base_url="http://203.0.113.9:8000/v1")
@@ -193,7 +193,7 @@ def test_rollout_switches_models_without_stopping_or_losing_seeds(cluster, marke
     rollout = ModelRollout(extractor="openai", base_url=new.base_url, reason="test")
     asyncio.run(publish(kafka, topics, MODEL_ROLLOUTS, [rollout]))
     wait_for(lambda: f"-> openai {new.name}" in cluster.full_log(), 180, 1.0,
-             f"the worker did not switch:\n{cluster.log()}")
+             lambda: f"the worker did not switch:\n{cluster.log()}")
     _publish_seeds(cluster, after)
 
     # No seed is lost, and after the switch the recent ones are explored again by the new
@@ -206,7 +206,7 @@ def test_rollout_switches_models_without_stopping_or_losing_seeds(cluster, marke
                                       for i in ids) else None
 
     by_seed = wait_for(by_new_model, 300, 1.0,
-                       f"seeds lost or not explored again in the rollout:\n{cluster.log()}")
+                       lambda: f"seeds lost or not explored again in the rollout:\n{cluster.log()}")
     version = {sid: {r.model_version for r in rs} for sid, rs in by_seed.items()}
     assert all(version[s.id] == {old.name, new.name} for s in before), version
     assert all(new.name in version[s.id] <= {old.name, new.name} for s in during), version

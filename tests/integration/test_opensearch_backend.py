@@ -91,7 +91,7 @@ def test_two_workers_share_one_index_and_agree_with_tantivy(shared):
         cluster.start_worker(worker_id)
     seed_ids = {s.id for s in seeds}
     by_seed = wait_for(lambda: explored(cluster, seed_ids), 300, 1.0,
-                       f"seeds missing:\n{cluster.log('w1')}\n{cluster.log('w2')}")
+                       lambda: f"seeds missing:\n{cluster.log('w1')}\n{cluster.log('w2')}")
     for process in cluster.processes:  # the index is final once they stopped
         stop_worker(process, timeout_s=15)
     _final_state_is_exact(index, items, live, 10)
@@ -133,14 +133,14 @@ def test_a_worker_killed_between_bulk_writes_and_the_offset_commit_loses_nothing
             return False
         return index.count() > 0 and not _stored(index)
 
-    wait_for(written_not_committed, 120, 0.1, f"no bulk write seen:\n{cluster.log()}")
+    wait_for(written_not_committed, 120, 0.1, lambda: f"no bulk write seen:\n{cluster.log()}")
     kill_worker(worker)
     assert not _stored(index), "the offsets were committed before the kill"
 
     cluster.start_worker(QEXPLORER_INDEX_COMMIT_INTERVAL_S="0.5",
                          QEXPLORER_INDEX_COMMIT_DOCS="5000")
     wait_for(lambda: _caught_up(index, settings.topics.listings, len(first) + len(later)),
-             300, 0.5, f"the restarted worker did not catch up:\n{cluster.log()}")
+             300, 0.5, lambda: f"the restarted worker did not catch up:\n{cluster.log()}")
     _final_state_is_exact(index, items, live, 10)
 
 
@@ -153,7 +153,7 @@ def test_a_node_killed_mid_stream_loses_nothing(shared, opensearch):
     half = len(first) // 2
     _publish(settings, first[:half])
     cluster.start_worker()
-    wait_for(lambda: _stored(index), 120, 0.1, f"nothing indexed:\n{cluster.log()}")
+    wait_for(lambda: _stored(index), 120, 0.1, lambda: f"nothing indexed:\n{cluster.log()}")
     # two master-eligible nodes keep one vote (an even count is split-brain prone): the node
     # killed is the one that is not the elected cluster manager, so the cluster stays up
     manager = httpx.get(f"{opensearch.url(1)}/_cat/cluster_manager?h=node", timeout=30).text
@@ -162,7 +162,8 @@ def test_a_node_killed_mid_stream_loses_nothing(shared, opensearch):
         assert local_opensearch.kill_node(opensearch, victim)
         _publish(settings, first[half:] + later)
         wait_for(lambda: _caught_up(index, settings.topics.listings, len(first) + len(later)),
-                 300, 0.5, f"the worker did not catch up with a node down:\n{cluster.log()}")
+                 300, 0.5,
+                 lambda: f"the worker did not catch up with a node down:\n{cluster.log()}")
         _final_state_is_exact(index, items, live, 10)
     finally:
         local_opensearch.start_node(opensearch, victim)

@@ -46,7 +46,7 @@ def test_metrics_health_and_json_logs_of_a_running_worker(cluster):
     seeds = split_seeds(items, 0.5, seed=1)[:10]
     topics = cluster.settings.topics
     cluster.start_worker()
-    wait_for(_scrape, 60, 0.5, f"no metrics endpoint:\n{cluster.log()}")
+    wait_for(_scrape, 60, 0.5, lambda: f"no metrics endpoint:\n{cluster.log()}")
     asyncio.run(publish(cluster.settings.kafka, topics, LISTINGS,
                         [ListingUpsert(**to_listing_dict(i)) for i in items]))
     asyncio.run(_send_raw(cluster.settings, topics.listings, [(b"bad", b"{not json")]))
@@ -60,7 +60,8 @@ def test_metrics_health_and_json_logs_of_a_running_worker(cluster):
                for consumer, topic in (("replica", "listings"), ("explorer", "toxic-items"))]
         return metrics if done and lag == [0, 0] else None
 
-    metrics = wait_for(explored, 120, 1.0, f"metrics never showed the work:\n{cluster.log()}")
+    metrics = wait_for(explored, 120, 1.0,
+                       lambda: f"metrics never showed the work:\n{cluster.log()}")
     assert metrics[("qexplorer_listings_indexed_total", ())] == len(items)
     assert metrics[("qexplorer_index_documents", ())] == len(items)
     assert metrics[("qexplorer_index_bytes", ())] > 0

@@ -66,7 +66,7 @@ def test_real_dataset_through_kafka_gives_the_expected_detections_and_feedback(
         feedback = read_records(cluster, topics.feedback, SearchFeedback)
         return feedback if {f.seed_id for f in feedback} == seed_ids else None
 
-    feedback = wait_for(all_explored, 180, 1.0, f"seeds not explored:\n{cluster.log()}")
+    feedback = wait_for(all_explored, 180, 1.0, lambda: f"seeds not explored:\n{cluster.log()}")
     detections = read_records(cluster, topics.detections, Detection)
 
     # The queries are the deterministic extractor's, for the seed's own text.
@@ -136,7 +136,7 @@ def test_bad_messages_reach_the_dead_letter_topic_and_the_worker_goes_on(backend
     cluster.start_worker()
     dead = wait_for(lambda: (lambda d: d if len(d) >= 3 else None)(
         asyncio.run(read_to_end(cluster.settings.kafka, topics.dead_letter))), 120, 1.0,
-        f"dead letters missing:\n{cluster.log()}")
+        lambda: f"dead letters missing:\n{cluster.log()}")
     records = [orjson.loads(m.value) for m in dead]
     stages = sorted(r["stage"] for r in records)
     assert stages == ["decode-listing", "decode-listing", "decode-toxic-item"]

@@ -87,7 +87,7 @@ def start_review(cluster, name: str = "review", **settings: object) -> tuple[sub
         except httpx.HTTPError:
             return False
 
-    wait_for(answers, 90, 0.5, f"the review service did not answer: {cluster.log(name)}")
+    wait_for(answers, 90, 0.5, lambda: f"the review service did not answer: {cluster.log(name)}")
     return process, url
 
 
@@ -209,7 +209,7 @@ def test_moderators_decide_in_a_real_browser_and_a_confirmed_listing_becomes_a_s
                 return current() == SECOND.id
 
             wait_for(second_generation_shown, 120, 1.0,
-                     f"the seed's own detection never reached the queue: {cluster.log()}")
+                     lambda: f"the seed's own detection never reached the queue: {cluster.log()}")
             assert SIBLING.title in page.inner_text("ul.seeds")
 
             page.goto(f"{url}/models")

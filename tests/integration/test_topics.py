@@ -115,7 +115,7 @@ def test_a_worker_joining_after_compaction_holds_every_live_listing_and_none_del
         ids = index.ids()
         return ids if ids >= live else None
 
-    ids = wait_for(replica_ids, 120, 0.5, f"the replica never held every live listing:\n"
+    ids = wait_for(replica_ids, 120, 0.5, lambda: f"the replica never held every live listing:\n"
                    f"{cluster.log()}")
     index = TantivyIndex.open(cluster.index_dir(), writable=False)
     assert ids == live  # none of the deleted ones
