@@ -112,6 +112,16 @@ def chat_messages(title: str, description: str | None, k: int) -> list[dict[str,
     ]
 
 
+def as_chat(prompt: str) -> list[dict[str, str]]:
+    """A prompt of :func:`build_prompt` as the :func:`chat_messages` of the same listing (the
+    instruction is one paragraph: the first blank line ends it). Training rows store the
+    plain prompt; a model with a chat template is trained on these messages."""
+    system, sep, user = prompt.partition("\n\n")
+    if not sep or not user.endswith(QUERIES_CUE):
+        raise ValueError("not a prompt of build_prompt: no instruction paragraph and cue")
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
 def format_completion(queries: list[str]) -> str:
     """The target text for ``queries``: one query a line, then :data:`END_MARKER`.
 

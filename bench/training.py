@@ -8,8 +8,8 @@ loop does only what training needs: pad a batch to its longest row, mask the pro
 the loss, forward, backward, step. Tokens are the non-padding tokens trained on (TRL's own
 ``num_tokens`` for TRL, the attention mask's sum for the loop); the ratio TRL / loop is what
 the trainer's machinery costs. ``trl-defaults`` is TRL with its own defaults for precision
-(bf16 autocast, gradient checkpointing), which ``trainer.train`` turns off on the CPU
-(``CPU_PRECISION``): what that choice is worth, in the same run.
+(bf16 autocast, gradient checkpointing), which ``trainer.train``'s device plan turns off on
+the CPU (``agents.extractor.device.plan``): what that choice is worth, in the same run.
 
 Usage: ``.venv/bin/python -m bench.training --rows 256 --repeats 3 --out .cache/bench``.
 """
@@ -27,12 +27,15 @@ from pathlib import Path
 
 import orjson
 
+from agents.extractor.device import DevicePlan
 from agents.prompt import build_prompt, format_completion
 from config.versions import library_versions
 from marketplace.synthetic import generate_marketplace
-from trainer import train as training
 from trainer.bootstrap import BootstrapConfig, bootstrap
 from trainer.train import CONFIG_DIR, TrainConfig, load_config, model_card, train, write_rows
+
+#: TRL's own precision defaults on the CPU: bf16 autocast and gradient checkpointing.
+TRL_DEFAULTS = DevicePlan("cpu", "bfloat16", True, False, "cpu with TRL's precision defaults")
 
 K = 4
 
@@ -99,12 +102,9 @@ def measure(rows: list[dict], repeats: int, workdir: Path) -> dict:
     write_rows(rows, rows_path)
     runs: dict[str, list[tuple[float, int]]] = {"trl": [], "trl-defaults": [], "plain": []}
     for repeat in range(repeats):
-        for name, precision in (("trl", training.CPU_PRECISION), ("trl-defaults", {})):
-            saved, training.CPU_PRECISION = training.CPU_PRECISION, precision
-            try:
-                out = train(rows_path, str(base), workdir / f"{name}-{repeat}", config)
-            finally:
-                training.CPU_PRECISION = saved
+        for name, chosen in (("trl", None), ("trl-defaults", TRL_DEFAULTS)):
+            out = train(rows_path, str(base), workdir / f"{name}-{repeat}", config,
+                        device="cpu", device_plan=chosen)
             metrics = model_card(str(out))["metrics"]
             runs[name].append((metrics["train_runtime_s"], metrics["tokens"]))
         runs["plain"].append(plain_loop(base, rows, config))

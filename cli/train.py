@@ -97,7 +97,8 @@ def train_bootstrap(
     cfg = load_config(BootstrapConfig, config, "bootstrap.yaml", steps=steps)
     items = [i for group in corpora.values() for i in group]
     path = bootstrap(items, _out(out, "base"), cfg,
-                     corpora={n: data_hash(i) for n, i in corpora.items()})
+                     corpora={n: data_hash(i) for n, i in corpora.items()},
+                     device=load_settings().extractor.device)
     _remember(path)
     console.print(f"base model: {path}")
 
@@ -137,7 +138,8 @@ def _stage(stage: str, rows: Path, model: str | None, out: Path | None, config: 
     from trainer.train import TrainConfig, load_config, train
 
     cfg = load_config(TrainConfig, config, f"{stage}.yaml", epochs=epochs, lora=lora)
-    path = train(rows, _model(model), _out(out, stage), cfg)
+    path = train(rows, _model(model), _out(out, stage), cfg, progress=console.print,
+                 device=load_settings().extractor.device)
     _remember(path)
     console.print(f"{stage} model: {path}")
 
@@ -173,22 +175,30 @@ def train_all(
     samples: Annotated[int, typer.Option(help="Model samples per seed for the data.")] = 2,
     max_seeds: Annotated[int, typer.Option(help="Evaluation seeds per corpus.")] = 300,
     from_topics: FromTopicsOpt = False, holdout: HoldoutOpt = 0.2,
+    sft_config: Annotated[Path | None, typer.Option(
+        help="SFT YAML (default trainer/configs/sft.yaml, for the tiny model; "
+        "sft-instruct.yaml for a pretrained instruct model).")] = None,
+    dpo_config: Annotated[Path | None, typer.Option(
+        help="DPO YAML (default trainer/configs/dpo.yaml; dpo-instruct.yaml).")] = None,
 ) -> None:
     """The whole loop: bootstrap, data, SFT, DPO, evaluation on the held-back split; or, with
-    --from-topics, SFT and DPO from the live topics, to be judged by `qexplorer promote`."""
+    --from-topics, SFT and DPO from the live topics, to be judged by `qexplorer promote`.
+    Training runs where QEXPLORER_DEVICE says (a GPU when there is one)."""
     from trainer.bootstrap import BootstrapConfig
     from trainer.loop import run_all, run_from_topics
     from trainer.train import TrainConfig, load_config
 
     started = time.monotonic()
     target = _out(out, "run")
+    settings = load_settings()
+    sft = load_config(TrainConfig, sft_config, "sft.yaml")
+    dpo = load_config(TrainConfig, dpo_config, "dpo.yaml")
     if from_topics:
-        settings = load_settings()
         try:
             result = run_from_topics(
                 settings.kafka, settings.topics, target, model=_model(model),
-                sft_config=load_config(TrainConfig, None, "sft.yaml"),
-                dpo_config=load_config(TrainConfig, None, "dpo.yaml"), holdout=holdout,
+                sft_config=sft, dpo_config=dpo, holdout=holdout,
+                device=settings.extractor.device,
                 progress=lambda m: console.print(f"[{time.monotonic() - started:6.0f}s] {m}"))
         except ValueError as exc:
             console.print(f"[red]{exc}[/red]")
@@ -199,9 +209,8 @@ def train_all(
     result = run_all(
         _corpora(data, corpus), target, model=model,
         bootstrap_config=load_config(BootstrapConfig, None, "bootstrap.yaml"),
-        sft_config=load_config(TrainConfig, None, "sft.yaml"),
-        dpo_config=load_config(TrainConfig, None, "dpo.yaml"),
-        samples=samples, max_seeds=max_seeds,
+        sft_config=sft, dpo_config=dpo, samples=samples, max_seeds=max_seeds,
+        device=settings.extractor.device,
         progress=lambda m: console.print(f"[{time.monotonic() - started:6.0f}s] {m}"))
     _remember(Path(result["models"]["sft_dpo"]))
     console.print((target / "eval" / "eval.md").read_text())

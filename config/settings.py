@@ -400,6 +400,10 @@ class ExtractorSettings(_Slice):
         "contrast (the index's and the confirmed items' term statistics) to its "
         "log-probability; 0: the model alone.")
     seed: int = Field(default=1234, description="Sampling seed.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto",
+        description="Where models run in process (transformers backend) and in training: "
+        "auto (a GPU when torch sees one), cpu or cuda (agents.extractor.device).")
     rollout_base_urls: str = Field(
         default="",
         description="Comma-separated model server URLs a rollout may switch to, besides "

@@ -17,14 +17,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from agents.extractor.device import Device, detect, plan
 from agents.prompt import END_MARKER, build_prompt
 from config.versions import library_versions
 from marketplace.items import LabelledItem
-from trainer.train import CPU_PRECISION, stage_clock
+from trainer.train import stage_clock
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>"]
+#: Renders the task's chat messages as the plain prompt (``agents.prompt.as_chat``), so the
+#: model reads the same tokens either way; an answer ends with the end-of-text token.
 CHAT_TEMPLATE = (
     "{% for m in messages %}{% if m['role'] == 'system' %}{{ m['content'] }}\n\n"
+    "{% elif m['role'] == 'assistant' %}{{ m['content'] }}{{ eos_token }}"
     "{% else %}{{ m['content'] }}{% endif %}{% endfor %}"
 )
 
@@ -86,9 +90,10 @@ def bootstrap_version(texts: Sequence[str], config: BootstrapConfig) -> str:
 
 def bootstrap(items: Sequence[LabelledItem], out: Path, config: BootstrapConfig, *,
               k: int = 4, corpora: dict[str, str] | None = None,
-              progress: Callable[[str], None] | None = None) -> Path:
+              progress: Callable[[str], None] | None = None, device: Device = "auto") -> Path:
     """Train the tokenizer and pre-train the model on ``items``; save to ``out``
-    (``progress`` hears how long it will take)."""
+    (``progress`` hears how long it will take; ``device`` as in :func:`trainer.train.train`,
+    never LoRA: the model is new)."""
     import torch
     from datasets import Dataset
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -105,12 +110,13 @@ def bootstrap(items: Sequence[LabelledItem], out: Path, config: BootstrapConfig,
         max_position_embeddings=config.max_positions, tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id))
+    chosen = plan(sum(p.numel() for p in model.parameters()), detect(), device, lora=False)
     args = SFTConfig(
         output_dir=str(out / "checkpoints"), max_steps=config.steps,
         per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate,
         lr_scheduler_type="cosine", warmup_steps=max(1, config.steps // 20),
         max_length=config.max_length, logging_steps=max(1, config.steps // 20),
-        save_strategy="no", report_to="none", use_cpu=True, seed=config.seed, **CPU_PRECISION,
+        save_strategy="no", report_to="none", seed=config.seed, **chosen.training_args(),
         dataset_text_field="text", packing=False, disable_tqdm=False)
     trainer = SFTTrainer(model=model, args=args, processing_class=tokenizer,
                          train_dataset=Dataset.from_dict({"text": texts}))
@@ -128,6 +134,7 @@ def bootstrap(items: Sequence[LabelledItem], out: Path, config: BootstrapConfig,
         "corpora": corpora or {},
         "texts": len(texts),
         "hyperparameters": asdict(config),
+        "device": chosen.card(),
         "metrics": {"train_loss": result.training_loss,
                     "seconds": round(time.monotonic() - started, 1)},
         "versions": library_versions(),

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from agents.extractor.device import Device
 from config import KafkaSettings
 from marketplace.items import LabelledItem
 from schemas.topics import Topics
@@ -85,9 +86,11 @@ def run_all(corpora: Mapping[str, Sequence[LabelledItem]], out: Path, *,
             model: str | None = None, bootstrap_config: BootstrapConfig | None = None,
             sft_config: TrainConfig | None = None, dpo_config: TrainConfig | None = None,
             build: BuildConfig | None = None, samples: int = 2, max_seeds: int = 300,
-            max_train_seeds: int = 300, progress: Progress = print) -> dict:
+            max_train_seeds: int = 300, progress: Progress = print,
+            device: Device = "auto") -> dict:
     """Bootstrap (when no model is given), build data, SFT, build DPO data from the SFT model's
-    samples, DPO, and evaluate base, SFT and SFT+DPO against the baselines.
+    samples, DPO, and evaluate base, SFT and SFT+DPO against the baselines. ``device``: where
+    training runs (``agents.extractor.device``).
 
     A stage whose output is already in ``out`` (a model card, a data summary) is reused, so an
     interrupted run resumes; delete ``out`` to start over.
@@ -105,7 +108,8 @@ def run_all(corpora: Mapping[str, Sequence[LabelledItem]], out: Path, *,
         if not done(out / "base" / CARD, "the base model"):
             pretrain = [i for items in corpora.values() for i in items]
             bootstrap(pretrain, out / "base", bootstrap_config or BootstrapConfig(), k=build.k,
-                      corpora={n: data_hash(i) for n, i in corpora.items()}, progress=progress)
+                      corpora={n: data_hash(i) for n, i in corpora.items()}, progress=progress,
+                      device=device)
     stages = [("sft", model, sft_config or TrainConfig(stage="sft"), 0),
               ("dpo", str(out / "sft"),
                dpo_config or TrainConfig(stage="dpo", learning_rate=2e-4, epochs=1), samples)]
@@ -119,7 +123,8 @@ def run_all(corpora: Mapping[str, Sequence[LabelledItem]], out: Path, *,
                        max_train_seeds=max_train_seeds, progress=progress)
         progress(f"{3 + 2 * number}/6 {stage.upper()}")
         if not done(out / stage / CARD, f"the {stage} model"):
-            train(data_dir / f"{stage}.jsonl", parent, out / stage, config, progress=progress)
+            train(data_dir / f"{stage}.jsonl", parent, out / stage, config, progress=progress,
+                  device=device)
     progress("6/6 evaluation on the held-out seeds")
     models = {"base": model, "sft": str(out / "sft"), "sft_dpo": str(out / "dpo")}
     report = evaluate(corpora, models, out / "eval", k=build.k, max_seeds=max_seeds,
@@ -130,19 +135,20 @@ def run_all(corpora: Mapping[str, Sequence[LabelledItem]], out: Path, *,
 def run_from_topics(kafka: KafkaSettings, topics: Topics, out: Path, *, model: str,
                     sft_config: TrainConfig | None = None, dpo_config: TrainConfig | None = None,
                     build: BuildConfig | None = None, holdout: float = 0.2,
-                    progress: Progress = print) -> dict:
+                    progress: Progress = print, device: Device = "auto") -> dict:
     """Data from the topics, SFT from ``model``, DPO from the SFT model (skipped when there is
     no pair); returns the data summary and the models. ``out`` gets ``data/``, ``sft/`` and
     ``dpo/``."""
     return run_from_snapshot(read_topics(kafka, topics), out, model=model, sft_config=sft_config,
                              dpo_config=dpo_config, build=build, holdout=holdout,
-                             progress=progress)
+                             progress=progress, device=device)
 
 
 def run_from_snapshot(snapshot: TopicsSnapshot, out: Path, *, model: str,
                       sft_config: TrainConfig | None = None,
                       dpo_config: TrainConfig | None = None, build: BuildConfig | None = None,
-                      holdout: float = 0.2, progress: Progress = print) -> dict:
+                      holdout: float = 0.2, progress: Progress = print,
+                      device: Device = "auto") -> dict:
     """:func:`run_from_topics` on a snapshot already read (or made by a replay)."""
     build = build or BuildConfig(pairs_per_seed=2)
     progress("1/3 data: search-feedback labelled by toxic-items and moderation-decisions, "
@@ -157,13 +163,14 @@ def run_from_snapshot(snapshot: TopicsSnapshot, out: Path, *, model: str,
     card = {"data_source": "topics", "split": data["split"]}
     progress("2/3 SFT")
     models = {"sft": str(train(out / "data" / "sft.jsonl", model, out / "sft",
-                               sft_config or TrainConfig(stage="sft"), card, progress))}
+                               sft_config or TrainConfig(stage="sft"), card, progress,
+                               device=device))}
     if data["dpo_rows"]:
         progress("3/3 DPO")
         models["dpo"] = str(train(
             out / "data" / "dpo.jsonl", models["sft"], out / "dpo",
             dpo_config or TrainConfig(stage="dpo", learning_rate=2e-4, epochs=1), card,
-            progress))
+            progress, device=device))
     else:
         progress("3/3 DPO skipped: no pair of a better and a clearly worse executed query")
     return {"data": data, "models": models, "final": models.get("dpo", models["sft"])}

@@ -17,13 +17,12 @@ from pathlib import Path
 
 import yaml
 
+from agents.extractor.device import Device, DevicePlan, count_parameters, detect, plan
+from agents.extractor.model_input import trl_row, uses_chat
 from config.versions import library_versions
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 CARD = "qexplorer.json"
-#: TRL defaults to bf16 autocast and gradient checkpointing; on a CPU without bf16 matrix units
-#: both only cost time (``bench/training.py``: SFT ran at a tenth of a plain loop's speed).
-CPU_PRECISION = {"bf16": False, "gradient_checkpointing": False}
 
 
 @dataclass(frozen=True)
@@ -36,7 +35,7 @@ class TrainConfig:
     learning_rate: float = 1e-3
     max_length: int = 512
     beta: float = 0.1
-    lora: bool = False
+    lora: bool | None = None  # None: by the model's size (agents.extractor.device.LORA_ABOVE)
     lora_r: int = 16
     lora_alpha: int = 32
     seed: int = 1234
@@ -50,7 +49,10 @@ class TrainConfig:
 
 
 def load_config(cls, path: Path | None, default: str, **overrides):
-    """A config dataclass from a YAML file (or the default one), then non-None overrides."""
+    """A config dataclass from a YAML file (or the default one), then non-None overrides. A
+    bare file name that is not a file here names one of ``trainer/configs``."""
+    if path is not None and not path.exists() and (CONFIG_DIR / path.name).is_file():
+        path = CONFIG_DIR / path.name
     data = yaml.safe_load((path or CONFIG_DIR / default).read_text()) or {}
     known = {f.name for f in fields(cls)}
     unknown = set(data) - known
@@ -85,14 +87,14 @@ def model_card(model: str) -> dict:
     return json.loads(card.read_text()) if card.is_file() else {}
 
 
-def _load(model: str):
+def _load(model: str, dtype: str):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32), tokenizer
+    return AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype)), tokenizer
 
 
 def _lora(config: TrainConfig):
@@ -125,11 +127,13 @@ def stage_clock(name: str, progress: Callable[[str], None]):
 
 
 def train(stage_rows: Path, model: str, out: Path, config: TrainConfig,
-          card_extra: dict | None = None, progress: Callable[[str], None] | None = None
-          ) -> Path:
+          card_extra: dict | None = None, progress: Callable[[str], None] | None = None,
+          *, device: Device = "auto", device_plan: DevicePlan | None = None) -> Path:
     """Run one stage on ``stage_rows`` from ``model`` (id or directory); save to ``out``.
     ``card_extra`` is added to the model card (e.g. the time split the gate must respect);
-    ``progress`` hears how long the stage will take (:func:`stage_clock`)."""
+    ``progress`` hears how long the stage will take (:func:`stage_clock`) and the device
+    plan. ``device``: auto (a GPU when there is one), cpu or cuda; ``device_plan`` overrides
+    the plan :func:`agents.extractor.device.plan` makes (the training benchmark)."""
     import torch
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
@@ -139,24 +143,25 @@ def train(stage_rows: Path, model: str, out: Path, config: TrainConfig,
     rows = read_rows(stage_rows)
     if not rows:
         raise ValueError(f"{stage_rows} has no rows: nothing to train on")
-    base, tokenizer = _load(model)
+    chosen = device_plan or plan(count_parameters(model), detect(), device, config.lora)
+    if progress is not None:
+        progress(f"    {config.stage.upper()}: {chosen.why}")
+    base, tokenizer = _load(model, chosen.train_weights_dtype)
     common = dict(output_dir=str(out / "checkpoints"), num_train_epochs=config.epochs,
                   per_device_train_batch_size=config.batch_size,
                   learning_rate=config.learning_rate, lr_scheduler_type="cosine",
                   warmup_steps=5, logging_steps=10, save_strategy="epoch", save_total_limit=1,
-                  report_to="none", use_cpu=True, seed=config.seed, max_length=config.max_length,
-                  **CPU_PRECISION,
+                  report_to="none", seed=config.seed, max_length=config.max_length,
+                  **chosen.training_args(),
                   # a long listing loses the start of the instruction, never the target queries
                   truncation_mode="keep_end")
-    peft_config = _lora(config) if config.lora else None
+    peft_config = _lora(config) if chosen.lora else None
+    # through the chat template when the tokenizer has one: the tokens serving will feed
+    data = Dataset.from_list([trl_row(r, uses_chat(tokenizer)) for r in rows])
     if config.stage == "sft":
-        data = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]}
-                                  for r in rows])
         trainer = SFTTrainer(model=base, args=SFTConfig(**common), train_dataset=data,
                              processing_class=tokenizer, peft_config=peft_config)
     else:
-        data = Dataset.from_list([{"prompt": r["prompt"], "chosen": r["chosen"],
-                                   "rejected": r["rejected"]} for r in rows])
         args = DPOConfig(**common, beta=config.beta)
         trainer = DPOTrainer(model=base, ref_model=None, args=args, train_dataset=data,
                              processing_class=tokenizer, peft_config=peft_config)
@@ -164,7 +169,7 @@ def train(stage_rows: Path, model: str, out: Path, config: TrainConfig,
         trainer.add_callback(stage_clock(config.stage.upper(), progress))
     result = trainer.train()
     trained = trainer.model
-    if config.lora:
+    if chosen.lora:
         trained = trained.merge_and_unload()
     out.mkdir(parents=True, exist_ok=True)
     trained.save_pretrained(out)
@@ -180,11 +185,13 @@ def train(stage_rows: Path, model: str, out: Path, config: TrainConfig,
         "data": {"file": str(stage_rows), "sha256_16": data_hash, "rows": len(rows),
                  "corpora": sorted({r.get("corpus", "?") for r in rows})},
         "hyperparameters": asdict(config),
+        "device": chosen.card(),
         "metrics": {"train_loss": result.training_loss,
                     "seconds": round(time.monotonic() - started, 1),
                     "train_runtime_s": result.metrics.get("train_runtime"),
                     "tokens": _tokens_seen(trainer)},
         "prompt_version": rows[0].get("prompt_version"),
+        "prompt_format": "chat" if uses_chat(tokenizer) else "plain",
         "versions": library_versions(),
         **(card_extra or {}),
     }

@@ -7,7 +7,9 @@ This module owns :class:`OpenAIExtractor`. Two decoding modes, the same as the i
   each as the first query line. One batched ``/v1/completions`` request a seed carries every
   span as a token-id prompt (prompt + span + newline) with ``echo`` and ``logprobs``, so the
   server returns the log-probabilities of the prompt tokens; the prompt and the spans are
-  tokenised by the server's ``/tokenize``, exactly as the in-process backend tokenises them.
+  tokenised by the server's ``/tokenize``, exactly as the in-process backend tokenises them
+  (the prompt through the chat template when the served tokenizer has one:
+  :mod:`agents.extractor.model_input`).
 * free text: the completion is generated under a grammar (vLLM ``structured_outputs``
   regex) that only admits a list of at most k short printable lines, with ``n`` samples.
 
@@ -47,7 +49,8 @@ from agents.extractor.decoding import (
     spans_of,
     with_contrast,
 )
-from agents.prompt import END_MARKER, build_prompt
+from agents.extractor.model_input import tokenize_request
+from agents.prompt import END_MARKER
 from agents.queries import MAX_QUERY_CHARS
 
 if TYPE_CHECKING:
@@ -60,6 +63,10 @@ log = logging.getLogger(__name__)
 
 class _Retryable(Exception):
     """A failure worth retrying (connection, timeout, 429, 5xx)."""
+
+
+class _Refused(ExtractorError):
+    """The server refused the request (HTTP 4xx other than 429): asking again will not help."""
 
 
 def query_list_regex(k: int, max_chars: int = MAX_QUERY_CHARS) -> str:
@@ -148,6 +155,7 @@ class OpenAIExtractor(Extractor):
         self._override = model_version
         self._max_model_len: int | None = None
         self._server_model: str | None = None
+        self._chat: bool | None = None  # the served tokenizer has a chat template (None: ask)
         self._client = client
         self._owns_client = client is None
         self._semaphore: asyncio.Semaphore | None = None
@@ -207,7 +215,7 @@ class OpenAIExtractor(Extractor):
             if resp.status_code == 429 or resp.status_code >= 500:
                 raise _Retryable(f"HTTP {resp.status_code}: {resp.text[:200]}")
             if resp.status_code >= 400:
-                raise ExtractorError(
+                raise _Refused(
                     f"{method} {path} refused: HTTP {resp.status_code}: {resp.text[:300]}"
                 )
             try:
@@ -260,9 +268,8 @@ class OpenAIExtractor(Extractor):
             self.usage.prompt_tokens += int(usage.get("prompt_tokens") or 0)
             self.usage.completion_tokens += int(usage.get("completion_tokens") or 0)
 
-    async def _tokenize(self, model: str, text: str) -> list[int]:
-        data = await self._call("POST", "//tokenize", {
-            "model": model, "prompt": text, "add_special_tokens": False})
+    async def _tokenize(self, model: str, request: dict[str, Any]) -> list[int]:
+        data = await self._call("POST", "//tokenize", {"model": model, **request})
         try:
             if self._max_model_len is None and data.get("max_model_len"):
                 self._max_model_len = int(data["max_model_len"])
@@ -270,17 +277,44 @@ class OpenAIExtractor(Extractor):
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ExtractorError(f"/tokenize answered without tokens: {data!r:.300}") from exc
 
-    async def _rank(self, model: str, seed: SeedText, k: int) -> Extraction:
-        """Extractive decoding: score every span as the first query line, keep the best."""
+    async def _prompt_ids(self, model: str, seed: SeedText, k: int, room: int) -> list[int]:
+        """The seed's prompt tokens from the served tokenizer (through its chat template when
+        it has one: a server without one refuses chat messages, and is asked once), cut from
+        the front to leave ``room`` and the answer within the context."""
+        ids: list[int] | None = None
+        if self._chat is not False:
+            try:
+                ids = await self._tokenize(model, tokenize_request(True, seed.title,
+                                                                   seed.description, k))
+                self._chat = True
+            except _Refused as exc:
+                if self._chat:
+                    raise
+                log.info("the served model takes no chat messages (%s): plain prompts", exc)
+                self._chat = False
+        if ids is None:
+            ids = await self._tokenize(model, tokenize_request(False, seed.title,
+                                                               seed.description, k))
+        return keep_end(ids, prompt_budget(self._max_model_len, self.max_new_tokens, room))
+
+    async def span_scores(self, seed: SeedText, k: int) -> tuple[list[str], list[float]]:
+        """The seed's spans and the log-probability the served model gives each as the first
+        query line (as ``TransformersExtractor.span_scores_sync`` does in process)."""
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self.concurrency)
+        return await self._span_scores(await self.resolve_model(), seed, k)
+
+    async def _span_scores(self, model: str, seed: SeedText, k: int
+                           ) -> tuple[list[str], list[float]]:
         spans = spans_of(seed, self.max_spans)
         if not spans:
-            return Extraction(seed_id=seed.id, queries=[], raw=[])
+            return [], []
+        assert self._semaphore is not None
         async with self._semaphore:
             prompt_ids, *conts = await asyncio.gather(
-                self._tokenize(model, build_prompt(seed.title, seed.description, k)),
-                *(self._tokenize(model, f"{span}\n") for span in spans))
-            prompt_ids = keep_end(prompt_ids, prompt_budget(self._max_model_len,
-                                                            self.max_new_tokens, SPAN_ROOM))
+                self._prompt_ids(model, seed, k, SPAN_ROOM),
+                *(self._tokenize(model, {"prompt": f"{span}\n", "add_special_tokens": False})
+                  for span in spans))
             data = await self._call("POST", "/completions", {
                 "model": model, "prompt": [prompt_ids + cont for cont in conts],
                 "max_tokens": 1, "temperature": 0.0, "echo": True, "logprobs": 0})
@@ -293,6 +327,13 @@ class OpenAIExtractor(Extractor):
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ExtractorError(
                 f"completion without prompt log-probabilities: {data!r:.300}") from exc
+        return spans, scores
+
+    async def _rank(self, model: str, seed: SeedText, k: int) -> Extraction:
+        """Extractive decoding: score every span as the first query line, keep the best."""
+        spans, scores = await self._span_scores(model, seed, k)
+        if not spans:
+            return Extraction(seed_id=seed.id, queries=[], raw=[])
         return ranked(seed, spans, blend(seed, spans, scores, self.contrast, self.contrast_weight),
                       k, temperature=self.temperature, sample_seed=self.seed)
 
@@ -300,7 +341,7 @@ class OpenAIExtractor(Extractor):
         """Free-text decoding, constrained to the query-list grammar when ``structured``."""
         body: dict[str, Any] = {
             "model": model,
-            "prompt": build_prompt(seed.title, seed.description, k),
+            "prompt": await self._prompt_ids(model, seed, k, 0),
             "max_tokens": self.max_new_tokens,
             "temperature": self.temperature,
             "n": self.n,

@@ -1,10 +1,12 @@
-"""In-process extraction with a Hugging Face causal language model (CPU, float32).
+"""In-process extraction with a Hugging Face causal language model (on the device plan's
+device and precision: a GPU when there is one, else the CPU in float32).
 
 This module owns :class:`TransformersExtractor`: it loads any causal LM by Hugging Face id
 or from a local directory (a fine-tuned QExplorer model saved by the trainer), builds
-prompts with :mod:`agents.prompt`, generates in a worker thread so the event loop never
-blocks, and cleans the output with :mod:`agents.queries`. torch and transformers are
-imported on first use, so importing this module is cheap.
+prompts with :mod:`agents.prompt` (through the chat template when the tokenizer has one:
+:mod:`agents.extractor.model_input`, the tokens training used), generates in a worker thread
+so the event loop never blocks, and cleans the output with :mod:`agents.queries`. torch and
+transformers are imported on first use, so importing this module is cheap.
 
 Model versions: a model directory with ``qexplorer.json`` or ``model_card.json`` holding a
 ``"version"`` key is recorded under that version; any other directory as
@@ -33,7 +35,9 @@ from agents.extractor.decoding import (
     spans_of,
     with_contrast,
 )
-from agents.prompt import END_MARKER, build_prompt, chat_messages
+from agents.extractor.device import Device, detect, plan
+from agents.extractor.model_input import prompt_ids
+from agents.prompt import END_MARKER
 
 if TYPE_CHECKING:
     from agents.extractor.keywords import WithToxic
@@ -123,7 +127,7 @@ class TransformersExtractor(Extractor):
         temperature: float = 0.0,
         seed: int = 1234,
         batch_size: int = 8,
-        use_chat_template: bool = False,
+        device: Device = "auto",
         model_version: str | None = None,
         extractive: bool = True,
         max_spans: int = 200,
@@ -132,16 +136,15 @@ class TransformersExtractor(Extractor):
     ) -> None:
         """``model`` is a Hugging Face model id or a local directory. Greedy decoding when
         ``temperature`` is 0, else sampling seeded with ``seed`` on every batch. Seeds are
-        generated ``batch_size`` at a time. ``use_chat_template`` wraps the task in the
-        tokenizer's chat template (for instruction-tuned hub models; QExplorer's own models
-        are trained on the plain prompt). ``extractive`` makes the model choose among the
-        seed's own word spans (ranked by the probability of each as the completion's first
-        line) instead of writing free text: queries stay evidence from the item and cannot
-        drift to one that fits every item (what a small model trained on precision learns);
-        at most ``max_spans`` spans are ranked (a fixed sample of longer texts), each span's
-        log-probability plus ``contrast_weight`` times its contrast under ``contrast`` (the
-        index's and the confirmed items' term statistics; ``decoding.blend``). Loading
-        happens on first use or :meth:`load`."""
+        generated ``batch_size`` at a time. ``device``: auto (a GPU when there is one), cpu or
+        cuda; the precision follows (``agents.extractor.device.plan``). ``extractive`` makes
+        the model choose among the seed's own word spans (ranked by the probability of each
+        as the completion's first line) instead of writing free text: queries stay evidence
+        from the item and cannot drift to one that fits every item (what a small model
+        trained on precision learns); at most ``max_spans`` spans are ranked (a fixed sample
+        of longer texts), each span's log-probability plus ``contrast_weight`` times its
+        contrast under ``contrast`` (the index's and the confirmed items' term statistics;
+        ``decoding.blend``). Loading happens on first use or :meth:`load`."""
         if not model:
             raise ValueError("TransformersExtractor needs a model id or directory")
         if batch_size < 1:
@@ -153,7 +156,7 @@ class TransformersExtractor(Extractor):
         self.temperature = temperature
         self.seed = seed
         self.batch_size = batch_size
-        self.use_chat_template = use_chat_template
+        self.device = device
         self.extractive = extractive
         self.max_spans = max_spans
         self.contrast = contrast
@@ -195,20 +198,21 @@ class TransformersExtractor(Extractor):
             raise ExtractorError(f"transformers backend needs torch and transformers: {exc}") \
                 from exc
         source = str(self.path) if self.is_local else self.model_ref
+        chosen = plan(0, detect(), self.device)  # serving reads its device and dtype only
         attempts = [True] if self.is_local else [True, False]  # hub: cache first, then fetch
         last: Exception | None = None
         for local_only in attempts:
             try:
                 tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
                 model = AutoModelForCausalLM.from_pretrained(
-                    source, dtype=torch.float32, local_files_only=local_only
+                    source, dtype=getattr(torch, chosen.dtype), local_files_only=local_only
                 )
                 break
             except (OSError, ValueError, KeyError, RuntimeError) as exc:
                 last = exc
         else:
             raise ExtractorError(f"cannot load model {self.model_ref!r}: {last}") from last
-        model.to("cpu")
+        model.to(chosen.device)
         model.eval()
         tokenizer.padding_side = "left"
         tokenizer.truncation_side = "left"  # keep the end: listing and "Queries:" cue
@@ -216,7 +220,8 @@ class TransformersExtractor(Extractor):
             tokenizer.pad_token = tokenizer.eos_token
         self._tokenizer = tokenizer
         self._model = model
-        log.info("loaded %s (%s) for query extraction", self.model_ref, self.model_version)
+        log.info("loaded %s (%s) for query extraction on %s in %s", self.model_ref,
+                 self.model_version, chosen.device, chosen.dtype)
 
     async def load(self) -> None:
         """Load the model in a worker thread (idempotent)."""
@@ -224,33 +229,21 @@ class TransformersExtractor(Extractor):
             await asyncio.to_thread(self.load_sync)
 
     # --- generation ------------------------------------------------------------------------
-    def _prompt(self, seed: SeedText, k: int) -> str:
-        if self.use_chat_template and getattr(self._tokenizer, "chat_template", None):
-            return self._tokenizer.apply_chat_template(
-                chat_messages(seed.title, seed.description, k),
-                tokenize=False,
-                add_generation_prompt=True,
-            )
-        return build_prompt(seed.title, seed.description, k)
+    def _prompt_ids(self, seed: SeedText, k: int, room: int = 0) -> list[int]:
+        """The seed's prompt tokens, cut from the front to leave ``room`` (and the answer)."""
+        return keep_end(prompt_ids(self._tokenizer, seed.title, seed.description, k),
+                        prompt_budget(self._context(), self.max_new_tokens, room))
 
     def _context(self) -> int | None:
         limit = getattr(self._model.config, "max_position_embeddings", None)
         return limit if isinstance(limit, int) else None
 
-    def generate_sync(self, prompts: list[str]) -> list[str]:
-        """Raw completions for ``prompts`` (blocking; one batch, left padded)."""
+    def generate_sync(self, prompts: list[list[int]]) -> list[str]:
+        """Raw completions for the token ids ``prompts`` (blocking; one batch, left padded)."""
         import torch
 
         tok, model = self._tokenizer, self._model
-        max_len = prompt_budget(self._context(), self.max_new_tokens)
-        enc = tok(
-            prompts,
-            return_tensors="pt",
-            padding=True,
-            truncation=max_len is not None,
-            max_length=max_len,
-            add_special_tokens=not self.use_chat_template,
-        )
+        enc = tok.pad({"input_ids": prompts}, return_tensors="pt").to(model.device)
         sampling = self.temperature > 0
         kwargs: dict[str, Any] = {
             "max_new_tokens": self.max_new_tokens,
@@ -281,7 +274,7 @@ class TransformersExtractor(Extractor):
                 if self.extractive:
                     results += [self.rank_spans_sync(s, k) for s in batch]
                     continue
-                texts = self.generate_sync([self._prompt(s, k) for s in batch])
+                texts = self.generate_sync([self._prompt_ids(s, k) for s in batch])
             except (RuntimeError, ValueError, IndexError, MemoryError) as exc:
                 raise ExtractorError(f"generation failed with {self.model_ref!r}: {exc}") \
                     from exc
@@ -311,10 +304,9 @@ class TransformersExtractor(Extractor):
         if not spans:
             return [], []
         tok, model = self._tokenizer, self._model
-        prompt_ids = keep_end(tok(self._prompt(seed, k), add_special_tokens=False)["input_ids"],
-                              prompt_budget(self._context(), self.max_new_tokens, SPAN_ROOM))
+        prompt = self._prompt_ids(seed, k, SPAN_ROOM)
         with torch.inference_mode():
-            out = model(input_ids=torch.tensor([prompt_ids]), use_cache=True)
+            out = model(input_ids=torch.tensor([prompt], device=model.device), use_cache=True)
             first_logp = torch.log_softmax(out.logits[0, -1], -1)
             scores: list[float] = []
             for start in range(0, len(spans), chunk):
@@ -322,11 +314,12 @@ class TransformersExtractor(Extractor):
                          for span in spans[start:start + chunk]]
                 width = max(len(c) for c in conts)
                 ids = torch.full((len(conts), width), tok.pad_token_id or 0)
-                mask = torch.zeros((len(conts), len(prompt_ids) + width), dtype=torch.long)
-                mask[:, : len(prompt_ids)] = 1
+                mask = torch.zeros((len(conts), len(prompt) + width), dtype=torch.long)
+                mask[:, : len(prompt)] = 1
                 for row, cont in enumerate(conts):
                     ids[row, : len(cont)] = torch.tensor(cont)
-                    mask[row, len(prompt_ids): len(prompt_ids) + len(cont)] = 1
+                    mask[row, len(prompt): len(prompt) + len(cont)] = 1
+                ids, mask = ids.to(model.device), mask.to(model.device)
                 cache = copy.deepcopy(out.past_key_values)
                 cache.batch_repeat_interleave(len(conts))
                 logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask,
@@ -359,6 +352,6 @@ def from_settings(settings: ExtractorSettings, stats: TermStats) -> Transformers
     return TransformersExtractor(settings.model, max_new_tokens=settings.max_new_tokens,
                                  temperature=settings.temperature, seed=settings.seed,
                                  model_version=settings.model_version,
-                                 extractive=settings.extractive,
+                                 extractive=settings.extractive, device=settings.device,
                                  contrast=contrast_stats(stats, settings.contrast_weight),
                                  contrast_weight=settings.contrast_weight)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -199,6 +200,24 @@ def run_topics(settings: Settings) -> list[str]:
     """The topics on the broker that belong to this run (its prefix or its app id)."""
     return [t for t in list_topics(settings)
             if t.startswith(settings.topic.prefix) or t.startswith(settings.worker.app_id)]
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def vllm_runtime() -> tuple[Path, str]:
+    """(interpreter of the vLLM server's virtualenv, device): the first run builds the
+    virtualenv (about two minutes), later runs reuse it."""
+    from serving.environment import detect_device, ensure_env
+
+    settings = Settings()
+    device = detect_device(settings.serving)
+    return ensure_env(settings.serving, settings.paths.envs_dir, device), device
 
 
 def wait_for(predicate, timeout_s: float, interval_s: float = 0.5,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import socket
 import time
 
 import httpx
@@ -22,7 +21,7 @@ from schemas.models import Detection, ListingUpsert, ToxicItem, detection_key
 from schemas.topics import LISTINGS, TOXIC_ITEMS
 from streams.client import publish
 from streams.supervise import kill_worker, stop_worker
-from tests.integration.conftest import explored, read_records, wait_for
+from tests.integration.conftest import explored, free_port, read_records, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -138,17 +137,11 @@ def _metric(port: int, name: str) -> float | None:
                  if s.name == name), None)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_two_workers_split_seeds_hold_the_full_index_and_survive_a_rebalance(backend_cluster):
     cluster = backend_cluster
     items, seeds = _market(n_benign=3000, seed=8)
     first, second, third = seeds[:20], seeds[20:40], seeds[40:]
-    ports = {"w1": _free_port(), "w2": _free_port()}
+    ports = {"w1": free_port(), "w2": free_port()}
     _publish(cluster, items, first)
     w1 = cluster.start_worker("w1", QEXPLORER_METRICS_PORT=str(ports["w1"]))
     wait_for(lambda: explored(cluster, {s.id for s in first}), 120, 1.0, lambda: cluster.log("w1"))

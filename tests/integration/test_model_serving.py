@@ -8,7 +8,6 @@ The first run builds the server's virtualenv (about two minutes; it is reused af
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import pytest
 
@@ -26,21 +25,14 @@ from schemas.models import (
     ToxicItem,
 )
 from schemas.topics import LISTINGS, MODEL_ROLLOUTS, TOXIC_ITEMS
-from serving.environment import detect_device, ensure_env
 from serving.server import ModelServer
 from streams.client import publish
-from tests.integration.conftest import explored, read_records, wait_for
+from tests.integration.conftest import explored, free_port, read_records, wait_for
 from trainer.bootstrap import BootstrapConfig, bootstrap
 
 pytestmark = pytest.mark.integration
 
 K = 4
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -50,11 +42,9 @@ def market():
 
 
 @pytest.fixture(scope="module")
-def runtime(broker):
+def runtime(broker, vllm_runtime):
     """(interpreter of the server's virtualenv, device)."""
-    settings = Settings()
-    device = detect_device(settings.serving)
-    return ensure_env(settings.serving, settings.paths.envs_dir, device), device
+    return vllm_runtime
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +62,7 @@ def models(tmp_path_factory, market):
 
 def _server(runtime, model, tmp_path) -> ModelServer:
     python, device = runtime
-    return ModelServer.of(Settings(), python, str(model), device=device, port=_free_port(),
+    return ModelServer.of(Settings(), python, str(model), device=device, port=free_port(),
                           log_path=tmp_path / f"vllm-{model.name}.log")
 
 

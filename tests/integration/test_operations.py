@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 
 import httpx
 import pytest
@@ -16,19 +15,13 @@ from marketplace.synthetic import generate_marketplace, split_seeds
 from schemas.models import ListingUpsert, ToxicItem
 from schemas.topics import LISTINGS, TOXIC_ITEMS
 from streams.client import publish
-from tests.integration.conftest import wait_for
+from tests.integration.conftest import free_port, wait_for
 from tests.integration.test_pipeline import _send_raw
 
 pytestmark = pytest.mark.integration
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-PORT = _free_port()
+PORT = free_port()
 
 
 def _scrape() -> dict[tuple[str, tuple], float] | None:

@@ -10,7 +10,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from collections import Counter
@@ -28,7 +27,7 @@ from schemas.codec import SchemaError, decode
 from schemas.models import DeadLetter, ListingUpsert, ModerationDecision, ToxicItem
 from schemas.topics import LISTINGS, TOXIC_ITEMS
 from streams.client import publish, read_to_end
-from tests.integration.conftest import read_records, wait_for
+from tests.integration.conftest import free_port, read_records, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -55,12 +54,6 @@ OTHERS = [ListingUpsert(id=f"l-other-{i}", title=title) for i, title in enumerat
     ["Oak bookshelf, five shelves", "Children's bicycle 16 inch", "Espresso machine, barely used"])]
 LISTINGS_ = [ListingUpsert(id=SEED.id, title=SEED.title, description=SEED.description),
              SIBLING, INNOCENT, HOSTILE, SECOND, *OTHERS]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_review(cluster, name: str = "review", **settings: object) -> tuple[subprocess.Popen, str]:

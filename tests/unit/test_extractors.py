@@ -23,7 +23,7 @@ from agents.extractor.keywords import (
 )
 from agents.extractor.openai_backend import query_list_regex
 from agents.extractor.registry import BACKENDS, build_extractor, check
-from agents.prompt import END_MARKER, build_prompt
+from agents.prompt import END_MARKER, build_prompt, chat_messages
 from agents.queries import candidate_spans, is_valid_query
 from config import ExtractorSettings
 from schemas.models import ListingUpsert
@@ -437,14 +437,22 @@ async def fake_server():
         "max_inflight": 0, "headers": [], "bodies": [],
         "text": "1. R0lex w@tch\n2. lux888\n3. lux888\n" + END_MARKER,
         "max_model_len": 4096, "favourite": set("lux888\n"), "tokenized": 0,
+        "tokenize_bodies": [], "chat_template": False,
     }
 
     async def tokenize(request: web.Request) -> web.Response:
         # one token a character: enough to check how prompts and spans are put together
         state["tokenized"] += 1
         body = await request.json()
-        assert body["add_special_tokens"] is False
-        return web.json_response({"tokens": [ord(c) for c in body["prompt"]],
+        state["tokenize_bodies"].append(body)
+        if "messages" in body:  # as vLLM: chat messages need the tokenizer's chat template
+            if not state["chat_template"]:
+                return web.json_response({"error": "no chat template"}, status=400)
+            system, user = (m["content"] for m in body["messages"])
+            text = f"<|system|>{system}<|user|>{user}<|assistant|>"
+        else:
+            text = ("^" if body["add_special_tokens"] else "") + body["prompt"]  # ^: a BOS
+        return web.json_response({"tokens": [ord(c) for c in text],
                                   "max_model_len": state["max_model_len"]})
 
     async def models(request: web.Request) -> web.Response:
@@ -512,7 +520,8 @@ async def test_openai_normal_answer(fake_server):
     body = state["bodies"][0]
     assert body == {
         "model": "/srv/models/qx-sft-v2",
-        "prompt": build_prompt(SEEDS[0].title, SEEDS[0].description, 3),
+        # token ids from the server's /tokenize: the plain prompt with the special tokens
+        "prompt": [ord(c) for c in "^" + build_prompt(SEEDS[0].title, SEEDS[0].description, 3)],
         "max_tokens": 20, "temperature": 0.0, "n": 1, "seed": 5, "stop": [END_MARKER],
         "structured_outputs": {"regex": query_list_regex(3)},
     }
@@ -618,11 +627,35 @@ async def test_openai_extractive_ranks_spans_by_prompt_logprobs(fake_server):
     assert out.queries[0] == "lux888"  # made only of characters the fake model likes
     assert set(out.queries) <= set(spans) and len(out.queries) == 3
     [body] = state["bodies"]  # one batched request a seed: every span after the prompt
-    prompt = [ord(c) for c in build_prompt(SEEDS[0].title, SEEDS[0].description, 3)]
+    prompt = [ord(c) for c in "^" + build_prompt(SEEDS[0].title, SEEDS[0].description, 3)]
     assert body["echo"] is True and body["logprobs"] == 0 and body["max_tokens"] == 1
     assert body["prompt"] == [prompt + [ord(c) for c in f"{s}\n"] for s in spans]
-    assert state["tokenized"] == 1 + len(spans)
+    assert state["tokenized"] == 2 + len(spans)  # chat messages refused, then the plain prompt
     assert extractor.usage.requests == 1 and extractor.usage.prompt_tokens > len(prompt)
+
+
+async def test_openai_prompts_go_through_the_served_chat_template_when_there_is_one(
+        fake_server):
+    """The served tokenizer decides, as in training (agents.extractor.model_input): with a
+    chat template the prompt is the chat messages' tokens; without one the plain prompt's
+    (the server is asked for chat once)."""
+    base_url, state = fake_server
+    state["chat_template"] = True
+    extractor = _openai(base_url, model="m", extractive=True)
+    await extractor.extract(SEEDS[:2], 3)
+    await extractor.aclose()
+    system, user = (m["content"] for m in chat_messages(SEEDS[0].title, SEEDS[0].description, 3))
+    chat = [ord(c) for c in f"<|system|>{system}<|user|>{user}<|assistant|>"]
+    assert state["bodies"][0]["prompt"][0][:len(chat)] == chat
+    asked = [b for b in state["tokenize_bodies"] if "messages" in b]
+    assert len(asked) == 2 and all(b["add_generation_prompt"] for b in asked)
+
+    state["chat_template"], state["tokenize_bodies"] = False, []
+    extractor = _openai(base_url, model="m", extractive=True)
+    await extractor.extract(SEEDS[:1], 3)
+    await extractor.extract(SEEDS[1:2], 3)
+    await extractor.aclose()
+    assert sum("messages" in b for b in state["tokenize_bodies"]) == 1
 
 
 async def test_openai_extractive_cuts_long_prompts_from_the_front(fake_server):
