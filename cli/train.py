@@ -236,6 +236,11 @@ def eval_command(
     max_seeds: Annotated[int, typer.Option(help="Evaluation seeds per corpus.")] = 300,
     k: Annotated[int, typer.Option(help="Queries per seed.")] = 4,
     baselines_only: Annotated[bool, typer.Option(help="Skip the model methods.")] = False,
+    free_text: Annotated[bool, typer.Option(
+        help="Also evaluate the model writing free text (generative: queries need not be "
+        "in the seed), as <label>+free.")] = False,
+    blend: Annotated[bool, typer.Option(
+        help="Also rank with the contrast blended in (the weight grid).")] = True,
 ) -> None:
     """Evaluate the baselines and a model, with the models it was trained from.
 
@@ -249,7 +254,8 @@ def eval_command(
     target = _out(out, "eval")
     evaluate(_corpora(data, corpus), models, target, k=k, max_seeds=max_seeds,
              progress=console.print, backend=settings.index.backend,
-             cluster=settings.opensearch)
+             cluster=settings.opensearch, blend=blend,
+             free_text=list(models)[-1:] if free_text else ())
     console.print((target / "eval.md").read_text())
     console.print(f"report in {target}")
 

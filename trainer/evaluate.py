@@ -41,6 +41,9 @@ BASELINES = ("first_words", "tfidf", "yake", "contrast")
 HEURISTICS = ("first_words", "tfidf", "yake")
 #: The labels' choice: each seed's best single span (not a method a worker can run).
 ORACLE = "oracle"
+#: The suffix of a model's method when it writes free text (generative: its queries need not
+#: be spans of the seed) instead of ranking the seed's spans.
+FREE_TEXT = "+free"
 #: How the numbers are made, recorded with every report.
 PROTOCOL = ("corpus deduplicated and indexed whole (Tantivy BM25, terms OR-ed); evaluation "
             "seeds = the held-out side of the cluster split; k queries a seed, each searched "
@@ -74,12 +77,13 @@ def baseline_extractors(searcher: Searcher,
 
 
 def model_extractor(model: str, batch_size: int = 16, temperature: float = 0.0,
-                    seed: int = 1234) -> TransformersExtractor:
-    """The in-process extractor for a model directory or hub id (greedy unless sampling)."""
+                    seed: int = 1234, extractive: bool = True) -> TransformersExtractor:
+    """The in-process extractor for a model directory or hub id (greedy unless sampling;
+    ranking the seed's spans unless ``extractive`` is False)."""
     from agents.extractor.transformers_backend import TransformersExtractor
 
     return TransformersExtractor(model, batch_size=batch_size, temperature=temperature,
-                                 seed=seed, max_new_tokens=48)
+                                 seed=seed, max_new_tokens=48, extractive=extractive)
 
 
 def extract_all(extractor: Extractor, seeds: Sequence[LabelledItem], k: int) -> dict[str, list]:
@@ -91,14 +95,16 @@ def extract_all(extractor: Extractor, seeds: Sequence[LabelledItem], k: int) -> 
 def evaluate_corpus(name: str, items: Sequence[LabelledItem], models: Mapping[str, str], *,
                     k: int = 4, max_seeds: int = 300, split_seed: int = 0,
                     progress: Callable[[str], None] = print,
-                    index: Callable[[], SearchIndex] | None = None) -> dict:
+                    index: Callable[[], SearchIndex] | None = None,
+                    free_text: Sequence[str] = ()) -> dict:
     """Metrics of every method on one corpus's evaluation seeds; ``index`` makes the empty
-    index the corpus is searched in (default: Tantivy in memory)."""
+    index the corpus is searched in (default: Tantivy in memory); the models labelled in
+    ``free_text`` are also evaluated writing free text (``<label>+free``)."""
     made = index() if index is not None else None
     try:
         return _evaluate_corpus(name, items, models, Searcher(items, index=made),
                                 k=k, max_seeds=max_seeds, split_seed=split_seed,
-                                progress=progress)
+                                progress=progress, free_text=free_text)
     finally:
         if made is not None:
             made.close()
@@ -106,7 +112,7 @@ def evaluate_corpus(name: str, items: Sequence[LabelledItem], models: Mapping[st
 
 def _evaluate_corpus(name: str, items: Sequence[LabelledItem], models: Mapping[str, str],
                      searcher: Searcher, *, k: int, max_seeds: int, split_seed: int,
-                     progress: Callable[[str], None]) -> dict:
+                     progress: Callable[[str], None], free_text: Sequence[str] = ()) -> dict:
     split = split_seeds(items, seed=split_seed)
     seeds = sample_seeds(split.eval, max_seeds, split_seed)
     sibs = siblings(items)
@@ -114,6 +120,8 @@ def _evaluate_corpus(name: str, items: Sequence[LabelledItem], models: Mapping[s
     versions = {}
     for label, model in models.items():
         methods[label] = model_extractor(model)
+        if label in free_text:
+            methods[f"{label}{FREE_TEXT}"] = model_extractor(model, extractive=False)
     results = {}
     for label, extractor in methods.items():
         started = time.monotonic()
@@ -150,16 +158,19 @@ def oracle_spans(searcher: Searcher, seeds: Sequence[LabelledItem]) -> dict[str,
 def evaluate(corpora: Mapping[str, Sequence[LabelledItem]], models: Mapping[str, str],
              out: Path, *, k: int = 4, max_seeds: int = 300, split_seed: int = 0,
              blend: bool = True, progress: Callable[[str], None] = print,
-             backend: str = "tantivy", cluster: OpenSearchSettings | None = None) -> dict:
+             backend: str = "tantivy", cluster: OpenSearchSettings | None = None,
+             free_text: Sequence[str] = ()) -> dict:
     """Evaluate every corpus; write eval.json, eval.md and eval.png into ``out``. With
     ``blend`` and a model, the last model also ranks with the contrast blended in
     (``<label>+contrast``, its weight chosen on the other corpora: ``trainer.blending``).
-    ``backend`` (and ``cluster``): the search engine the corpora are searched in."""
+    ``backend`` (and ``cluster``): the search engine the corpora are searched in. The models
+    labelled in ``free_text`` are also evaluated writing free text (``<label>+free``)."""
     report, meta = {}, {}
     for name, items in corpora.items():
         found = evaluate_corpus(name, items, models, k=k, max_seeds=max_seeds,
                                 split_seed=split_seed, progress=progress,
-                                index=lambda: corpus_index(backend, cluster))
+                                index=lambda: corpus_index(backend, cluster),
+                                free_text=free_text)
         report[name], meta[name] = found["methods"], found["meta"]
     blended = None
     if blend and models:

@@ -74,6 +74,36 @@ def test_bootstrap_interval_brackets_the_mean_and_is_reproducible():
     assert summary["n_seeds"] == 1 and summary["precision_at_10"] == 1.0
 
 
+def test_a_model_is_also_evaluated_writing_free_text_when_asked(monkeypatch):
+    """``free_text`` adds ``<label>+free``: the same model, not restricted to the seed's
+    spans (the generative mode), scored like every other method."""
+    from agents.extractor.base import Extraction, Extractor
+    from trainer import evaluate as evaluation
+
+    class Writes(Extractor):
+        name = "stub"
+        model_version = "stub-1"
+
+        def __init__(self, extractive: bool) -> None:
+            self.extractive = extractive
+
+        async def extract(self, seeds, k):
+            # free text may write what no seed holds; spans come from the seed
+            return [Extraction(s.id, [s.title.split()[0]] if self.extractive
+                               else ["written beyond the seed"], []) for s in seeds]
+
+    modes = []
+    monkeypatch.setattr(evaluation, "model_extractor",
+                        lambda model, extractive=True: modes.append(extractive) or
+                        Writes(extractive))
+    found = evaluate_corpus("hand", ITEMS, {"m": "dir"}, k=2, max_seeds=10,
+                            progress=lambda m: None, free_text=["m"])
+    assert modes == [True, False]
+    assert {"m", "m+free"} <= set(found["methods"])
+    assert found["methods"]["m+free"]["precision_at_10"] == 0  # it found nothing
+    assert found["methods"]["m+free"]["n_seeds"] == found["methods"]["m"]["n_seeds"]
+
+
 def test_evaluate_corpus_scores_every_baseline_and_writes_a_report(tmp_path):
     found = evaluate_corpus("hand", ITEMS, {}, k=2, max_seeds=10, progress=lambda m: None)
     assert set(found["methods"]) == {"first_words", "tfidf", "yake", "contrast", ORACLE}
