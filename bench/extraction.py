@@ -35,9 +35,9 @@ import orjson
 from pydantic import SecretStr
 
 from agents.extractor.base import Extraction, Extractor, SeedText
+from agents.extractor.model_input import prompt_ids
 from agents.extractor.openai_backend import OpenAIExtractor, ServerUsage
 from agents.extractor.transformers_backend import TransformersExtractor
-from agents.prompt import build_prompt
 from agents.queries import candidate_spans
 from bench.common import free_port
 from config import Settings
@@ -71,7 +71,7 @@ def work_tokens(tokenizer, seeds: list[SeedText], outputs: list[Extraction],
     """Tokens of work, counted the same way for both backends (see the module docstring)."""
     count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
     if extractive:
-        return sum(count(build_prompt(s.title, s.description, K))
+        return sum(len(prompt_ids(tokenizer, s.title, s.description, K))
                    + sum(count(f"{span}\n") for span in candidate_spans(s.title, s.description))
                    for s in seeds)
     return sum(count(text) for e in outputs for text in e.raw)

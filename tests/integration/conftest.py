@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.common import free_port  # noqa: F401 (the integration tests' import)
 from config import Settings
 from streams.supervise import spawn_worker, stop_worker
 from streams.topics import create_topics, delete_topics
@@ -200,13 +200,6 @@ def run_topics(settings: Settings) -> list[str]:
     """The topics on the broker that belong to this run (its prefix or its app id)."""
     return [t for t in list_topics(settings)
             if t.startswith(settings.topic.prefix) or t.startswith(settings.worker.app_id)]
-
-
-def free_port() -> int:
-    """A TCP port free on loopback now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
