@@ -43,8 +43,10 @@ def standing_queries(seed_id: str, per_query: Sequence[tuple[str, Sequence[Hit]]
     was allowed: a query that returned fewer would have returned any listing it scores at all
     (``min_score`` 0), one that returned ``limit`` only those scoring at least its last
     result. ``watch_offsets``: the listings positions the searched index held (each
-    partition's next offset), where the queries take over."""
+    partition's next offset), where the queries take over. The search may have read past
+    them: what it returned is recorded as ``detected`` and not detected twice."""
     out: list[StandingQuery] = []
+    detected = sorted({h.listing_id for _, hits in per_query for h in hits} - {seed_id})
     for query, hits in per_query:
         kept = [h for h in hits if h.listing_id != seed_id]
         if len(out) >= settings.per_seed:
@@ -57,6 +59,7 @@ def standing_queries(seed_id: str, per_query: Sequence[tuple[str, Sequence[Hit]]
             model_version=provenance.model_version, prompt_version=provenance.prompt_version,
             min_score=max(0.0, kept[-1].score) if len(hits) >= limit else 0.0,
             results=len(kept), watch_from=watch_from, watch_offsets=dict(watch_offsets),
+            detected=detected,
             ttl_s=settings.ttl_s,
             updated_by="explorer"))
     return out
@@ -65,8 +68,10 @@ def standing_queries(seed_id: str, per_query: Sequence[tuple[str, Sequence[Hit]]
 def standing_detections(query: StandingQuery, hits: Sequence[Hit],
                         excluded: Set[str]) -> list[Detection]:
     """A standing query's matches among new listings: every hit scoring at least its
-    ``min_score``, except its seed and items already confirmed toxic."""
+    ``min_score``, except its seed, items already confirmed toxic and what its seed's
+    exploration already detected."""
     now = utcnow()
+    detected = set(query.detected)
     return [Detection(
         key=detection_key(query.seed_id, hit.listing_id, query.model_version),
         seed_id=query.seed_id, listing_id=hit.listing_id, listing_title=hit.title[:1_000],
@@ -76,7 +81,7 @@ def standing_detections(query: StandingQuery, hits: Sequence[Hit],
         standing_query_id=query.query_id, detected_at=now)
         for hit in hits
         if hit.score >= query.min_score and hit.listing_id != query.seed_id
-        and hit.listing_id not in excluded]
+        and hit.listing_id not in excluded and hit.listing_id not in detected]
 
 
 @dataclass

@@ -240,6 +240,11 @@ class StandingQuery(_Record):
         default_factory=dict, max_length=4096,
         description="listings partition -> the first offset its exploration did not search: "
                     "it matches the listings from there on (a partition not named: all).")
+    detected: list[Id] = Field(
+        default_factory=list, max_length=10_000,
+        description="The listings its seed's exploration returned: already detected, so not "
+                    "detected again (the exploration's search may have read past "
+                    "watch_offsets).")
     ttl_s: float = Field(gt=0, allow_inf_nan=False,
                          description="Lifetime after watch_from, or after its last confirmed "
                                      "match.")

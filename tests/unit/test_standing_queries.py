@@ -66,6 +66,19 @@ def test_a_seeds_first_queries_with_results_become_standing_with_their_last_scor
                             limit=3, settings=_settings(per_seed=0)) == []
 
 
+def test_what_the_exploration_returned_is_not_detected_again_by_its_standing_queries():
+    # The exploration's search may read listings indexed after watch_offsets were taken; the
+    # standing queries then see them as new. They were detected with every query that found
+    # them; a second detection under the same key would say only one.
+    per_query = [("snow tg", [Hit("a", 1, 5.0), Hit("s", 2, 4.0)]),
+                 ("plug", [Hit("b", 1, 3.0)])]
+    first, second = standing_queries("s", per_query, PROVENANCE, watch_from=T0,
+                                     watch_offsets={}, limit=10, settings=_settings())
+    assert first.detected == second.detected == ["a", "b"]  # the seed itself is not
+    new = [Hit("a", 1, 9.0), Hit("b", 2, 8.0), Hit("c", 3, 7.0)]
+    assert [d.listing_id for d in standing_detections(first, new, set())] == ["c"]
+
+
 def test_the_seed_itself_does_not_count_as_a_result():
     made = standing_queries("s", [("only me", [Hit("s", 1, 3.0)])], PROVENANCE,
                             watch_from=T0, watch_offsets={}, limit=1, settings=_settings())
