@@ -32,6 +32,9 @@ FromTopicsOpt = Annotated[bool, typer.Option(
     "toxic-items and moderation-decisions (unreviewed results are unknown, not misses).")]
 HoldoutOpt = Annotated[float, typer.Option(
     help="--from-topics: share of the newest reviewed seeds held back for the gate.")]
+GenerativeOpt = Annotated[bool, typer.Option(
+    "--generative", help="Generative data: candidates beyond the seed's words (spans of its "
+    "confirmed finds, the model's free text), scored by the seed's siblings.")]
 
 
 def _cache() -> Path:
@@ -112,6 +115,8 @@ def train_data(
     threshold: Annotated[float, typer.Option(help="Least P@10 of an SFT query.")] = 0.5,
     margin: Annotated[float, typer.Option(help="Least score margin of a DPO pair.")] = 0.25,
     from_topics: FromTopicsOpt = False, holdout: HoldoutOpt = 0.2,
+    generative: GenerativeOpt = False,
+    max_train_seeds: Annotated[int, typer.Option(help="Training seeds per corpus.")] = 300,
 ) -> None:
     """Build SFT and DPO data: from a labelled corpus's training split (scored by search
     against the labels) or from the live topics (scored by the moderators' labels)."""
@@ -128,9 +133,16 @@ def train_data(
         return
     chosen = model or latest_model()
     summary = build_data(_corpora(data, corpus), out,
-                         BuildConfig(k=k, threshold=threshold, margin=margin),
-                         model=chosen, samples=samples if chosen else 0, progress=console.print)
+                         BuildConfig(k=k, threshold=threshold, margin=margin,
+                                     **_generative(generative)),
+                         model=chosen, samples=samples if chosen else 0,
+                         max_train_seeds=max_train_seeds, progress=console.print)
     console.print(f"wrote {out}/sft.jsonl and dpo.jsonl: {json.dumps(summary['files'])}")
+
+
+def _generative(on: bool) -> dict:
+    """BuildConfig fields of generative data (none for extractive)."""
+    return {"generative": True, "reward": "siblings"} if on else {}
 
 
 def _stage(stage: str, rows: Path, model: str | None, out: Path | None, config: Path | None,
@@ -180,11 +192,13 @@ def train_all(
         "sft-instruct.yaml for a pretrained instruct model).")] = None,
     dpo_config: Annotated[Path | None, typer.Option(
         help="DPO YAML (default trainer/configs/dpo.yaml; dpo-instruct.yaml).")] = None,
+    generative: GenerativeOpt = False,
 ) -> None:
     """The whole loop: bootstrap, data, SFT, DPO, evaluation on the held-back split; or, with
     --from-topics, SFT and DPO from the live topics, to be judged by `qexplorer promote`.
     Training runs where QEXPLORER_DEVICE says (a GPU when there is one)."""
     from trainer.bootstrap import BootstrapConfig
+    from trainer.dataset import BuildConfig
     from trainer.loop import run_all, run_from_topics
     from trainer.train import TrainConfig, load_config
 
@@ -210,6 +224,7 @@ def train_all(
         _corpora(data, corpus), target, model=model,
         bootstrap_config=load_config(BootstrapConfig, None, "bootstrap.yaml"),
         sft_config=sft, dpo_config=dpo, samples=samples, max_seeds=max_seeds,
+        build=BuildConfig(pairs_per_seed=2, **_generative(generative)),
         device=settings.extractor.device,
         progress=lambda m: console.print(f"[{time.monotonic() - started:6.0f}s] {m}"))
     _remember(Path(result["models"]["sft_dpo"]))

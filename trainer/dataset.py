@@ -3,10 +3,14 @@
 For each training seed, candidate queries come from the seed itself (word spans of the text the
 prompt shows), from the baselines (YAKE, TF-IDF, first words) and from samples of the current
 model. Each is scored by what it finds (precision@10 against the labels; executed queries from
-the topics against the moderators' labels, ``trainer.feedback``). The SFT target is the best
-``k`` distinct queries above a threshold; a DPO pair puts one of those queries against a
-clearly worse query for the same prompt (the current model's own picks first, then the
-baselines', then the worst spans): single queries, the unit the extractor ranks.
+the topics against the moderators' labels, ``trainer.feedback``). Generative data also takes
+spans of the listings the seed's exploration found and moderators confirmed, and the model's
+free text, so targets may hold words the seed does not; scored by the seed's own kind
+(``reward="siblings"``), a query that matches every harmful item does not win. The SFT
+target is the best ``k`` distinct queries above a threshold; a DPO pair puts one of those
+queries against a clearly worse query for the same prompt (the current model's own picks
+first, then the baselines', then the worst spans): single queries, the unit the extractor
+ranks.
 
 Everything here is pure given a scoring function; rows carry their provenance.
 """
@@ -24,6 +28,10 @@ from marketplace.items import LabelledItem
 
 #: Scores a query for a seed: (query, seed id) -> score in [0, 1].
 ScoreFn = Callable[[str, str], float]
+#: What a candidate query can be scored by (``BuildConfig.reward``).
+REWARDS = ("harmful", "siblings")
+#: Spans taken from each confirmed find of a seed (generative data).
+NEIGHBOUR_SPANS = 50
 
 
 @dataclass(frozen=True)
@@ -37,8 +45,17 @@ class BuildConfig:
     max_spans: int = 200
     max_words: int = 3
     seed: int = 0
+    #: what a query is scored by: "harmful" (precision@10 over every harmful item) or
+    #: "siblings" (over the seed's own kind, ``Searcher.kin_precision``)
+    reward: str = "harmful"
+    #: candidates beyond the seed's words: spans of its confirmed finds and the model's free
+    #: text (False: the seed's own spans and the model's ranked spans, extractive)
+    generative: bool = False
+    neighbours: int = 3  # confirmed finds whose spans join the candidates (generative)
 
     def __post_init__(self) -> None:
+        if self.reward not in REWARDS:
+            raise ValueError(f"reward={self.reward!r} is not one of {', '.join(REWARDS)}")
         if not 0 <= self.threshold <= 1:
             raise ValueError(f"threshold={self.threshold} must be within [0, 1]")
         if not 0 < self.margin <= 1:
@@ -88,9 +105,12 @@ def best_queries(candidates: Iterable[Candidate], k: int, threshold: float) -> l
 def seed_rows(corpus: str, seed: SeedText, score: ScoreFn, config: BuildConfig,
               baselines: Mapping[str, list[str]], samples: Sequence[list[str]] = (),
               hits: Callable[[str, str], int] | None = None,
+              neighbours: Sequence[SeedText] = (),
               ) -> tuple[dict | None, list[dict], list[Candidate]]:
     """The SFT row (or None), the DPO rows and the scored candidates of one seed; ``hits``
-    (harmful results of a query) breaks ties between equal scores."""
+    (harmful results of a query) breaks ties between equal scores. ``neighbours``: listings
+    the seed's exploration found and moderators confirmed; their spans are candidates too, so
+    a target may hold words the seed does not (generative data)."""
     cache: dict[str, float] = {}
 
     def scored(query: str) -> float:
@@ -104,6 +124,8 @@ def seed_rows(corpus: str, seed: SeedText, score: ScoreFn, config: BuildConfig,
                             config.seed)),
         *((name, qs) for name, qs in baselines.items()),
         *((f"sample{j}", qs) for j, qs in enumerate(samples)),
+        *(("neighbour", seed_spans(n.title, n.description, config.max_words, NEIGHBOUR_SPANS,
+                                   config.seed)) for n in neighbours),
     ]
     for source, queries in sources:
         for query in queries:
@@ -147,13 +169,18 @@ def build_rows(corpus: str, seeds: Sequence[LabelledItem], score: ScoreFn, confi
                baselines: Callable[[SeedText], Mapping[str, list[str]]],
                samples: Mapping[str, Sequence[list[str]]] | None = None,
                hits: Callable[[str, str], int] | None = None,
+               neighbours: Callable[[SeedText, Mapping[str, list[str]]], Sequence[SeedText]]
+               | None = None,
                ) -> tuple[list[dict], list[dict], BuildStats]:
-    """SFT rows, DPO rows and statistics for a corpus's training seeds."""
+    """SFT rows, DPO rows and statistics for a corpus's training seeds; ``neighbours`` gives a
+    seed's confirmed finds from its baselines' queries (generative data)."""
     sft_rows, dpo_rows, stats = [], [], BuildStats()
     for item in seeds:
         seed = SeedText(item.id, item.title, item.description)
-        sft, dpo, candidates = seed_rows(corpus, seed, score, config, baselines(seed),
-                                         (samples or {}).get(item.id, ()), hits)
+        queries = baselines(seed)
+        sft, dpo, candidates = seed_rows(corpus, seed, score, config, queries,
+                                         (samples or {}).get(item.id, ()), hits,
+                                         neighbours(seed, queries) if neighbours else ())
         stats.seeds += 1
         stats.candidates += len(candidates)
         if sft is None:

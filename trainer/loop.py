@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from agents.extractor.base import SeedText
 from agents.extractor.device import Device
 from config import KafkaSettings
 from marketplace.items import LabelledItem
@@ -37,11 +38,13 @@ Progress = Callable[[str], None]
 
 
 def model_samples(model: str, seeds: Sequence[LabelledItem], k: int, n: int,
-                  temperature: float = 1.0, seed: int = 0) -> dict[str, list[list[str]]]:
-    """Seed id -> ``n`` sampled query lists from the model (temperature sampling, seeded)."""
+                  temperature: float = 1.0, seed: int = 0, extractive: bool = True
+                  ) -> dict[str, list[list[str]]]:
+    """Seed id -> ``n`` sampled query lists from the model (temperature sampling, seeded;
+    free text unless ``extractive``)."""
     if n <= 0:
         return {}
-    extractor = model_extractor(model, temperature=temperature, seed=seed)
+    extractor = model_extractor(model, temperature=temperature, seed=seed, extractive=extractive)
     out: dict[str, list[list[str]]] = {s.id: [] for s in seeds}
     for j in range(n):
         extractor.seed = seed + j
@@ -61,12 +64,22 @@ def build_data(corpora: Mapping[str, Sequence[LabelledItem]], out: Path, config:
         seeds = sample_seeds(split_seeds(items, seed=split_seed).train, max_train_seeds,
                              split_seed)
         extractors = baseline_extractors(searcher)
-        sampled = model_samples(model, seeds, config.k, samples, seed=config.seed) \
-            if model else {}
+        sampled = model_samples(model, seeds, config.k, samples, seed=config.seed,
+                                extractive=not config.generative) if model else {}
+        by_id = {i.id: i for i in items}
+
+        def neighbours(seed: SeedText, baselines: Mapping[str, list[str]],
+                       searcher: Searcher = searcher, by_id=by_id) -> list[SeedText]:
+            found = searcher.finds([q for qs in baselines.values() for q in qs], seed.id,
+                                   config.neighbours)
+            return [SeedText(i, by_id[i].title, by_id[i].description) for i in found]
+
+        kin = config.reward == "siblings"
         sft, dpo, built = build_rows(
-            name, seeds, searcher.precision, config,
+            name, seeds, searcher.kin_precision if kin else searcher.precision, config,
             lambda s, ex=extractors: baseline_queries(s, config.k, ex), sampled,
-            searcher.hits)
+            searcher.kin_hits if kin else searcher.hits,
+            neighbours if config.generative and config.neighbours else None)
         sft_rows += sft
         dpo_rows += dpo
         stats[name] = {**asdict(built), "data_hash": data_hash(items)}
@@ -128,7 +141,8 @@ def run_all(corpora: Mapping[str, Sequence[LabelledItem]], out: Path, *,
     progress("6/6 evaluation on the held-out seeds")
     models = {"base": model, "sft": str(out / "sft"), "sft_dpo": str(out / "dpo")}
     report = evaluate(corpora, models, out / "eval", k=build.k, max_seeds=max_seeds,
-                      progress=progress)
+                      progress=progress,
+                      free_text=("sft", "sft_dpo") if build.generative else ())
     return {"models": models, "eval": report}
 
 

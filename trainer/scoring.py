@@ -2,7 +2,8 @@
 
 One :class:`Searcher` holds a corpus in an in-memory search index (``search.memory_index``:
 the same analyzer and query escaping as the workers). A query's score is its precision@10:
-the harmful share of its top-10 results other than the seed (0 when it finds nothing). Per
+the harmful share of its top-10 results other than the seed (0 when it finds nothing); its kin
+precision is the share of the seed's siblings (the generative data's reward). Per
 seed, the protocol's metrics (``trainer.evaluate.PROTOCOL``) average over its queries;
 recall@100 counts the seed's siblings in the union of its queries' top 100.
 
@@ -22,6 +23,7 @@ from marketplace.items import LabelledItem, to_listing_dict
 from schemas.models import ListingUpsert
 from search import memory_index
 from search.protocol import Change, SearchIndex
+from trainer.corpus import siblings
 
 TOP = 10
 DEEP = 100
@@ -39,6 +41,7 @@ class Searcher:
         self.index.apply(Change(ListingUpsert(**to_listing_dict(item))) for item in items)
         self.index.commit(None)
         self.harmful = frozenset(i.id for i in items if i.harmful)
+        self.siblings = siblings(items)
         self.size = len(items)
         self._cache: dict[tuple[str, str], list[str]] = {}
 
@@ -65,6 +68,34 @@ class Searcher:
     def hits(self, query: str, seed_id: str) -> int:
         """Harmful listings among the query's top 10."""
         return sum(i in self.harmful for i in self.ids(query, seed_id, TOP))
+
+    def kin_precision(self, query: str, seed_id: str) -> float:
+        """Share of the query's top 10 that are the seed's siblings (``trainer.corpus.siblings``:
+        its cluster; every harmful item where the corpus has no clusters), 0 when it finds
+        nothing: a query matching every harmful item scores low on a clustered corpus."""
+        top = self.ids(query, seed_id, TOP)
+        kin = self.siblings.get(seed_id, frozenset())
+        return sum(i in kin for i in top) / len(top) if top else 0.0
+
+    def kin_hits(self, query: str, seed_id: str) -> int:
+        """The seed's siblings among the query's top 10."""
+        kin = self.siblings.get(seed_id, frozenset())
+        return sum(i in kin for i in self.ids(query, seed_id, TOP))
+
+    def finds(self, queries: Iterable[str], seed_id: str, n: int) -> list[str]:
+        """The first ``n`` of the seed's siblings in the top 10 of ``queries``, in order: what
+        moderators would have confirmed from exploring the seed with them."""
+        kin = self.siblings.get(seed_id, frozenset())
+        queries = [q for q in queries if is_valid_query(q)]
+        self.prefetch(queries, seed_id)
+        out: list[str] = []
+        for query in queries:
+            for i in self.ids(query, seed_id, TOP):
+                if len(out) == n:
+                    return out
+                if i in kin and i not in out:
+                    out.append(i)
+        return out
 
 
 @dataclass(frozen=True)

@@ -128,13 +128,23 @@ def cluster(broker: Settings, tmp_path: Path, request) -> Iterator[Cluster]:
     cluster = Cluster(broker, tmp_path, **(marker.kwargs if marker else {}))
     settings = cluster.settings
     asyncio.run(create_topics(settings.kafka, settings.topics))
+    # a busy broker lists a topic just created a moment later
+    wait_for(lambda: set(settings.topics.all()) <= set(run_topics(settings)), 60, 0.5,
+             lambda: f"topics not listed: {set(settings.topics.all()) - set(run_topics(settings))}")
     yield cluster
     for process in cluster.processes:
         stop_worker(process, timeout_s=15)
-    asyncio.run(delete_topics(settings.kafka, settings.topics, app_id=settings.worker.app_id))
-    # the broker deletes asynchronously; a run leaves nothing behind, faust's topics included
-    wait_for(lambda: not run_topics(settings), 60, 0.5,
-             lambda: f"topics left behind: {run_topics(settings)}")
+
+    def deleted() -> bool:
+        # the broker deletes asynchronously, and a topic it had not listed yet escapes a
+        # delete: asked again until the run leaves nothing behind, faust's topics included
+        left = run_topics(settings)
+        if left:
+            asyncio.run(delete_topics(settings.kafka, settings.topics,
+                                      app_id=settings.worker.app_id, names=left))
+        return not left
+
+    wait_for(deleted, 60, 1.0, lambda: f"topics left behind: {run_topics(settings)}")
 
 
 @pytest.fixture(scope="session")

@@ -89,3 +89,29 @@ def test_lora_adapters_are_merged_into_a_plain_model(base, tmp_path):
     AutoModelForCausalLM.from_pretrained(out)
     assert _logprob(out, target) > before
     assert json.loads((out / "qexplorer.json").read_text())["hyperparameters"]["lora"] is True
+
+
+def test_generative_data_reaches_beyond_the_seed_and_scores_by_its_own_kind(base, tmp_path):
+    from agents.queries import seed_spans
+    from trainer.dataset import BuildConfig
+    from trainer.loop import build_data
+    from trainer.scoring import Searcher
+
+    items = generate_marketplace(n_benign=80, n_clusters=2, seed=1)
+    config = BuildConfig(k=2, generative=True, reward="siblings", pairs_per_seed=1)
+    summary = build_data({"t": items}, tmp_path, config, model=str(base), samples=1,
+                         max_train_seeds=20, progress=lambda _: None)
+    assert summary["config"]["generative"] and summary["config"]["reward"] == "siblings"
+    rows = [json.loads(line) for line in (tmp_path / "sft.jsonl").read_text().splitlines()]
+    assert rows, summary
+    by_id = {i.id: i for i in items}
+    searcher = Searcher(items)
+    beyond = 0
+    for row in rows:
+        seed = by_id[row["seed_id"]]
+        own = set(seed_spans(seed.title, seed.description, config.max_words, config.max_spans,
+                             config.seed))
+        beyond += any(q not in own and source not in ("first_words", "tfidf", "yake")
+                      for q, source in zip(row["queries"], row["sources"], strict=True))
+        assert row["scores"] == [searcher.kin_precision(q, seed.id) for q in row["queries"]]
+    assert beyond > 0  # some target is neither a span of its seed nor a baseline's

@@ -51,6 +51,18 @@ def test_precision_is_the_harmful_share_of_the_top_ten_without_the_seed(searcher
     assert "seed" not in searcher.ids("frostyplug", "seed")
 
 
+def test_kin_precision_counts_only_the_seeds_own_cluster_and_finds_lists_them(searcher):
+    # "frostyplug" finds the seed's three siblings; "pills" finds harmful, but not its kind
+    assert searcher.kin_precision("frostyplug", "seed") == 1.0
+    assert searcher.precision("pills", "seed") == 1.0
+    assert searcher.kin_precision("pills", "seed") == 0.0
+    assert searcher.kin_hits("frostyplug", "seed") == 3 and searcher.kin_hits("pills", "seed") == 0
+    assert searcher.kin_precision("no-such-word", "seed") == 0.0
+    found = searcher.finds(["pills", "frostyplug", "white"], "seed", 2)
+    assert len(found) == 2 and set(found) <= {"t1", "t2", "t3"}
+    assert searcher.finds(["pills"], "seed", 3) == []
+
+
 def test_seed_metrics(searcher):
     sibs = frozenset({"t1", "t2", "t3"})
     good = score_seed(searcher, "seed", ["frostyplug"], k=2, siblings=sibs)

@@ -85,7 +85,7 @@ from schemas.models import (
     ToxicItem,
     utcnow,
 )
-from search.normalize import MAX_TOKEN_BYTES
+from search.normalize import MAX_TOKEN_BYTES, join_spaced
 from search.query import (
     MAX_SEARCH_INPUT_CHARS,
     MAX_SEARCH_TERMS,
@@ -1098,10 +1098,12 @@ def _collapsed(text: str) -> str:
 
 def assert_spans_of_seed(queries: list[str], title: str, description: str,
                          words_only: bool = False) -> None:
-    """Each query is a valid query found in the seed's own (cleaned) title or description;
-    with ``words_only`` (``contrast``: runs of the seed's words, as the prompt shows them),
-    each of its words is."""
-    sources = [_collapsed(title).casefold(), _collapsed(description).casefold()]
+    """Each query is a valid query found in the seed's own (cleaned) title or description,
+    as written or with its spaced-out words joined as the extractors read them (``0.0.0``
+    gives ``000``); with ``words_only`` (``contrast``: runs of the seed's words, as the
+    prompt shows them), each of its words is."""
+    sources = [form.casefold() for text in (title, description)
+               for form in (_collapsed(text), join_spaced(_collapsed(text)))]
     for query in queries:
         assert_valid_query(query)
         parts = query.casefold().split() if words_only else [query.casefold()]
@@ -1113,6 +1115,7 @@ def assert_spans_of_seed(queries: list[str], title: str, description: str,
        k=st.integers(1, 6))
 @example(title="", description="AAAᨀAAB", method="yake", k=1)  # YAKE gave "AAA ᨀ AAB"
 @example(title="AAA", description="c0caкокс", method="yake", k=1)  # and "AAA." (the join)
+@example(title="", description="0.0.0", method="yake", k=1)  # "000": a spaced word joined
 def test_the_keywords_extractor_only_returns_valid_spans_of_the_seed(title, description,
                                                                      method, k):
     _tried("keywords_extractor")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from agents.extractor.base import SeedText
 from agents.prompt import build_prompt, format_completion, parse_completion
 from agents.queries import seed_spans
@@ -110,3 +112,24 @@ def test_equal_scores_prefer_the_query_that_finds_more():
     narrow = Candidate("500", "span", 1.0, hits=2)
     broad = Candidate("claim prize", "span", 1.0, hits=9)
     assert [c.query for c in best_queries([narrow, broad], 2, 0.5)] == ["claim prize", "500"]
+
+
+def test_generative_rows_take_spans_of_confirmed_finds_scored_by_the_seeds_kind():
+    # "snowman" is not in the seed: only a confirmed find's spans can offer it
+    kin = {"snowman": 1.0, "claim": 0.0, "c0ke": 0.6}
+    config = BuildConfig(k=2, threshold=0.5, margin=0.3, max_words=1, generative=True,
+                         reward="siblings")
+    find = SeedText("n1", "snowman delivered", "claim now")
+    sft, _, _ = seed_rows("test", SEED, lambda q, s: kin.get(q, 0.0), config, {},
+                          neighbours=[find])
+    assert sft["queries"] == ["snowman", "c0ke"]
+    assert sft["sources"] == ["neighbour", "span"]
+    assert "snowman" not in (SEED.title + SEED.description)
+    # without the finds the target stays within the seed
+    sft, _, _ = seed_rows("test", SEED, lambda q, s: kin.get(q, 0.0), config, {})
+    assert sft["queries"] == ["c0ke"]
+
+
+def test_an_unknown_reward_is_refused():
+    with pytest.raises(ValueError, match="reward"):
+        BuildConfig(reward="clicks")
