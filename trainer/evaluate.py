@@ -29,7 +29,7 @@ from config.versions import library_versions
 from marketplace.items import LabelledItem
 from search import corpus_index
 from search.protocol import SearchIndex
-from trainer.corpus import data_hash, sample_seeds, siblings, split_seeds
+from trainer.corpus import data_hash, sample_seeds, split_seeds
 from trainer.dataset import BuildConfig
 from trainer.scoring import Searcher, best_span, gap_closed, score_seed, summarise
 
@@ -115,7 +115,7 @@ def _evaluate_corpus(name: str, items: Sequence[LabelledItem], models: Mapping[s
                      progress: Callable[[str], None], free_text: Sequence[str] = ()) -> dict:
     split = split_seeds(items, seed=split_seed)
     seeds = sample_seeds(split.eval, max_seeds, split_seed)
-    sibs = siblings(items)
+    sibs = searcher.siblings
     methods: dict[str, Extractor] = dict(baseline_extractors(searcher, known=split.train))
     versions = {}
     for label, model in models.items():

@@ -62,25 +62,28 @@ class Searcher:
 
     def precision(self, query: str, seed_id: str) -> float:
         """Harmful share of the query's top 10 (0 when it finds nothing)."""
-        top = self.ids(query, seed_id, TOP)
-        return sum(i in self.harmful for i in top) / len(top) if top else 0.0
+        return self._share(query, seed_id, self.harmful)
 
     def hits(self, query: str, seed_id: str) -> int:
         """Harmful listings among the query's top 10."""
-        return sum(i in self.harmful for i in self.ids(query, seed_id, TOP))
+        return self._count(query, seed_id, self.harmful)
 
     def kin_precision(self, query: str, seed_id: str) -> float:
         """Share of the query's top 10 that are the seed's siblings (``trainer.corpus.siblings``:
         its cluster; every harmful item where the corpus has no clusters), 0 when it finds
         nothing: a query matching every harmful item scores low on a clustered corpus."""
-        top = self.ids(query, seed_id, TOP)
-        kin = self.siblings.get(seed_id, frozenset())
-        return sum(i in kin for i in top) / len(top) if top else 0.0
+        return self._share(query, seed_id, self.siblings.get(seed_id, frozenset()))
 
     def kin_hits(self, query: str, seed_id: str) -> int:
         """The seed's siblings among the query's top 10."""
-        kin = self.siblings.get(seed_id, frozenset())
-        return sum(i in kin for i in self.ids(query, seed_id, TOP))
+        return self._count(query, seed_id, self.siblings.get(seed_id, frozenset()))
+
+    def _count(self, query: str, seed_id: str, group: frozenset[str]) -> int:
+        return sum(i in group for i in self.ids(query, seed_id, TOP))
+
+    def _share(self, query: str, seed_id: str, group: frozenset[str]) -> float:
+        top = self.ids(query, seed_id, TOP)
+        return sum(i in group for i in top) / len(top) if top else 0.0
 
     def finds(self, queries: Iterable[str], seed_id: str, n: int) -> list[str]:
         """The first ``n`` of the seed's siblings in the top 10 of ``queries``, in order: what
