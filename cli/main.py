@@ -295,11 +295,21 @@ def generate(
     clusters: Annotated[int, typer.Option(help="Toxic clusters.")] = 12,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
     labels: Annotated[bool, typer.Option(help="Include harmful/cluster labels.")] = True,
+    corpus: Annotated[list[str] | None, typer.Option(
+        "--corpus", help="Instead: these labelled sets (synthetic or of "
+        "QEXPLORER_DATASETS_DIR) as one shuffled file, each id prefixed with its set; a new "
+        "labelled set for `train all --data`.")] = None,
 ) -> None:
-    """Write a synthetic marketplace (benign listings and disguised toxic clusters)."""
+    """Write a synthetic marketplace (benign listings and disguised toxic clusters), or a mix
+    of labelled sets."""
     from marketplace.synthetic import generate_marketplace, write_jsonl
 
-    items = generate_marketplace(n_benign=benign, n_clusters=clusters, seed=seed)
+    if corpus:
+        from trainer.corpus import mix_corpora
+
+        items = mix_corpora(corpus, seed=seed)
+    else:
+        items = generate_marketplace(n_benign=benign, n_clusters=clusters, seed=seed)
     write_jsonl(items, out, labels=labels)
     console.print(f"wrote {len(items)} listings ({sum(i.harmful for i in items)} toxic) to {out}")
 

@@ -225,7 +225,7 @@ def train_all(
         bootstrap_config=load_config(BootstrapConfig, None, "bootstrap.yaml"),
         sft_config=sft, dpo_config=dpo, samples=samples, max_seeds=max_seeds,
         build=BuildConfig(pairs_per_seed=2, **_generative(generative)),
-        device=settings.extractor.device,
+        device=settings.extractor.device, pace_file=_cache() / "pace.json",
         progress=lambda m: console.print(f"[{time.monotonic() - started:6.0f}s] {m}"))
     _remember(Path(result["models"]["sft_dpo"]))
     console.print((target / "eval" / "eval.md").read_text())

@@ -377,7 +377,7 @@ class ExtractorSettings(_Slice):
         description="keywords, transformers or openai (agents.extractor.registry).")
     model: str | None = Field(
         default=None, description="Hugging Face model id or directory (model backends); "
-        "keywords: the method (yake, tfidf, first_words, contrast).")
+        "keywords: the method (yake, tfidf, first_words, contrast, probe).")
     model_version: str | None = Field(
         default=None, description="Overrides the version recorded in detections and feedback.")
     openai_base_url: str = Field(default="http://127.0.0.1:8000/v1",
@@ -399,6 +399,10 @@ class ExtractorSettings(_Slice):
         description="Model backends, extractive: add this times a span's toxic-versus-all "
         "contrast (the index's and the confirmed items' term statistics) to its "
         "log-probability; 0: the model alone.")
+    blend_prior: Literal["contrast", "probe"] = Field(
+        default="contrast",
+        description="What contrast_weight blends in: contrast (term statistics) or probe (each "
+        "span searched: the confirmed share of its top 10; agents.extractor.decoding.PRIORS).")
     seed: int = Field(default=1234, description="Sampling seed.")
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto",

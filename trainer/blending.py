@@ -2,14 +2,16 @@
 by measurement, never on the set it is reported on.
 
 A model backend may rank a seed's spans by log-probability plus a weight times each span's
-toxic-versus-all contrast (``agents.extractor.decoding.blend``; ``QEXPLORER_CONTRAST_WEIGHT``).
-Which weight? The model's span scores are computed once per evaluation seed; every weight of
-:data:`GRID` (0: the model alone) ranks them and is scored with the evaluation's metrics; the
+prior: its toxic-versus-all contrast or its probe (``agents.extractor.decoding.blend``;
+``QEXPLORER_CONTRAST_WEIGHT``, ``QEXPLORER_BLEND_PRIOR``). Which weight? The model's span
+scores are computed once per evaluation seed; every weight of each prior's grid
+(:data:`GRIDS`; 0: the model alone) ranks them and is scored with the evaluation's metrics; the
 weight reported for a corpus is the best on the *other* corpora (mean precision@10 over them),
 so no reported number chose its own weight. The weight to deploy is the best over all of them.
 
-The training side of the cluster split is the confirmed set the contrast knows, as for the
-``contrast`` baseline (``trainer.evaluate``); the model never saw the evaluation seeds either.
+The training side of the cluster split is the confirmed set the priors know, as for the
+``contrast`` and ``probe`` baselines (``trainer.evaluate``); the model never saw the
+evaluation seeds either.
 """
 
 from __future__ import annotations
@@ -27,29 +29,38 @@ from trainer.scoring import Searcher, SeedScore, mean, score_seed, summarise
 if TYPE_CHECKING:
     from agents.extractor.transformers_backend import TransformersExtractor
 
-#: Weights tried (log-probabilities are sums over a span's tokens; a contrast is a log-ratio).
-GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+#: Weights tried per prior (a log-probability is a sum over a span's tokens; a contrast is a
+#: log-ratio; a probe a share of ten results, so its weights are larger).
+GRIDS: dict[str, tuple[float, ...]] = {
+    "contrast": (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0),
+    "probe": (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0),
+}
 
 
 def grid_scores(items: Sequence[LabelledItem], extractor: TransformersExtractor, *, k: int = 4,
-                max_seeds: int = 300, split_seed: int = 0, grid: Sequence[float] = GRID
-                ) -> dict[float, list[SeedScore]]:
-    """Weight -> the evaluation seeds' scores with that blend of the model's span scores
-    (``extractor``, the model alone), on one corpus."""
+                max_seeds: int = 300, split_seed: int = 0,
+                grids: Mapping[str, Sequence[float]] = GRIDS
+                ) -> dict[str, dict[float, list[SeedScore]]]:
+    """Prior -> weight -> the evaluation seeds' scores with that blend of the model's span
+    scores (``extractor``, the model alone: computed once a seed), on one corpus."""
     searcher = Searcher(items)
     split = split_seeds(items, seed=split_seed)
     seeds = sample_seeds(split.eval, max_seeds, split_seed)
     sibs = siblings(items)
     stats = WithToxic(searcher.index, TermCounts(SeedText(i.id, i.title, i.description)
-                                                 for i in split.train))
-    out: dict[float, list[SeedScore]] = {w: [] for w in grid}
+                                                 for i in split.train),
+                      search=searcher.top_ids)
+    out: dict[str, dict[float, list[SeedScore]]] = {
+        prior: {w: [] for w in grid} for prior, grid in grids.items()}
     for seed in seeds:
         text = SeedText(seed.id, seed.title, seed.description)
         spans, scores = extractor.span_scores_sync(text, k)
-        for weight in grid:
-            queries = ranked(text, spans, blend(text, spans, scores, stats, weight), k,
-                             temperature=0.0, sample_seed=None).queries if spans else []
-            out[weight].append(score_seed(searcher, seed.id, queries, k, sibs[seed.id]))
+        for prior, grid in grids.items():
+            for weight in grid:
+                queries = ranked(text, spans, blend(text, spans, scores, stats, weight, prior),
+                                 k, temperature=0.0, sample_seed=None).queries if spans else []
+                out[prior][weight].append(score_seed(searcher, seed.id, queries, k,
+                                                     sibs[seed.id]))
     return out
 
 
@@ -69,22 +80,28 @@ def leave_one_out(by_corpus: Mapping[str, Mapping[float, Sequence[SeedScore]]]
 
 def blended_results(corpora: Mapping[str, Sequence[LabelledItem]],
                     extractor: TransformersExtractor, *, k: int = 4, max_seeds: int = 300,
-                    split_seed: int = 0, grid: Sequence[float] = GRID,
-                    progress: Callable[[str], None] = print) -> dict:
-    """Per corpus, the blend's metrics with its leave-one-out weight, and the grid's precision
-    (for the record); ``weight`` is the one to deploy (best over every corpus)."""
+                    split_seed: int = 0, grids: Mapping[str, Sequence[float]] = GRIDS,
+                    progress: Callable[[str], None] = print) -> dict[str, dict]:
+    """Per prior and corpus, the blend's metrics with its leave-one-out weight, and the grid's
+    precision (for the record); a prior's ``weight`` is the one to deploy (best over every
+    corpus)."""
     by_corpus = {}
     for name, items in corpora.items():
         by_corpus[name] = grid_scores(items, extractor, k=k, max_seeds=max_seeds,
-                                      split_seed=split_seed, grid=grid)
-        progress(f"{name:20s} blend grid: " + ", ".join(
-            f"{w:g}:{mean(s.precision_at_10 for s in v):.3f}" for w, v in by_corpus[name].items()))
-    chosen = leave_one_out(by_corpus)
-    overall = max(sorted(grid), key=lambda w: (mean(
-        mean(s.precision_at_10 for s in by_corpus[n][w]) for n in by_corpus), -w))
-    return {"weight": overall, "grid": list(grid), "corpora": {
-        name: {**summarise(by_corpus[name][chosen[name]], seed=split_seed),
-               "contrast_weight": chosen[name],
-               "grid_precision": {str(w): round(mean(s.precision_at_10 for s in v), 4)
-                                  for w, v in by_corpus[name].items()}}
-        for name in by_corpus}}
+                                      split_seed=split_seed, grids=grids)
+        for prior, grid in by_corpus[name].items():
+            progress(f"{name:20s} {prior} blend grid: " + ", ".join(
+                f"{w:g}:{mean(s.precision_at_10 for s in v):.3f}" for w, v in grid.items()))
+    out = {}
+    for prior, grid in grids.items():
+        scored = {name: by_corpus[name][prior] for name in by_corpus}
+        chosen = leave_one_out(scored)
+        overall = max(sorted(grid), key=lambda w: (mean(
+            mean(s.precision_at_10 for s in scored[n][w]) for n in scored), -w))
+        out[prior] = {"weight": overall, "grid": list(grid), "corpora": {
+            name: {**summarise(scored[name][chosen[name]], seed=split_seed),
+                   "weight": chosen[name],
+                   "grid_precision": {str(w): round(mean(s.precision_at_10 for s in v), 4)
+                                      for w, v in scored[name].items()}}
+            for name in scored}}
+    return out

@@ -8,6 +8,7 @@ items of its cluster, or all other harmful items where the set has no clusters
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 from collections import defaultdict
@@ -46,6 +47,16 @@ def load_corpus(source: str | Path) -> tuple[str, list[LabelledItem]]:
     if all(i.harmful for i in items):  # Dream Market: mix into ordinary listings
         items = marketplace_sample(items, harmful_rate=0.12, seed=0)
     return str(source), items
+
+
+def mix_corpora(names: Sequence[str], seed: int = 7) -> list[LabelledItem]:
+    """The named corpora (:func:`load_corpus`) as one shuffled list, each id prefixed with its
+    corpus (``sms_spam:17``) and each cluster too, so none is shared across sets."""
+    items = [dataclasses.replace(item, id=f"{name}:{item.id}",
+                                 cluster=None if item.cluster is None else f"{name}:{item.cluster}")
+             for name in names for item in load_corpus(name)[1]]
+    random.Random(seed).shuffle(items)
+    return items
 
 
 def data_hash(items: Iterable[LabelledItem]) -> str:

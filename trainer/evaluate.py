@@ -4,8 +4,9 @@ Protocol (:data:`PROTOCOL`): a corpus is deduplicated and indexed whole; the eva
 are the held-out side of the cluster split (at most ``max_seeds``); each method gives ``k``
 queries per seed; each query is searched with the seed excluded. Methods: the first words of
 the title, TF-IDF top terms, YAKE, ``contrast`` (spans ranked by how much more common their
-terms are among the toxic items confirmed so far, the training side, than among all listings)
-and any models (base zero-shot, SFT, SFT+DPO). On the same seeds, always, the ``oracle``: each
+terms are among the toxic items confirmed so far, the training side, than among all listings),
+``probe`` (spans ranked by the confirmed share of their own top 10) and any models (base
+zero-shot, SFT, SFT+DPO). On the same seeds, always, the ``oracle``: each
 seed's single best word span chosen with the labels (:func:`trainer.scoring.best_span`), the
 ceiling of what search feedback can teach; the report says how much of the gap from the best
 heuristic to it each other method closes (:func:`gap_table`). Output: ``eval.json`` (dataset
@@ -36,7 +37,9 @@ from trainer.scoring import Searcher, best_span, gap_closed, score_seed, summari
 if TYPE_CHECKING:
     from agents.extractor.transformers_backend import TransformersExtractor
 
-BASELINES = ("first_words", "tfidf", "yake", "contrast")
+BASELINES = ("first_words", "tfidf", "yake", "contrast", "probe")
+#: The methods that know the confirmed set (the training side of the split).
+KNOWING = ("contrast", "probe")
 #: The heuristics that know nothing of other toxic items: the gap is measured from their best.
 HEURISTICS = ("first_words", "tfidf", "yake")
 #: The labels' choice: each seed's best single span (not a method a worker can run).
@@ -53,8 +56,8 @@ PROTOCOL = ("corpus deduplicated and indexed whole (Tantivy BM25, terms OR-ed); 
             "training data) with the best precision@10 by the labels, scored as a list of one "
             "query asked for one (valid queries 1.0); gap closed = (model - best heuristic) / "
             "(oracle - best heuristic), best heuristic = the best of first_words, tfidf, yake "
-            "by precision@10; contrast knows the training side's toxic items as the confirmed "
-            "set (cluster-disjoint from the evaluation seeds)")
+            "by precision@10; contrast and probe know the training side's toxic items as the "
+            "confirmed set (cluster-disjoint from the evaluation seeds)")
 
 
 def baseline_extractors(searcher: Searcher,
@@ -63,16 +66,17 @@ def baseline_extractors(searcher: Searcher,
     """The model-free methods, TF-IDF with the corpus index's term statistics (as a worker's
     is with its replica's); with ``known`` (the toxic items confirmed so far: the training
     side of the split, or term counts that go on learning, as a worker's ledger does) also
-    ``contrast``, which reads both. ``fold=False``: seeds read as written (no disguise
-    folding)."""
+    ``contrast`` and ``probe``, which read both (``probe`` through the searcher's cache).
+    ``fold=False``: seeds read as written (no disguise folding)."""
     found = {method: KeywordsExtractor(method, fold=fold,
                                        stats=searcher.index if method == "tfidf" else None)
-             for method in BASELINES if method != "contrast"}
+             for method in BASELINES if method not in KNOWING}
     if known is not None:
         toxic = known if isinstance(known, TermCounts) else TermCounts(
             (SeedText(i.id, i.title, i.description) for i in known), fold=fold)
-        found["contrast"] = KeywordsExtractor("contrast", fold=fold,
-                                              stats=WithToxic(searcher.index, toxic))
+        stats = WithToxic(searcher.index, toxic, search=searcher.top_ids)
+        for method in KNOWING:
+            found[method] = KeywordsExtractor(method, fold=fold, stats=stats)
     return found
 
 
@@ -161,8 +165,9 @@ def evaluate(corpora: Mapping[str, Sequence[LabelledItem]], models: Mapping[str,
              backend: str = "tantivy", cluster: OpenSearchSettings | None = None,
              free_text: Sequence[str] = ()) -> dict:
     """Evaluate every corpus; write eval.json, eval.md and eval.png into ``out``. With
-    ``blend`` and a model, the last model also ranks with the contrast blended in
-    (``<label>+contrast``, its weight chosen on the other corpora: ``trainer.blending``).
+    ``blend`` and a model, the last model also ranks with each run-time prior blended in
+    (``<label>+contrast``, ``<label>+probe``; the weight chosen on the other corpora:
+    ``trainer.blending``).
     ``backend`` (and ``cluster``): the search engine the corpora are searched in. The models
     labelled in ``free_text`` are also evaluated writing free text (``<label>+free``)."""
     report, meta = {}, {}
@@ -179,8 +184,9 @@ def evaluate(corpora: Mapping[str, Sequence[LabelledItem]], models: Mapping[str,
         label, model = list(models.items())[-1]
         blended = blended_results(corpora, model_extractor(model), k=k, max_seeds=max_seeds,
                                   split_seed=split_seed, progress=progress)
-        for name, row in blended["corpora"].items():
-            report[name][f"{label}+contrast"] = row
+        for prior, found in blended.items():
+            for name, row in found["corpora"].items():
+                report[name][f"{label}+{prior}"] = row
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(report, indent=2))
     (out / "eval_meta.json").write_text(json.dumps(

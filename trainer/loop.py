@@ -17,7 +17,9 @@ split so the promotion gate (``trainer.gate``) judges on seeds the model never s
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -31,6 +33,16 @@ from trainer.corpus import data_hash, sample_seeds, split_seeds
 from trainer.dataset import BuildConfig, baseline_queries, build_rows
 from trainer.evaluate import baseline_extractors, evaluate, extract_all, model_extractor
 from trainer.feedback import TopicsSnapshot, build_from_snapshot, read_topics
+from trainer.plan import (
+    DEFAULT_PACE,
+    StagePlan,
+    describe,
+    load_pace,
+    measured_pace,
+    plan,
+    save_pace,
+    steps,
+)
 from trainer.scoring import Searcher
 from trainer.train import CARD, TrainConfig, train, write_rows
 
@@ -100,50 +112,109 @@ def run_all(corpora: Mapping[str, Sequence[LabelledItem]], out: Path, *,
             sft_config: TrainConfig | None = None, dpo_config: TrainConfig | None = None,
             build: BuildConfig | None = None, samples: int = 2, max_seeds: int = 300,
             max_train_seeds: int = 300, progress: Progress = print,
-            device: Device = "auto") -> dict:
+            device: Device = "auto", pace_file: Path | None = None) -> dict:
     """Bootstrap (when no model is given), build data, SFT, build DPO data from the SFT model's
     samples, DPO, and evaluate base, SFT and SFT+DPO against the baselines. ``device``: where
     training runs (``agents.extractor.device``).
 
-    A stage whose output is already in ``out`` (a model card, a data summary) is reused, so an
-    interrupted run resumes; delete ``out`` to start over.
+    Before it starts it says how long each stage will take (``trainer.plan``, at the paces
+    recorded in ``pace_file`` by the last run); at the end it writes what each took to
+    ``timing.json`` and records the paces. A stage whose output is already in ``out`` (a model
+    card, a data summary) is reused, so an interrupted run resumes; delete ``out`` to start
+    over.
     """
     build = build or BuildConfig(pairs_per_seed=2)
+    bootstrap_config = bootstrap_config or BootstrapConfig()
+    sft_config = sft_config or TrainConfig(stage="sft")
+    dpo_config = dpo_config or TrainConfig(stage="dpo", learning_rate=2e-4, epochs=1)
+    pace_key = "bootstrapped" if model is None else model
+    stages_planned = _plan(corpora, model is None, bootstrap_config, sft_config, dpo_config,
+                           build, max_seeds, max_train_seeds,
+                           None if pace_file is None else load_pace(pace_file, pace_key))
+    progress("plan (paces of the last run here, or of the project's 2-core machine):")
+    for line in describe(stages_planned):
+        progress(line)
+    took: dict[str, float] = {}
 
     def done(path: Path, what: str) -> bool:
         if path.exists():
             progress(f"    reusing {what} in {path.parent}")
         return path.exists()
 
+    @contextmanager
+    def timed(name: str) -> Iterator[None]:
+        started = time.monotonic()
+        yield
+        took[name] = time.monotonic() - started
+
     if model is None:
         progress("1/6 bootstrap: tokenizer and small Llama from scratch")
         model = str(out / "base")
         if not done(out / "base" / CARD, "the base model"):
             pretrain = [i for items in corpora.values() for i in items]
-            bootstrap(pretrain, out / "base", bootstrap_config or BootstrapConfig(), k=build.k,
-                      corpora={n: data_hash(i) for n, i in corpora.items()}, progress=progress,
-                      device=device)
-    stages = [("sft", model, sft_config or TrainConfig(stage="sft"), 0),
-              ("dpo", str(out / "sft"),
-               dpo_config or TrainConfig(stage="dpo", learning_rate=2e-4, epochs=1), samples)]
+            with timed("bootstrap"):
+                bootstrap(pretrain, out / "base", bootstrap_config, k=build.k,
+                          corpora={n: data_hash(i) for n, i in corpora.items()},
+                          progress=progress, device=device)
+    stages = [("sft", model, sft_config, 0), ("dpo", str(out / "sft"), dpo_config, samples)]
     for number, (stage, parent, config, n_samples) in enumerate(stages):
         # SFT data needs no samples: the bootstrapped model knows nothing yet
         progress(f"{2 + 2 * number}/6 {stage.upper()} data: spans, baselines"
                  + (" and the SFT model's samples" if n_samples else "") + ", scored by search")
         data_dir = out / "data" / stage
         if not done(data_dir / "stats.json", f"{stage} data"):
-            build_data(corpora, data_dir, build, model=parent, samples=n_samples,
-                       max_train_seeds=max_train_seeds, progress=progress)
+            with timed(f"{stage}_data"):
+                build_data(corpora, data_dir, build, model=parent, samples=n_samples,
+                           max_train_seeds=max_train_seeds, progress=progress)
         progress(f"{3 + 2 * number}/6 {stage.upper()}")
         if not done(out / stage / CARD, f"the {stage} model"):
-            train(data_dir / f"{stage}.jsonl", parent, out / stage, config, progress=progress,
-                  device=device)
+            with timed(stage):
+                train(data_dir / f"{stage}.jsonl", parent, out / stage, config,
+                      progress=progress, device=device)
     progress("6/6 evaluation on the held-out seeds")
     models = {"base": model, "sft": str(out / "sft"), "sft_dpo": str(out / "dpo")}
-    report = evaluate(corpora, models, out / "eval", k=build.k, max_seeds=max_seeds,
-                      progress=progress,
-                      free_text=("sft", "sft_dpo") if build.generative else ())
+    with timed("eval"):
+        report = evaluate(corpora, models, out / "eval", k=build.k, max_seeds=max_seeds,
+                          progress=progress,
+                          free_text=("sft", "sft_dpo") if build.generative else ())
+    _record_timing(out, stages_planned, took, pace_file, pace_key, progress)
     return {"models": models, "eval": report}
+
+
+def _plan(corpora: Mapping[str, Sequence[LabelledItem]], bootstrapping: bool,
+          bootstrap_config: BootstrapConfig, sft_config: TrainConfig, dpo_config: TrainConfig,
+          build: BuildConfig, max_seeds: int, max_train_seeds: int,
+          pace: Mapping[str, float] | None) -> list[StagePlan]:
+    """``trainer.plan.plan`` for these corpora (their splits give the seeds) and configs."""
+    splits = [split_seeds(items) for items in corpora.values()]
+    return plan(sum(min(len(s.train), max_train_seeds) for s in splits),
+                sum(min(len(s.eval), max_seeds) for s in splits),
+                bootstrap_steps=bootstrap_config.steps if bootstrapping else None,
+                sft_epochs=sft_config.epochs, sft_batch=sft_config.batch_size,
+                dpo_epochs=dpo_config.epochs, dpo_batch=dpo_config.batch_size,
+                pairs_per_seed=build.pairs_per_seed, models=3,
+                pace=pace if pace is not None or not bootstrapping else DEFAULT_PACE)
+
+
+def _record_timing(out: Path, planned: Sequence[StagePlan], took: Mapping[str, float],
+                   pace_file: Path | None, pace_key: str, progress: Progress) -> None:
+    """Write ``timing.json`` (each stage's planned and measured seconds) and record the paces
+    of the stages that ran (the units of the training stages as they turned out)."""
+    units = {s.name: s.units for s in planned}
+    for stage in ("sft", "dpo"):
+        card = out / stage / CARD
+        if stage in took and card.exists():
+            made = json.loads(card.read_text())
+            units[stage] = steps(made["data"]["rows"], made["hyperparameters"]["epochs"],
+                                 made["hyperparameters"]["batch_size"])
+    timing = {s.name: {"units": units[s.name], "unit": s.unit, "planned_s": s.seconds,
+                       "took_s": took.get(s.name)} for s in planned}
+    (out / "timing.json").write_text(json.dumps(timing, indent=1))
+    progress("took: " + ", ".join(f"{name} {seconds / 60:.1f} min"
+                                  for name, seconds in took.items())
+             + f"; {sum(took.values()) / 60:.1f} min in all")
+    if pace_file is not None and took:
+        save_pace(pace_file, pace_key, measured_pace(took, units))
 
 
 def run_from_topics(kafka: KafkaSettings, topics: Topics, out: Path, *, model: str,

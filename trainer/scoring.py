@@ -60,6 +60,12 @@ class Searcher:
             for query, hits in zip(chunk, found, strict=True):
                 self._cache[(query, seed_id)] = [h.listing_id for h in hits]
 
+    def top_ids(self, queries: list[str], limit: int, seed_id: str) -> list[list[str]]:
+        """Each query's top ``limit`` ids (at most 100), the seed excluded, from the cache (the
+        ``search`` of ``agents.extractor.keywords.WithToxic``)."""
+        self.prefetch(queries, seed_id)
+        return [self.ids(query, seed_id, limit) for query in queries]
+
     def precision(self, query: str, seed_id: str) -> float:
         """Harmful share of the query's top 10 (0 when it finds nothing)."""
         return self._share(query, seed_id, self.harmful)

@@ -3,13 +3,14 @@ candidate spans and their ranking, and free text turned into queries.
 
 Extractive decoding: the model scores each word span of the seed (:func:`spans_of`) by the
 log-probability of ``span + "\\n"`` as the first line of its completion; :func:`blend` may add
-what the system knows at run time (each span's toxic-versus-all contrast, from the index's and
-the confirmed items' term statistics, times a weight); :func:`ranked` keeps the ``k`` best
-distinct spans. The in-process backend scores with a shared KV cache, the
-OpenAI-compatible one with the server's prompt log-probabilities; the spans, the budget and
-the ranking are the same, so both give the same queries for the same model.
+what the system knows at run time, times a weight: each span's toxic-versus-all contrast (the
+index's and the confirmed items' term statistics) or its probe (the confirmed share of its
+results); :func:`ranked` keeps the ``k`` best distinct spans. The in-process backend scores
+with a shared KV cache, the OpenAI-compatible one with the server's prompt log-probabilities;
+the spans, the budget and the ranking are the same, so both give the same queries for the same
+model.
 
-Pure functions only.
+Pure functions only (the probe prior searches the worker's index).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from agents.extractor.base import Extraction, SeedText
-from agents.extractor.keywords import WithToxic, contrast_scores
+from agents.extractor.keywords import WithToxic, contrast_scores, probe_scores
 from agents.prompt import parse_completion
 from agents.queries import candidate_spans, clean_queries, rank_spans
 
@@ -44,14 +45,20 @@ def spans_of(seed: SeedText, max_spans: int) -> list[str]:
     return candidate_spans(seed.title, seed.description, limit=max_spans)
 
 
+#: The run-time priors a model's span ranking can add (``agents.extractor.keywords``).
+PRIORS = {"contrast": contrast_scores, "probe": probe_scores}
+
+
 def blend(seed: SeedText, spans: Sequence[str], scores: Sequence[float],
-          contrast: WithToxic | None, weight: float) -> Sequence[float]:
-    """The model's span scores plus ``weight`` times each span's contrast
-    (``agents.extractor.keywords.contrast_scores``); the scores as they are without one."""
+          contrast: WithToxic | None, weight: float, prior: str = "contrast"
+          ) -> Sequence[float]:
+    """The model's span scores plus ``weight`` times each span's ``prior`` (:data:`PRIORS`:
+    its contrast, or its probe) under the statistics ``contrast``; the scores as they are
+    without them."""
     if contrast is None or not weight:
         return scores
-    return [score + weight * prior for score, prior
-            in zip(scores, contrast_scores(seed, spans, contrast), strict=True)]
+    return [score + weight * value for score, value
+            in zip(scores, PRIORS[prior](seed, spans, contrast), strict=True)]
 
 
 def contrast_stats(stats: object, weight: float) -> WithToxic | None:
@@ -65,10 +72,11 @@ def contrast_stats(stats: object, weight: float) -> WithToxic | None:
     return stats
 
 
-def with_contrast(version: str, contrast: WithToxic | None, weight: float) -> str:
-    """A model version as recorded when its ranking blends in the contrast (other queries,
-    so another version)."""
-    return f"{version}+contrast{weight:g}" if contrast is not None and weight else version
+def with_contrast(version: str, contrast: WithToxic | None, weight: float,
+                  prior: str = "contrast") -> str:
+    """A model version as recorded when its ranking blends in a prior (other queries, so
+    another version): ``<version>+<prior><weight>``."""
+    return f"{version}+{prior}{weight:g}" if contrast is not None and weight else version
 
 
 def ranked(seed: SeedText, spans: Sequence[str], scores: Sequence[float], k: int, *,

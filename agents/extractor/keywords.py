@@ -24,6 +24,12 @@ Methods:
   the index's statistics and the confirmed set (:class:`ToxicTerms`, the worker's ledger) on
   every seed, so it sharpens as moderators confirm more; with nothing confirmed it ranks by
   rarity alone. The seed's own record is left out of the toxic counts.
+* ``probe``: the same spans, each searched in the index (the seed excluded) and ranked by the
+  share of its top 10 that moderators already confirmed toxic (then by how many, then the
+  contrast): past feedback as the search gives it now, which knows how BM25 ranks a span, not
+  only how common its terms are. Up to 200 searches a seed (``search_many``: one request a
+  batch on a remote engine); it needs a searchable index with the confirmed set
+  (:class:`WithToxic`).
 
 ``from_settings`` builds it for the registry: ``QEXPLORER_MODEL`` names the method.
 """
@@ -50,10 +56,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Method = Literal["yake", "tfidf", "first_words", "contrast"]
-METHODS: tuple[str, ...] = ("yake", "tfidf", "first_words", "contrast")
+Method = Literal["yake", "tfidf", "first_words", "contrast", "probe"]
+METHODS: tuple[str, ...] = ("yake", "tfidf", "first_words", "contrast", "probe")
 #: Methods that read the index's term statistics.
-NEEDS_STATS = ("tfidf", "contrast")
+NEEDS_STATS = ("tfidf", "contrast", "probe")
+#: Methods that read the confirmed set too (:class:`WithToxic`).
+NEEDS_TOXIC = ("contrast", "probe")
+#: Results of a span that ``probe`` reads (its precision@10 against the confirmed set).
+PROBE_DEPTH = 10
 
 #: Bumped when a method's output changes for the same input.
 ALGORITHM_REVISION = 2
@@ -286,12 +296,17 @@ class TermCounts:
 
 
 class WithToxic:
-    """Index statistics and confirmed-set statistics as one object (what ``contrast`` reads;
-    it is a ``TermStats`` for every other method)."""
+    """Index statistics and confirmed-set statistics as one object (what ``contrast`` and
+    ``probe`` read; it is a ``TermStats`` for every other method)."""
 
-    def __init__(self, stats: TermStats, toxic: ToxicTerms) -> None:
+    def __init__(self, stats: TermStats, toxic: ToxicTerms,
+                 search: Callable[[list[str], int, str], list[list[str]]] | None = None
+                 ) -> None:
+        """``search`` (queries, limit, seed id) -> each query's top ids without the seed
+        replaces searching ``stats`` (``probe``; the evaluation's cached searcher)."""
         self.stats = stats
         self.toxic = toxic
+        self._search = search
 
     def doc_freq(self, term: str) -> int:
         """Listings holding ``term``."""
@@ -312,6 +327,17 @@ class WithToxic:
     def is_confirmed(self, item_id: str) -> bool:
         """True when the item is confirmed."""
         return self.toxic.is_confirmed(item_id)
+
+    def top_ids(self, queries: list[str], limit: int, exclude: str) -> list[list[str]]:
+        """Ids of each query's top ``limit`` listings, ``exclude`` left out (what ``probe``
+        reads); the index must be searchable (``search.protocol.SearchIndex``)."""
+        if self._search is not None:
+            return self._search(queries, limit, exclude)
+        search_many = getattr(self.stats, "search_many", None)
+        if search_many is None:
+            raise TypeError(f"probe needs a searchable index, got {type(self.stats).__name__}")
+        return [[hit.listing_id for hit in hits]
+                for hits in search_many(queries, limit, (exclude,))]
 
 
 #: A word of nothing but wildcards or field syntax (``*``, ``?``, ``*:*``, ``title:*``).
@@ -357,6 +383,20 @@ def contrast_scores(seed: SeedText, spans: Iterable[str], stats: WithToxic) -> l
     return [_UNFOUND if (value := score(span)) is None else value for span in spans]
 
 
+def probe_scores(seed: SeedText, spans: Iterable[str], stats: WithToxic,
+                 depth: int = PROBE_DEPTH) -> list[float]:
+    """Each span's share of confirmed toxic items among its top ``depth`` results (the seed
+    excluded; 0 when it finds nothing), plus a thousandth a confirmed hit so that ten of ten
+    rank above three of three: the run-time prior ``probe`` ranks by and a model's span
+    ranking can add."""
+    spans = list(spans)
+    scores = []
+    for top in stats.top_ids(spans, depth, seed.id) if spans else []:
+        hits = sum(stats.is_confirmed(i) for i in top)
+        scores.append(hits / len(top) + hits / 1000 if top else 0.0)
+    return scores
+
+
 def contrast_spans(seed: SeedText, limit: int, stats: WithToxic, *, max_words: int = 3,
                    max_spans: int = 200, fold: bool = True) -> list[str]:
     """The seed's spans ranked by toxic-versus-all contrast (see the module docstring)."""
@@ -367,11 +407,32 @@ def contrast_spans(seed: SeedText, limit: int, stats: WithToxic, *, max_words: i
         value = score(span)
         if value is not None:
             scored.append((-value, position, span))
+    return _seller_spans(seed, scored, limit)
+
+
+def probe_spans(seed: SeedText, limit: int, stats: WithToxic, *, max_words: int = 3,
+                max_spans: int = 200, fold: bool = True) -> list[str]:
+    """The seed's spans ranked by the confirmed share of their results (see the module
+    docstring); ties, such as spans that find nothing confirmed yet (a campaign nobody has
+    reported), go by contrast, then to the shorter span."""
+    score = contrast_scorer(seed, stats, fold)
+    contrasts = {span: value for span in seed_spans(seed.title, seed.description, max_words,
+                                                    max_spans, 0)
+                 if (value := score(span)) is not None}
+    spans = list(contrasts)
+    scored = [(-value, -contrasts[span], len(span), position, span) for position, (span, value)
+              in enumerate(zip(spans, probe_scores(seed, spans, stats), strict=True))]
+    return _seller_spans(seed, scored, limit)
+
+
+def _seller_spans(seed: SeedText, scored: list[tuple], limit: int) -> list[str]:
+    """The spans of ``scored`` (tuples ending with the span) in sort order, at most
+    ``limit`` distinct ones."""
     scored.sort()
     # spans come from the text as the prompt shows it (fence markers defused, punctuation
     # between words dropped): keep those whose every word the seller wrote
     text = " ".join(strip_invisible(_seed_text(seed)).split()).casefold()
-    return distinct_top([span for _, _, span in scored
+    return distinct_top([span for *_, span in scored
                          if all(word.casefold() in text for word in span.split())], limit)
 
 
@@ -390,17 +451,17 @@ class KeywordsExtractor(Extractor):
         fold: bool = True,
     ) -> None:
         """Pick the ``method``; ``tfidf`` needs the index's term statistics ``stats`` (read
-        on every seed, since the index grows), ``contrast`` those with the confirmed set's
-        (:class:`WithToxic`). ``model_version`` overrides the recorded version. ``fold=False``
-        counts terms as written (no :func:`term_key` folding: the disguise benchmark's
-        "before")."""
+        on every seed, since the index grows), ``contrast`` and ``probe`` those with the
+        confirmed set's (:class:`WithToxic`; ``probe`` searches its index). ``model_version``
+        overrides the recorded version. ``fold=False`` counts terms as written (no
+        :func:`term_key` folding: the disguise benchmark's "before")."""
         if method not in METHODS:
             raise ValueError(f"unknown keywords method {method!r}; choose one of {METHODS}")
         if method in NEEDS_STATS and stats is None:
             raise ValueError(f"keywords method {method} needs the search index's term "
                              "statistics")
-        if method == "contrast" and not hasattr(stats, "toxic_doc_freq"):
-            raise ValueError("keywords method contrast needs the confirmed toxic items' term "
+        if method in NEEDS_TOXIC and not hasattr(stats, "toxic_doc_freq"):
+            raise ValueError(f"keywords method {method} needs the confirmed toxic items' "
                              "statistics too (WithToxic)")
         if first_n < 1:
             raise ValueError(f"first_n must be >= 1, got first_n={first_n}")
@@ -438,6 +499,12 @@ class KeywordsExtractor(Extractor):
                                       fold=self.fold)
             except Exception as exc:
                 raise ExtractorError(f"contrast statistics failed: {exc!r}") from exc
+        if self.method == "probe":
+            try:
+                return probe_spans(seed, limit, self.stats,  # type: ignore[arg-type]
+                                   fold=self.fold)
+            except Exception as exc:  # the index failed: retry later
+                raise ExtractorError(f"probe searches failed: {exc!r}") from exc
         found = (cjk_bigrams(text, limit) if _is_cjk(text)
                  else _spans_of(seed, yake_keywords(text, limit)))
         # very short seeds give YAKE nothing to rank: fall back to the title's first words

@@ -117,6 +117,7 @@ class OpenAIExtractor(Extractor):
         structured: bool = True,
         contrast: WithToxic | None = None,
         contrast_weight: float = 0.0,
+        blend_prior: str = "contrast",
     ) -> None:
         """``base_url`` ends in ``/v1`` (e.g. ``http://127.0.0.1:8000/v1``). ``model`` is the
         served model name; when None the first model of ``GET /models`` is used. ``n`` > 1
@@ -136,6 +137,7 @@ class OpenAIExtractor(Extractor):
         self.model = model
         self.contrast = contrast
         self.contrast_weight = contrast_weight
+        self.blend_prior = blend_prior
         if isinstance(api_key, str):
             api_key = SecretStr(api_key)
         self._api_key = api_key
@@ -173,10 +175,12 @@ class OpenAIExtractor(Extractor):
         """The override, else the served model id (known after the first request or
         :meth:`resolve_model`; ``openai:unresolved`` before)."""
         if self._override:
-            return with_contrast(self._override, self.contrast, self.contrast_weight)
+            return with_contrast(self._override, self.contrast, self.contrast_weight,
+                                 self.blend_prior)
         model_id = self._server_model or self.model
         return with_contrast(_short_model_id(model_id) if model_id else "openai:unresolved",
-                             self.contrast, self.contrast_weight)
+                             self.contrast, self.contrast_weight,
+                             self.blend_prior)
 
     # --- HTTP ------------------------------------------------------------------------------
     def _headers(self) -> dict[str, str]:
@@ -334,7 +338,9 @@ class OpenAIExtractor(Extractor):
         spans, scores = await self._span_scores(model, seed, k)
         if not spans:
             return Extraction(seed_id=seed.id, queries=[], raw=[])
-        return ranked(seed, spans, blend(seed, spans, scores, self.contrast, self.contrast_weight),
+        scores = blend(seed, spans, scores, self.contrast, self.contrast_weight,
+                       self.blend_prior)
+        return ranked(seed, spans, scores,
                       k, temperature=self.temperature, sample_seed=self.seed)
 
     async def _complete(self, model: str, seed: SeedText, k: int) -> Extraction:
@@ -397,4 +403,5 @@ def from_settings(settings: ExtractorSettings, stats: TermStats) -> OpenAIExtrac
                            model_version=settings.model_version,
                            extractive=settings.extractive, structured=settings.openai_structured,
                            contrast=contrast_stats(stats, settings.contrast_weight),
-                           contrast_weight=settings.contrast_weight)
+                           contrast_weight=settings.contrast_weight,
+                           blend_prior=settings.blend_prior)

@@ -133,6 +133,7 @@ class TransformersExtractor(Extractor):
         max_spans: int = 200,
         contrast: WithToxic | None = None,
         contrast_weight: float = 0.0,
+        blend_prior: str = "contrast",
     ) -> None:
         """``model`` is a Hugging Face model id or a local directory. Greedy decoding when
         ``temperature`` is 0, else sampling seeded with ``seed`` on every batch. Seeds are
@@ -161,6 +162,7 @@ class TransformersExtractor(Extractor):
         self.max_spans = max_spans
         self.contrast = contrast
         self.contrast_weight = contrast_weight
+        self.blend_prior = blend_prior
         self._override = model_version
         self._version: str | None = None
         self._model: Any = None
@@ -173,10 +175,12 @@ class TransformersExtractor(Extractor):
         """The override, the model card version, or ``<name>@<fingerprint|revision>``; with
         ``+contrast<weight>`` when the ranking blends in the contrast."""
         if self._override:
-            return with_contrast(self._override, self.contrast, self.contrast_weight)
+            return with_contrast(self._override, self.contrast, self.contrast_weight,
+                                 self.blend_prior)
         if self._version is None or self._version.endswith("@unknown"):
             self._version = self._compute_version()
-        return with_contrast(self._version, self.contrast, self.contrast_weight)
+        return with_contrast(self._version, self.contrast, self.contrast_weight,
+                             self.blend_prior)
 
     def _compute_version(self) -> str:
         if self.is_local:
@@ -288,7 +292,9 @@ class TransformersExtractor(Extractor):
         spans, scores = self.span_scores_sync(seed, k)
         if not spans:
             return Extraction(seed_id=seed.id, queries=[], raw=[])
-        return ranked(seed, spans, blend(seed, spans, scores, self.contrast, self.contrast_weight),
+        scores = blend(seed, spans, scores, self.contrast, self.contrast_weight,
+                       self.blend_prior)
+        return ranked(seed, spans, scores,
                       k, temperature=self.temperature, sample_seed=self.seed)
 
     def span_scores_sync(self, seed: SeedText, k: int, chunk: int = 32
@@ -354,4 +360,5 @@ def from_settings(settings: ExtractorSettings, stats: TermStats) -> Transformers
                                  model_version=settings.model_version,
                                  extractive=settings.extractive, device=settings.device,
                                  contrast=contrast_stats(stats, settings.contrast_weight),
-                                 contrast_weight=settings.contrast_weight)
+                                 contrast_weight=settings.contrast_weight,
+                           blend_prior=settings.blend_prior)

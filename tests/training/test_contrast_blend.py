@@ -1,5 +1,5 @@
-"""The blend of a real (tiny) model's span ranking with the contrast, and the choice of its
-weight on the other corpora."""
+"""The blend of a real (tiny) model's span ranking with a run-time prior (the contrast, the
+probe), and the choice of its weight on the other corpora."""
 
 from __future__ import annotations
 
@@ -29,16 +29,21 @@ def test_weight_zero_is_the_model_alone_and_the_grid_is_scored_per_weight(tmp_pa
     model = str(bootstrap(items, tmp_path / "base", BootstrapConfig(
         vocab_size=512, hidden_size=64, heads=2, layers=2, intermediate_size=128, steps=10,
         batch_size=8, max_length=160), k=4))
-    grid = grid_scores(items, model_extractor(model), k=4, max_seeds=12, grid=(0.0, 50.0))
+    grids = {"contrast": (0.0, 50.0), "probe": (0.0, 500.0)}
+    found = grid_scores(items, model_extractor(model), k=4, max_seeds=12, grids=grids)
     seeds = sample_seeds(split_seeds(items, seed=0).eval, 12, 0)
     queries = extract_all(model_extractor(model), seeds, 4)
     searcher, sibs = Searcher(items), siblings(items)
     alone = [score_seed(searcher, s.id, queries.get(s.id, []), 4, sibs[s.id]) for s in seeds]
-    assert grid[0.0] == alone
-    assert len(grid[50.0]) == len(seeds) and grid[50.0] != grid[0.0]
+    for prior, weight in (("contrast", 50.0), ("probe", 500.0)):
+        grid = found[prior]
+        assert grid[0.0] == alone
+        assert len(grid[weight]) == len(seeds) and grid[weight] != grid[0.0]
 
     report = blended_results({"x": items, "y": items}, model_extractor(model), k=4, max_seeds=12,
-                             grid=(0.0, 50.0), progress=lambda _: None)
-    row = report["corpora"]["x"]
-    assert row["contrast_weight"] in (0.0, 50.0) and set(row["grid_precision"]) == {"0.0", "50.0"}
-    assert report["weight"] in (0.0, 50.0) and row["n_seeds"] == len(seeds)
+                             grids=grids, progress=lambda _: None)
+    for prior, weight in (("contrast", 50.0), ("probe", 500.0)):
+        row = report[prior]["corpora"]["x"]
+        assert row["weight"] in (0.0, weight)
+        assert set(row["grid_precision"]) == {"0.0", str(weight)}
+        assert report[prior]["weight"] in (0.0, weight) and row["n_seeds"] == len(seeds)

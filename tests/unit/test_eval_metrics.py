@@ -118,7 +118,7 @@ def test_a_model_is_also_evaluated_writing_free_text_when_asked(monkeypatch):
 
 def test_evaluate_corpus_scores_every_baseline_and_writes_a_report(tmp_path):
     found = evaluate_corpus("hand", ITEMS, {}, k=2, max_seeds=10, progress=lambda m: None)
-    assert set(found["methods"]) == {"first_words", "tfidf", "yake", "contrast", ORACLE}
+    assert set(found["methods"]) == {"first_words", "tfidf", "yake", "contrast", "probe", ORACLE}
     for metrics in found["methods"].values():
         assert set(metrics) == {"precision_at_10", "hits_at_10", "recall_at_100",
                                 "valid_query_rate", "n_seeds", "ci95"}

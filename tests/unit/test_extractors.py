@@ -18,6 +18,7 @@ from agents.extractor.keywords import (
     WithToxic,
     cjk_bigrams,
     contrast_scores,
+    probe_scores,
     term_key,
     tfidf_terms,
 )
@@ -741,6 +742,52 @@ def test_contrast_needs_the_confirmed_set_and_the_worker_ledger_provides_it():
     assert extractor.model_version == "keywords-contrast-2"
 
 
+# --- probe: each span searched, ranked by the confirmed share of its results ------------------
+
+
+def _probe_index(listings: dict[str, str]):
+    index = memory_index()
+    index.apply(Change(ListingUpsert(id=i, title=t)) for i, t in listings.items())
+    index.commit(None)
+    return index
+
+
+def test_probe_ranks_spans_by_the_confirmed_share_of_their_results():
+    # "snow" finds three confirmed items; "winter" finds one confirmed and three ordinary
+    listings = {"t1": "snow winter deal", "t2": "snow plug", "t3": "snow fast",
+                "b1": "winter jacket", "b2": "winter boots", "b3": "winter hat", "s": "winter snow"}
+    index = _probe_index(listings)
+    confirmed = TermCounts([SeedText(i, listings[i], "") for i in ("t1", "t2", "t3")])
+    stats = WithToxic(index, confirmed)
+    seed = SeedText("s", "winter snow", "")
+    assert probe_scores(seed, ["snow", "winter", "nothing"], stats) == [
+        pytest.approx(1.003), pytest.approx(0.25 + 0.001), 0.0]
+    [found] = KeywordsExtractor("probe", stats=stats).extract_sync([seed], 2)
+    assert found.queries[0] == "snow"
+    # with nothing confirmed every span ties at 0: the contrast decides (here rarity alone)
+    cold = WithToxic(index, TermCounts())
+    assert probe_scores(seed, ["snow", "winter"], cold) == [0.0, 0.0]
+    [found] = KeywordsExtractor("probe", stats=cold).extract_sync([seed], 2)
+    assert found.queries == ["snow", "winter"]
+    # the seed's own listing is never counted: confirming it changes nothing
+    confirmed.add(SeedText("s", "winter snow", ""))
+    assert probe_scores(seed, ["snow"], stats) == [pytest.approx(1.003)]
+    # a model's ranking with the probe blended in: the model alone prefers "winter"
+    from agents.extractor.decoding import blend, with_contrast
+
+    mixed = blend(seed, ["winter", "snow"], [-1.0, -3.0], stats, 4.0, "probe")
+    assert mixed[1] > mixed[0]
+    assert with_contrast("qx-dpo-1", stats, 4.0, "probe") == "qx-dpo-1+probe4"
+
+
+def test_probe_needs_a_searchable_index_and_says_so():
+    with pytest.raises(ValueError, match="confirmed"):
+        KeywordsExtractor("probe", stats=EMPTY_STATS)
+    extractor = KeywordsExtractor("probe", stats=WithToxic(EMPTY_STATS, TermCounts()))
+    with pytest.raises(ExtractorError, match="searchable index"):
+        extractor.extract_sync([SeedText("s", "winter snow", "")], 2)
+
+
 # --- a model's span ranking with the contrast blended in -------------------------------------
 
 
@@ -775,3 +822,6 @@ def test_a_contrast_weight_reaches_both_model_backends_from_the_settings():
         assert extractor.model_version == "v1+contrast0.5"
         plain = build_extractor(_settings(backend=backend, model="m", model_version="v1"), stats)
         assert plain.contrast is None and plain.model_version == "v1"
+        probed = build_extractor(_settings(backend=backend, model="m", model_version="v1",
+                                           contrast_weight=8, blend_prior="probe"), stats)
+        assert probed.blend_prior == "probe" and probed.model_version == "v1+probe8"

@@ -37,7 +37,13 @@ from pydantic import BaseModel, ValidationError
 
 from agents.explorer import Explorer, RawMessage
 from agents.extractor.base import SeedText
-from agents.extractor.keywords import METHODS, KeywordsExtractor, TermCounts, WithToxic
+from agents.extractor.keywords import (
+    METHODS,
+    NEEDS_TOXIC,
+    KeywordsExtractor,
+    TermCounts,
+    WithToxic,
+)
 from agents.prompt import (
     END_MARKER,
     ITEM_CLOSE,
@@ -771,11 +777,14 @@ def assert_dead_letter_of(record: DeadLetter, message: RawMessage, stage: str) -
 
 
 def _keywords(method: str) -> KeywordsExtractor:
-    """The model-free extractor; tfidf and contrast weigh terms by the shared index's
-    statistics (contrast with a few confirmed items)."""
-    if method == "contrast":
+    """The model-free extractor; tfidf, contrast and probe weigh terms by the shared index's
+    statistics (contrast and probe with a few confirmed items; probe searches the index, where
+    two of them are)."""
+    if method in NEEDS_TOXIC:
         toxic = TermCounts([SeedText("t1", "sn0w ❄️ premium", "tg frostyplug"),
-                            SeedText("t2", "冰糖 每天", "vx kuaidai_88")])
+                            SeedText("t2", "冰糖 每天", "vx kuaidai_88"),
+                            SeedText("l0", "c0ca snow ❄️ tg @plug", ""),
+                            SeedText("l4", "每天在家轻松赚钱 加微信abc123", "")])
         return KeywordsExtractor(method, stats=WithToxic(_explorer_index(), toxic))
     return KeywordsExtractor(method, stats=_explorer_index() if method == "tfidf" else None)
 

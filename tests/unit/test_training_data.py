@@ -9,7 +9,7 @@ from agents.prompt import build_prompt, format_completion, parse_completion
 from agents.queries import seed_spans
 from marketplace.items import LabelledItem
 from marketplace.synthetic import generate_marketplace
-from trainer.corpus import siblings, split_seeds
+from trainer.corpus import load_corpus, mix_corpora, siblings, split_seeds
 from trainer.dataset import (
     BuildConfig,
     Candidate,
@@ -133,3 +133,13 @@ def test_generative_rows_take_spans_of_confirmed_finds_scored_by_the_seeds_kind(
 def test_an_unknown_reward_is_refused():
     with pytest.raises(ValueError, match="reward"):
         BuildConfig(reward="clicks")
+
+
+def test_mixed_corpora_keep_every_item_with_ids_and_clusters_named_by_their_set():
+    _, items = load_corpus("synthetic")
+    mixed = mix_corpora(["synthetic"], seed=3)
+    assert len(mixed) == len(items) and mixed != sorted(mixed, key=lambda i: i.id)
+    assert {i.id for i in mixed} == {f"synthetic:{i.id}" for i in items}
+    assert {i.cluster for i in mixed if i.cluster} == {
+        f"synthetic:{i.cluster}" for i in items if i.cluster}
+    assert mix_corpora(["synthetic"], seed=3) == mixed  # the same file from the same seed
