@@ -128,10 +128,13 @@ def run_all(corpora: Mapping[str, Sequence[LabelledItem]], out: Path, *,
     sft_config = sft_config or TrainConfig(stage="sft")
     dpo_config = dpo_config or TrainConfig(stage="dpo", learning_rate=2e-4, epochs=1)
     pace_key = "bootstrapped" if model is None else model
+    recorded = None if pace_file is None else load_pace(pace_file, pace_key)
     stages_planned = _plan(corpora, model is None, bootstrap_config, sft_config, dpo_config,
-                           build, max_seeds, max_train_seeds,
-                           None if pace_file is None else load_pace(pace_file, pace_key))
-    progress("plan (paces of the last run here, or of the project's 2-core machine):")
+                           build, max_seeds, max_train_seeds, recorded)
+    progress("plan, at the paces " + (
+        "the last run here measured:" if recorded is not None
+        else "measured on the project's 2-core machine:" if model is None
+        else "of the search stages (none recorded for this model yet):"))
     for line in describe(stages_planned):
         progress(line)
     took: dict[str, float] = {}
