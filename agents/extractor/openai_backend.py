@@ -338,8 +338,9 @@ class OpenAIExtractor(Extractor):
         spans, scores = await self._span_scores(model, seed, k)
         if not spans:
             return Extraction(seed_id=seed.id, queries=[], raw=[])
-        scores = blend(seed, spans, scores, self.contrast, self.contrast_weight,
-                       self.blend_prior)
+        # the probe prior searches the index: off the event loop
+        scores = await asyncio.to_thread(blend, seed, spans, scores, self.contrast,
+                                         self.contrast_weight, self.blend_prior)
         return ranked(seed, spans, scores,
                       k, temperature=self.temperature, sample_seed=self.seed)
 
