@@ -1100,6 +1100,10 @@ def test_the_prompt_keeps_hostile_listing_text_inside_its_fence(title, descripti
     assert_fenced(user["content"][:-len(f"\n\n{QUERIES_CUE}")], title, description)
 
 
+# methods whose queries are runs of the seed's words, as the prompt shows them
+WORD_RUNS = ("contrast", "probe")
+
+
 def _collapsed(text: str) -> str:
     """``text`` as the extractor reads it: invisible characters dropped, spaces collapsed."""
     return " ".join(strip_invisible(text).split())
@@ -1109,7 +1113,7 @@ def assert_spans_of_seed(queries: list[str], title: str, description: str,
                          words_only: bool = False) -> None:
     """Each query is a valid query found in the seed's own (cleaned) title or description,
     as written or with its spaced-out words joined as the extractors read them (``0.0.0``
-    gives ``000``); with ``words_only`` (``contrast``: runs of the seed's words, as the
+    gives ``000``); with ``words_only`` (``contrast``, ``probe``: runs of the seed's words, as the
     prompt shows them), each of its words is."""
     sources = [form.casefold() for text in (title, description)
                for form in (_collapsed(text), join_spaced(_collapsed(text)))]
@@ -1125,12 +1129,13 @@ def assert_spans_of_seed(queries: list[str], title: str, description: str,
 @example(title="", description="AAAᨀAAB", method="yake", k=1)  # YAKE gave "AAA ᨀ AAB"
 @example(title="AAA", description="c0caкокс", method="yake", k=1)  # and "AAA." (the join)
 @example(title="", description="0.0.0", method="yake", k=1)  # "000": a spaced word joined
+@example(title="", description="00: 0 00:SN0W", method="probe", k=2)  # "00 0": a word run
 def test_the_keywords_extractor_only_returns_valid_spans_of_the_seed(title, description,
                                                                      method, k):
     _tried("keywords_extractor")
     [extraction] = _keywords(method).extract_sync([SeedText("s", title, description)], k)
     assert len(extraction.queries) <= k
-    assert_spans_of_seed(extraction.queries, title, description, method == "contrast")
+    assert_spans_of_seed(extraction.queries, title, description, method in WORD_RUNS)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -1140,7 +1145,7 @@ def test_mixed_script_disguises_give_spans_of_the_seed(method, word):
     title, description = f"{word} fresh {word}", f"tg {word} {word}x {word}. {word}"
     [extraction] = _keywords(method).extract_sync([SeedText("s", title, description)],
                                                           5)
-    assert_spans_of_seed(extraction.queries, title, description, method == "contrast")
+    assert_spans_of_seed(extraction.queries, title, description, method in WORD_RUNS)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -1151,7 +1156,7 @@ def test_injected_instructions_never_become_wildcard_queries(method, attack):
     [extraction] = _keywords(method).extract_sync([SeedText("s", title, description)],
                                                           5)
     assert extraction.queries
-    assert_spans_of_seed(extraction.queries, title, description, method == "contrast")
+    assert_spans_of_seed(extraction.queries, title, description, method in WORD_RUNS)
     assert not {"*", "?", "*:*", "title:*"} & set(extraction.queries)
 
 
