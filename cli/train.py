@@ -344,17 +344,34 @@ def curves_command(
         help="Retrain on these sets only (repeatable; default: every set).")] = None,
     retrain_epochs: Annotated[int | None, typer.Option(
         help="Epochs of the mid-replay SFT and DPO (default: the trainer's configs).")] = None,
+    blend: Annotated[list[str] | None, typer.Option(
+        help="Also replay the model with this run-time prior blended into its ranking, as "
+        "PRIOR=WEIGHT (repeatable; default: probe=64, the evaluation's choice).")] = None,
+    per_round: Annotated[int | None, typer.Option(
+        min=1, help="Reviews a round at most (the moderators' capacity; default: every "
+        "listing due).")] = None,
 ) -> None:
     """Harmful items found against reviews spent, per extractor, on every set: the replay's
     exploration in process, several replays a set, with intervals (``trainer.curves``)."""
+    from agents.extractor.decoding import PRIORS
     from trainer.curves import run_curves
     from trainer.evaluate import BASELINES
 
+    blends = {}
+    for spec in blend or ["probe=64"]:
+        prior, _, weight = spec.partition("=")
+        try:
+            blends[prior] = float(weight)
+        except ValueError:
+            raise typer.BadParameter(f"--blend {spec!r}: expected PRIOR=WEIGHT") from None
+        if prior not in PRIORS:
+            raise typer.BadParameter(f"--blend {spec!r}: the priors are {', '.join(PRIORS)}")
     chosen = None if baselines_only else model or latest_model()
     target = _out(out, "curves")
     run_curves(_corpora(data, corpus), BASELINES, target, model=chosen, replays=replays,
                initial=initial, retrain_at=retrain_at or None, retrain_sets=retrain_corpus,
-               retrain_epochs=retrain_epochs, progress=console.print)
+               retrain_epochs=retrain_epochs, blends=blends, per_round=per_round,
+               progress=console.print)
     console.print((target / "curves.md").read_text())
     console.print(f"report in {target}")
 

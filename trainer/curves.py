@@ -44,7 +44,7 @@ from pathlib import Path
 from agents.explore import merge_hits
 from agents.explorer import provenance_of
 from agents.extractor.base import Extractor, SeedText
-from agents.extractor.keywords import TermCounts
+from agents.extractor.keywords import TermCounts, WithToxic
 from config.versions import library_versions
 from marketplace.datasets import marketplace_sample
 from marketplace.items import LabelledItem, to_listing_dict, to_toxic_dict
@@ -69,14 +69,17 @@ PROTOCOL = ("marketplace = benign items + the held-out side of the cluster split
             "confirms a different random share of its harmful items as initial seeds; every "
             "confirmed seed gives k queries, each searched top 10 (seed excluded); hits merged "
             "into detections as the workers do; every new detected listing is reviewed once, "
-            "round by round (the replay moderator); a harmful one is confirmed and becomes a "
-            "seed; found = harmful items confirmed beyond the initial seeds; contrast knows "
-            "the training side's harmful items plus what the replay confirms; intervals: 95% "
+            "round by round (the replay moderator; at most per_round reviews a round when set, "
+            "the confirmed explored after each round); a harmful one is confirmed and becomes a "
+            "seed; found = harmful items confirmed beyond the initial seeds; contrast and probe "
+            "know the training side's harmful items plus what the replay confirms; intervals: 95% "
             "bootstrap over replays, paired with the best heuristic (same initial seeds); "
             "model+retrain: the model, retrained once from the replay's own feedback, "
             "decisions and toxic items (SFT+DPO, newest 20% of reviewed seeds held back) "
             "after as many reviews as harmful items to find, and kept only if the promotion "
-            "gate promotes it on the held-back seeds, then re-exploring every confirmed seed")
+            "gate promotes it on the held-back seeds, then re-exploring every confirmed seed; "
+            "model+<prior>: the model's span ranking with that run-time prior blended in at "
+            "the weight in meta.blends")
 
 #: Label -> factory(searcher, confirmed term counts) of an extractor.
 Factory = Callable[[Searcher, TermCounts], Extractor]
@@ -129,9 +132,14 @@ Retrain = Callable[[TopicsSnapshot, Extractor], tuple[Extractor, dict]]
 def simulate(searcher: Searcher, extractor: Extractor, market: Sequence[LabelledItem],
              seeds: Sequence[LabelledItem], *, confirmed: TermCounts | None = None,
              k: int = 4, top: int = 10, max_reviews: int | None = None,
-             retrain: Retrain | None = None, retrain_at: int = 0) -> Replay:
+             retrain: Retrain | None = None, retrain_at: int = 0,
+             per_round: int | None = None) -> Replay:
     """One replay until the exploration runs dry or ``max_reviews`` have been spent.
 
+    A round reviews every listing due (at most ``per_round``: the moderators' capacity), then
+    explores what it confirmed; with a capacity the queue drains over several rounds, so the
+    seeds a review confirms are explored (and a retraining due comes) after that many reviews
+    rather than after the whole round.
     ``confirmed`` (the term counts a ``contrast`` extractor reads) learns every item the
     moderator confirms. With ``retrain``, once ``retrain_at`` reviews are spent, it is called
     with the replay's records; when it returns another extractor, that one goes on and every
@@ -169,8 +177,8 @@ def simulate(searcher: Searcher, extractor: Extractor, market: Sequence[Labelled
                                           and moderator.reviewed >= max_reviews):
             return Replay(moderator.series, TopicsSnapshot(feedback, toxic, decisions, 0),
                           retrained)
-        clock = moderator.next_due
-        judgements = moderator.due(clock)
+        clock = max(clock, moderator.next_due)
+        judgements = moderator.due(clock, per_round)
         for n, judgement in enumerate(judgements, moderator.reviewed - len(judgements) + 1):
             # one review after the other: the records are dated by the review's number
             item = by_id[judgement.listing_id]
@@ -280,16 +288,29 @@ def compare(runs: Mapping[str, Sequence[Sequence[dict]]], to_find: int,
     return out
 
 
-def extractors(methods: Sequence[str], model: str | None) -> dict[str, Factory]:
+def extractors(methods: Sequence[str], model: str | None,
+               blends: Mapping[str, float] | None = None) -> dict[str, Factory]:
     """Factories of the keyword methods named (``trainer.evaluate.baseline_extractors``;
-    ``contrast`` reads the confirmed counts) and, with ``model``, of the in-process model
-    extractor (loaded once)."""
+    ``contrast`` and ``probe`` read the confirmed counts) and, with ``model``, of the
+    in-process model extractor (loaded once) and, per prior -> weight of ``blends``, of the
+    model ranking with that run-time prior blended in (``model+<prior>``, as a worker with
+    ``QEXPLORER_BLEND_PRIOR`` and ``QEXPLORER_CONTRAST_WEIGHT``)."""
     found: dict[str, Factory] = {
         m: lambda s, known, m=m: baseline_extractors(s, known)[m] for m in methods}
     if model:
         loaded = functools.cache(lambda: model_extractor(model))
         found["model"] = lambda _searcher, _known: loaded()
+        for prior, weight in (blends or {}).items():
+            found[f"model+{prior}"] = functools.partial(_blended, model, prior, weight)
     return found
+
+
+def _blended(model: str, prior: str, weight: float, searcher: Searcher, known: TermCounts
+             ) -> Extractor:
+    """The model ranking with ``prior`` at ``weight`` over this replay's index and confirmed
+    counts."""
+    stats = WithToxic(searcher.index, known, search=searcher.top_ids)
+    return model_extractor(model, prior=(prior, weight, stats))
 
 
 def markdown(report: Mapping[str, Mapping]) -> str:
@@ -366,17 +387,19 @@ def run_curves(corpora: Mapping[str, Sequence[LabelledItem]], methods: Sequence[
                out: Path, *, model: str | None = None, replays: int = 5,
                initial: float = 0.1, k: int = 4, max_reviews: int | None = 2000,
                retrain_at: float | None = 1.0, retrain_sets: Sequence[str] | None = None,
-               retrain_epochs: int | None = None,
-               progress: Callable[[str], None] = print) -> dict:
+               retrain_epochs: int | None = None, blends: Mapping[str, float] | None = None,
+               per_round: int | None = None, progress: Callable[[str], None] = print) -> dict:
     """Every method on every set, ``replays`` replays each; writes curves.json/.md/.png.
 
     With ``model`` and ``retrain_at``, ``model+retrain`` is the model retrained once from the
     replay's own records after ``retrain_at`` times the harmful items to find in reviews
     (:func:`retrainer`; its models under ``out/retrain``), on the sets named in
-    ``retrain_sets`` (None: all), SFT and DPO for ``retrain_epochs`` each (None: the YAML's).
+    ``retrain_sets`` (None: all), SFT and DPO for ``retrain_epochs`` each (None: the YAML's);
+    ``blends`` (prior -> weight) adds the model with each prior blended in (:func:`extractors`);
+    ``per_round`` caps the reviews of a round (:func:`simulate`).
     """
     out.mkdir(parents=True, exist_ok=True)
-    factories = extractors(methods, model)
+    factories = extractors(methods, model, blends)
     configs = {"sft_config": load_config(TrainConfig, None, "sft.yaml", epochs=retrain_epochs),
                "dpo_config": load_config(TrainConfig, None, "dpo.yaml", epochs=retrain_epochs)}
     report: dict[str, dict] = {}
@@ -403,7 +426,7 @@ def run_curves(corpora: Mapping[str, Sequence[LabelledItem]], methods: Sequence[
                     progress=progress, **configs)
                 replay = simulate(searcher, extractor, market, seeds, confirmed=confirmed, k=k,
                                   max_reviews=max_reviews, retrain=hook,
-                                  retrain_at=after or 0)
+                                  retrain_at=after or 0, per_round=per_round)
                 runs.setdefault(label, []).append(replay.series)
                 if replay.retrained:
                     retrained.setdefault(label, []).append(replay.retrained)
@@ -415,6 +438,7 @@ def run_curves(corpora: Mapping[str, Sequence[LabelledItem]], methods: Sequence[
                         "methods": compare(runs, to_find),
                         "curves": {label: _mean_curve(series) for label, series in runs.items()}}
     meta = {"protocol": PROTOCOL, "k": k, "initial": initial, "max_reviews": max_reviews,
+            "per_round": per_round, "blends": dict(blends or {}) if model else None,
             "retrain_at": retrain_at if model else None, "retrain_sets": retrain_sets,
             "retrain_configs": {k: asdict(c) for k, c in configs.items()}, "model": model,
             "versions": library_versions()}

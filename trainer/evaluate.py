@@ -81,13 +81,18 @@ def baseline_extractors(searcher: Searcher,
 
 
 def model_extractor(model: str, batch_size: int = 16, temperature: float = 0.0,
-                    seed: int = 1234, extractive: bool = True) -> TransformersExtractor:
+                    seed: int = 1234, extractive: bool = True, *,
+                    prior: tuple[str, float, WithToxic] | None = None) -> TransformersExtractor:
     """The in-process extractor for a model directory or hub id (greedy unless sampling;
-    ranking the seed's spans unless ``extractive`` is False)."""
+    ranking the seed's spans unless ``extractive`` is False); ``prior`` (name, weight,
+    statistics) blends a run-time prior into its ranking, as ``QEXPLORER_BLEND_PRIOR`` and
+    ``QEXPLORER_CONTRAST_WEIGHT`` do in a worker."""
     from agents.extractor.transformers_backend import TransformersExtractor
 
+    name, weight, stats = prior if prior else ("contrast", 0.0, None)
     return TransformersExtractor(model, batch_size=batch_size, temperature=temperature,
-                                 seed=seed, max_new_tokens=48, extractive=extractive)
+                                 seed=seed, max_new_tokens=48, extractive=extractive,
+                                 contrast=stats, contrast_weight=weight, blend_prior=name)
 
 
 def extract_all(extractor: Extractor, seeds: Sequence[LabelledItem], k: int) -> dict[str, list]:

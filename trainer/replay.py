@@ -183,10 +183,12 @@ class Moderator:
                                              detection.key, now))
         return True
 
-    def due(self, now: float) -> list[Judgement]:
-        """Judge every listing whose review delay has passed, in due order."""
+    def due(self, now: float, limit: int | None = None) -> list[Judgement]:
+        """Judge every listing whose review delay has passed (at most ``limit``), in due
+        order."""
         out: list[Judgement] = []
-        while self._queue and self._queue[0].due_at <= now:
+        while self._queue and self._queue[0].due_at <= now and (limit is None
+                                                                 or len(out) < limit):
             item = heapq.heappop(self._queue)
             harmful = self._harmful.get(item.listing_id, False)
             confirm = harmful and item.listing_id not in self._confirmed

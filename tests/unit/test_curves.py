@@ -86,6 +86,24 @@ def test_a_promoted_retraining_takes_over_and_re_explores_the_confirmed_seeds() 
     assert replay.series[-1]["harmful_found"] == 3
 
 
+def test_a_review_capacity_explores_and_retrains_after_that_many_reviews() -> None:
+    calls = []
+
+    def retrain(snapshot, current):
+        calls.append(len(snapshot.decisions))
+        return current, {"decision": "refused", "reason": "test"}
+
+    whole = simulate(Searcher(CHAIN), KeywordsExtractor("first_words"), CHAIN, [CHAIN[0]], k=2,
+                     retrain=retrain, retrain_at=1)
+    paced = simulate(Searcher(CHAIN), KeywordsExtractor("first_words"), CHAIN, [CHAIN[0]], k=2,
+                     retrain=retrain, retrain_at=1, per_round=1)
+    # s's round holds a and bike: the whole round is reviewed before the retraining, one a
+    # round lets it come after the first review
+    assert calls == [2, 1]
+    assert whole.retrained["at_reviews"] == 2 and paced.retrained["at_reviews"] == 1
+    assert paced.series[-1] == whole.series[-1]  # the same found in the end, here
+
+
 def test_a_refused_retraining_changes_nothing() -> None:
     def refuse(snapshot, current):
         return current, {"decision": "refused", "reason": "test"}

@@ -50,6 +50,15 @@ def test_judgements_come_out_in_due_order() -> None:
     assert [j.listing_id for j in m.due(110.0)] == ["h2"]
 
 
+def test_a_review_capacity_leaves_the_rest_due_in_order() -> None:
+    m = moderator(delay=1.0)
+    for n, listing in enumerate(["b1", "h1", "h2"]):
+        m.observe(det("s1", listing), now=100.0 + n / 10)
+    assert [j.listing_id for j in m.due(110.0, limit=2)] == ["b1", "h1"]
+    assert m.reviewed == 2 and m.pending == 1 and m.next_due == 101.2
+    assert [j.listing_id for j in m.due(110.0, limit=2)] == ["h2"]
+
+
 def test_duplicates_by_key_and_by_listing_are_reviewed_once() -> None:
     m = moderator(delay=0.0)
     assert m.observe(det("s1", "b1"), now=100.0)
