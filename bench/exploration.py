@@ -27,7 +27,9 @@ plus fetching the N stored documents, which the explorer needs (the same work wi
 pipeline), and on a raw index of the same listings with the default tokenizer, with and without
 the fetch (what QExplorer's analysis costs: Han characters as phrases, emoji as tokens).
 
-``--model DIR`` adds the same phases with ``QEXPLORER_EXTRACTOR=transformers`` on that model.
+``--model DIR`` adds the same phases with ``QEXPLORER_EXTRACTOR=transformers`` on that model;
+``--keywords-method M`` with a keywords worker running method ``M`` (``probe``: up to 200
+searches of the worker's own index a seed before its queries).
 
 Usage: ``.venv/bin/python -m bench.exploration --repeats 3 --out .cache/bench``.
 """
@@ -53,6 +55,7 @@ from aiokafka import AIOKafkaProducer
 
 from agents.explorer import fan_out
 from agents.extractor.base import SeedText
+from agents.extractor.keywords import NEEDS_TOXIC, TermCounts, WithToxic
 from agents.extractor.registry import build_extractor
 from bench.common import (
     WORKER_SWITCH_INTERVAL_S,
@@ -213,8 +216,11 @@ def _extractor_alone(settings: Settings, stats: TermStats, seeds: Sequence[Toxic
     """Seeds/s of the worker's extractor in this process (loaded and warmed up first), in
     batches of the worker's ``explore_batch`` one after the other, as the worker calls it
     (``stats``: the worker's index, as the worker gives it to the extractor)."""
-    extractor = build_extractor(settings.extractor, stats)
     texts = [SeedText(s.id, s.title, s.description) for s in seeds]
+    if settings.extractor.backend == "keywords" and settings.extractor.model in NEEDS_TOXIC:
+        # the worker's ledger would hold these seeds by the time it explores them
+        stats = WithToxic(stats, TermCounts(texts))
+    extractor = build_extractor(settings.extractor, stats)
     size, k = settings.exploration.batch, settings.exploration.queries_per_seed
 
     async def timed() -> float:
@@ -409,8 +415,9 @@ def _rows(result: dict, label: str, steady_rate: float, burst: int) -> list[dict
 
 def run(settings: Settings, *, size: int, repeats: int, log_dir: Path, model: str | None = None,
         steady_rate: float = STEADY_RATE, steady_s: float = STEADY_S, burst: int = BURST,
-        progress: Callable[[str], None] = print) -> dict:
-    """The exploration benchmark for the aggregate report (``bench.run``)."""
+        methods: Sequence[str] = (), progress: Callable[[str], None] = print) -> dict:
+    """The exploration benchmark for the aggregate report (``bench.run``); ``methods`` adds
+    a worker per keywords method named (e.g. ``probe``, whose queries cost searches)."""
     items = synthetic_items(size, seed=3)
     listings = as_listings(items)
     harmful = [i for i in items if i.harmful]
@@ -432,6 +439,11 @@ def run(settings: Settings, *, size: int, repeats: int, log_dir: Path, model: st
                            ceiling=rates["raw_fetch"],
                            ceiling_name="raw tantivy-py search + doc fetch, default tokenizer"))
     details = {"keywords": keywords}
+    for method in methods:
+        label = f"keywords-{method}"
+        details[label] = explore(settings, listings, harmful, label=label,
+                                 extractor={"backend": "keywords", "model": method}, **common)
+        rows += _rows(details[label], label, steady_rate, burst)
     if model:
         with_model = explore(settings, listings, harmful, label="transformers",
                              extractor={"backend": "transformers", "model": model}, **common)
@@ -480,14 +492,17 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=SIZE)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--model", help="also run with the transformers extractor on DIR")
+    parser.add_argument("--keywords-method", action="append", default=[],
+                        help="also run a keywords worker with this method (repeatable)")
     parser.add_argument("--out", type=Path, default=Path(".cache/bench"))
     args = parser.parse_args()
     started = time.time()
     section = run(Settings(), size=args.size, repeats=args.repeats,
-                  log_dir=args.out / "logs", model=args.model)
+                  log_dir=args.out / "logs", model=args.model, methods=args.keywords_method)
     report = {"command": "python -m bench.exploration", "started_at": time.ctime(started),
               "duration_s": time.time() - started, "machine": machine(),
-              "params": {"size": args.size, "repeats": args.repeats},
+              "params": {"size": args.size, "repeats": args.repeats,
+                         "keywords_methods": args.keywords_method},
               "benchmarks": {"exploration": section}}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "exploration.json").write_bytes(orjson.dumps(report,
