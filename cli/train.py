@@ -350,11 +350,14 @@ def curves_command(
     per_round: Annotated[int | None, typer.Option(
         min=1, help="Reviews a round at most (the moderators' capacity; default: every "
         "listing due).")] = None,
+    order: Annotated[str, typer.Option(
+        help="The order moderators take due listings in: arrival (first in, first out) or "
+        "priority (the review service's queue order).")] = "arrival",
 ) -> None:
     """Harmful items found against reviews spent, per extractor, on every set: the replay's
     exploration in process, several replays a set, with intervals (``trainer.curves``)."""
     from agents.extractor.decoding import PRIORS
-    from trainer.curves import run_curves
+    from trainer.curves import ORDERS, run_curves
     from trainer.evaluate import BASELINES
 
     blends = {}
@@ -366,12 +369,14 @@ def curves_command(
             raise typer.BadParameter(f"--blend {spec!r}: expected PRIOR=WEIGHT") from None
         if prior not in PRIORS:
             raise typer.BadParameter(f"--blend {spec!r}: the priors are {', '.join(PRIORS)}")
+    if order not in ORDERS:
+        raise typer.BadParameter(f"--order {order!r}: one of {', '.join(ORDERS)}")
     chosen = None if baselines_only else model or latest_model()
     target = _out(out, "curves")
     run_curves(_corpora(data, corpus), BASELINES, target, model=chosen, replays=replays,
                initial=initial, retrain_at=retrain_at or None, retrain_sets=retrain_corpus,
                retrain_epochs=retrain_epochs, blends=blends, per_round=per_round,
-               progress=console.print)
+               order=order, progress=console.print)
     console.print((target / "curves.md").read_text())
     console.print(f"report in {target}")
 

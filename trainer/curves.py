@@ -48,6 +48,7 @@ from agents.extractor.keywords import TermCounts, WithToxic
 from config.versions import library_versions
 from marketplace.datasets import marketplace_sample
 from marketplace.items import LabelledItem, to_listing_dict, to_toxic_dict
+from review.queue import ReviewQueue
 from schemas.models import ModerationDecision, SearchFeedback, ToxicItem, text_hash
 from search.protocol import search
 from trainer.corpus import data_hash, split_seeds
@@ -70,16 +71,21 @@ PROTOCOL = ("marketplace = benign items + the held-out side of the cluster split
             "confirmed seed gives k queries, each searched top 10 (seed excluded); hits merged "
             "into detections as the workers do; every new detected listing is reviewed once, "
             "round by round (the replay moderator; at most per_round reviews a round when set, "
-            "the confirmed explored after each round); a harmful one is confirmed and becomes a "
-            "seed; found = harmful items confirmed beyond the initial seeds; contrast and probe "
-            "know the training side's harmful items plus what the replay confirms; intervals: 95% "
-            "bootstrap over replays, paired with the best heuristic (same initial seeds); "
+            "the confirmed explored after each round; in arrival order, or with order priority "
+            "in the review service's queue order); a harmful one is confirmed and becomes a "
+            "seed; found = harmful items confirmed beyond the initial seeds; contrast knows "
+            "the training side's harmful items plus what the replay confirms, probe (which "
+            "searches the marketplace) what the replay confirms; intervals: 95% bootstrap over "
+            "replays, paired with the best heuristic (same initial seeds); "
             "model+retrain: the model, retrained once from the replay's own feedback, "
             "decisions and toxic items (SFT+DPO, newest 20% of reviewed seeds held back) "
             "after as many reviews as harmful items to find, and kept only if the promotion "
             "gate promotes it on the held-back seeds, then re-exploring every confirmed seed; "
             "model+<prior>: the model's span ranking with that run-time prior blended in at "
             "the weight in meta.blends")
+
+#: The orders the replay's moderators can take due listings in (:func:`simulate`).
+ORDERS = ("arrival", "priority")
 
 #: Label -> factory(searcher, confirmed term counts) of an extractor.
 Factory = Callable[[Searcher, TermCounts], Extractor]
@@ -133,23 +139,32 @@ def simulate(searcher: Searcher, extractor: Extractor, market: Sequence[Labelled
              seeds: Sequence[LabelledItem], *, confirmed: TermCounts | None = None,
              k: int = 4, top: int = 10, max_reviews: int | None = None,
              retrain: Retrain | None = None, retrain_at: int = 0,
-             per_round: int | None = None) -> Replay:
+             per_round: int | None = None, order: str = "arrival") -> Replay:
     """One replay until the exploration runs dry or ``max_reviews`` have been spent.
 
     A round reviews every listing due (at most ``per_round``: the moderators' capacity), then
     explores what it confirmed; with a capacity the queue drains over several rounds, so the
     seeds a review confirms are explored (and a retraining due comes) after that many reviews
-    rather than after the whole round.
+    rather than after the whole round. ``order`` is the order the moderators take the due
+    listings in: ``arrival`` (first in, first out) or ``priority`` (the review service's queue,
+    ``review.queue.ReviewQueue``: more seeds and queries that found a listing, a better rank,
+    the confirm rate of the seeds' category, first).
+
     ``confirmed`` (the term counts a ``contrast`` extractor reads) learns every item the
     moderator confirms. With ``retrain``, once ``retrain_at`` reviews are spent, it is called
     with the replay's records; when it returns another extractor, that one goes on and every
     seed confirmed so far is explored again with it (the workers' re-exploration after a
     rollout; listings already reviewed are not reviewed again).
     """
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
     by_id = {i.id: i for i in market}
     moderator = Moderator(market, [s.id for s in seeds], delay_s=1.0)
     feedback: list[SearchFeedback] = []
     toxic = [_toxic(s, 0.0, SEEDER) for s in seeds]
+    queue = ReviewQueue() if order == "priority" else None
+    for record in toxic if queue is not None else ():
+        queue.apply_toxic_item(record)
     decisions: list[ModerationDecision] = []
     retrained: dict | None = None
     todo, clock = list(seeds), 0.0
@@ -165,6 +180,8 @@ def simulate(searcher: Searcher, extractor: Extractor, market: Sequence[Labelled
                 feedback += records
                 for detection in detections:
                     moderator.observe(detection, clock)
+                    if queue is not None:
+                        queue.apply_detection(detection)
         if retrain is not None and retrained is None and moderator.reviewed >= retrain_at:
             going_on, retrained = retrain(TopicsSnapshot(list(feedback), list(toxic),
                                                          list(decisions), 0), extractor)
@@ -178,7 +195,8 @@ def simulate(searcher: Searcher, extractor: Extractor, market: Sequence[Labelled
             return Replay(moderator.series, TopicsSnapshot(feedback, toxic, decisions, 0),
                           retrained)
         clock = max(clock, moderator.next_due)
-        judgements = moderator.due(clock, per_round)
+        judgements = moderator.due(clock, per_round, order=None if queue is None else [
+            item.listing_id for item in queue.pending(per_round)])
         for n, judgement in enumerate(judgements, moderator.reviewed - len(judgements) + 1):
             # one review after the other: the records are dated by the review's number
             item = by_id[judgement.listing_id]
@@ -188,8 +206,12 @@ def simulate(searcher: Searcher, extractor: Extractor, market: Sequence[Labelled
                 text_hash=text_hash(item.title, item.description), reviewer=MODERATOR,
                 detection_keys=[judgement.detection_key], seed_ids=[judgement.seed_id],
                 model_versions=[extractor.model_version], decided_at=_at(n)))
+            if queue is not None:
+                queue.apply_decision(decisions[-1])
             if judgement.confirm:
                 toxic.append(_toxic(item, n, MODERATOR))
+                if queue is not None:
+                    queue.apply_toxic_item(toxic[-1])
                 todo.append(item)
                 if confirmed is not None:
                     confirmed.add(_text(item))
@@ -388,7 +410,8 @@ def run_curves(corpora: Mapping[str, Sequence[LabelledItem]], methods: Sequence[
                initial: float = 0.1, k: int = 4, max_reviews: int | None = 2000,
                retrain_at: float | None = 1.0, retrain_sets: Sequence[str] | None = None,
                retrain_epochs: int | None = None, blends: Mapping[str, float] | None = None,
-               per_round: int | None = None, progress: Callable[[str], None] = print) -> dict:
+               per_round: int | None = None, order: str = "arrival",
+               progress: Callable[[str], None] = print) -> dict:
     """Every method on every set, ``replays`` replays each; writes curves.json/.md/.png.
 
     With ``model`` and ``retrain_at``, ``model+retrain`` is the model retrained once from the
@@ -396,7 +419,8 @@ def run_curves(corpora: Mapping[str, Sequence[LabelledItem]], methods: Sequence[
     (:func:`retrainer`; its models under ``out/retrain``), on the sets named in
     ``retrain_sets`` (None: all), SFT and DPO for ``retrain_epochs`` each (None: the YAML's);
     ``blends`` (prior -> weight) adds the model with each prior blended in (:func:`extractors`);
-    ``per_round`` caps the reviews of a round (:func:`simulate`).
+    ``per_round`` caps the reviews of a round and ``order`` is the order moderators take
+    listings in (:func:`simulate`).
     """
     out.mkdir(parents=True, exist_ok=True)
     factories = extractors(methods, model, blends)
@@ -426,7 +450,7 @@ def run_curves(corpora: Mapping[str, Sequence[LabelledItem]], methods: Sequence[
                     progress=progress, **configs)
                 replay = simulate(searcher, extractor, market, seeds, confirmed=confirmed, k=k,
                                   max_reviews=max_reviews, retrain=hook,
-                                  retrain_at=after or 0, per_round=per_round)
+                                  retrain_at=after or 0, per_round=per_round, order=order)
                 runs.setdefault(label, []).append(replay.series)
                 if replay.retrained:
                     retrained.setdefault(label, []).append(replay.retrained)
@@ -438,7 +462,7 @@ def run_curves(corpora: Mapping[str, Sequence[LabelledItem]], methods: Sequence[
                         "methods": compare(runs, to_find),
                         "curves": {label: _mean_curve(series) for label, series in runs.items()}}
     meta = {"protocol": PROTOCOL, "k": k, "initial": initial, "max_reviews": max_reviews,
-            "per_round": per_round, "blends": dict(blends or {}) if model else None,
+            "per_round": per_round, "order": order, "blends": dict(blends or {}) if model else None,
             "retrain_at": retrain_at if model else None, "retrain_sets": retrain_sets,
             "retrain_configs": {k: asdict(c) for k, c in configs.items()}, "model": model,
             "versions": library_versions()}

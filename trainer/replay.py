@@ -183,25 +183,39 @@ class Moderator:
                                              detection.key, now))
         return True
 
-    def due(self, now: float, limit: int | None = None) -> list[Judgement]:
+    def due(self, now: float, limit: int | None = None,
+            order: Sequence[str] | None = None) -> list[Judgement]:
         """Judge every listing whose review delay has passed (at most ``limit``), in due
-        order."""
-        out: list[Judgement] = []
-        while self._queue and self._queue[0].due_at <= now and (limit is None
-                                                                 or len(out) < limit):
-            item = heapq.heappop(self._queue)
-            harmful = self._harmful.get(item.listing_id, False)
-            confirm = harmful and item.listing_id not in self._confirmed
-            depth = self._round.get(item.seed_id, 0) + 1
-            if confirm:
-                self._confirmed.add(item.listing_id)
-                self._round[item.listing_id] = depth
-            self.reviewed += 1
-            self.true_reviewed += harmful
-            self.series.append(self._point(item.due_at))
-            out.append(Judgement(item.listing_id, item.seed_id, item.key, harmful, confirm,
-                                 depth, item.observed_at, item.due_at))
-        return out
+        order; with ``order`` (listing ids as the moderators take them, e.g. the review
+        queue's priority) those due listings come first in that order, the rest after them in
+        due order."""
+        if order is None:
+            taken = []
+            while self._queue and self._queue[0].due_at <= now and (limit is None
+                                                                     or len(taken) < limit):
+                taken.append(heapq.heappop(self._queue))
+        else:
+            rank = {listing: n for n, listing in enumerate(order)}
+            ready = sorted((p for p in self._queue if p.due_at <= now),
+                           key=lambda p: (rank.get(p.listing_id, len(rank)), p))
+            taken = ready[:limit]
+            chosen = {id(p) for p in taken}
+            self._queue = [p for p in self._queue if id(p) not in chosen]
+            heapq.heapify(self._queue)
+        return [self._judge(item) for item in taken]
+
+    def _judge(self, item: _Pending) -> Judgement:
+        harmful = self._harmful.get(item.listing_id, False)
+        confirm = harmful and item.listing_id not in self._confirmed
+        depth = self._round.get(item.seed_id, 0) + 1
+        if confirm:
+            self._confirmed.add(item.listing_id)
+            self._round[item.listing_id] = depth
+        self.reviewed += 1
+        self.true_reviewed += harmful
+        self.series.append(self._point(item.due_at))
+        return Judgement(item.listing_id, item.seed_id, item.key, harmful, confirm, depth,
+                         item.observed_at, item.due_at)
 
     def _point(self, at: float) -> dict:
         found = self.harmful_found

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from agents.extractor.base import SeedText
+from agents.extractor.base import Extraction, Extractor, SeedText
 from agents.extractor.keywords import KeywordsExtractor, TermCounts
 from marketplace.items import LabelledItem
 from marketplace.synthetic import generate_marketplace
@@ -102,6 +102,38 @@ def test_a_review_capacity_explores_and_retrains_after_that_many_reviews() -> No
     assert calls == [2, 1]
     assert whole.retrained["at_reviews"] == 2 and paced.retrained["at_reviews"] == 1
     assert paced.series[-1] == whole.series[-1]  # the same found in the end, here
+
+
+class Fixed(Extractor):
+    """The same queries for every seed."""
+
+    name = "fixed"
+
+    def __init__(self, queries: list[str]) -> None:
+        self.queries = queries
+
+    @property
+    def model_version(self) -> str:
+        return "fixed-1"
+
+    async def extract(self, seeds: list[SeedText], k: int) -> list[Extraction]:
+        return [Extraction(seed_id=s.id, queries=self.queries[:k], raw=[]) for s in seeds]
+
+
+def test_the_priority_order_reviews_what_more_queries_found_first() -> None:
+    market = [LabelledItem("s", "alpha beta gamma", harmful=True, cluster="c"),
+              LabelledItem("x0", "delta sale"),
+              LabelledItem("h1", "alpha beta gamma again", harmful=True, cluster="c"),
+              LabelledItem("x1", "lamp")]
+    # delta's hit arrives first; h1 is found by three queries
+    extractor = Fixed(["delta", "alpha", "beta", "gamma"])
+    first = {order: simulate(Searcher(market), extractor, market, [market[0]], k=4,
+                             max_reviews=1, per_round=1, order=order).snapshot.decisions
+             for order in ("arrival", "priority")}
+    assert [d.listing_id for d in first["arrival"]] == ["x0"]
+    assert [d.listing_id for d in first["priority"]] == ["h1"]
+    with pytest.raises(ValueError, match="order"):
+        simulate(Searcher(market), extractor, market, [market[0]], order="newest")
 
 
 def test_a_refused_retraining_changes_nothing() -> None:

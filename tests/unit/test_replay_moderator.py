@@ -50,6 +50,17 @@ def test_judgements_come_out_in_due_order() -> None:
     assert [j.listing_id for j in m.due(110.0)] == ["h2"]
 
 
+def test_an_order_takes_the_listings_it_names_first_and_the_rest_in_due_order() -> None:
+    m = moderator(delay=1.0)
+    for n, listing in enumerate(["b1", "h1", "h2", "h3"]):
+        m.observe(det("s1", listing), now=100.0 + n / 10)
+    # h3 is not due yet; b1 is not in the order, so it comes after the named ones
+    assert [j.listing_id for j in m.due(101.25, limit=2, order=["h3", "h2", "b1"])] == [
+        "h2", "b1"]
+    assert [j.listing_id for j in m.due(110.0, order=["h3"])] == ["h3", "h1"]
+    assert m.reviewed == 4 and m.pending == 0
+
+
 def test_a_review_capacity_leaves_the_rest_due_in_order() -> None:
     m = moderator(delay=1.0)
     for n, listing in enumerate(["b1", "h1", "h2"]):
