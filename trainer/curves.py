@@ -8,7 +8,10 @@ exploration in process: the workers' merge of hits into detections (``agents.exp
 confirmed items excluded), the same Tantivy analysis and BM25 (``trainer.scoring.Searcher``) and
 the replay's moderator (``trainer.replay.Moderator``: every detected listing is reviewed once,
 one review delay after it was detected; a harmful one is confirmed and becomes a seed).
-Exploring takes no time here, so the order of reviews is the Kafka replay's: round by round.
+Exploring takes no time here, so the order of reviews is the Kafka replay's: round by round,
+first in first out; a replay can also cap the reviews of a round (the moderators' capacity) and
+take the due listings in the review service's priority order (``review.queue``), as moderators
+working its queue do.
 
 The marketplace of a replay (:func:`replay_market`) holds the benign items and the harmful
 items of the held-out side of the cluster split used for training (``trainer.corpus.

@@ -21,8 +21,8 @@ LAYERS: list[set[str]] = [
     {"search", "marketplace"},  # the search protocol and engines; labelled marketplaces
     {"agents"},  # what a worker does, free of transport
     {"streams"},  # Kafka: the worker app, consumers, clients, broker, metrics
-    {"serving", "trainer", "review"},  # the model server; the offline learning loop; the
-    # moderators' review service
+    {"review"},  # the moderators' review service (its queue order is what replays simulate)
+    {"serving", "trainer"},  # the model server; the offline learning loop
     {"bench"},  # benchmarks against raw ceilings
     {"cli", "examples"},  # the qexplorer command; a consumer of detections
 ]
