@@ -83,6 +83,23 @@ def _out(out: Path | None, kind: str) -> Path:
     return out or _cache() / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def _blend_spec(spec: str) -> dict[str, float]:
+    """``PRIOR=WEIGHT[,PRIOR=WEIGHT]`` as prior -> weight, or a usage error."""
+    from agents.extractor.decoding import blend_weights
+
+    weights = {}
+    for part in spec.split(","):
+        prior, _, weight = part.strip().partition("=")
+        try:
+            weights[prior] = float(weight)
+        except ValueError:
+            raise typer.BadParameter(f"--blend {spec!r}: expected PRIOR=WEIGHT") from None
+    try:
+        return blend_weights(weights)
+    except ValueError as e:
+        raise typer.BadParameter(f"--blend {spec!r}: {e}") from None
+
+
 @train_app.command("bootstrap")
 def train_bootstrap(
     out: Annotated[Path | None, typer.Option(help="Model directory to write.")] = None,
@@ -255,7 +272,8 @@ def eval_command(
         help="Also evaluate the model writing free text (generative: queries need not be "
         "in the seed), as <label>+free.")] = False,
     blend: Annotated[bool, typer.Option(
-        help="Also rank with the contrast blended in (the weight grid).")] = True,
+        help="Also rank with the run-time priors blended in (contrast, probe, both; the "
+        "weight grids).")] = True,
 ) -> None:
     """Evaluate the baselines and a model, with the models it was trained from.
 
@@ -345,8 +363,8 @@ def curves_command(
     retrain_epochs: Annotated[int | None, typer.Option(
         help="Epochs of the mid-replay SFT and DPO (default: the trainer's configs).")] = None,
     blend: Annotated[list[str] | None, typer.Option(
-        help="Also replay the model with this run-time prior blended into its ranking, as "
-        "PRIOR=WEIGHT (repeatable; default: probe=64, the evaluation's choice).")] = None,
+        help="Also replay the model with these run-time priors blended into its ranking, as "
+        "PRIOR=WEIGHT[,PRIOR=WEIGHT] (repeatable; default: probe=64).")] = None,
     per_round: Annotated[int | None, typer.Option(
         min=1, help="Reviews a round at most (the moderators' capacity; default: every "
         "listing due).")] = None,
@@ -356,19 +374,10 @@ def curves_command(
 ) -> None:
     """Harmful items found against reviews spent, per extractor, on every set: the replay's
     exploration in process, several replays a set, with intervals (``trainer.curves``)."""
-    from agents.extractor.decoding import PRIORS
     from trainer.curves import ORDERS, run_curves
     from trainer.evaluate import BASELINES
 
-    blends = {}
-    for spec in blend or ["probe=64"]:
-        prior, _, weight = spec.partition("=")
-        try:
-            blends[prior] = float(weight)
-        except ValueError:
-            raise typer.BadParameter(f"--blend {spec!r}: expected PRIOR=WEIGHT") from None
-        if prior not in PRIORS:
-            raise typer.BadParameter(f"--blend {spec!r}: the priors are {', '.join(PRIORS)}")
+    blends = [_blend_spec(spec) for spec in blend or ["probe=64"]]
     if order not in ORDERS:
         raise typer.BadParameter(f"--order {order!r}: one of {', '.join(ORDERS)}")
     chosen = None if baselines_only else model or latest_model()

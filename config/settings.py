@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import orjson
 from pydantic import (
@@ -394,15 +394,13 @@ class ExtractorSettings(_Slice):
     extractive: bool = Field(
         default=True,
         description="Model backends: rank the seed's own word spans instead of free text.")
-    contrast_weight: float = Field(
-        default=0.0, ge=0,
-        description="Model backends, extractive: add this times a span's toxic-versus-all "
-        "contrast (the index's and the confirmed items' term statistics) to its "
-        "log-probability; 0: the model alone.")
-    blend_prior: Literal["contrast", "probe"] = Field(
-        default="contrast",
-        description="What contrast_weight blends in: contrast (term statistics) or probe (each "
-        "span searched: the confirmed share of its top 10; agents.extractor.decoding.PRIORS).")
+    blend: dict[Literal["contrast", "probe"], Annotated[float, Field(ge=0)]] = Field(
+        default_factory=dict,
+        description="Model backends, extractive: run-time priors added to each span's "
+        "log-probability, prior -> weight (JSON, e.g. '{\"contrast\": 2, \"probe\": 64}'): "
+        "contrast (the span's toxic-versus-all term contrast) and probe (each span searched: "
+        "the confirmed share of its top 10; up to 200 searches a seed); {}: the model alone "
+        "(agents.extractor.decoding.PRIORS).")
     seed: int = Field(default=1234, description="Sampling seed.")
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto",

@@ -47,6 +47,7 @@ from pathlib import Path
 from agents.explore import merge_hits
 from agents.explorer import provenance_of
 from agents.extractor.base import Extractor, SeedText
+from agents.extractor.decoding import blend_label
 from agents.extractor.keywords import TermCounts, WithToxic
 from config.versions import library_versions
 from marketplace.datasets import marketplace_sample
@@ -84,8 +85,8 @@ PROTOCOL = ("marketplace = benign items + the held-out side of the cluster split
             "decisions and toxic items (SFT+DPO, newest 20% of reviewed seeds held back) "
             "after as many reviews as harmful items to find, and kept only if the promotion "
             "gate promotes it on the held-back seeds, then re-exploring every confirmed seed; "
-            "model+<prior>: the model's span ranking with that run-time prior blended in at "
-            "the weight in meta.blends")
+            "model+<prior>[+<prior>]: the model's span ranking with those run-time priors "
+            "blended in at the weights in meta.blends")
 
 #: The orders the replay's moderators can take due listings in (:func:`simulate`).
 ORDERS = ("arrival", "priority")
@@ -314,28 +315,29 @@ def compare(runs: Mapping[str, Sequence[Sequence[dict]]], to_find: int,
 
 
 def extractors(methods: Sequence[str], model: str | None,
-               blends: Mapping[str, float] | None = None) -> dict[str, Factory]:
+               blends: Sequence[Mapping[str, float]] = ()) -> dict[str, Factory]:
     """Factories of the keyword methods named (``trainer.evaluate.baseline_extractors``;
     ``contrast`` and ``probe`` read the confirmed counts) and, with ``model``, of the
-    in-process model extractor (loaded once) and, per prior -> weight of ``blends``, of the
-    model ranking with that run-time prior blended in (``model+<prior>``, as a worker with
-    ``QEXPLORER_BLEND_PRIOR`` and ``QEXPLORER_CONTRAST_WEIGHT``)."""
+    in-process model extractor (loaded once) and, per prior -> weight mapping of ``blends``,
+    of the model ranking with those run-time priors blended in (``model+<prior>+...``, as a
+    worker with ``QEXPLORER_BLEND``)."""
     found: dict[str, Factory] = {
         m: lambda s, known, m=m: baseline_extractors(s, known)[m] for m in methods}
     if model:
         loaded = functools.cache(lambda: model_extractor(model))
         found["model"] = lambda _searcher, _known: loaded()
-        for prior, weight in (blends or {}).items():
-            found[f"model+{prior}"] = functools.partial(_blended, model, prior, weight)
+        for weights in blends:
+            found[blend_label("model", weights)] = functools.partial(_blended, model,
+                                                                     dict(weights))
     return found
 
 
-def _blended(model: str, prior: str, weight: float, searcher: Searcher, known: TermCounts
+def _blended(model: str, weights: Mapping[str, float], searcher: Searcher, known: TermCounts
              ) -> Extractor:
-    """The model ranking with ``prior`` at ``weight`` over this replay's index and confirmed
-    counts."""
+    """The model ranking with the priors of ``weights`` over this replay's index and
+    confirmed counts."""
     stats = WithToxic(searcher.index, known, search=searcher.top_ids)
-    return model_extractor(model, prior=(prior, weight, stats))
+    return model_extractor(model, blend=weights, stats=stats)
 
 
 def markdown(report: Mapping[str, Mapping]) -> str:
@@ -412,7 +414,7 @@ def run_curves(corpora: Mapping[str, Sequence[LabelledItem]], methods: Sequence[
                out: Path, *, model: str | None = None, replays: int = 5,
                initial: float = 0.1, k: int = 4, max_reviews: int | None = 2000,
                retrain_at: float | None = 1.0, retrain_sets: Sequence[str] | None = None,
-               retrain_epochs: int | None = None, blends: Mapping[str, float] | None = None,
+               retrain_epochs: int | None = None, blends: Sequence[Mapping[str, float]] = (),
                per_round: int | None = None, order: str = "arrival",
                progress: Callable[[str], None] = print) -> dict:
     """Every method on every set, ``replays`` replays each; writes curves.json/.md/.png.
@@ -421,7 +423,8 @@ def run_curves(corpora: Mapping[str, Sequence[LabelledItem]], methods: Sequence[
     replay's own records after ``retrain_at`` times the harmful items to find in reviews
     (:func:`retrainer`; its models under ``out/retrain``), on the sets named in
     ``retrain_sets`` (None: all), SFT and DPO for ``retrain_epochs`` each (None: the YAML's);
-    ``blends`` (prior -> weight) adds the model with each prior blended in (:func:`extractors`);
+    each prior -> weight mapping of ``blends`` adds the model with those priors blended in
+    (:func:`extractors`);
     ``per_round`` caps the reviews of a round and ``order`` is the order moderators take
     listings in (:func:`simulate`).
     """
@@ -465,7 +468,8 @@ def run_curves(corpora: Mapping[str, Sequence[LabelledItem]], methods: Sequence[
                         "methods": compare(runs, to_find),
                         "curves": {label: _mean_curve(series) for label, series in runs.items()}}
     meta = {"protocol": PROTOCOL, "k": k, "initial": initial, "max_reviews": max_reviews,
-            "per_round": per_round, "order": order, "blends": dict(blends or {}) if model else None,
+            "per_round": per_round, "order": order,
+            "blends": [dict(b) for b in blends] if model else None,
             "retrain_at": retrain_at if model else None, "retrain_sets": retrain_sets,
             "retrain_configs": {k: asdict(c) for k, c in configs.items()}, "model": model,
             "versions": library_versions()}

@@ -9,9 +9,11 @@ terms are among the toxic items confirmed so far, the training side, than among 
 zero-shot, SFT, SFT+DPO). On the same seeds, always, the ``oracle``: each
 seed's single best word span chosen with the labels (:func:`trainer.scoring.best_span`), the
 ceiling of what search feedback can teach; the report says how much of the gap from the best
-heuristic to it each other method closes (:func:`gap_table`). Output: ``eval.json`` (dataset
--> method -> metrics), ``eval_meta.json`` (the run's seeds, data hashes, model versions and the
-oracle's spans), ``eval.md`` (tables) and ``eval.png`` (a chart).
+heuristic to it each other method closes (:func:`gap_table`), with all k queries and with
+each method's first query alone (the oracle gives one; a method giving fewer is not
+favoured). Output: ``eval.json`` (dataset -> method -> metrics), ``eval_meta.json`` (the
+run's seeds, data hashes, model versions and the oracle's spans), ``eval.md`` (tables) and
+``eval.png`` (a chart).
 """
 
 from __future__ import annotations
@@ -56,7 +58,9 @@ PROTOCOL = ("corpus deduplicated and indexed whole (Tantivy BM25, terms OR-ed); 
             "training data) with the best precision@10 by the labels, scored as a list of one "
             "query asked for one (valid queries 1.0); gap closed = (model - best heuristic) / "
             "(oracle - best heuristic), best heuristic = the best of first_words, tfidf, yake "
-            "by precision@10; contrast and probe know the training side's toxic items as the "
+            "by precision@10; also at one query a seed: the precision@10 of each method's "
+            "first query alone, the oracle's single span against it; contrast and probe know "
+            "the training side's toxic items as the "
             "confirmed set (cluster-disjoint from the evaluation seeds)")
 
 
@@ -82,17 +86,17 @@ def baseline_extractors(searcher: Searcher,
 
 def model_extractor(model: str, batch_size: int = 16, temperature: float = 0.0,
                     seed: int = 1234, extractive: bool = True, *,
-                    prior: tuple[str, float, WithToxic] | None = None) -> TransformersExtractor:
+                    blend: Mapping[str, float] | None = None,
+                    stats: WithToxic | None = None) -> TransformersExtractor:
     """The in-process extractor for a model directory or hub id (greedy unless sampling;
-    ranking the seed's spans unless ``extractive`` is False); ``prior`` (name, weight,
-    statistics) blends a run-time prior into its ranking, as ``QEXPLORER_BLEND_PRIOR`` and
-    ``QEXPLORER_CONTRAST_WEIGHT`` do in a worker."""
+    ranking the seed's spans unless ``extractive`` is False); ``blend`` (prior -> weight)
+    adds run-time priors under ``stats`` to its ranking, as ``QEXPLORER_BLEND`` does in a
+    worker."""
     from agents.extractor.transformers_backend import TransformersExtractor
 
-    name, weight, stats = prior if prior else ("contrast", 0.0, None)
     return TransformersExtractor(model, batch_size=batch_size, temperature=temperature,
                                  seed=seed, max_new_tokens=48, extractive=extractive,
-                                 contrast=stats, contrast_weight=weight, blend_prior=name)
+                                 stats=stats, blend=blend)
 
 
 def extract_all(extractor: Extractor, seeds: Sequence[LabelledItem], k: int) -> dict[str, list]:
@@ -170,9 +174,9 @@ def evaluate(corpora: Mapping[str, Sequence[LabelledItem]], models: Mapping[str,
              backend: str = "tantivy", cluster: OpenSearchSettings | None = None,
              free_text: Sequence[str] = ()) -> dict:
     """Evaluate every corpus; write eval.json, eval.md and eval.png into ``out``. With
-    ``blend`` and a model, the last model also ranks with each run-time prior blended in
-    (``<label>+contrast``, ``<label>+probe``; the weight chosen on the other corpora:
-    ``trainer.blending``).
+    ``blend`` and a model, the last model also ranks with the run-time priors blended in
+    (``<label>+contrast``, ``<label>+probe``, ``<label>+contrast+probe``; the weights chosen on
+    the other corpora: ``trainer.blending``).
     ``backend`` (and ``cluster``): the search engine the corpora are searched in. The models
     labelled in ``free_text`` are also evaluated writing free text (``<label>+free``)."""
     report, meta = {}, {}
@@ -189,9 +193,9 @@ def evaluate(corpora: Mapping[str, Sequence[LabelledItem]], models: Mapping[str,
         label, model = list(models.items())[-1]
         blended = blended_results(corpora, model_extractor(model), k=k, max_seeds=max_seeds,
                                   split_seed=split_seed, progress=progress)
-        for prior, found in blended.items():
+        for blended_label, found in blended.items():
             for name, row in found["corpora"].items():
-                report[name][f"{label}+{prior}"] = row
+                report[name][f"{label}+{blended_label}"] = row
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(report, indent=2))
     (out / "eval_meta.json").write_text(json.dumps(
@@ -204,62 +208,53 @@ def evaluate(corpora: Mapping[str, Sequence[LabelledItem]], models: Mapping[str,
     return report
 
 
-def best_heuristic(row: Mapping[str, Mapping]) -> str | None:
-    """The heuristic with the best precision@10 in one corpus's row (None without any)."""
+#: The precision a gap table reads: of all a method's queries, or of its first alone.
+PRECISIONS = {"precision_at_10": "precision@10",
+              "first_precision_at_10": "precision@10 of the first query alone"}
+
+
+def best_heuristic(row: Mapping[str, Mapping], metric: str = "precision_at_10") -> str | None:
+    """The heuristic with the best ``metric`` in one corpus's row (None without any)."""
     present = [m for m in HEURISTICS if m in row]
-    return max(present, key=lambda m: row[m]["precision_at_10"]) if present else None
+    return max(present, key=lambda m: row[m][metric]) if present else None
 
 
-def gap_table(report: Mapping[str, Mapping[str, Mapping]]) -> str:
+def gap_table(report: Mapping[str, Mapping[str, Mapping]],
+              metric: str = "precision_at_10") -> str:
     """Per corpus: the best heuristic, the oracle, and the share of the gap between them each
-    other method (``contrast``, the models) closes (``-`` where the oracle is not above the
-    heuristic or a method is missing)."""
+    other method (``contrast``, the models) closes in ``metric`` (:data:`PRECISIONS`; ``-``
+    where the oracle is not above the heuristic or a method is missing)."""
     models = list(dict.fromkeys(m for row in report.values() for m in row
                                 if m not in HEURISTICS and m != ORACLE))
     header = ["corpus", "best heuristic", ORACLE,
               *(cell for m in models for cell in (m, f"gap closed by {m}"))]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for corpus, row in report.items():
-        heuristic = best_heuristic(row)
-        if heuristic is None or ORACLE not in row:
+        heuristic = best_heuristic(row, metric)
+        if heuristic is None or ORACLE not in row or metric not in row[ORACLE]:
             continue
-        low, high = row[heuristic]["precision_at_10"], row[ORACLE]["precision_at_10"]
+        low, high = row[heuristic][metric], row[ORACLE][metric]
         cells = [f"{heuristic} {low:.3f}", f"{high:.3f}"]
         for model in models:
             if model not in row:
                 cells += ["-", "-"]
                 continue
-            value = row[model]["precision_at_10"]
+            value = row[model][metric]
             closed = gap_closed(value, low, high)
             cells += [f"{value:.3f}", "-" if closed is None else f"{100 * closed:.0f}%"]
         lines.append(f"| {corpus} | " + " | ".join(cells) + " |")
     lines += ["", "gap closed = (method - best heuristic) / (oracle - best heuristic), in "
-              "precision@10; best heuristic = the best of first_words, tfidf and yake; oracle = "
-              "each seed's single best span by the labels (valid queries 1.0: one query asked, "
-              "one given)."]
+              f"{PRECISIONS[metric]}; best heuristic = the best of first_words, tfidf and yake "
+              "by it; oracle = each seed's single best span by the labels (valid queries 1.0: "
+              "one query asked, one given)."]
     return "\n".join(lines) + "\n"
 
 
 def markdown_table(report: Mapping[str, Mapping[str, Mapping]]) -> str:
     """Precision@10 (95% CI) per corpus and method, the best real method of each row in bold
     (the oracle is never bolded), then the other metrics of every method, then the gap table
-    (:func:`gap_table`)."""
-    methods = list(dict.fromkeys(m for row in report.values() for m in row))
-    lines = ["| corpus (eval seeds) | " + " | ".join(methods) + " |",
-             "|---|" + "---|" * len(methods)]
-    for corpus, row in report.items():
-        real = [m for m in row if m != ORACLE] or list(row)
-        best = max(real, key=lambda m: row[m]["precision_at_10"])
-        seeds = next(iter(row.values()))["n_seeds"]
-        cells = []
-        for method in methods:
-            if method not in row:
-                cells.append("-")
-                continue
-            r = row[method]
-            cell = f"{r['precision_at_10']:.3f} ({r['ci95'][0]:.2f}-{r['ci95'][1]:.2f})"
-            cells.append(f"**{cell}**" if method == best else cell)
-        lines.append(f"| {corpus} ({seeds}) | " + " | ".join(cells) + " |")
+    (:func:`gap_table`); then the same at one query a seed (each method's first query)."""
+    lines = _precision_table(report, "precision_at_10", "ci95")
     lines += ["", "| corpus | method | hits@10 | recall@100 | valid queries |",
               "|---|---|---|---|---|"]
     for corpus, row in report.items():
@@ -268,7 +263,33 @@ def markdown_table(report: Mapping[str, Mapping[str, Mapping]]) -> str:
                          f"{r['recall_at_100']:.3f} | {r['valid_query_rate']:.2f} |")
     if any(ORACLE in row for row in report.values()):
         lines += ["", gap_table(report).rstrip("\n")]
+    if all("first_precision_at_10" in r for row in report.values() for r in row.values()):
+        lines += ["", "At one query a seed: the precision@10 of each method's first query alone.",
+                  "", *_precision_table(report, "first_precision_at_10", "first_ci95")]
+        if any(ORACLE in row for row in report.values()):
+            lines += ["", gap_table(report, "first_precision_at_10").rstrip("\n")]
     return "\n".join(lines) + "\n"
+
+
+def _precision_table(report: Mapping[str, Mapping[str, Mapping]], metric: str,
+                     interval: str) -> list[str]:
+    methods = list(dict.fromkeys(m for row in report.values() for m in row))
+    lines = ["| corpus (eval seeds) | " + " | ".join(methods) + " |",
+             "|---|" + "---|" * len(methods)]
+    for corpus, row in report.items():
+        real = [m for m in row if m != ORACLE] or list(row)
+        best = max(real, key=lambda m: row[m][metric])
+        seeds = next(iter(row.values()))["n_seeds"]
+        cells = []
+        for method in methods:
+            if method not in row:
+                cells.append("-")
+                continue
+            r = row[method]
+            cell = f"{r[metric]:.3f} ({r[interval][0]:.2f}-{r[interval][1]:.2f})"
+            cells.append(f"**{cell}**" if method == best else cell)
+        lines.append(f"| {corpus} ({seeds}) | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot(report: Mapping[str, Mapping[str, Mapping]], path: Path) -> None:

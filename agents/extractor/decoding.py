@@ -3,9 +3,9 @@ candidate spans and their ranking, and free text turned into queries.
 
 Extractive decoding: the model scores each word span of the seed (:func:`spans_of`) by the
 log-probability of ``span + "\\n"`` as the first line of its completion; :func:`blend` may add
-what the system knows at run time, times a weight: each span's toxic-versus-all contrast (the
-index's and the confirmed items' term statistics) or its probe (the confirmed share of its
-results); :func:`ranked` keeps the ``k`` best distinct spans. The in-process backend scores
+what the system knows at run time, a weight a prior: each span's toxic-versus-all contrast
+(the index's and the confirmed items' term statistics), its probe (the confirmed share of its
+results), or both; :func:`ranked` keeps the ``k`` best distinct spans. The in-process backend scores
 with a shared KV cache, the OpenAI-compatible one with the server's prompt log-probabilities;
 the spans, the budget and the ranking are the same, so both give the same queries for the same
 model.
@@ -15,7 +15,7 @@ Pure functions only (the probe prior searches the worker's index).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from agents.extractor.base import Extraction, SeedText
 from agents.extractor.keywords import WithToxic, contrast_scores, probe_scores
@@ -50,33 +50,63 @@ PRIORS = {"contrast": contrast_scores, "probe": probe_scores}
 
 
 def blend(seed: SeedText, spans: Sequence[str], scores: Sequence[float],
-          contrast: WithToxic | None, weight: float, prior: str = "contrast"
-          ) -> Sequence[float]:
-    """The model's span scores plus ``weight`` times each span's ``prior`` (:data:`PRIORS`:
-    its contrast, or its probe) under the statistics ``contrast``; the scores as they are
-    without them."""
-    if contrast is None or not weight:
+          stats: WithToxic | None, weights: Mapping[str, float]) -> Sequence[float]:
+    """The model's span scores plus, for each prior of ``weights`` (:data:`PRIORS`: the
+    contrast, the probe), its weight times each span's value of that prior under ``stats``;
+    the scores as they are without statistics or weights."""
+    if stats is None:
         return scores
-    return [score + weight * value for score, value
-            in zip(scores, PRIORS[prior](seed, spans, contrast), strict=True)]
+    return blend_values(scores, {prior: PRIORS[prior](seed, spans, stats)
+                                 for prior, weight in weights.items() if weight}, weights)
 
 
-def contrast_stats(stats: object, weight: float) -> WithToxic | None:
-    """The statistics a backend blends in: the worker's (index and confirmed items) when a
-    weight is set; a weight without them is a configuration error."""
-    if not weight:
+def blend_values(scores: Sequence[float], values: Mapping[str, Sequence[float]],
+                 weights: Mapping[str, float]) -> list[float]:
+    """The span scores plus each prior's weight times its span values (``values``, computed
+    once; the evaluation ranks every weight of its grid from them)."""
+    out = list(scores)
+    for prior, weight in weights.items():
+        if weight:
+            out = [score + weight * value
+                   for score, value in zip(out, values[prior], strict=True)]
+    return out
+
+
+def blend_weights(weights: Mapping[str, float]) -> dict[str, float]:
+    """The priors blended in and their weights, in :data:`PRIORS` order (0 weights dropped);
+    an unknown prior or a negative weight is a configuration error."""
+    for prior, weight in weights.items():
+        if prior not in PRIORS:
+            raise ValueError(f"unknown prior {prior!r}: the priors are {', '.join(PRIORS)}")
+        if weight < 0:
+            raise ValueError(f"the weight of {prior} must be >= 0, got {weight}")
+    return {prior: weights[prior] for prior in PRIORS if weights.get(prior)}
+
+
+def blend_label(name: str, weights: Mapping[str, float]) -> str:
+    """How reports name a method with priors blended in: ``<name>+<prior>`` a prior, in
+    :data:`PRIORS` order (``sft_dpo+contrast+probe``)."""
+    return name + "".join(f"+{prior}" for prior in blend_weights(weights))
+
+
+def blend_stats(stats: object, weights: Mapping[str, float]) -> WithToxic | None:
+    """The statistics a backend blends with: the worker's (index and confirmed items) when a
+    prior has a weight; a weight without them is a configuration error."""
+    if not blend_weights(weights):
         return None
     if not isinstance(stats, WithToxic):
-        raise ValueError("contrast_weight needs the index's and the confirmed items' term "
+        raise ValueError("a blended prior needs the index's and the confirmed items' term "
                          f"statistics, got {type(stats).__name__}")
     return stats
 
 
-def with_contrast(version: str, contrast: WithToxic | None, weight: float,
-                  prior: str = "contrast") -> str:
-    """A model version as recorded when its ranking blends in a prior (other queries, so
-    another version): ``<version>+<prior><weight>``."""
-    return f"{version}+{prior}{weight:g}" if contrast is not None and weight else version
+def blend_version(version: str, stats: WithToxic | None, weights: Mapping[str, float]) -> str:
+    """A model version as recorded when its ranking blends in priors (other queries, so
+    another version): ``<version>+<prior><weight>`` a prior, in :data:`PRIORS` order."""
+    if stats is None:
+        return version
+    return version + "".join(f"+{prior}{weight:g}"
+                             for prior, weight in blend_weights(weights).items())
 
 
 def ranked(seed: SeedText, spans: Sequence[str], scores: Sequence[float], k: int, *,

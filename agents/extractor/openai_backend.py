@@ -41,19 +41,22 @@ from agents.extractor.base import Extraction, Extractor, ExtractorError, SeedTex
 from agents.extractor.decoding import (
     SPAN_ROOM,
     blend,
-    contrast_stats,
+    blend_stats,
+    blend_version,
+    blend_weights,
     from_completions,
     keep_end,
     prompt_budget,
     ranked,
     spans_of,
-    with_contrast,
 )
 from agents.extractor.model_input import tokenize_request
 from agents.prompt import END_MARKER
 from agents.queries import MAX_QUERY_CHARS
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from agents.extractor.keywords import WithToxic
     from config import ExtractorSettings
     from search.protocol import TermStats
@@ -115,9 +118,8 @@ class OpenAIExtractor(Extractor):
         extractive: bool = True,
         max_spans: int = 200,
         structured: bool = True,
-        contrast: WithToxic | None = None,
-        contrast_weight: float = 0.0,
-        blend_prior: str = "contrast",
+        stats: WithToxic | None = None,
+        blend: Mapping[str, float] | None = None,
     ) -> None:
         """``base_url`` ends in ``/v1`` (e.g. ``http://127.0.0.1:8000/v1``). ``model`` is the
         served model name; when None the first model of ``GET /models`` is used. ``n`` > 1
@@ -125,8 +127,8 @@ class OpenAIExtractor(Extractor):
         merged in order (free-text mode). Each request is tried ``attempts`` times with
         exponential backoff starting at ``backoff_s``. A ``client`` may be injected (its
         lifetime is then the caller's). ``extractive`` ranks at most ``max_spans`` spans of
-        the seed instead of generating free text (plus ``contrast_weight`` times each span's
-        contrast under ``contrast``, as in process); ``structured`` constrains free text to the
+        the seed instead of generating free text (plus the priors of ``blend`` under ``stats``,
+        as in process); ``structured`` constrains free text to the
         query-list grammar."""
         if concurrency < 1 or n < 1 or attempts < 1:
             raise ValueError(
@@ -135,9 +137,8 @@ class OpenAIExtractor(Extractor):
             )
         self.base_url = base_url.rstrip("/")
         self.model = model
-        self.contrast = contrast
-        self.contrast_weight = contrast_weight
-        self.blend_prior = blend_prior
+        self.blend = blend_weights(blend or {})
+        self.stats = stats if self.blend else None
         if isinstance(api_key, str):
             api_key = SecretStr(api_key)
         self._api_key = api_key
@@ -175,12 +176,10 @@ class OpenAIExtractor(Extractor):
         """The override, else the served model id (known after the first request or
         :meth:`resolve_model`; ``openai:unresolved`` before)."""
         if self._override:
-            return with_contrast(self._override, self.contrast, self.contrast_weight,
-                                 self.blend_prior)
+            return blend_version(self._override, self.stats, self.blend)
         model_id = self._server_model or self.model
-        return with_contrast(_short_model_id(model_id) if model_id else "openai:unresolved",
-                             self.contrast, self.contrast_weight,
-                             self.blend_prior)
+        return blend_version(_short_model_id(model_id) if model_id else "openai:unresolved",
+                             self.stats, self.blend)
 
     # --- HTTP ------------------------------------------------------------------------------
     def _headers(self) -> dict[str, str]:
@@ -339,8 +338,8 @@ class OpenAIExtractor(Extractor):
         if not spans:
             return Extraction(seed_id=seed.id, queries=[], raw=[])
         # the probe prior searches the index: off the event loop
-        scores = await asyncio.to_thread(blend, seed, spans, scores, self.contrast,
-                                         self.contrast_weight, self.blend_prior)
+        scores = await asyncio.to_thread(blend, seed, spans, scores, self.stats,
+                                         self.blend)
         return ranked(seed, spans, scores,
                       k, temperature=self.temperature, sample_seed=self.seed)
 
@@ -395,7 +394,7 @@ class OpenAIExtractor(Extractor):
 
 
 def from_settings(settings: ExtractorSettings, stats: TermStats) -> OpenAIExtractor:
-    """The registry's builder (the term statistics serve the contrast blend, when set)."""
+    """The registry's builder (the term statistics serve the blended priors, when set)."""
     return OpenAIExtractor(settings.openai_base_url, model=settings.model,
                            api_key=settings.openai_api_key, timeout_s=settings.openai_timeout_s,
                            concurrency=settings.openai_concurrency,
@@ -403,6 +402,5 @@ def from_settings(settings: ExtractorSettings, stats: TermStats) -> OpenAIExtrac
                            temperature=settings.temperature, seed=settings.seed,
                            model_version=settings.model_version,
                            extractive=settings.extractive, structured=settings.openai_structured,
-                           contrast=contrast_stats(stats, settings.contrast_weight),
-                           contrast_weight=settings.contrast_weight,
-                           blend_prior=settings.blend_prior)
+                           stats=blend_stats(stats, settings.blend),
+                           blend=settings.blend)

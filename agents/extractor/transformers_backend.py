@@ -27,19 +27,22 @@ from agents.extractor.base import Extraction, Extractor, ExtractorError, SeedTex
 from agents.extractor.decoding import (
     SPAN_ROOM,
     blend,
-    contrast_stats,
+    blend_stats,
+    blend_version,
+    blend_weights,
     from_completions,
     keep_end,
     prompt_budget,
     ranked,
     spans_of,
-    with_contrast,
 )
 from agents.extractor.device import Device, detect, plan
 from agents.extractor.model_input import prompt_ids
 from agents.prompt import END_MARKER
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from agents.extractor.keywords import WithToxic
     from config import ExtractorSettings
     from search.protocol import TermStats
@@ -131,9 +134,8 @@ class TransformersExtractor(Extractor):
         model_version: str | None = None,
         extractive: bool = True,
         max_spans: int = 200,
-        contrast: WithToxic | None = None,
-        contrast_weight: float = 0.0,
-        blend_prior: str = "contrast",
+        stats: WithToxic | None = None,
+        blend: Mapping[str, float] | None = None,
     ) -> None:
         """``model`` is a Hugging Face model id or a local directory. Greedy decoding when
         ``temperature`` is 0, else sampling seeded with ``seed`` on every batch. Seeds are
@@ -143,9 +145,10 @@ class TransformersExtractor(Extractor):
         as the completion's first line) instead of writing free text: queries stay evidence
         from the item and cannot drift to one that fits every item (what a small model
         trained on precision learns); at most ``max_spans`` spans are ranked (a fixed sample
-        of longer texts), each span's log-probability plus ``contrast_weight`` times its
-        contrast under ``contrast`` (the index's and the confirmed items' term statistics;
-        ``decoding.blend``). Loading happens on first use or :meth:`load`."""
+        of longer texts), each span's log-probability plus, for each prior -> weight of
+        ``blend`` (contrast, probe), the weight times the span's prior under ``stats`` (the
+        index's and the confirmed items' term statistics; ``decoding.blend``). Loading happens
+        on first use or :meth:`load`."""
         if not model:
             raise ValueError("TransformersExtractor needs a model id or directory")
         if batch_size < 1:
@@ -160,9 +163,8 @@ class TransformersExtractor(Extractor):
         self.device = device
         self.extractive = extractive
         self.max_spans = max_spans
-        self.contrast = contrast
-        self.contrast_weight = contrast_weight
-        self.blend_prior = blend_prior
+        self.blend = blend_weights(blend or {})
+        self.stats = stats if self.blend else None
         self._override = model_version
         self._version: str | None = None
         self._model: Any = None
@@ -173,14 +175,12 @@ class TransformersExtractor(Extractor):
     @property
     def model_version(self) -> str:
         """The override, the model card version, or ``<name>@<fingerprint|revision>``; with
-        ``+contrast<weight>`` when the ranking blends in the contrast."""
+        ``+<prior><weight>`` a prior the ranking blends in."""
         if self._override:
-            return with_contrast(self._override, self.contrast, self.contrast_weight,
-                                 self.blend_prior)
+            return blend_version(self._override, self.stats, self.blend)
         if self._version is None or self._version.endswith("@unknown"):
             self._version = self._compute_version()
-        return with_contrast(self._version, self.contrast, self.contrast_weight,
-                             self.blend_prior)
+        return blend_version(self._version, self.stats, self.blend)
 
     def _compute_version(self) -> str:
         if self.is_local:
@@ -288,12 +288,11 @@ class TransformersExtractor(Extractor):
 
     def rank_spans_sync(self, seed: SeedText, k: int) -> Extraction:
         """Extractive decoding: score each span of the seed as the first query line, keep the
-        ``k`` best distinct ones (by log-probability, blended with the contrast when set)."""
+        ``k`` best distinct ones (by log-probability, blended with the priors when set)."""
         spans, scores = self.span_scores_sync(seed, k)
         if not spans:
             return Extraction(seed_id=seed.id, queries=[], raw=[])
-        scores = blend(seed, spans, scores, self.contrast, self.contrast_weight,
-                       self.blend_prior)
+        scores = blend(seed, spans, scores, self.stats, self.blend)
         return ranked(seed, spans, scores,
                       k, temperature=self.temperature, sample_seed=self.seed)
 
@@ -353,12 +352,11 @@ class TransformersExtractor(Extractor):
 
 
 def from_settings(settings: ExtractorSettings, stats: TermStats) -> TransformersExtractor:
-    """The registry's builder (the term statistics serve the contrast blend, when set)."""
+    """The registry's builder (the term statistics serve the blended priors, when set)."""
     assert settings.model  # the registry checks NEEDS_MODEL
     return TransformersExtractor(settings.model, max_new_tokens=settings.max_new_tokens,
                                  temperature=settings.temperature, seed=settings.seed,
                                  model_version=settings.model_version,
                                  extractive=settings.extractive, device=settings.device,
-                                 contrast=contrast_stats(stats, settings.contrast_weight),
-                                 contrast_weight=settings.contrast_weight,
-                           blend_prior=settings.blend_prior)
+                                 stats=blend_stats(stats, settings.blend),
+                                 blend=settings.blend)

@@ -64,7 +64,7 @@ def test_the_blended_model_ranks_by_the_replays_own_probe(items, base) -> None:
     # half of the market's harmful items confirmed (as a replay goes on): the probe of the
     # other half's spans finds some of them
     confirmed = TermCounts(_text(i) for i in harmful[::2])
-    factory = extractors([], str(base), {"probe": 1e6})["model+probe"]
+    factory = extractors([], str(base), [{"probe": 1e6}])["model+probe"]
     blended = factory(searcher, confirmed)
     assert blended.model_version.endswith("+probe1e+06")
     stats = WithToxic(searcher.index, confirmed, search=searcher.top_ids)

@@ -202,3 +202,20 @@ def test_run_curves_writes_the_report(tmp_path) -> None:
 def test_initial_seeds_keep_at_least_two_and_at_most_all(fraction: float) -> None:
     market = [LabelledItem(f"h{i}", "x", harmful=True) for i in range(5)]
     assert 2 <= len(initial_seeds(market, fraction, replay=0)) <= 5
+
+
+def test_a_blend_spec_names_one_replay_of_the_model_with_its_priors() -> None:
+    import typer
+
+    from cli.train import _blend_spec
+    from trainer.curves import extractors
+
+    assert _blend_spec("probe=64") == {"probe": 64.0}
+    assert _blend_spec("probe=64, contrast=2") == {"contrast": 2.0, "probe": 64.0}
+    for bad in ("probe", "probe=x", "popularity=1", "probe=-1"):
+        with pytest.raises(typer.BadParameter, match="--blend"):
+            _blend_spec(bad)
+    # factories only: no model is loaded until a replay asks for one
+    found = extractors(["first_words"], "some/model",
+                       [{"probe": 64.0}, {"contrast": 2.0, "probe": 64.0}])
+    assert list(found) == ["first_words", "model", "model+probe", "model+contrast+probe"]

@@ -121,11 +121,15 @@ def test_evaluate_corpus_scores_every_baseline_and_writes_a_report(tmp_path):
     assert set(found["methods"]) == {"first_words", "tfidf", "yake", "contrast", "probe", ORACLE}
     for metrics in found["methods"].values():
         assert set(metrics) == {"precision_at_10", "hits_at_10", "recall_at_100",
-                                "valid_query_rate", "n_seeds", "ci95"}
+                                "valid_query_rate", "n_seeds", "ci95", "first_precision_at_10",
+                                "first_ci95"}
         assert 0 <= metrics["precision_at_10"] <= 1
+    # the oracle gives one query: its first is all of it
+    oracle = found["methods"][ORACLE]
+    assert oracle["first_precision_at_10"] == oracle["precision_at_10"]
     report = {"hand": found["methods"]}
     table = markdown_table(report)
-    assert table.count("**") == 2 and "hand (" in table
+    assert table.count("**") == 4 and "hand (" in table  # all queries, then the first alone
     plot(report, tmp_path / "eval.png")
     assert (tmp_path / "eval.png").stat().st_size > 5_000
     json.dumps(found)
@@ -232,7 +236,25 @@ def test_the_gap_table_and_the_oracle_never_bold(tmp_path):
     table = markdown_table(report)
     assert gaps in table
     assert table.count("**") == 6  # one bold cell a corpus, never the oracle's
+    assert "first query alone" not in table  # rows without it: no such table
     assert "**1.000" not in table and "**0.850 (0.80-0.90)**" in table
     assert "**0.500 (0.45-0.55)**" in table
     plot(report, tmp_path / "eval.png")
     assert (tmp_path / "eval.png").stat().st_size > 5_000
+
+
+def test_at_one_query_a_seed_a_heuristic_giving_fewer_queries_is_not_favoured():
+    # first words gives one query (0.95); the model gives four (mean 0.8) of which the
+    # first finds only harmful listings
+    row = _row(first_words=0.95, tfidf=0.5, yake=0.6, sft_dpo=0.8, oracle=1.0)
+    for method, first in (("first_words", 0.95), ("tfidf", 0.6), ("yake", 0.7),
+                          ("sft_dpo", 1.0), ("oracle", 1.0)):
+        row[method] |= {"first_precision_at_10": first, "first_ci95": [first - .05, first]}
+    report = {"dm": row}
+    assert "| dm | first_words 0.950 | 1.000 | 0.800 | -300% |" in gap_table(report)
+    first = gap_table(report, "first_precision_at_10")
+    assert "| dm | first_words 0.950 | 1.000 | 1.000 | 100% |" in first
+    assert "first query alone" in first
+    table = markdown_table(report)
+    assert first in table and "**1.000 (0.95-1.00)**" in table
+

@@ -773,11 +773,11 @@ def test_probe_ranks_spans_by_the_confirmed_share_of_their_results():
     confirmed.add(SeedText("s", "winter snow", ""))
     assert probe_scores(seed, ["snow"], stats) == [pytest.approx(1.003)]
     # a model's ranking with the probe blended in: the model alone prefers "winter"
-    from agents.extractor.decoding import blend, with_contrast
+    from agents.extractor.decoding import blend, blend_version
 
-    mixed = blend(seed, ["winter", "snow"], [-1.0, -3.0], stats, 4.0, "probe")
+    mixed = blend(seed, ["winter", "snow"], [-1.0, -3.0], stats, {"probe": 4.0})
     assert mixed[1] > mixed[0]
-    assert with_contrast("qx-dpo-1", stats, 4.0, "probe") == "qx-dpo-1+probe4"
+    assert blend_version("qx-dpo-1", stats, {"probe": 4.0}) == "qx-dpo-1+probe4"
 
 
 def test_probe_needs_a_searchable_index_and_says_so():
@@ -792,36 +792,68 @@ def test_probe_needs_a_searchable_index_and_says_so():
 
 
 def test_blend_adds_the_weighted_contrast_and_changes_the_version():
-    from agents.extractor.decoding import blend, contrast_stats, with_contrast
+    from agents.extractor.decoding import blend, blend_stats, blend_version
 
     seed = SeedText("s", "warm winter jacket frostyplug", "")
     stats = WithToxic(FixedStats({"winter": 400, "jacket": 200, "frostyplug": 6, "warm": 250},
                                  1000, 5), TermCounts([SeedText("t", "winter frostyplug", "")]))
     spans = ["winter jacket", "frostyplug"]
     scores = [-2.0, -6.0]  # the model alone prefers "winter jacket"
-    assert blend(seed, spans, scores, stats, 0.0) == scores
-    assert blend(seed, spans, scores, None, 2.0) == scores
-    mixed = blend(seed, spans, scores, stats, 2.0)
+    assert blend(seed, spans, scores, stats, {"contrast": 0.0}) == scores
+    assert blend(seed, spans, scores, stats, {}) == scores
+    assert blend(seed, spans, scores, None, {"contrast": 2.0}) == scores
+    mixed = blend(seed, spans, scores, stats, {"contrast": 2.0})
     assert mixed[1] > mixed[0]  # the contrast turns it round
     prior = contrast_scores(seed, spans, stats)
     assert mixed == [s + 2.0 * p for s, p in zip(scores, prior, strict=True)]
-    assert with_contrast("qx-dpo-1", stats, 2.0) == "qx-dpo-1+contrast2"
-    assert with_contrast("qx-dpo-1", stats, 0.0) == with_contrast("qx-dpo-1", None, 2.0) \
-        == "qx-dpo-1"
-    assert contrast_stats(EMPTY_STATS, 0.0) is None and contrast_stats(stats, 1.0) is stats
+    assert blend_version("qx-dpo-1", stats, {"contrast": 2.0}) == "qx-dpo-1+contrast2"
+    assert blend_version("qx-dpo-1", stats, {"contrast": 0.0}) \
+        == blend_version("qx-dpo-1", None, {"contrast": 2.0}) == "qx-dpo-1"
+    assert blend_stats(EMPTY_STATS, {"contrast": 0.0}) is None
+    assert blend_stats(stats, {"contrast": 1.0}) is stats
     with pytest.raises(ValueError, match="confirmed items"):
-        contrast_stats(EMPTY_STATS, 1.0)
+        blend_stats(EMPTY_STATS, {"contrast": 1.0})
 
 
-def test_a_contrast_weight_reaches_both_model_backends_from_the_settings():
+def test_both_priors_add_up_and_are_named_in_one_order():
+    from agents.extractor.decoding import (
+        blend,
+        blend_label,
+        blend_values,
+        blend_version,
+        blend_weights,
+    )
+
+    seed = SeedText("s", "warm winter jacket frostyplug", "")
+    stats = WithToxic(FixedStats({"winter": 400, "jacket": 200, "frostyplug": 6, "warm": 250},
+                                 1000, 5), TermCounts([SeedText("t", "winter frostyplug", "")]))
+    spans, scores = ["winter jacket", "frostyplug"], [-2.0, -6.0]
+    values = {"contrast": [1.0, 3.0], "probe": [0.5, 0.0]}
+    assert blend_values(scores, values, {"contrast": 2.0, "probe": 4.0}) == [2.0, 0.0]
+    assert blend_values(scores, values, {"probe": 0.0}) == scores
+    # a worker's blend is the sum of each prior's own values
+    assert blend(seed, spans, scores, stats, {"contrast": 2.0, "probe": 0.0}) \
+        == blend_values(scores, {"contrast": contrast_scores(seed, spans, stats)},
+                        {"contrast": 2.0})
+    weights = {"probe": 64.0, "contrast": 2.0}
+    assert list(blend_weights(weights)) == ["contrast", "probe"]
+    assert blend_version("v1", stats, weights) == "v1+contrast2+probe64"
+    assert blend_label("sft_dpo", weights) == "sft_dpo+contrast+probe"
+    with pytest.raises(ValueError, match="unknown prior"):
+        blend_weights({"popularity": 1.0})
+    with pytest.raises(ValueError, match=">= 0"):
+        blend_weights({"probe": -1.0})
+
+
+def test_the_blend_reaches_both_model_backends_from_the_settings():
     stats = WithToxic(EMPTY_STATS, TermCounts())
     for backend in ("transformers", "openai"):
         extractor = build_extractor(_settings(backend=backend, model="m", model_version="v1",
-                                              contrast_weight=0.5), stats)
-        assert extractor.contrast is stats and extractor.contrast_weight == 0.5
+                                              blend={"contrast": 0.5}), stats)
+        assert extractor.stats is stats and extractor.blend == {"contrast": 0.5}
         assert extractor.model_version == "v1+contrast0.5"
         plain = build_extractor(_settings(backend=backend, model="m", model_version="v1"), stats)
-        assert plain.contrast is None and plain.model_version == "v1"
-        probed = build_extractor(_settings(backend=backend, model="m", model_version="v1",
-                                           contrast_weight=8, blend_prior="probe"), stats)
-        assert probed.blend_prior == "probe" and probed.model_version == "v1+probe8"
+        assert plain.stats is None and plain.model_version == "v1"
+        both = build_extractor(_settings(backend=backend, model="m", model_version="v1",
+                                         blend={"probe": 8, "contrast": 1}), stats)
+        assert both.model_version == "v1+contrast1+probe8"

@@ -105,6 +105,8 @@ def _secret_settings(monkeypatch: pytest.MonkeyPatch, protocol: str = "SASL_SSL"
         ("QEXPLORER_SEARCH_THREADS", "0"),
         ("QEXPLORER_OPENAI_CONCURRENCY", "0"),
         ("QEXPLORER_EXTRACTIVE", "perhaps"),
+        ("QEXPLORER_BLEND", '{"popularity": 1}'),
+        ("QEXPLORER_BLEND", '{"probe": -1}'),
         ("QEXPLORER_SERVE_MAX_MODEL_LEN", "8"),
         ("QEXPLORER_LOG_FORMAT", "xml"),
         ("QEXPLORER_WEB_PORT", "70000"),
@@ -454,7 +456,8 @@ def test_to_env_gives_a_child_the_same_settings(clean_env: pytest.MonkeyPatch,
                                                 tmp_path: Path) -> None:
     _setenv(clean_env, QEXPLORER_KAFKA_SSL_CAFILE=certifi.where(),
             QEXPLORER_TOPIC_RETENTION_MS='{"detections": 604800000}',
-            QEXPLORER_EXTRACTIVE="false", QEXPLORER_TEMPERATURE="0.7")
+            QEXPLORER_EXTRACTIVE="false", QEXPLORER_TEMPERATURE="0.7",
+            QEXPLORER_BLEND='{"probe": 64, "contrast": 2}')
     parent = _secret_settings(clean_env).replace(
         topic={"prefix": "qa.", "partitions": 3},
         worker={"worker_id": "w2", "log_format": "json"},
@@ -482,6 +485,7 @@ def test_to_env_gives_a_child_the_same_settings(clean_env: pytest.MonkeyPatch,
     assert child.kafka.sasl_password_value() == SASL_PASSWORD
     assert child.extractor.api_key_value() == API_KEY
     assert child.topics.config(DETECTIONS)["retention.ms"] == "604800000"
+    assert child.extractor.blend == {"probe": 64.0, "contrast": 2.0}
     assert child.worker_dir() == parent.worker_dir() == tmp_path / "state" / "qexplorer-w2"
 
 
