@@ -30,7 +30,7 @@ DEFAULT_PACE: dict[str, float] = {
     "sft": 1.63,  # a step
     "dpo_data": 0.52,  # a training seed (with the SFT model's samples)
     "dpo": 1.70,  # a step
-    "eval": 0.34,  # an evaluation seed and model (the probe, both blend grids, the oracle)
+    "eval": 0.34,  # an evaluation seed and model (the probe, the three blend grids, the oracle)
 }
 #: SFT rows a training seed gives (one target, sometimes none; measured 1.0 and 1.1).
 ROWS_PER_SEED = 1.05
