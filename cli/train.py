@@ -371,6 +371,9 @@ def curves_command(
     order: Annotated[str, typer.Option(
         help="The order moderators take due listings in: arrival (first in, first out) or "
         "priority (the review service's queue order).")] = "arrival",
+    k: Annotated[int, typer.Option(
+        "--k", min=1, help="Queries a seed, for every method (a worker's "
+        "QEXPLORER_QUERIES_PER_SEED).")] = 4,
 ) -> None:
     """Harmful items found against reviews spent, per extractor, on every set: the replay's
     exploration in process, several replays a set, with intervals (``trainer.curves``)."""
@@ -385,7 +388,7 @@ def curves_command(
     run_curves(_corpora(data, corpus), BASELINES, target, model=chosen, replays=replays,
                initial=initial, retrain_at=retrain_at or None, retrain_sets=retrain_corpus,
                retrain_epochs=retrain_epochs, blends=blends, per_round=per_round,
-               order=order, progress=console.print)
+               order=order, k=k, progress=console.print)
     console.print((target / "curves.md").read_text())
     console.print(f"report in {target}")
 
