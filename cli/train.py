@@ -381,6 +381,9 @@ def curves_command(
     from trainer.evaluate import BASELINES
 
     blends = [_blend_spec(spec) for spec in blend or ["probe=64"]]
+    if len({tuple(b) for b in blends}) < len(blends):
+        raise typer.BadParameter("--blend: one replay a set of priors (a replay is named by "
+                                 "its priors, model+<prior>...)")
     if order not in ORDERS:
         raise typer.BadParameter(f"--order {order!r}: one of {', '.join(ORDERS)}")
     chosen = None if baselines_only else model or latest_model()

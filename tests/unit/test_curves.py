@@ -219,3 +219,15 @@ def test_a_blend_spec_names_one_replay_of_the_model_with_its_priors() -> None:
     found = extractors(["first_words"], "some/model",
                        [{"probe": 64.0}, {"contrast": 2.0, "probe": 64.0}])
     assert list(found) == ["first_words", "model", "model+probe", "model+contrast+probe"]
+
+
+def test_two_blends_of_the_same_priors_are_refused() -> None:
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    result = CliRunner().invoke(app, ["curves", "--blend", "probe=32", "--blend", "probe=64",
+                                      "--corpus", "synthetic"])
+    said = " ".join(result.output.replace("│", " ").split())  # however the panel wraps
+    assert result.exit_code == 2 and "one replay a set of priors" in said
+
