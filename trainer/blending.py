@@ -92,13 +92,17 @@ def leave_one_out(by_corpus: Mapping[str, Mapping[Point, Sequence[SeedScore]]]
                   ) -> dict[str, Point]:
     """Corpus -> the grid point with the best mean precision@10 over the other corpora (ties:
     the smaller weights); with one corpus, its own best (the report says so)."""
-    precision = {name: {p: mean(s.precision_at_10 for s in scores) for p, scores in g.items()}
-                 for name, g in by_corpus.items()}
+    precision = {name: _precision(scored) for name, scored in by_corpus.items()}
     chosen = {}
     for name in by_corpus:
         others = [n for n in by_corpus if n != name] or [name]
         chosen[name] = _best(sorted(precision[name]), [precision[o] for o in others])
     return chosen
+
+
+def _precision(scored: Mapping[Point, Sequence[SeedScore]]) -> dict[Point, float]:
+    """Grid point -> mean precision@10 of its seeds."""
+    return {point: mean(s.precision_at_10 for s in scores) for point, scores in scored.items()}
 
 
 def _best(points: Sequence[Point], precisions: Sequence[Mapping[Point, float]]) -> Point:
@@ -118,17 +122,16 @@ def blended_results(corpora: Mapping[str, Sequence[LabelledItem]],
         by_corpus[name] = grid_scores(items, extractor, k=k, max_seeds=max_seeds,
                                       split_seed=split_seed, blends=blends, weights=weights)
         for label, scored in by_corpus[name].items():
-            best = max(scored, key=lambda p, s=scored: mean(x.precision_at_10 for x in s[p]))
+            precision = _precision(scored)
+            best = max(precision, key=precision.__getitem__)
             progress(f"{name:20s} {label} blend grid ({len(scored)} points): the model alone "
-                     f"{mean(s.precision_at_10 for s in scored[min(scored)]):.3f}, best "
-                     f"{point_name(blends[label], best)} "
-                     f"{mean(s.precision_at_10 for s in scored[best]):.3f}")
+                     f"{precision[min(precision)]:.3f}, best "
+                     f"{point_name(blends[label], best)} {precision[best]:.3f}")
     out = {}
     for label, priors in blends.items():
         scored = {name: by_corpus[name][label] for name in by_corpus}
         chosen = leave_one_out(scored)
-        precision = {name: {p: mean(s.precision_at_10 for s in v) for p, v in g.items()}
-                     for name, g in scored.items()}
+        precision = {name: _precision(g) for name, g in scored.items()}
         overall = _best(grid(priors, weights), list(precision.values()))
         out[label] = {
             "priors": list(priors), "weights": dict(zip(priors, overall, strict=True)),
