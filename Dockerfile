@@ -4,18 +4,13 @@ FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
 COPY pyproject.toml README.md constraints.txt ./
-COPY config config
 COPY schemas schemas
-COPY search search
 COPY agents agents
 COPY streams streams
-COPY marketplace marketplace
 COPY trainer trainer
-COPY serving serving
-COPY review review
-COPY cli cli
+COPY qexplorer qexplorer
 # The versions the project is tested with (constraints.txt); package-data carries the
-# non-Python files (trainer configs, JSON schemas, broker config).
+# non-Python files (trainer configs, JSON schemas, broker poms, review templates).
 RUN pip install -c constraints.txt . && python -c "import trainer.train, pathlib; \
 assert (pathlib.Path(trainer.train.__file__).parent / 'configs' / 'sft.yaml').is_file()"
 

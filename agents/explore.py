@@ -11,7 +11,8 @@ from collections.abc import Collection, Iterable, Sequence, Set
 from dataclasses import dataclass, field
 
 from agents.extractor.base import SeedText
-from agents.extractor.keywords import TermCounts
+from agents.extractor.priors import TermCounts
+from qexplorer.search.protocol import Hit
 from schemas.models import (
     Detection,
     SearchFeedback,
@@ -21,7 +22,6 @@ from schemas.models import (
     explored_key,
     utcnow,
 )
-from search.protocol import Hit
 
 
 @dataclass(frozen=True, slots=True)

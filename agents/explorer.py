@@ -23,6 +23,7 @@ from agents.explore import Ledger, Provenance, merge_hits
 from agents.extractor.base import Extraction, Extractor, ExtractorError, SeedText
 from agents.prompt import PROMPT_VERSION
 from agents.standing import standing_queries
+from qexplorer.search.protocol import Hit, SearchIndex
 from schemas.codec import SchemaError, dead_letter, decode, encode
 from schemas.models import (
     DeadLetter,
@@ -34,12 +35,11 @@ from schemas.models import (
     utcnow,
 )
 from schemas.topics import DEAD_LETTER, DETECTIONS, SEARCH_FEEDBACK, STANDING_QUERIES, Topics
-from search.protocol import Hit, SearchIndex
 
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from config import ExplorationSettings, StandingSettings
+    from qexplorer.config import ExplorationSettings, StandingSettings
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import re
 
-from search.text import strip_invisible
+from qexplorer.search.text import strip_invisible
 
 #: Version of the prompt/completion format; recorded with training data and outputs.
 PROMPT_VERSION = "v1"

@@ -17,8 +17,8 @@ import random
 from collections.abc import Iterable, Sequence
 
 from agents.prompt import MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS, clean_item_text
-from search.query import to_search_text
-from search.text import strip_invisible
+from qexplorer.search.query import to_search_text
+from qexplorer.search.text import strip_invisible
 
 #: A cleaned query has at most this many whitespace-separated tokens...
 MAX_QUERY_TOKENS = 8
@@ -28,6 +28,10 @@ MAX_QUERY_CHARS = 80
 MAX_CANDIDATE_CHARS = 1000
 #: Only this much of ``seed_text`` is searched for the seller's spelling.
 MAX_SEED_CHARS = 20_000
+#: The word spans of a seed that training data and the evaluation's oracle choose from: up to
+#: this many words a span, at most this many spans a seed (a fixed sample beyond).
+SPAN_WORDS = 3
+SPAN_LIMIT = 200
 _QUOTE_PAIRS = {'"': '"', "'": "'", "“": "”", "‘": "’", "「": "」", "『": "』", "`": "`",
                 "«": "»"}
 

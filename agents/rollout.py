@@ -23,7 +23,7 @@ from tenacity import (
 
 from agents.extractor import registry
 from agents.extractor.base import Extractor, ExtractorError, SeedText
-from config import ExtractorSettings
+from qexplorer.config import ExtractorSettings
 from schemas.models import ModelRollout
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from agents.explore import Provenance
-from config import StandingSettings
+from qexplorer.config import StandingSettings
+from qexplorer.search.protocol import Hit
 from schemas.models import (
     Detection,
     ModerationDecision,
@@ -31,7 +32,6 @@ from schemas.models import (
     query_id,
     utcnow,
 )
-from search.protocol import Hit
 
 
 def standing_queries(seed_id: str, per_query: Sequence[tuple[str, Sequence[Hit]]],

@@ -29,13 +29,13 @@ from typing import TYPE_CHECKING
 
 from agents.explorer import Observe, RawMessage, Replica, Send, until_it_works
 from agents.standing import StandingBook, standing_detections
+from qexplorer.search.protocol import Arrivals, Hit
 from schemas.codec import encode
 from schemas.models import Detection, StandingQuery
 from schemas.topics import DETECTIONS, Topics
-from search.protocol import Arrivals, Hit
 
 if TYPE_CHECKING:
-    from config import StandingSettings
+    from qexplorer.config import StandingSettings
 
 log = logging.getLogger(__name__)
 

@@ -29,17 +29,17 @@ from pathlib import Path
 
 import tantivy
 
-from config import PROJECT_ROOT, IndexSettings, Settings
-from config.versions import library_versions
-from marketplace.items import LabelledItem, to_listing_dict
-from marketplace.synthetic import generate_marketplace
+from qexplorer.config import PROJECT_ROOT, IndexSettings, Settings
+from qexplorer.config.versions import library_versions
+from qexplorer.harness.processes import spawn_worker, stop_worker
+from qexplorer.kafka.admin import create_topics, delete_topics
+from qexplorer.marketplace.items import LabelledItem, to_listing_dict
+from qexplorer.marketplace.synthetic import generate_marketplace
+from qexplorer.search import open_replica
+from qexplorer.search.protocol import Change, SearchIndex
+from qexplorer.search.tantivy_index import TantivyIndex
 from schemas.codec import encode
 from schemas.models import ListingUpsert
-from search import open_replica
-from search.protocol import Change, SearchIndex
-from search.tantivy_index import TantivyIndex
-from streams.supervise import spawn_worker, stop_worker
-from streams.topics import create_topics, delete_topics
 
 #: What streams/app.py sets before the worker searches (searches release the GIL; a busy
 #: Python thread would otherwise make each wait for the default 5 ms switch interval).
@@ -81,7 +81,7 @@ def open_index(directory: Path, settings: IndexSettings) -> SearchIndex:
     """Open (creating it) a writable index with its state in ``directory``, the way the worker
     opens its replica (``search.open_replica``: the configured backend, writer heap and
     threads). Raises RuntimeError when the index there was unusable and had to be rebuilt."""
-    from config import OpenSearchSettings
+    from qexplorer.config import OpenSearchSettings
 
     index, rebuilt = open_replica(settings, directory, OpenSearchSettings(), "bench-listings")
     if rebuilt is not None:

@@ -55,7 +55,8 @@ from aiokafka import AIOKafkaProducer
 
 from agents.explorer import fan_out
 from agents.extractor.base import SeedText
-from agents.extractor.keywords import NEEDS_TOXIC, TermCounts, WithToxic
+from agents.extractor.keywords import NEEDS_TOXIC
+from agents.extractor.priors import TermCounts, WithToxic
 from agents.extractor.registry import build_extractor
 from bench.common import (
     WORKER_SWITCH_INTERVAL_S,
@@ -70,15 +71,16 @@ from bench.common import (
 )
 from bench.indexing import build_raw_index
 from bench.report import comparison, latency_summary, markdown
-from config import KafkaSettings, Settings
-from marketplace.items import LabelledItem, to_toxic_dict
+from qexplorer.config import KafkaSettings, Settings
+from qexplorer.kafka import clients
+from qexplorer.kafka.io import follow, publish, read_to_end
+from qexplorer.marketplace.items import LabelledItem, to_toxic_dict
+from qexplorer.search.protocol import SearchIndex, TermStats
+from qexplorer.search.query import to_search_text
+from qexplorer.search.tantivy_index import TantivyIndex
 from schemas.codec import encode
 from schemas.models import ListingUpsert, ToxicItem
 from schemas.topics import LISTINGS, TOXIC_ITEMS
-from search.protocol import SearchIndex, TermStats
-from search.query import to_search_text
-from search.tantivy_index import TantivyIndex
-from streams.client import follow, publish, read_to_end
 
 SIZE = 20_000
 STEADY_RATE = 5.0
@@ -170,7 +172,7 @@ async def _phases(cluster: BenchCluster, plan: Sequence[tuple[str, float | None,
     topics = settings.topics
     follower = FeedbackFollower(settings.kafka, topics.feedback)
     await follower.start()
-    producer = AIOKafkaProducer(**settings.kafka.client_kwargs(), acks="all", linger_ms=5)
+    producer = clients.producer(settings.kafka)
     await producer.start()
     try:
         for name, rate, seeds in plan:

@@ -40,10 +40,10 @@ from agents.extractor.openai_backend import OpenAIExtractor, ServerUsage
 from agents.extractor.transformers_backend import TransformersExtractor
 from agents.queries import candidate_spans
 from bench.common import free_port
-from config import Settings
-from marketplace.synthetic import generate_marketplace, split_seeds
-from serving.environment import detect_device, ensure_env, env_versions
-from serving.server import ModelServer
+from qexplorer.config import Settings
+from qexplorer.marketplace.synthetic import generate_marketplace, split_seeds
+from qexplorer.serving.environment import detect_device, ensure_env, env_versions
+from qexplorer.serving.server import ModelServer
 
 K = 4
 

@@ -8,7 +8,7 @@ separate poller process opens the worker's index read-only and reloads it every
 ``poll_s`` (10 ms), recording when each new commit became visible; its own cost per poll is
 reported. Latency = first poll that saw the commit - the send time of the listing (the
 record's CreateTime, taken just before ``producer.send``; the send-to-acknowledgement time is
-reported too). The producer is configured as ``streams.client.publish`` (acks=all,
+reported too). The producer is configured as ``qexplorer.kafka.io.publish`` (acks=all,
 linger 5 ms).
 
 The ceiling for context is the worker's commit interval (``QEXPLORER_INDEX_COMMIT_INTERVAL_S``):
@@ -48,7 +48,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from bench.common import (
     BenchCluster,
@@ -61,12 +61,13 @@ from bench.common import (
     synthetic_listings,
 )
 from bench.report import comparison, latency_summary, markdown, percentile
-from config import KafkaSettings, Settings
+from qexplorer.config import KafkaSettings, Settings
+from qexplorer.kafka import clients
+from qexplorer.kafka.io import read_to_end
+from qexplorer.search.tantivy_index import TantivyIndex
 from schemas.codec import encode
 from schemas.models import ListingUpsert, ToxicItem
 from schemas.topics import LISTINGS, TOXIC_ITEMS
-from search.tantivy_index import TantivyIndex
-from streams.client import read_to_end
 
 RATES = (200, 5_000)
 PHASE_S = 10.0
@@ -160,8 +161,7 @@ def follow_detections(kafka: KafkaSettings, topic: str, stop, conn) -> None:
     the standing detections: batches of (listing id, standing query id, receive time)."""
 
     async def follow() -> None:
-        consumer = AIOKafkaConsumer(topic, **kafka.client_kwargs(), group_id=None,
-                                    enable_auto_commit=False, auto_offset_reset="earliest")
+        consumer = clients.reader(kafka, [topic])
         await consumer.start()
         try:
             conn.send("ready")
@@ -487,8 +487,7 @@ async def _phases(settings: Settings, reader: TantivyIndex,
                   progress: Callable[[str], None], check: Callable[[], None]
                   ) -> list[list[Sent]]:
     topic = settings.topics.listings
-    producer = AIOKafkaProducer(**settings.kafka.client_kwargs(), acks="all", linger_ms=5,
-                                max_batch_size=256 * 1024)
+    producer = clients.producer(settings.kafka)
     await producer.start()
     try:
         out = []
@@ -576,8 +575,7 @@ async def _standing_phases(settings: Settings, reader: TantivyIndex,
                            progress: Callable[[str], None], check: Callable[[], None]
                            ) -> tuple[dict, list[list[Sent]]]:
     topic = settings.topics.listings
-    producer = AIOKafkaProducer(**settings.kafka.client_kwargs(), acks="all", linger_ms=5,
-                                max_batch_size=256 * 1024)
+    producer = clients.producer(settings.kafka)
     await producer.start()
     drain = asyncio.ensure_future(_drain(follower))
     try:

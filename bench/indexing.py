@@ -40,14 +40,13 @@ from pathlib import Path
 
 import orjson
 import tantivy
-from aiokafka import AIOKafkaConsumer
 
 from bench.common import BenchCluster, as_changes, machine, open_index, synthetic_listings
 from bench.report import comparison
-from config import Settings
-from schemas.models import ListingUpsert
-from schemas.topics import LISTINGS
-from search.tantivy_index import (
+from qexplorer.config import Settings
+from qexplorer.kafka import clients
+from qexplorer.kafka.io import publish, topic_partitions
+from qexplorer.search.tantivy_index import (
     ANALYZER,
     TOKENS_ANALYZER,
     TantivyIndex,
@@ -55,7 +54,8 @@ from search.tantivy_index import (
     folded_fields,
     tokens_analyzer,
 )
-from streams.client import publish, topic_partitions
+from schemas.models import ListingUpsert
+from schemas.topics import LISTINGS
 
 PATHS = ("raw_tantivy", "raw_tantivy_analyzer", "raw_tantivy_folded", "listing_index",
          "listing_index_unfolded", "pipeline", "raw_consumer")
@@ -164,10 +164,7 @@ def pipeline(cluster: BenchCluster, worker_id: str, size: int) -> float:
 
 
 async def _consume(settings: Settings, topic: str, size: int, timeout_s: float) -> float:
-    consumer = AIOKafkaConsumer(**settings.kafka.client_kwargs(), group_id=None,
-                                enable_auto_commit=False, auto_offset_reset="earliest",
-                                max_poll_records=settings.index.fetch_records,
-                                fetch_max_bytes=32 * 1024 * 1024)
+    consumer = clients.reader(settings.kafka, max_records=settings.index.fetch_records)
     await consumer.start()
     try:
         partitions = await topic_partitions(consumer, topic)

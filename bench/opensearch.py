@@ -23,11 +23,11 @@ import orjson
 
 from bench.common import synthetic_items
 from bench.report import comparison, latency_summary
-from config import Settings
-from marketplace.items import to_listing_dict
+from qexplorer.config import Settings
+from qexplorer.marketplace.items import to_listing_dict
+from qexplorer.search.opensearch_index import OpenSearchIndex, listing_document, query_clauses
+from qexplorer.search.protocol import Change
 from schemas.models import ListingUpsert
-from search.opensearch_index import OpenSearchIndex, listing_document, query_clauses
-from search.protocol import Change
 
 SEEDS = 200
 FRESHNESS_SAMPLES = 50

@@ -29,9 +29,9 @@ from collections import Counter
 from pathlib import Path
 
 from bench.common import BenchCluster, git_state, synthetic_items, synthetic_listings
-from config import Settings
+from qexplorer.config import Settings
+from qexplorer.kafka.io import publish
 from schemas.topics import LISTINGS
-from streams.client import publish
 
 RATE = 250
 FANOUT_QUERIES = 8_000

@@ -42,7 +42,7 @@ import orjson
 
 from bench.common import git_state, machine
 from bench.report import comparison, markdown
-from config import Settings
+from qexplorer.config import Settings
 
 DEFAULT = ("indexing", "freshness", "exploration", "scaling", "standing")
 OPTIONAL = ("extraction", "opensearch")
@@ -150,7 +150,7 @@ def write(report: dict, out: Path) -> None:
 
 def check_broker(settings: Settings) -> None:
     """Raise BrokerUnavailable unless the configured broker answers."""
-    from streams.broker import local
+    from qexplorer.harness import broker as local
 
     kafka = settings.kafka
     if kafka.uses_local_broker and not local.status(local.LocalBroker.of(settings)).reachable:

@@ -46,8 +46,8 @@ from bench.common import (
 )
 from bench.indexing import raw_tantivy
 from bench.report import comparison, latency_summary, markdown
-from config import PROJECT_ROOT, Settings
-from search.protocol import search
+from qexplorer.config import PROJECT_ROOT, Settings
+from qexplorer.search.protocol import search
 
 SIZES = (10_000, 100_000, 1_000_000)
 MAX_QUERIES = 400

@@ -29,13 +29,13 @@ from pathlib import Path
 
 import httpx
 import orjson
-from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.common import BenchCluster, free_port, git_state, machine, synthetic_items
-from config import KafkaSettings, Settings
-from marketplace.items import to_listing_dict, to_toxic_dict
-from marketplace.synthetic import split_seeds
+from qexplorer.config import KafkaSettings, Settings
+from qexplorer.kafka import clients
+from qexplorer.marketplace.items import to_listing_dict, to_toxic_dict
+from qexplorer.marketplace.synthetic import split_seeds
 from schemas.codec import encode
 from schemas.models import ListingDelete, ListingUpsert, ToxicItem
 from schemas.topics import LISTINGS, TOXIC_ITEMS, Topics
@@ -81,8 +81,7 @@ async def _publish(kafka: KafkaSettings, topics: Topics, listings, seeds, rate: 
                    seed_rate: float, live: int, seconds: float, sent: dict) -> None:
     """Publish at steady rates for ``seconds``, in 100 ms ticks (records keyed as the topic
     registry says)."""
-    producer = AIOKafkaProducer(**kafka.client_kwargs(), acks="all", linger_ms=5,
-                                max_batch_size=512 * 1024)
+    producer = clients.producer(kafka, max_batch_size=512 * 1024)
     await producer.start()
     rng = random.Random(3)
     try:

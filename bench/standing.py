@@ -70,7 +70,7 @@ import tantivy
 
 from agents.explore import Ledger
 from agents.explorer import RawMessage
-from agents.extractor.keywords import STOPWORDS
+from agents.extractor.priors import STOPWORDS
 from agents.standing import StandingBook
 from agents.watcher import Watcher, arrivals_of
 from bench.common import (
@@ -84,13 +84,13 @@ from bench.common import (
     synthetic_listings,
 )
 from bench.report import comparison, markdown
-from config import Settings
+from qexplorer.config import Settings
+from qexplorer.search import memory_index
+from qexplorer.search.protocol import Arrivals, Change, SearchIndex
+from qexplorer.search.query import to_search_text
+from qexplorer.search.tantivy_index import SEARCH_FIELDS, TantivyIndex, position_of
 from schemas.codec import encode
 from schemas.models import ListingUpsert, StandingQuery, query_id
-from search import memory_index
-from search.protocol import Arrivals, Change, SearchIndex
-from search.query import to_search_text
-from search.tantivy_index import SEARCH_FIELDS, TantivyIndex, position_of
 
 SIZE = 100_000
 BATCHES = (2_000, 200)

@@ -29,8 +29,8 @@ import orjson
 
 from agents.extractor.device import DevicePlan
 from agents.prompt import build_prompt, format_completion
-from config.versions import library_versions
-from marketplace.synthetic import generate_marketplace
+from qexplorer.config.versions import library_versions
+from qexplorer.marketplace.synthetic import generate_marketplace
 from trainer.bootstrap import BootstrapConfig, bootstrap
 from trainer.train import CONFIG_DIR, TrainConfig, load_config, model_card, train, write_rows
 

@@ -12,7 +12,7 @@ import asyncio
 
 from aiokafka import AIOKafkaConsumer
 
-from config import KafkaSettings, TopicSettings
+from qexplorer.config import KafkaSettings, TopicSettings
 from schemas.codec import SchemaError, decode
 from schemas.models import Detection
 from schemas.topics import DETECTIONS, Topics

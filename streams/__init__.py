@@ -1,2 +1,3 @@
-"""The streams: the faust worker app, its Kafka consumers (the replica, the rollout follower),
-plain clients, topic administration, the local broker, worker processes and metrics."""
+"""The runtime worker: the faust app and its stages (the replica, the explorer, the watcher,
+the rollout follower and the re-explorer), its start-up check, dead-letter replay, the
+standing-queries book and metrics."""

@@ -33,11 +33,16 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from agents.explorer import Explorer, RawMessage, send_dead_letter
-from agents.extractor.keywords import KeywordsExtractor, WithToxic
+from agents.extractor.keywords import KeywordsExtractor
+from agents.extractor.priors import WithToxic
 from agents.extractor.registry import build_extractor
 from agents.standing import StandingBook
 from agents.watcher import Watcher
-from config import KafkaSettings, SecurityProtocol, Settings
+from qexplorer.config import KafkaSettings, SecurityProtocol, Settings
+from qexplorer.kafka.admin import check_topics
+from qexplorer.kafka.io import read_to_end
+from qexplorer.search import open_replica
+from qexplorer.search.protocol import SearchIndex
 from schemas.topics import (
     DEAD_LETTER,
     DETECTIONS,
@@ -45,14 +50,10 @@ from schemas.topics import (
     STANDING_QUERIES,
     TOXIC_ITEMS,
 )
-from search import open_replica
-from search.protocol import SearchIndex
-from streams.client import read_to_end
 from streams.metrics import Snapshot, WorkerMetrics, logging_config, serve
 from streams.reexplore import Reexplorer
 from streams.replica import Replica
 from streams.rollouts import RolloutFollower
-from streams.topics import check_topics
 
 log = logging.getLogger(__name__)
 

@@ -51,13 +51,14 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 
-from config import KafkaSettings, Settings
+from qexplorer.config import KafkaSettings, Settings
+from qexplorer.kafka import clients
+from qexplorer.kafka.io import read_to_end, topic_partitions
 from schemas.codec import SchemaError, decode, encode
 from schemas.models import DeadLetter, DeadLetterReplay, dead_letter_id, utcnow
 from schemas.topics import DEAD_LETTER, DEAD_LETTER_REPLAYS, Topics, TopicSpec
-from streams.client import read_to_end
 
 #: The topics a dead letter may be replayed to (logical names), each with whether its latest
 #: record of a key is state that an older record must not overwrite (see the module doc).
@@ -455,14 +456,11 @@ async def read_book(settings: Settings) -> Book:
 async def existing_partitions(kafka: KafkaSettings, names: Iterable[str]) -> dict[str, set[int]]:
     """The partitions of each of ``names`` that exists (from the cluster metadata, which
     never creates a topic)."""
-    consumer = AIOKafkaConsumer(**kafka.client_kwargs(), group_id=None,
-                                enable_auto_commit=False)
+    consumer = clients.reader(kafka)
     await consumer.start()
     try:
-        # aiokafka has no public "describe this topic" on a consumer; this is what topics() uses
-        cluster = await consumer._client.fetch_all_metadata()
-        return {name: set(found) for name in names
-                if (found := cluster.partitions_for_topic(name))}
+        return {name: {tp.partition for tp in found} for name in names
+                if (found := await topic_partitions(consumer, name, wait_s=0))}
     finally:
         await consumer.stop()
 
@@ -471,8 +469,7 @@ async def keys_after(kafka: KafkaSettings, topic: str, partition: int, after: in
                      timeout_s: float = 120.0) -> list[tuple[int, bytes | None]]:
     """Offset and key of every record of one partition after offset ``after``, to its end
     as of this call."""
-    consumer = AIOKafkaConsumer(**kafka.client_kwargs(), group_id=None,
-                                enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = clients.reader(kafka)
     await consumer.start()
     try:
         tp = TopicPartition(topic, partition)
@@ -538,7 +535,7 @@ async def replay(settings: Settings, rows: Sequence[Row], *, again: bool = False
                if p.go and p.row.entry.record.topic not in partitions else p for p in planned]
     if dry_run:
         return planned
-    producer = AIOKafkaProducer(**settings.kafka.client_kwargs(), acks="all")
+    producer = clients.producer(settings.kafka)
     await producer.start()
     out = []
     try:

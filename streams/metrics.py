@@ -32,7 +32,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from agents.explorer import ExplorerStats
 from agents.watcher import WatcherStats
-from config import MetricsSettings, WorkerSettings
+from qexplorer.config import MetricsSettings, WorkerSettings
 from streams.replica import ReplicaStats
 
 log = logging.getLogger(__name__)

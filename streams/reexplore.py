@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from agents.explorer import Explorer, RawMessage
-from config import ExplorationSettings
+from qexplorer.config import ExplorationSettings
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,9 @@ from aiokafka.errors import KafkaError
 
 from agents.explore import Ledger
 from agents.standing import StandingBook
-from config import IndexSettings, KafkaSettings
+from qexplorer.config import IndexSettings, KafkaSettings
+from qexplorer.kafka.io import topic_partitions
+from qexplorer.search.protocol import Change, SearchIndex
 from schemas.codec import SchemaError, dead_letter, decode
 from schemas.models import (
     DeadLetter,
@@ -37,8 +39,6 @@ from schemas.models import (
     ToxicItem,
 )
 from schemas.topics import Topics
-from search.protocol import Change, SearchIndex
-from streams.client import topic_partitions
 
 log = logging.getLogger(__name__)
 

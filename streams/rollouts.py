@@ -18,19 +18,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from aiokafka import AIOKafkaConsumer
-
 from agents.explorer import Explorer, RawMessage
 from agents.extractor.base import Extractor, ExtractorError
-from agents.extractor.keywords import WithToxic
+from agents.extractor.priors import WithToxic
 from agents.extractor.registry import build_extractor
 from agents.rollout import RolloutRefused, probe, rollout_settings
-from config import ExtractorSettings, KafkaSettings
+from qexplorer.config import ExtractorSettings, KafkaSettings
+from qexplorer.kafka import clients
+from qexplorer.kafka.io import topic_partitions
+from qexplorer.search.protocol import TermStats
 from schemas.codec import SchemaError, dead_letter, decode
 from schemas.models import DeadLetter, ModelRollout
 from schemas.topics import Topics
-from search.protocol import TermStats
-from streams.client import topic_partitions
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +57,7 @@ class RolloutFollower:
 
     async def run(self) -> None:
         """Catch up (apply the last record only), then apply records as they come."""
-        consumer = AIOKafkaConsumer(**self.kafka.client_kwargs(), group_id=None,
-                                    enable_auto_commit=False, auto_offset_reset="earliest")
+        consumer = clients.reader(self.kafka)
         await consumer.start()
         try:
             partitions = await topic_partitions(consumer, self.topics.rollouts)

@@ -9,11 +9,11 @@ replica reads it and stops matching the query at its next batch.
 from __future__ import annotations
 
 from agents.standing import StandingBook
-from config import Settings
+from qexplorer.config import Settings
+from qexplorer.kafka.io import publish, read_to_end
 from schemas.codec import SchemaError, decode
 from schemas.models import ModerationDecision, StandingQuery, utcnow
 from schemas.topics import STANDING_QUERIES
-from streams.client import publish, read_to_end
 
 
 async def read_book(settings: Settings) -> tuple[StandingBook, int]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from marketplace.synthetic import generate_marketplace
+from qexplorer.marketplace.synthetic import generate_marketplace
 from trainer.bootstrap import pretraining_texts, train_tokenizer
 
 ARCHITECTURES = ("qwen2", "llama-bos")

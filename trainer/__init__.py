@@ -1,8 +1,13 @@
-"""Offline learning loop: a base model from scratch, training data from search feedback,
-SFT then DPO with TRL, and the evaluation that shows whether it works.
+"""What makes and promotes an extractor model, offline: nothing here imports the runtime
+worker (``streams``) or the review service.
 
-``corpus`` (labelled sets, splits), ``scoring`` (the search-based metrics), ``dataset``
-(candidate queries, SFT/DPO rows), ``feedback`` (rows from the Kafka topics), ``bootstrap``
-(tokenizer and small Llama from scratch), ``train`` (SFT and DPO), ``evaluate`` (report),
-``loop`` (all stages as one job), ``replay`` (the online deployment, simulated).
+``dataset`` (candidate queries scored by search feedback, SFT rows, DPO pairs), ``feedback``
+(the same rows from the Kafka topics: executed queries scored by moderators' decisions),
+``bootstrap`` (a tokenizer and a small Llama from scratch), ``train`` (SFT and DPO with TRL,
+model cards), ``plan`` (the time a run will take, printed before it starts), ``loop`` (every
+stage as one job, ``qexplorer train all``), ``gate`` (the paired test a candidate must pass)
+and ``promote`` (the gate's decision recorded, the rollout published).
+
+Offline scoring lives in ``qexplorer.evaluation``; the replay and the curves, which simulate
+a deployment, in ``qexplorer.simulation``.
 """

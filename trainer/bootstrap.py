@@ -19,8 +19,8 @@ from pathlib import Path
 
 from agents.extractor.device import Device, detect, plan
 from agents.prompt import END_MARKER, build_prompt
-from config.versions import library_versions
-from marketplace.items import LabelledItem
+from qexplorer.config.versions import library_versions
+from qexplorer.marketplace.items import LabelledItem
 from trainer.train import stage_clock
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>"]

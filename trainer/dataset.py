@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from agents.extractor.base import SeedText
 from agents.extractor.keywords import KeywordsExtractor
 from agents.prompt import PROMPT_VERSION, build_prompt, format_completion
-from agents.queries import distinct_top, is_valid_query, seed_spans
-from marketplace.items import LabelledItem
+from agents.queries import SPAN_LIMIT, SPAN_WORDS, distinct_top, is_valid_query, seed_spans
+from qexplorer.marketplace.items import LabelledItem
 
 #: Scores a query for a seed: (query, seed id) -> score in [0, 1].
 ScoreFn = Callable[[str, str], float]
@@ -42,8 +42,8 @@ class BuildConfig:
     threshold: float = 0.5  # an SFT target query must score at least this
     margin: float = 0.25  # chosen list mean minus rejected list mean, at least
     pairs_per_seed: int = 3
-    max_spans: int = 200
-    max_words: int = 3
+    max_spans: int = SPAN_LIMIT
+    max_words: int = SPAN_WORDS
     seed: int = 0
     #: what a query is scored by: "harmful" (precision@10 over every harmful item) or
     #: "siblings" (over the seed's own kind, ``Searcher.kin_precision``)

@@ -24,7 +24,7 @@ from datetime import datetime
 from pathlib import Path
 
 from agents.extractor.base import SeedText
-from config import KafkaSettings
+from qexplorer.config import KafkaSettings
 from schemas.codec import SchemaError, decode
 from schemas.models import (
     ListingEvent,
@@ -74,7 +74,7 @@ class TimeSplit:
 
 
 def _read(kafka: KafkaSettings, names: list[str]) -> list[list]:
-    from streams.client import read_to_end
+    from qexplorer.kafka.io import read_to_end
 
     async def all_of():
         return await asyncio.gather(*(read_to_end(kafka, name) for name in names))

@@ -7,7 +7,7 @@ Evaluation sets (:class:`EvalSet`):
   in an index of every live listing. A result counts only when moderators labelled it
   (``trainer.feedback.Labels``): unknown results are left out, never counted as misses.
 * every labelled corpus given (:func:`corpus_set`): the held-out seeds of the evaluation
-  protocol (``trainer.evaluate``), every result labelled.
+  protocol (``qexplorer.evaluation.evaluate``), every result labelled.
 
 The test (:data:`TEST`): per seed, each model's score is the mean over its valid queries of the
 toxic share of the labelled results in its top 10 (a query that finds nothing scores 0, as in
@@ -27,13 +27,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from agents.extractor.base import Extractor, SeedText
-from agents.extractor.keywords import TermCounts, WithToxic
+from agents.extractor.priors import TermCounts, WithToxic
 from agents.queries import is_valid_query
-from marketplace.items import LabelledItem
+from qexplorer.evaluation.scoring import TOP, Searcher, bootstrap_ci, mean
+from qexplorer.marketplace.corpora import sample_seeds, split_seeds
+from qexplorer.marketplace.items import LabelledItem
 from schemas.models import GateSet, ModelEvaluation, ToxicItem
-from trainer.corpus import sample_seeds, split_seeds
 from trainer.feedback import Labels, TopicsSnapshot, feedback_candidates, labels_of
-from trainer.scoring import TOP, Searcher, bootstrap_ci, mean
 
 MIN_SEEDS = 20
 MIN_SET_SEEDS = 10

@@ -25,13 +25,19 @@ from pathlib import Path
 
 from agents.extractor.base import SeedText
 from agents.extractor.device import Device
-from config import KafkaSettings
-from marketplace.items import LabelledItem
+from qexplorer.config import KafkaSettings
+from qexplorer.evaluation.evaluate import (
+    baseline_extractors,
+    evaluate,
+    extract_all,
+    model_extractor,
+)
+from qexplorer.evaluation.scoring import Searcher
+from qexplorer.marketplace.corpora import data_hash, sample_seeds, split_seeds
+from qexplorer.marketplace.items import LabelledItem
 from schemas.topics import Topics
 from trainer.bootstrap import BootstrapConfig, bootstrap
-from trainer.corpus import data_hash, sample_seeds, split_seeds
 from trainer.dataset import BuildConfig, baseline_queries, build_rows
-from trainer.evaluate import baseline_extractors, evaluate, extract_all, model_extractor
 from trainer.feedback import TopicsSnapshot, build_from_snapshot, read_topics
 from trainer.plan import (
     DEFAULT_PACE,
@@ -43,7 +49,6 @@ from trainer.plan import (
     save_pace,
     steps,
 )
-from trainer.scoring import Searcher
 from trainer.train import CARD, TrainConfig, train, write_rows
 
 Progress = Callable[[str], None]

@@ -13,8 +13,8 @@ import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from config import ExtractorSettings, Settings
-from marketplace.items import LabelledItem
+from qexplorer.config import ExtractorSettings, Settings
+from qexplorer.marketplace.items import LabelledItem
 from schemas.codec import SchemaError, decode
 from schemas.models import ModelEvaluation, ModelRollout
 from schemas.topics import MODEL_REGISTRY, MODEL_ROLLOUTS
@@ -24,7 +24,7 @@ from trainer.train import model_card
 
 
 def _records(settings: Settings, topic: str, contract) -> list:
-    from streams.client import read_to_end
+    from qexplorer.kafka.io import read_to_end
 
     found = []
     for message in asyncio.run(read_to_end(settings.kafka, topic)):
@@ -79,7 +79,7 @@ def promote(settings: Settings, candidate: str,
     (``openai``: the name a vLLM server at ``base_url`` serves it under)."""
     from agents.extractor.registry import build_extractor
     from agents.rollout import rollout_settings
-    from streams.client import publish
+    from qexplorer.kafka.io import publish
 
     if not (Path(candidate) / "config.json").is_file():
         raise ValueError(f"{candidate} is not a model directory")

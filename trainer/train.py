@@ -19,7 +19,7 @@ import yaml
 
 from agents.extractor.device import Device, DevicePlan, count_parameters, detect, plan
 from agents.extractor.model_input import trl_row, uses_chat
-from config.versions import library_versions
+from qexplorer.config.versions import library_versions
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 CARD = "qexplorer.json"

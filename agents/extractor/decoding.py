@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from agents.extractor.base import Extraction, SeedText
-from agents.extractor.keywords import WithToxic, contrast_scores, probe_scores
+from agents.extractor.priors import PRIORS, WithToxic
 from agents.prompt import parse_completion
 from agents.queries import candidate_spans, clean_queries, rank_spans
 
@@ -43,10 +43,6 @@ def keep_end(ids: list[int], budget: int | None) -> list[int]:
 def spans_of(seed: SeedText, max_spans: int) -> list[str]:
     """The spans a model ranks for ``seed`` (at most ``max_spans``, a fixed sample)."""
     return candidate_spans(seed.title, seed.description, limit=max_spans)
-
-
-#: The run-time priors a model's span ranking can add (``agents.extractor.keywords``).
-PRIORS = {"contrast": contrast_scores, "probe": probe_scores}
 
 
 def blend(seed: SeedText, spans: Sequence[str], scores: Sequence[float],

@@ -4,9 +4,9 @@ This module owns :class:`KeywordsExtractor`, the default backend and the baselin
 evaluation protocol. Every method is deterministic and returns spans of the seed text (for
 ``contrast``, runs of its words, as extractive models rank them), so the queries keep the
 seller's own spelling, but for a spaced-out word, which they read joined (``C O K E`` as
-``COKE``, ``search.normalize.join_spaced``); the term statistics count a disguised word as the
-index holds it (:func:`term_key`: disguise folding), so they agree with the index's. CPU work
-runs in a worker thread.
+``COKE``, ``qexplorer.search.normalize.join_spaced``); the term statistics and the priors
+``contrast`` and ``probe`` rank by are ``agents.extractor.priors``. CPU work runs in a worker
+thread.
 
 Methods:
 
@@ -17,19 +17,15 @@ Methods:
 * ``tfidf``: single terms ranked by term frequency times inverse document frequency, the
   document frequencies and corpus size read from the search index (``TermStats``).
 * ``first_words``: one query, the first N (default 5) words of the title.
-* ``contrast``: the seed's word spans (as the trainer's candidates) ranked by how much more
-  common their terms are among the confirmed toxic items than among all listings: the mean
-  over a span's terms of ``log P(term | toxic) - log P(term | listing)`` (document
-  frequencies, add-0.5 smoothed), a term no other listing holds counting as useless. It reads
-  the index's statistics and the confirmed set (:class:`ToxicTerms`, the worker's ledger) on
-  every seed, so it sharpens as moderators confirm more; with nothing confirmed it ranks by
-  rarity alone. The seed's own record is left out of the toxic counts.
-* ``probe``: the same spans, each searched in the index (the seed excluded) and ranked by the
-  share of its top 10 that moderators already confirmed toxic (then by how many, then the
-  contrast): past feedback as the search gives it now, which knows how BM25 ranks a span, not
-  only how common its terms are. Up to 200 searches a seed (``search_many``: one request a
-  batch on a remote engine); it needs a searchable index with the confirmed set
-  (:class:`WithToxic`).
+* ``contrast``: the seed's word spans (as the trainer's candidates) ranked by the prior of that
+  name: how much more common their terms are among the confirmed toxic items than among all
+  listings. It reads the confirmed set (the worker's ledger) on every seed, so it sharpens as
+  moderators confirm more; with nothing confirmed it ranks by rarity alone. The seed's own
+  record is left out of the toxic counts.
+* ``probe``: the same spans ranked by the prior of that name, the share of a span's top 10
+  that moderators already confirmed toxic (then by how many, then the contrast). Up to 200
+  searches a seed (``search_many``: one request a batch on a remote engine); it needs a
+  searchable index with the confirmed set (``WithToxic``).
 
 ``from_settings`` builds it for the registry: ``QEXPLORER_MODEL`` names the method.
 """
@@ -37,22 +33,32 @@ Methods:
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import math
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Literal, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal
 
 from agents.extractor.base import Extraction, Extractor, ExtractorError, SeedText
-from agents.queries import clean_queries, distinct_top, is_valid_query, seed_spans
-from search.normalize import join_spaced, normalize
-from search.text import strip_invisible
+from agents.extractor.priors import (
+    FOLDED_WORD,
+    HAN_CHAR,
+    STOPWORDS,
+    WORD,
+    WithToxic,
+    contrast_scorer,
+    probe_scores,
+    seed_text,
+    term_key,
+)
+from agents.queries import clean_queries, distinct_top, seed_spans
+from qexplorer.search.normalize import join_spaced
+from qexplorer.search.text import strip_invisible
 
 if TYPE_CHECKING:
-    from config import ExtractorSettings
-    from search.protocol import TermStats
+    from qexplorer.config import ExtractorSettings
+    from qexplorer.search.protocol import TermStats
 
 log = logging.getLogger(__name__)
 
@@ -62,53 +68,21 @@ METHODS: tuple[str, ...] = ("yake", "tfidf", "first_words", "contrast", "probe")
 NEEDS_STATS = ("tfidf", "contrast", "probe")
 #: Methods that read the confirmed set too (:class:`WithToxic`).
 NEEDS_TOXIC = ("contrast", "probe")
-#: Results of a span that ``probe`` reads (its precision@10 against the confirmed set).
-PROBE_DEPTH = 10
-
 #: Bumped when a method's output changes for the same input.
 ALGORITHM_REVISION = 2
 
-_HAN_CHAR = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
 _HAN_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]+")
-_WORD = re.compile(r"[^\W_]+(?:[.'’][^\W_]+)*")
-#: A word with the symbols sellers put for letters kept inside it (``p|atform``, ``c@sh``), so
-#: the statistics see the word, not its pieces (disguise folding reads it: ``term_key``).
-_FOLDED_WORD = re.compile(r"[^\W_]+(?:[.'’@$!|][^\W_]+)*")
 #: A Latin/digit token inside CJK text: ids, brands, prices. Underscores and hyphens join its
 #: parts (``kuaidai_88`` is one contact id).
 _NON_HAN_PART = r"[^\W_\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]"
 _NON_HAN_TOKEN = re.compile(f"{_NON_HAN_PART}+(?:[_-]{_NON_HAN_PART}+)*")
-
-STOPWORDS = frozenset({
-    "a", "about", "above", "after", "again", "all", "also", "am", "an", "and", "any", "are", "as",
-    "at", "be", "because", "been", "before", "being", "below", "between", "both", "but", "by",
-    "can", "could", "did", "do", "does", "doing", "down", "during", "each", "few", "for", "from",
-    "further", "get", "got", "had", "has", "have", "having", "he", "her", "here", "hers", "him",
-    "his", "how", "i", "if", "in", "into", "is", "it", "its", "just", "me", "more", "most", "my",
-    "no", "nor", "not", "now", "of", "off", "on", "once", "only", "or", "other", "our", "out",
-    "over", "own", "same", "she", "should", "so", "some", "such", "than", "that", "the", "their",
-    "them", "then", "there", "these", "they", "this", "those", "through", "to", "too", "under",
-    "until", "up", "very", "was", "we", "were", "what", "when", "where", "which", "while", "who",
-    "whom", "why", "will", "with", "would", "you", "your", "yours",
-})
-
 
 def _is_cjk(text: str, threshold: float = 0.3) -> bool:
     """True when at least ``threshold`` of the letters are Han characters."""
     letters = sum(1 for ch in text if ch.isalpha())
     if not letters:
         return False
-    return len(_HAN_CHAR.findall(text)) / letters >= threshold
-
-
-def _seed_text(seed: SeedText) -> str:
-    title = " ".join(strip_invisible(seed.title).split())
-    desc = " ".join(strip_invisible(seed.description or "").split())
-    if not desc:
-        return title
-    # a sentence break keeps YAKE's n-grams from running across title and description
-    sep = " " if title[-1:] in ".!?。！？" else ". "
-    return f"{title}{sep}{desc}" if title else desc
+    return len(HAN_CHAR.findall(text)) / letters >= threshold
 
 
 def first_words(seed: SeedText, n: int = 5) -> list[str]:
@@ -180,7 +154,7 @@ def _spans_of(seed: SeedText, found: list[str]) -> list[str]:
 
     YAKE's tokenizer splits a word where the script changes and rejoins the parts with
     spaces (``AAAᨀAAB`` gives ``AAA ᨀ AAB``, ``テストtest`` gives ``テスト test``), and may keep
-    the period :func:`_seed_text` puts between title and description (``AAA.``): neither is
+    the period :func:`seed_text` puts between title and description (``AAA.``): neither is
     the seller's spelling, and the first searches for something else.
     """
     parts = [" ".join(strip_invisible(text).split()).casefold()
@@ -203,10 +177,10 @@ def tfidf_terms(
     counts: Counter[str] = Counter()
     spelling: dict[str, str] = {}
     first: dict[str, int] = {}
-    for pos, m in enumerate((_FOLDED_WORD if fold else _WORD).finditer(text)):
+    for pos, m in enumerate((FOLDED_WORD if fold else WORD).finditer(text)):
         word = m.group()
         key = term_key(word, fold)
-        if key in STOPWORDS or (len(key) < 2 and not _HAN_CHAR.match(key)):
+        if key in STOPWORDS or (len(key) < 2 and not HAN_CHAR.match(key)):
             continue
         counts[key] += 1
         spelling.setdefault(key, word)
@@ -225,176 +199,6 @@ def tfidf_terms(
     scores = {key: score(key) for key in counts}
     ranked = sorted(counts, key=lambda key: (-scores[key], first[key]))
     return [spelling[key] for key in ranked[:limit]]
-
-
-def term_key(word: str, fold: bool = True) -> str:
-    """A word as the term statistics count it: lowercased and, with ``fold``, as the index
-    holds it (``search.normalize``: ``R0LEX`` and ``ｒｏｌｅｘ`` count as ``rolex``)."""
-    return _folded_key(word) if fold else word.lower()
-
-
-@functools.lru_cache(maxsize=65536)
-def _folded_key(word: str) -> str:
-    normal = normalize(word).text
-    return normal.split()[0] if normal and normal.strip() else word.lower()
-
-
-def terms_of(text: str, fold: bool = True) -> set[str]:
-    """The distinct terms of a text as the term statistics count them (:func:`term_key`):
-    words of two or more characters (single Han characters too), English stopwords left
-    out."""
-    words = (_FOLDED_WORD if fold else _WORD).finditer(text)
-    return {key for key in (term_key(m.group(), fold) for m in words)
-            if key not in STOPWORDS and (len(key) > 1 or _HAN_CHAR.match(key))}
-
-
-class ToxicTerms(Protocol):
-    """Document frequencies of terms among the confirmed toxic items."""
-
-    def toxic_doc_freq(self, term: str) -> int:
-        """Confirmed toxic items holding ``term``."""
-        ...
-
-    def toxic_count(self) -> int:
-        """Confirmed toxic items counted."""
-        ...
-
-    def is_confirmed(self, item_id: str) -> bool:
-        """True when ``item_id`` is one of them (its own terms are in the counts)."""
-        ...
-
-
-class TermCounts:
-    """:class:`ToxicTerms` over a fixed set of texts (the evaluation's known toxic items)."""
-
-    def __init__(self, items: Iterable[SeedText] = (), *, fold: bool = True) -> None:
-        """``items``: the toxic items; an id given twice counts once. ``fold=False`` counts
-        their terms as written (no disguise folding: the disguise benchmark's "before")."""
-        self.doc_freq: Counter[str] = Counter()
-        self.ids: set[str] = set()
-        self.fold = fold
-        for item in items:
-            self.add(item)
-
-    def add(self, item: SeedText) -> None:
-        """Count one item's terms (once per id), as :func:`contrast_spans` reads a seed."""
-        if item.id not in self.ids:
-            self.ids.add(item.id)
-            self.doc_freq.update(terms_of(_seed_text(item), self.fold))
-
-    def toxic_doc_freq(self, term: str) -> int:
-        """Items holding ``term``."""
-        return self.doc_freq[term]
-
-    def toxic_count(self) -> int:
-        """Items counted."""
-        return len(self.ids)
-
-    def is_confirmed(self, item_id: str) -> bool:
-        """True when the item was counted."""
-        return item_id in self.ids
-
-
-class WithToxic:
-    """Index statistics and confirmed-set statistics as one object (what ``contrast`` and
-    ``probe`` read; it is a ``TermStats`` for every other method)."""
-
-    def __init__(self, stats: TermStats, toxic: ToxicTerms,
-                 search: Callable[[list[str], int, str], list[list[str]]] | None = None
-                 ) -> None:
-        """``search`` (queries, limit, seed id) -> each query's top ids without the seed
-        replaces searching ``stats`` (``probe``; the evaluation's cached searcher)."""
-        self.stats = stats
-        self.toxic = toxic
-        self._search = search
-
-    def doc_freq(self, term: str) -> int:
-        """Listings holding ``term``."""
-        return self.stats.doc_freq(term)
-
-    def count(self) -> int:
-        """Listings searchable now."""
-        return self.stats.count()
-
-    def toxic_doc_freq(self, term: str) -> int:
-        """Confirmed toxic items holding ``term``."""
-        return self.toxic.toxic_doc_freq(term)
-
-    def toxic_count(self) -> int:
-        """Confirmed toxic items counted."""
-        return self.toxic.toxic_count()
-
-    def is_confirmed(self, item_id: str) -> bool:
-        """True when the item is confirmed."""
-        return self.toxic.is_confirmed(item_id)
-
-    def top_ids(self, queries: list[str], limit: int, exclude: str) -> list[list[str]]:
-        """Ids of each query's top ``limit`` listings, ``exclude`` left out (what ``probe``
-        reads); the index must be searchable (``search.protocol.SearchIndex``)."""
-        if self._search is not None:
-            return self._search(queries, limit, exclude)
-        search_many = getattr(self.stats, "search_many", None)
-        if search_many is None:
-            raise TypeError(f"probe needs a searchable index, got {type(self.stats).__name__}")
-        return [[hit.listing_id for hit in hits]
-                for hits in search_many(queries, limit, (exclude,))]
-
-
-#: A word of nothing but wildcards or field syntax (``*``, ``?``, ``*:*``, ``title:*``).
-_QUERY_SYNTAX = re.compile(r"(?:^|\s)(?:\w*:)?[*?:]+(?=\s|$)")
-#: The weight of a term no listing but the seed holds: its query finds nothing.
-_UNFOUND = -20.0
-
-
-def contrast_scorer(seed: SeedText, stats: WithToxic, fold: bool = True
-                    ) -> Callable[[str], float | None]:
-    """The seed's span -> contrast function (see the module docstring): the mean over the
-    span's terms (:func:`terms_of`, ``fold``) of their toxic-versus-all log-ratio, None for a
-    span that is no query (no term, a bare wildcard). Term weights are cached for the seed."""
-    own = terms_of(_seed_text(seed), fold) if stats.is_confirmed(seed.id) else set()
-    n_toxic = max(stats.toxic_count() - (1 if own else 0), 0)
-    n_all = max(stats.count(), 1)
-    weights: dict[str, float] = {}
-
-    def weight(term: str) -> float:
-        if term not in weights:
-            df_all = stats.doc_freq(term)
-            if df_all <= 1:
-                weights[term] = _UNFOUND
-            else:
-                df_toxic = max(stats.toxic_doc_freq(term) - (term in own), 0)
-                weights[term] = (math.log((df_toxic + 0.5) / (n_toxic + 1))
-                                 - math.log((df_all + 0.5) / (n_all + 1)))
-        return weights[term]
-
-    def score(span: str) -> float | None:
-        terms = terms_of(span, fold)
-        # a bare wildcard is never the seller's word (the other methods split it off too)
-        if not terms or not is_valid_query(span) or _QUERY_SYNTAX.search(span):
-            return None
-        return sum(map(weight, terms)) / len(terms)
-    return score
-
-
-def contrast_scores(seed: SeedText, spans: Iterable[str], stats: WithToxic) -> list[float]:
-    """Each span's contrast (:func:`contrast_scorer`; a span that is no query gets the weight
-    of a term nobody else holds): the run-time prior a model's span ranking can add."""
-    score = contrast_scorer(seed, stats)
-    return [_UNFOUND if (value := score(span)) is None else value for span in spans]
-
-
-def probe_scores(seed: SeedText, spans: Iterable[str], stats: WithToxic,
-                 depth: int = PROBE_DEPTH) -> list[float]:
-    """Each span's share of confirmed toxic items among its top ``depth`` results (the seed
-    excluded; 0 when it finds nothing), plus a thousandth a confirmed hit so that ten of ten
-    rank above three of three: the run-time prior ``probe`` ranks by and a model's span
-    ranking can add."""
-    spans = list(spans)
-    scores = []
-    for top in stats.top_ids(spans, depth, seed.id) if spans else []:
-        hits = sum(stats.is_confirmed(i) for i in top)
-        scores.append(hits / len(top) + hits / 1000 if top else 0.0)
-    return scores
 
 
 def contrast_spans(seed: SeedText, limit: int, stats: WithToxic, *, max_words: int = 3,
@@ -431,7 +235,7 @@ def _seller_spans(seed: SeedText, scored: list[tuple], limit: int) -> list[str]:
     scored.sort()
     # spans come from the text as the prompt shows it (fence markers defused, punctuation
     # between words dropped): keep those whose every word the seller wrote
-    text = " ".join(strip_invisible(_seed_text(seed)).split()).casefold()
+    text = " ".join(strip_invisible(seed_text(seed)).split()).casefold()
     return distinct_top([span for *_, span in scored
                          if all(word.casefold() in text for word in span.split())], limit)
 
@@ -482,7 +286,7 @@ class KeywordsExtractor(Extractor):
             seed = SeedText(seed.id, join_spaced(seed.title), join_spaced(seed.description))
         if self.method == "first_words":
             return first_words(seed, self.first_n)
-        text = _seed_text(seed)
+        text = seed_text(seed)
         if not text:
             return []
         limit = max(2 * k, k + 4)
@@ -515,7 +319,7 @@ class KeywordsExtractor(Extractor):
         out = []
         for seed in seeds:
             raw = self.candidates(seed, k)
-            text = _seed_text(seed)
+            text = seed_text(seed)
             queries = clean_queries(raw, k, seed_text=join_spaced(text) if self.fold else text)
             out.append(Extraction(seed_id=seed.id, queries=queries, raw=raw))
         return out

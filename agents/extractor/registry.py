@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from agents.extractor.base import Extractor
-    from config import ExtractorSettings
-    from search.protocol import TermStats
+    from qexplorer.config import ExtractorSettings
+    from qexplorer.search.protocol import TermStats
 
 #: Backend name -> the module that builds it.
 BACKENDS: dict[str, str] = {

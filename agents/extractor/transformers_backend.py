@@ -43,9 +43,9 @@ from agents.prompt import END_MARKER
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from agents.extractor.keywords import WithToxic
-    from config import ExtractorSettings
-    from search.protocol import TermStats
+    from agents.extractor.priors import WithToxic
+    from qexplorer.config import ExtractorSettings
+    from qexplorer.search.protocol import TermStats
 
 log = logging.getLogger(__name__)
 

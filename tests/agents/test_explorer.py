@@ -10,7 +10,9 @@ import pytest
 from agents.explore import Ledger
 from agents.explorer import Explorer, RawMessage
 from agents.extractor.base import Extraction, Extractor, ExtractorError, SeedText
-from config import Settings
+from qexplorer.config import Settings
+from qexplorer.search import memory_index
+from qexplorer.search.protocol import Change, SearchIndex
 from schemas.codec import decode, encode
 from schemas.models import (
     DeadLetter,
@@ -20,8 +22,6 @@ from schemas.models import (
     ToxicItem,
     explored_key,
 )
-from search import memory_index
-from search.protocol import Change, SearchIndex
 
 
 class StubExtractor(Extractor):

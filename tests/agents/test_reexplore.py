@@ -8,7 +8,7 @@ import itertools
 from types import SimpleNamespace
 
 from agents.explorer import ExplorerStats, RawMessage
-from config import ExplorationSettings
+from qexplorer.config import ExplorationSettings
 from streams.reexplore import Reexplorer
 
 NOW = 1_800_000_000.0

@@ -6,10 +6,10 @@ import pytest
 
 from agents.explorer import Explorer, RawMessage
 from agents.rollout import PROBE, RolloutRefused, rollout_settings
-from config import Settings
+from qexplorer.config import Settings
+from qexplorer.search import memory_index
 from schemas.codec import encode
 from schemas.models import DeadLetter, ModelRollout
-from search import memory_index
 from streams.rollouts import RolloutFollower
 from tests.agents.test_explorer import Sink, StubExtractor, StubReplica
 

@@ -8,11 +8,11 @@ import pytest
 from agents.explorer import Explorer, RawMessage
 from agents.standing import StandingBook
 from agents.watcher import Watcher, arrivals_for, arrivals_of
-from config import Settings
+from qexplorer.config import Settings
+from qexplorer.search import memory_index
+from qexplorer.search.protocol import Change
 from schemas.codec import encode
 from schemas.models import Detection, ListingUpsert, StandingQuery, utcnow
-from search import memory_index
-from search.protocol import Change
 from tests.agents.test_explorer import Sink, StubExtractor, StubReplica, _message, _seed
 
 OLD = ["c0ca snow ❄️ tg @plug", "snow ❄️ fresh tg @plug", "snow boots size 42",

@@ -20,16 +20,16 @@ from pathlib import Path
 import pytest
 
 from bench.common import free_port  # noqa: F401 (the integration tests' import)
-from config import Settings
-from streams.supervise import spawn_worker, stop_worker
-from streams.topics import create_topics, delete_topics
+from qexplorer.config import Settings
+from qexplorer.harness.processes import spawn_worker, stop_worker
+from qexplorer.kafka.admin import create_topics, delete_topics
 
 
 @pytest.fixture(scope="session")
 def broker() -> Iterator[Settings]:
     """A reachable broker for the whole session; the local one is started if needed and
     stopped again only if this session started it."""
-    from streams.broker import local
+    from qexplorer.harness import broker as local
 
     settings = Settings()
     local_broker = local.LocalBroker.of(settings)
@@ -64,7 +64,7 @@ class Cluster:
 
     def shared_index(self):
         """A client on the OpenSearch index this cluster's workers share (not created here)."""
-        from search.opensearch_index import OpenSearchIndex, index_name
+        from qexplorer.search.opensearch_index import OpenSearchIndex, index_name
 
         return OpenSearchIndex.connect(self.settings.opensearch,
                                        index_name(self.settings.topics.listings))
@@ -73,7 +73,7 @@ class Cluster:
         """Listings searchable in a worker's index, read from outside (the shared index on
         OpenSearch); 0 while it does not exist yet."""
         if self.backend == "opensearch":
-            from search.opensearch_index import OpenSearchError
+            from qexplorer.search.opensearch_index import OpenSearchError
 
             index = self.shared_index()
             try:
@@ -82,7 +82,7 @@ class Cluster:
                 return 0
             finally:
                 index.close()
-        from search.tantivy_index import TantivyIndex
+        from qexplorer.search.tantivy_index import TantivyIndex
 
         try:
             return TantivyIndex.open(self.index_dir(worker_id), writable=False).count()
@@ -151,7 +151,7 @@ def cluster(broker: Settings, tmp_path: Path, request) -> Iterator[Cluster]:
 def opensearch(broker: Settings):
     """The local OpenSearch cluster for the session: started if needed, stopped again only if
     this session started it."""
-    from streams.broker import opensearch as local_opensearch
+    from qexplorer.harness import opensearch as local_opensearch
 
     nodes = local_opensearch.LocalOpenSearch.of(broker)
     started_here = not local_opensearch.status(nodes).ready
@@ -216,7 +216,7 @@ def run_topics(settings: Settings) -> list[str]:
 def vllm_runtime() -> tuple[Path, str]:
     """(interpreter of the vLLM server's virtualenv, device): the first run builds the
     virtualenv (about two minutes), later runs reuse it."""
-    from serving.environment import detect_device, ensure_env
+    from qexplorer.serving.environment import detect_device, ensure_env
 
     settings = Settings()
     device = detect_device(settings.serving)
@@ -240,8 +240,8 @@ def wait_for(predicate, timeout_s: float, interval_s: float = 0.5,
 
 def read_records(cluster: Cluster, topic: str, contract) -> list:
     """Every record of a topic, decoded."""
+    from qexplorer.kafka.io import read_to_end
     from schemas.codec import decode
-    from streams.client import read_to_end
 
     return [decode(contract, m.value)
             for m in asyncio.run(read_to_end(cluster.settings.kafka, topic))]

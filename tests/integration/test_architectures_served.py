@@ -12,9 +12,9 @@ from agents.extractor.base import SeedText
 from agents.extractor.openai_backend import OpenAIExtractor
 from agents.extractor.transformers_backend import TransformersExtractor
 from agents.prompt import build_prompt, format_completion
-from config import Settings
-from marketplace.synthetic import generate_marketplace
-from serving.server import ModelServer
+from qexplorer.config import Settings
+from qexplorer.marketplace.synthetic import generate_marketplace
+from qexplorer.serving.server import ModelServer
 from tests.architectures import ARCHITECTURES, build
 from tests.integration.conftest import free_port
 from trainer.train import TrainConfig, train, write_rows

@@ -8,14 +8,14 @@ import asyncio
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from marketplace.items import to_listing_dict
-from marketplace.synthetic import generate_marketplace, split_seeds
+from qexplorer.harness.processes import kill_worker, stop_worker
+from qexplorer.kafka.io import publish, read_to_end, topic_partitions
+from qexplorer.marketplace.items import to_listing_dict
+from qexplorer.marketplace.synthetic import generate_marketplace, split_seeds
+from qexplorer.search.tantivy_index import TantivyIndex
 from schemas.codec import decode
 from schemas.models import Detection, ListingUpsert, SearchFeedback, ToxicItem, detection_key
 from schemas.topics import LISTINGS, TOXIC_ITEMS
-from search.tantivy_index import TantivyIndex
-from streams.client import publish, read_to_end, topic_partitions
-from streams.supervise import kill_worker, stop_worker
 from tests.integration.conftest import wait_for
 
 pytestmark = pytest.mark.integration

@@ -14,11 +14,11 @@ import orjson
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
+from qexplorer.kafka.io import publish, read_to_end
+from qexplorer.search.tantivy_index import TantivyIndex
 from schemas.codec import dead_letter, encode
 from schemas.models import DeadLetterReplay, ListingUpsert
 from schemas.topics import DEAD_LETTER, LISTINGS
-from search.tantivy_index import TantivyIndex
-from streams.client import publish, read_to_end
 from tests.integration.conftest import read_records, wait_for
 from tests.integration.test_pipeline import _send_raw
 
@@ -29,7 +29,7 @@ WORD = "zorblaxquint"
 
 
 def _cli(cluster, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cli.main", "dead-letter", *args],
+    return subprocess.run([sys.executable, "-m", "qexplorer.cli.main", "dead-letter", *args],
                           env=cluster.cli_env(), capture_output=True, text=True, timeout=180)
 
 

@@ -15,12 +15,12 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from marketplace.items import to_listing_dict, to_toxic_dict
-from marketplace.synthetic import generate_marketplace, split_seeds
+from qexplorer.harness.processes import kill_worker, stop_worker
+from qexplorer.kafka.io import publish
+from qexplorer.marketplace.items import to_listing_dict, to_toxic_dict
+from qexplorer.marketplace.synthetic import generate_marketplace, split_seeds
 from schemas.models import Detection, ListingUpsert, ToxicItem, detection_key
 from schemas.topics import LISTINGS, TOXIC_ITEMS
-from streams.client import publish
-from streams.supervise import kill_worker, stop_worker
 from tests.integration.conftest import explored, free_port, read_records, wait_for
 
 pytestmark = pytest.mark.integration
@@ -85,7 +85,7 @@ def test_a_damaged_index_at_start_is_detected_and_rebuilt_from_the_topic(cluster
 
 
 def test_a_broker_restart_mid_stream_loses_nothing(backend_cluster, broker):
-    from streams.broker import local
+    from qexplorer.harness import broker as local
 
     if not broker.kafka.uses_local_broker:
         pytest.skip("restarts the project's local broker only")

@@ -8,11 +8,11 @@ import asyncio
 import pytest
 
 from agents.prompt import parse_completion
-from marketplace.items import to_listing_dict
-from marketplace.synthetic import generate_marketplace, split_seeds
+from qexplorer.kafka.io import publish
+from qexplorer.marketplace.items import to_listing_dict
+from qexplorer.marketplace.synthetic import generate_marketplace, split_seeds
 from schemas.models import ListingUpsert, ModerationDecision, SearchFeedback, ToxicItem
 from schemas.topics import LISTINGS, MODERATION_DECISIONS, TOXIC_ITEMS
-from streams.client import publish
 from tests.integration.conftest import wait_for
 from trainer.dataset import BuildConfig
 from trainer.feedback import build_from_topics, read_topics

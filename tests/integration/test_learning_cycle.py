@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from marketplace.items import LabelledItem, to_listing_dict, to_toxic_dict
+from qexplorer.kafka.io import publish
+from qexplorer.marketplace.items import LabelledItem, to_listing_dict, to_toxic_dict
 from schemas.models import Detection, ListingUpsert, ModelRollout, ModerationDecision, ToxicItem
 from schemas.topics import LISTINGS, MODERATION_DECISIONS, TOXIC_ITEMS
-from streams.client import publish
 from tests.integration.conftest import explored, read_records, wait_for
 from trainer.bootstrap import BootstrapConfig, bootstrap
 from trainer.dataset import BuildConfig
@@ -69,8 +69,8 @@ def damaged_copy(model: str, out: Path) -> Path:
 
 
 def _cli(cluster, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cli.main", *args], env=cluster.cli_env(),
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "qexplorer.cli.main", *args],
+                          env=cluster.cli_env(), capture_output=True, text=True, timeout=300)
 
 
 def test_the_loop_trains_on_its_own_topics_and_promotes_only_through_the_gate(cluster,

@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
-from config import Settings
-from streams.broker import local
+from qexplorer.config import Settings
+from qexplorer.harness import broker as local
 
 pytestmark = pytest.mark.integration
 

@@ -14,9 +14,11 @@ import pytest
 from agents.extractor.base import SeedText
 from agents.extractor.transformers_backend import TransformersExtractor
 from agents.queries import candidate_spans
-from config import Settings
-from marketplace.items import to_listing_dict, to_toxic_dict
-from marketplace.synthetic import generate_marketplace, split_seeds
+from qexplorer.config import Settings
+from qexplorer.kafka.io import publish
+from qexplorer.marketplace.items import to_listing_dict, to_toxic_dict
+from qexplorer.marketplace.synthetic import generate_marketplace, split_seeds
+from qexplorer.serving.server import ModelServer
 from schemas.models import (
     DeadLetter,
     Detection,
@@ -25,8 +27,6 @@ from schemas.models import (
     ToxicItem,
 )
 from schemas.topics import LISTINGS, MODEL_ROLLOUTS, TOXIC_ITEMS
-from serving.server import ModelServer
-from streams.client import publish
 from tests.integration.conftest import explored, free_port, read_records, wait_for
 from trainer.bootstrap import BootstrapConfig, bootstrap
 

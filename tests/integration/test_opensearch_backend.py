@@ -11,16 +11,16 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from marketplace.items import to_listing_dict
-from marketplace.synthetic import generate_marketplace, split_seeds
+from qexplorer.harness import opensearch as local_opensearch
+from qexplorer.harness.processes import kill_worker, stop_worker
+from qexplorer.kafka.io import publish
+from qexplorer.marketplace.items import to_listing_dict
+from qexplorer.marketplace.synthetic import generate_marketplace, split_seeds
+from qexplorer.search import memory_index
+from qexplorer.search.opensearch_index import OpenSearchError, OpenSearchIndex
+from qexplorer.search.protocol import Change
 from schemas.models import Detection, ListingDelete, ListingUpsert, SearchFeedback, ToxicItem
 from schemas.topics import LISTINGS, TOXIC_ITEMS
-from search import memory_index
-from search.opensearch_index import OpenSearchError, OpenSearchIndex
-from search.protocol import Change
-from streams.broker import opensearch as local_opensearch
-from streams.client import publish
-from streams.supervise import kill_worker, stop_worker
 from tests.integration.conftest import explored, on_opensearch, read_records, wait_for
 
 pytestmark = pytest.mark.integration

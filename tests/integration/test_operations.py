@@ -10,11 +10,11 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from marketplace.items import to_listing_dict, to_toxic_dict
-from marketplace.synthetic import generate_marketplace, split_seeds
+from qexplorer.kafka.io import publish
+from qexplorer.marketplace.items import to_listing_dict, to_toxic_dict
+from qexplorer.marketplace.synthetic import generate_marketplace, split_seeds
 from schemas.models import ListingUpsert, ToxicItem
 from schemas.topics import LISTINGS, TOXIC_ITEMS
-from streams.client import publish
 from tests.integration.conftest import free_port, wait_for
 from tests.integration.test_pipeline import _send_raw
 

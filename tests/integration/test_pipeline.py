@@ -14,8 +14,11 @@ import pytest
 
 from agents.extractor.base import SeedText
 from agents.extractor.keywords import KeywordsExtractor
-from marketplace.datasets import dedupe_texts, load_dataset, marketplace_sample
-from marketplace.items import to_listing_dict
+from qexplorer.kafka.io import publish, read_to_end
+from qexplorer.marketplace.datasets import dedupe_texts, load_dataset, marketplace_sample
+from qexplorer.marketplace.items import to_listing_dict
+from qexplorer.search import memory_index
+from qexplorer.search.protocol import Change, search
 from schemas.models import (
     Detection,
     ListingUpsert,
@@ -25,9 +28,6 @@ from schemas.models import (
     explored_key,
 )
 from schemas.topics import LISTINGS, TOXIC_ITEMS
-from search import memory_index
-from search.protocol import Change, search
-from streams.client import publish, read_to_end
 from tests.integration.conftest import read_records, wait_for
 
 pytestmark = pytest.mark.integration

@@ -8,9 +8,9 @@ import itertools
 import orjson
 import pytest
 
-from marketplace.synthetic import generate_marketplace
+from qexplorer.marketplace.synthetic import generate_marketplace
+from qexplorer.simulation.replay import run_replay
 from tests.integration.conftest import list_topics, wait_for
-from trainer.replay import run_replay
 
 pytestmark = pytest.mark.integration
 

@@ -21,12 +21,12 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from config import PROJECT_ROOT
-from review.auth import hash_password
+from qexplorer.config import PROJECT_ROOT
+from qexplorer.kafka.io import publish, read_to_end
+from qexplorer.review.auth import hash_password
 from schemas.codec import SchemaError, decode
 from schemas.models import DeadLetter, ListingUpsert, ModerationDecision, ToxicItem
 from schemas.topics import LISTINGS, TOXIC_ITEMS
-from streams.client import publish, read_to_end
 from tests.integration.conftest import free_port, read_records, wait_for
 
 pytestmark = pytest.mark.integration
@@ -67,7 +67,7 @@ def start_review(cluster, name: str = "review", **settings: object) -> tuple[sub
            **{f"QEXPLORER_REVIEW_{k.upper()}": str(v) for k, v in settings.items()}}
     cluster.logs.mkdir(parents=True, exist_ok=True)
     with (cluster.logs / f"{name}.log").open("ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "cli.main", "review"], env=env,
+        process = subprocess.Popen([sys.executable, "-m", "qexplorer.cli.main", "review"], env=env,
                                    cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True)
     cluster.processes.append(process)  # stopped by the cluster fixture

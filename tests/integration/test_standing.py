@@ -13,11 +13,11 @@ import time
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from marketplace.items import to_listing_dict
-from marketplace.synthetic import generate_marketplace
+from qexplorer.kafka.io import publish
+from qexplorer.marketplace.items import to_listing_dict
+from qexplorer.marketplace.synthetic import generate_marketplace
 from schemas.models import Detection, ListingUpsert, StandingQuery, ToxicItem
 from schemas.topics import LISTINGS, TOXIC_ITEMS
-from streams.client import publish
 from tests.integration.conftest import read_records, wait_for
 
 pytestmark = pytest.mark.integration
@@ -35,7 +35,7 @@ def _same_partition(key: str, stem: str, partitions: int) -> str:
 
 
 def _cli(cluster, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cli.main", "standing", *args],
+    return subprocess.run([sys.executable, "-m", "qexplorer.cli.main", "standing", *args],
                           env=cluster.cli_env(), capture_output=True, text=True, timeout=120)
 
 
@@ -112,7 +112,7 @@ def test_a_worker_killed_while_matching_loses_no_relisting(cluster):
     """SIGKILL the worker while new listings stream past its standing queries; after a
     restart every relisting of the seed is detected (matches are acknowledged only once
     their detections are on the broker) and no innocent listing is."""
-    from streams.supervise import kill_worker
+    from qexplorer.harness.processes import kill_worker
 
     settings = cluster.settings
     topics = settings.topics

@@ -13,12 +13,12 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from config import KafkaSettings
+from qexplorer.config import KafkaSettings
+from qexplorer.kafka.admin import check_topics, live_configs
+from qexplorer.kafka.io import publish, read_to_end
+from qexplorer.search.tantivy_index import TantivyIndex
 from schemas.models import ListingDelete, ListingUpsert
 from schemas.topics import FOREVER, LISTINGS
-from search.tantivy_index import TantivyIndex
-from streams.client import publish, read_to_end
-from streams.topics import check_topics, live_configs
 from tests.integration.conftest import wait_for
 
 pytestmark = pytest.mark.integration
@@ -69,7 +69,7 @@ def test_a_worker_refuses_a_listings_topic_that_would_lose_data(cluster):
     assert code != 0, log
     assert "refusing to run" in log and "cleanup.policy=delete" in log, log
     # the operator's view says the same, and the command fails
-    done = subprocess.run([sys.executable, "-m", "cli.main", "topics", "check"],
+    done = subprocess.run([sys.executable, "-m", "qexplorer.cli.main", "topics", "check"],
                           env=cluster.cli_env(), capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "cleanup.policy=delete" in done.stdout, done
 

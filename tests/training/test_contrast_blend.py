@@ -3,12 +3,12 @@ probe, both), and the choice of its weights on the other corpora."""
 
 from __future__ import annotations
 
-from marketplace.synthetic import generate_marketplace
-from trainer.blending import blended_results, grid_scores, leave_one_out
+from qexplorer.evaluation.blending import blended_results, grid_scores, leave_one_out
+from qexplorer.evaluation.evaluate import extract_all, model_extractor
+from qexplorer.evaluation.scoring import Searcher, SeedScore, score_seed
+from qexplorer.marketplace.corpora import sample_seeds, siblings, split_seeds
+from qexplorer.marketplace.synthetic import generate_marketplace
 from trainer.bootstrap import BootstrapConfig, bootstrap
-from trainer.corpus import sample_seeds, siblings, split_seeds
-from trainer.evaluate import extract_all, model_extractor
-from trainer.scoring import Searcher, SeedScore, score_seed
 
 
 def _scores(*precisions: float) -> list[SeedScore]:

@@ -7,13 +7,20 @@ import asyncio
 
 import pytest
 
-from agents.extractor.keywords import TermCounts, WithToxic, probe_scores
+from agents.extractor.priors import TermCounts, WithToxic, probe_scores
 from agents.queries import seed_spans
-from marketplace.synthetic import generate_marketplace
+from qexplorer.evaluation.evaluate import model_extractor
+from qexplorer.evaluation.scoring import Searcher
+from qexplorer.marketplace.synthetic import generate_marketplace
+from qexplorer.simulation.curves import (
+    _text,
+    extractors,
+    initial_seeds,
+    replay_market,
+    retrainer,
+    simulate,
+)
 from trainer.bootstrap import BootstrapConfig, bootstrap
-from trainer.curves import _text, extractors, initial_seeds, replay_market, retrainer, simulate
-from trainer.evaluate import model_extractor
-from trainer.scoring import Searcher
 from trainer.train import TrainConfig, model_card
 
 

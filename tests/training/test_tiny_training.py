@@ -9,7 +9,7 @@ import pytest
 
 from agents.extractor.base import SeedText
 from agents.prompt import build_prompt, format_completion
-from marketplace.synthetic import generate_marketplace
+from qexplorer.marketplace.synthetic import generate_marketplace
 from trainer.bootstrap import BootstrapConfig, bootstrap
 from trainer.train import TrainConfig, train, write_rows
 
@@ -93,9 +93,9 @@ def test_lora_adapters_are_merged_into_a_plain_model(base, tmp_path):
 
 def test_generative_data_reaches_beyond_the_seed_and_scores_by_its_own_kind(base, tmp_path):
     from agents.queries import seed_spans
+    from qexplorer.evaluation.scoring import Searcher
     from trainer.dataset import BuildConfig
     from trainer.loop import build_data
-    from trainer.scoring import Searcher
 
     items = generate_marketplace(n_benign=80, n_clusters=2, seed=1)
     config = BuildConfig(k=2, generative=True, reward="siblings", pairs_per_seed=1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from marketplace.synthetic import generate_marketplace
+from qexplorer.marketplace.synthetic import generate_marketplace
 from trainer.bootstrap import BootstrapConfig
 from trainer.loop import run_all
 from trainer.plan import DEFAULT_PACE, load_pace

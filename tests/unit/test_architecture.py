@@ -14,26 +14,41 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 #: Packages from the bottom up. A package imports only from packages of lower layers (and
-#: from itself); packages in the same layer do not import each other.
+#: from itself); packages in the same layer do not import each other. The design card's
+#: folders are top-level packages; everything else is a subpackage of ``qexplorer``.
 LAYERS: list[set[str]] = [
     {"schemas"},  # topic contracts, their codec, the topic registry
-    {"config"},  # settings in slices
-    {"search", "marketplace"},  # the search protocol and engines; labelled marketplaces
-    {"agents"},  # what a worker does, free of transport
-    {"streams"},  # Kafka: the worker app, consumers, clients, broker, metrics
-    {"review"},  # the moderators' review service (its queue order is what replays simulate)
-    {"serving", "trainer"},  # the model server; the offline learning loop
+    {"qexplorer.config"},  # settings in slices
+    # the search protocol and engines; labelled marketplaces and corpora; Kafka as a library
+    {"qexplorer.search", "qexplorer.marketplace", "qexplorer.kafka"},
+    # what a worker does, free of transport; local services and isolated runs
+    {"agents", "qexplorer.harness"},
+    # the runtime worker; the review service; offline evaluation
+    {"streams", "qexplorer.review", "qexplorer.evaluation"},
+    {"trainer", "qexplorer.serving"},  # what makes and promotes a model; the model server
+    {"qexplorer.simulation"},  # deployments simulated: the replay, the curves
     {"bench"},  # benchmarks against raw ceilings
-    {"cli", "examples"},  # the qexplorer command; a consumer of detections
+    {"qexplorer.cli", "examples"},  # the qexplorer command; a consumer of detections
 ]
 RANK = {package: rank for rank, layer in enumerate(LAYERS) for package in layer}
+#: The installed distribution's own namespace: it holds layers, and is none itself.
+NAMESPACE = "qexplorer"
+#: The design card's top-level folders: the only installed top-level names besides it.
+CARD = {"schemas", "agents", "streams", "trainer"}
+
+
+def _package(module: str) -> str:
+    """The layered package a module belongs to (``qexplorer.search.query`` ->
+    ``qexplorer.search``)."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if parts[0] == NAMESPACE and len(parts) > 1 else parts[0]
 
 
 def _modules() -> dict[str, Path]:
     """Module name -> file, for every Python file of the layered packages."""
     found = {}
     for package in RANK:
-        for path in sorted((ROOT / package).rglob("*.py")):
+        for path in sorted((ROOT / package.replace(".", "/")).rglob("*.py")):
             parts = path.relative_to(ROOT).with_suffix("").parts
             name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
             found[name] = path
@@ -72,13 +87,30 @@ def _imports(path: Path, *, typing_too: bool) -> set[str]:
     return out
 
 
-def _package(module: str) -> str:
-    return module.split(".", 1)[0]
-
-
 def test_every_package_of_the_tree_has_a_layer():
-    packages = {p.parent.name for p in ROOT.glob("*/__init__.py")} | {"examples"}
-    assert packages - {"tests"} == set(RANK), "a new top-level package needs a layer here"
+    top = {p.parent.name for p in ROOT.glob("*/__init__.py")} - {"tests", NAMESPACE}
+    inside = {f"{NAMESPACE}.{p.parent.name}" for p in (ROOT / NAMESPACE).glob("*/__init__.py")}
+    assert top | inside | {"examples"} == set(RANK), "a new package needs a layer here"
+
+
+def test_the_namespace_package_imports_nothing():
+    assert not _imports(ROOT / NAMESPACE / "__init__.py", typing_too=True)
+
+
+def test_the_wheel_installs_only_the_card_folders_and_the_namespace():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    include = project["tool"]["setuptools"]["packages"]["find"]["include"]
+    assert {pattern.rstrip("*") for pattern in include} == CARD | {NAMESPACE}
+
+
+def test_training_imports_neither_the_worker_nor_the_review_service():
+    wrong = [f"{module} imports {target}" for module, path in MODULES.items()
+             if _package(module) == "trainer"
+             for target in _imports(path, typing_too=True)
+             if _package(target) in ("streams", "qexplorer.review")]
+    assert not wrong, "\n".join(wrong)
 
 
 def test_packages_only_import_from_lower_layers():
@@ -153,11 +185,12 @@ def _section(title: str) -> str:
 
 
 def test_the_readme_layout_table_matches_the_folders():
-    listed = set(re.findall(r"^\| `([^`/]+)/` \|", _section("Layout"), re.M))
+    listed = set(re.findall(r"^\| `([^`]+)/` \|", _section("Layout"), re.M))
     tracked = {p.name for p in ROOT.iterdir()
                if p.is_dir() and not p.name.startswith(".") and p.name not in (
                    "__pycache__", "build", "runs") and not p.name.endswith(".egg-info")}
-    assert listed == tracked
+    inside = {f"{NAMESPACE}/{p.parent.name}" for p in (ROOT / NAMESPACE).glob("*/__init__.py")}
+    assert listed == (tracked - {NAMESPACE}) | inside
 
 
 def test_the_readme_topic_table_lists_the_registry():
@@ -188,7 +221,7 @@ def test_links_stay_inside_the_repository_and_resolve(page):
 
 
 def test_the_operations_page_lists_every_setting():
-    from config.settings import environment_variables
+    from qexplorer.config.settings import environment_variables
 
     page = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
     missing = [r["variable"] for r in environment_variables() if f"`{r['variable']}`" not in page]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from agents.extractor.keywords import STOPWORDS
+from agents.extractor.priors import STOPWORDS
 from agents.watcher import arrivals_of
 from bench.common import prometheus_samples
 from bench.exploration import phase_figures as explore_figures

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from config import KafkaSettings, Settings
-from streams.broker import local
-from streams.broker.local import BrokerError, LocalBroker, render_server_properties
+from qexplorer.config import KafkaSettings, Settings
+from qexplorer.harness import broker as local
+from qexplorer.harness.broker import BrokerError, LocalBroker, render_server_properties
 
 # every test sees only the settings it sets (tests/unit/conftest.py)
 pytestmark = pytest.mark.usefixtures("clean_env")

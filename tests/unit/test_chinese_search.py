@@ -19,10 +19,10 @@ import pytest
 from agents.extractor.base import SeedText
 from agents.extractor.keywords import KeywordsExtractor
 from agents.queries import candidate_spans
-from marketplace.items import LabelledItem, to_listing_dict
-from marketplace.synthetic import _EMOJI, CLUSTERS, ClusterSpec, generate_marketplace
+from qexplorer.marketplace.items import LabelledItem, to_listing_dict
+from qexplorer.marketplace.synthetic import _EMOJI, CLUSTERS, ClusterSpec, generate_marketplace
+from qexplorer.search.tantivy_index import TantivyIndex, analyzer
 from schemas.models import ListingUpsert
-from search.tantivy_index import TantivyIndex, analyzer
 
 ZH_CLUSTERS: tuple[ClusterSpec, ...] = tuple(c for c in CLUSTERS if c.language == "zh")
 SPEC = {c.name: c for c in CLUSTERS}

@@ -31,9 +31,9 @@ import yaml
 from pydantic import SecretStr
 
 from agents.extractor import registry
-from config import KafkaSettings, Settings
-from config.settings import environment_variables, slices
-from serving.server import served_name
+from qexplorer.config import KafkaSettings, Settings
+from qexplorer.config.settings import environment_variables, slices
+from qexplorer.serving.server import served_name
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -451,7 +451,7 @@ def test_vllm_image_is_pinned_to_the_release_serving_uses(name: str) -> None:
     repository, _, tag = image.partition(":")
     assert repository == "vllm/vllm-openai"
     assert re.fullmatch(r"v\d+\.\d+\.\d+", tag), f"pin a release, not {tag or 'latest'!r}"
-    pins = (ROOT / "serving" / "requirements-vllm-cuda.txt").read_text()
+    pins = (ROOT / "qexplorer" / "serving" / "requirements-vllm-cuda.txt").read_text()
     assert f"vllm=={tag[1:]}" in pins.split()
 
 
@@ -655,8 +655,7 @@ def test_port_parsing_helper() -> None:
 
 def test_dockerfile_copies_every_package_pip_installs() -> None:
     packages = _packages()
-    assert {"config", "search", "streams", "agents", "trainer", "schemas", "marketplace",
-            "serving", "cli"} <= set(packages)
+    assert {"qexplorer", "streams", "agents", "trainer", "schemas"} <= set(packages)
     sources = _copied_sources()
     missing = [p for p in packages if p not in sources and "." not in sources]
     assert not missing, f"COPY these or `pip install .` leaves them out: {missing}"
@@ -684,7 +683,14 @@ def test_every_data_file_reaches_the_installed_package() -> None:
             if path.suffix == ".py":
                 continue
             rel = path.relative_to(ROOT / package).as_posix()
-            if any(fnmatch.fnmatch(rel, glob) for glob in package_data.get(package, [])):
+            # package-data globs are relative to the (sub)package they name
+            owners = [parent for parent in path.parents
+                      if parent.is_relative_to(ROOT / package) and
+                      (parent / "__init__.py").is_file()]
+            if any(fnmatch.fnmatch(path.relative_to(owner).as_posix(), glob)
+                   for owner in owners
+                   for glob in package_data.get(
+                       owner.relative_to(ROOT).as_posix().replace("/", "."), [])):
                 continue
             folder = path.parent.relative_to(ROOT).as_posix()
             if re.search(rf'cp -r {re.escape(folder)} "\$site/{re.escape(package)}/"', run):

@@ -7,11 +7,13 @@ import json
 import pytest
 
 from agents.extractor.base import Extraction, Extractor, SeedText
-from agents.extractor.keywords import KeywordsExtractor, TermCounts
-from marketplace.items import LabelledItem
-from marketplace.synthetic import generate_marketplace
-from trainer.corpus import split_seeds
-from trainer.curves import (
+from agents.extractor.keywords import KeywordsExtractor
+from agents.extractor.priors import TermCounts
+from qexplorer.evaluation.scoring import Searcher
+from qexplorer.marketplace.corpora import split_seeds
+from qexplorer.marketplace.items import LabelledItem
+from qexplorer.marketplace.synthetic import generate_marketplace
+from qexplorer.simulation.curves import (
     compare,
     found_at,
     initial_seeds,
@@ -20,7 +22,6 @@ from trainer.curves import (
     run_curves,
     simulate,
 )
-from trainer.scoring import Searcher
 
 #: s -> a (shares "zqx pills") -> b (shares "delivered tonight" with a only); bike shares
 #: "cheap" with the seed and is innocent.
@@ -207,8 +208,8 @@ def test_initial_seeds_keep_at_least_two_and_at_most_all(fraction: float) -> Non
 def test_a_blend_spec_names_one_replay_of_the_model_with_its_priors() -> None:
     import typer
 
-    from cli.train import _blend_spec
-    from trainer.curves import extractors
+    from qexplorer.cli.train import _blend_spec
+    from qexplorer.simulation.curves import extractors
 
     assert _blend_spec("probe=64") == {"probe": 64.0}
     assert _blend_spec("probe=64, contrast=2") == {"contrast": 2.0, "probe": 64.0}
@@ -224,7 +225,7 @@ def test_a_blend_spec_names_one_replay_of_the_model_with_its_priors() -> None:
 def test_two_blends_of_the_same_priors_are_refused() -> None:
     from typer.testing import CliRunner
 
-    from cli.main import app
+    from qexplorer.cli.main import app
 
     result = CliRunner().invoke(app, ["curves", "--blend", "probe=32", "--blend", "probe=64",
                                       "--corpus", "synthetic"])

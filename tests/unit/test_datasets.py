@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from marketplace.datasets import (
+from qexplorer.marketplace.datasets import (
     DATASETS,
     _split_title_description,
     dedupe_texts,
@@ -14,7 +14,7 @@ from marketplace.datasets import (
     marketplace_sample,
     read_jsonl,
 )
-from marketplace.items import LabelledItem
+from qexplorer.marketplace.items import LabelledItem
 
 # rows and harmful rows of each set, as its README in ../shared/datasets states them
 EXPECTED = {"sms_spam": (5_574, 747), "youtube_spam": (1_956, 1_005),

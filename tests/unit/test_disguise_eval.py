@@ -1,6 +1,6 @@
 """The disguise benchmark's parts: the disguises sellers use (``marketplace.disguises``), the
 kept share and its interval, and one small run of the protocol on the synthetic marketplace
-(``trainer.disguise_eval``)."""
+(``qexplorer.evaluation.disguises``)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import random
 
 import pytest
 
-from marketplace.disguises import KINDS, MIXED, ZH_KINDS, disguise_text, disguise_word
-from marketplace.synthetic import generate_marketplace
-from trainer.disguise_eval import disguise_items, evaluate_corpus, kept_share
+from qexplorer.evaluation.disguises import disguise_items, evaluate_corpus, kept_share
+from qexplorer.marketplace.disguises import KINDS, MIXED, ZH_KINDS, disguise_text, disguise_word
+from qexplorer.marketplace.synthetic import generate_marketplace
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -7,9 +7,7 @@ import json
 import pytest
 
 from agents.queries import seed_spans
-from marketplace.items import LabelledItem
-from trainer.corpus import siblings
-from trainer.evaluate import (
+from qexplorer.evaluation.evaluate import (
     ORACLE,
     baseline_extractors,
     evaluate_corpus,
@@ -19,7 +17,7 @@ from trainer.evaluate import (
     oracle_spans,
     plot,
 )
-from trainer.scoring import (
+from qexplorer.evaluation.scoring import (
     Searcher,
     best_span,
     bootstrap_ci,
@@ -27,6 +25,8 @@ from trainer.scoring import (
     score_seed,
     summarise,
 )
+from qexplorer.marketplace.corpora import siblings
+from qexplorer.marketplace.items import LabelledItem
 
 # three siblings share "frostyplug"; benign listings share "delivery" with the seed
 ITEMS = [
@@ -90,7 +90,7 @@ def test_a_model_is_also_evaluated_writing_free_text_when_asked(monkeypatch):
     """``free_text`` adds ``<label>+free``: the same model, not restricted to the seed's
     spans (the generative mode), scored like every other method."""
     from agents.extractor.base import Extraction, Extractor
-    from trainer import evaluate as evaluation
+    from qexplorer.evaluation import evaluate as evaluation
 
     class Writes(Extractor):
         name = "stub"

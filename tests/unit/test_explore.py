@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from agents.explore import Ledger, Provenance, merge_hits
+from qexplorer.search.protocol import Hit
 from schemas.codec import decode, encode
 from schemas.models import Detection, detection_key, explored_key
-from search.protocol import Hit
 
 PROV = Provenance("keywords", "kw-1", "v1")
 

@@ -14,22 +14,24 @@ from agents.extractor.base import Extraction, ExtractorError, SeedText
 from agents.extractor.keywords import (
     ALGORITHM_REVISION,
     KeywordsExtractor,
-    TermCounts,
-    WithToxic,
     cjk_bigrams,
-    contrast_scores,
-    probe_scores,
-    term_key,
     tfidf_terms,
 )
 from agents.extractor.openai_backend import query_list_regex
+from agents.extractor.priors import (
+    TermCounts,
+    WithToxic,
+    contrast_scores,
+    probe_scores,
+    term_key,
+)
 from agents.extractor.registry import BACKENDS, build_extractor, check
 from agents.prompt import END_MARKER, build_prompt, chat_messages
 from agents.queries import candidate_spans, is_valid_query
-from config import ExtractorSettings
+from qexplorer.config import ExtractorSettings
+from qexplorer.search import memory_index
+from qexplorer.search.protocol import Change, TermStats
 from schemas.models import ListingUpsert
-from search import memory_index
-from search.protocol import Change, TermStats
 
 SEEDS = [
     SeedText(

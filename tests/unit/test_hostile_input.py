@@ -37,13 +37,8 @@ from pydantic import BaseModel, ValidationError
 
 from agents.explorer import Explorer, RawMessage
 from agents.extractor.base import SeedText
-from agents.extractor.keywords import (
-    METHODS,
-    NEEDS_TOXIC,
-    KeywordsExtractor,
-    TermCounts,
-    WithToxic,
-)
+from agents.extractor.keywords import METHODS, NEEDS_TOXIC, KeywordsExtractor
+from agents.extractor.priors import TermCounts, WithToxic
 from agents.prompt import (
     END_MARKER,
     ITEM_CLOSE,
@@ -63,7 +58,17 @@ from agents.queries import (
     clean_queries,
     is_valid_query,
 )
-from config import Settings
+from qexplorer.config import Settings
+from qexplorer.search.normalize import MAX_TOKEN_BYTES, join_spaced
+from qexplorer.search.query import (
+    MAX_SEARCH_INPUT_CHARS,
+    MAX_SEARCH_TERMS,
+    MAX_VARIANT_TERMS,
+    SYNTAX_CHARS,
+    to_search_text,
+)
+from qexplorer.search.tantivy_index import TantivyIndex
+from qexplorer.search.text import strip_invisible
 from schemas.codec import (
     CONTRACTS,
     MAX_DEAD_LETTER_BYTES,
@@ -91,16 +96,6 @@ from schemas.models import (
     ToxicItem,
     utcnow,
 )
-from search.normalize import MAX_TOKEN_BYTES, join_spaced
-from search.query import (
-    MAX_SEARCH_INPUT_CHARS,
-    MAX_SEARCH_TERMS,
-    MAX_VARIANT_TERMS,
-    SYNTAX_CHARS,
-    to_search_text,
-)
-from search.tantivy_index import TantivyIndex
-from search.text import strip_invisible
 from streams.replica import Replica
 from tests.agents.test_explorer import Sink, StubExtractor, StubReplica
 

@@ -10,9 +10,7 @@ import tantivy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.codec import decode, encode
-from schemas.models import ListingEvent, ListingUpsert
-from search.tantivy_index import (
+from qexplorer.search.tantivy_index import (
     _META_FORMAT,
     ANALYZER,
     INDEX_FORMAT,
@@ -21,6 +19,8 @@ from search.tantivy_index import (
     analyzer,
     open_or_rebuild,
 )
+from schemas.codec import decode, encode
+from schemas.models import ListingEvent, ListingUpsert
 
 
 def _listing(id: str, title: str, description: str = "") -> ListingUpsert:
@@ -168,8 +168,8 @@ def test_a_format_2_index_without_descriptions_is_rebuilt_from_the_topic(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "index"
     with monkeypatch.context() as old:  # a worker of the previous version wrote it
-        old.setattr("search.tantivy_index.INDEX_FORMAT", 2)
-        old.setattr("search.tantivy_index._schema", _format_2_schema)
+        old.setattr("qexplorer.search.tantivy_index.INDEX_FORMAT", 2)
+        old.setattr("qexplorer.search.tantivy_index._schema", _format_2_schema)
         ix = TantivyIndex.open(path)
         ix.upsert(_listing("a", "red bike", "fast wheels"))
         ix.commit({"listings": {0: 1}})
@@ -266,7 +266,7 @@ def test_a_damaged_index_is_moved_aside_and_rebuilt_empty(tmp_path, how, monkeyp
     index.commit({"listings": {0: 20}})
     index.close()
     if how == "other-format":
-        monkeypatch.setattr("search.tantivy_index.INDEX_FORMAT", INDEX_FORMAT + 1)
+        monkeypatch.setattr("qexplorer.search.tantivy_index.INDEX_FORMAT", INDEX_FORMAT + 1)
     else:
         _damage(path, how)
     rebuilt, reason = open_or_rebuild(path)

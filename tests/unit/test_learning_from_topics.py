@@ -8,9 +8,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from agents.extractor.base import SeedText
-from agents.extractor.keywords import KeywordsExtractor, TermCounts
+from agents.extractor.keywords import KeywordsExtractor
+from agents.extractor.priors import TermCounts
 from agents.prompt import parse_completion
-from marketplace.items import LabelledItem
+from qexplorer.evaluation.scoring import Searcher
+from qexplorer.marketplace.items import LabelledItem
 from schemas.models import (
     ModerationDecision,
     SearchFeedback,
@@ -29,7 +31,6 @@ from trainer.feedback import (
     split_by_time,
 )
 from trainer.gate import EvalSet, corpus_set, decide, judge, paired, seed_score
-from trainer.scoring import Searcher
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 

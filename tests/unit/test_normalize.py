@@ -31,9 +31,8 @@ import regex
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from marketplace.disguises import KINDS, disguise_word
-from schemas.models import ListingUpsert
-from search.normalize import (
+from qexplorer.marketplace.disguises import KINDS, disguise_word
+from qexplorer.search.normalize import (
     MAX_TOKEN_BYTES,
     TOKEN_PATTERN,
     fold_tokens,
@@ -43,8 +42,9 @@ from search.normalize import (
     pinyin_text,
     skeleton,
 )
-from search.query import to_search_text
-from search.tantivy_index import TantivyIndex, analyzer
+from qexplorer.search.query import to_search_text
+from qexplorer.search.tantivy_index import TantivyIndex, analyzer
+from schemas.models import ListingUpsert
 
 _TOKEN = regex.compile(TOKEN_PATTERN, regex.V1)
 #: No example database (no .hypothesis/ left in the tree), no deadline on a busy machine.

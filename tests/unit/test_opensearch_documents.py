@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from config import OpenSearchSettings
+from qexplorer.config import OpenSearchSettings
+from qexplorer.harness.opensearch import LocalOpenSearch, plugin_descriptor, render_node_config
+from qexplorer.search.normalize import analyze
+from qexplorer.search.opensearch_index import index_name, listing_document, query_clauses
+from qexplorer.search.tantivy_index import analyzer, position_of
 from schemas.models import ListingUpsert
-from search.normalize import analyze
-from search.opensearch_index import index_name, listing_document, query_clauses
-from search.tantivy_index import analyzer, position_of
-from streams.broker.opensearch import LocalOpenSearch, plugin_descriptor, render_node_config
 
 
 def _listing(title: str, description: str = "") -> ListingUpsert:

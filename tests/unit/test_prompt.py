@@ -17,7 +17,7 @@ from agents.prompt import (
     format_completion,
     parse_completion,
 )
-from search.text import strip_invisible
+from qexplorer.search.text import strip_invisible
 
 
 def _fenced(prompt: str) -> str:

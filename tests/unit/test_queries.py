@@ -6,8 +6,8 @@ import pytest
 import tantivy
 
 from agents.queries import MAX_QUERY_CHARS, MAX_QUERY_TOKENS, clean_queries, is_valid_query
-from search.query import MAX_SEARCH_TERMS, SYNTAX_CHARS, to_search_text
-from search.tantivy_index import analyzer
+from qexplorer.search.query import MAX_SEARCH_TERMS, SYNTAX_CHARS, to_search_text
+from qexplorer.search.tantivy_index import analyzer
 
 # Analyzers a listing index may use: Tantivy's built-ins, a CJK bigram analyzer and
 # QExplorer's own (Han characters, letter/digit runs and symbols as tokens).

@@ -5,10 +5,10 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from marketplace.items import LabelledItem
+from qexplorer.marketplace.corpora import data_hash
+from qexplorer.marketplace.items import LabelledItem
+from qexplorer.simulation.replay import Moderator, plot_replay, stop_reason, summarise
 from schemas.models import Detection, detection_key
-from trainer.corpus import data_hash
-from trainer.replay import Moderator, plot_replay, stop_reason, summarise
 
 ITEMS = [
     LabelledItem("s1", "seed one", harmful=True, cluster="a"),

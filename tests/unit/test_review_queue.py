@@ -11,7 +11,7 @@ import regex
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from review.present import (
+from qexplorer.review.present import (
     ModelReport,
     bar_chart,
     folded_term,
@@ -19,9 +19,9 @@ from review.present import (
     model_reports,
     query_terms,
 )
-from review.queue import Conflict, ReviewError, ReviewQueue, UnknownListing
+from qexplorer.review.queue import Conflict, ReviewError, ReviewQueue, UnknownListing
+from qexplorer.search.normalize import TOKEN_PATTERN
 from schemas.models import Detection, ModerationDecision, ToxicItem, detection_key, query_id
-from search.normalize import TOKEN_PATTERN
 
 T0 = 1_700_000_000.0  # epoch seconds of "now" at the start of every test
 

@@ -14,10 +14,10 @@ import pytest
 from pydantic import ValidationError
 from starlette.applications import Starlette
 
-from config import ReviewSettings
-from review.auth import hash_password
-from review.queue import ReviewQueue
-from review.web import create_app
+from qexplorer.config import ReviewSettings
+from qexplorer.review.auth import hash_password
+from qexplorer.review.queue import ReviewQueue
+from qexplorer.review.web import create_app
 from schemas.models import Detection, ModerationDecision, detection_key
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ make upserts and deletes searchable together with the offsets they came from; th
 helper is one query of ``search_many``; ``search.memory_index`` and ``search.open_replica``
 open indexes by name. And the parity the workers and the evaluation rely on: TF-IDF is the
 same in a worker (its extractor built by the registry over its replica) and in the evaluation
-(``trainer.evaluate.baseline_extractors`` over the corpus's ``Searcher``).
+(``qexplorer.evaluation.evaluate.baseline_extractors`` over the corpus's ``Searcher``).
 """
 
 from __future__ import annotations
@@ -15,18 +15,19 @@ from pathlib import Path
 import pytest
 
 from agents.extractor.base import SeedText
-from agents.extractor.keywords import KeywordsExtractor, _seed_text, tfidf_terms
+from agents.extractor.keywords import KeywordsExtractor, tfidf_terms
+from agents.extractor.priors import seed_text
 from agents.extractor.registry import build_extractor
-from config import ExtractorSettings, IndexSettings, OpenSearchSettings
-from marketplace.items import LabelledItem, to_listing_dict
-from marketplace.synthetic import generate_marketplace
+from qexplorer.config import ExtractorSettings, IndexSettings, OpenSearchSettings
+from qexplorer.evaluation.evaluate import baseline_extractors
+from qexplorer.evaluation.scoring import Searcher
+from qexplorer.marketplace.items import LabelledItem, to_listing_dict
+from qexplorer.marketplace.synthetic import generate_marketplace
+from qexplorer.search import BACKENDS, memory_index, open_replica
+from qexplorer.search.protocol import Change, Hit, SearchIndex, TermStats, search
+from qexplorer.search.tantivy_index import TantivyIndex
 from schemas.codec import encode
 from schemas.models import ListingDelete, ListingUpsert
-from search import BACKENDS, memory_index, open_replica
-from search.protocol import Change, Hit, SearchIndex, TermStats, search
-from search.tantivy_index import TantivyIndex
-from trainer.evaluate import baseline_extractors
-from trainer.scoring import Searcher
 
 #: Every member the protocols declare (TermStats' and SearchIndex's own).
 MEMBERS = ("doc_freq", "count", "apply", "pending", "commit", "committed_offsets",
@@ -269,7 +270,7 @@ def test_tfidf_is_the_same_in_the_worker_and_in_the_evaluation(
 
     # the same statistics...
     assert replica_index.count() == searcher.index.count() == len(corpus)
-    terms = {t.lower() for s in seeds[:40] for t in tfidf_terms(_seed_text(s), 50)}
+    terms = {t.lower() for s in seeds[:40] for t in tfidf_terms(seed_text(s), 50)}
     assert terms
     for term in sorted(terms):
         assert replica_index.doc_freq(term) == searcher.index.doc_freq(term), term
@@ -283,7 +284,7 @@ class TermFrequencyOnly(KeywordsExtractor):
     """The old evaluation's TF-IDF: terms ranked by their frequency in the seed alone."""
 
     def candidates(self, seed: SeedText, k: int) -> list[str]:
-        text = _seed_text(seed)
+        text = seed_text(seed)
         return tfidf_terms(text, max(2 * k, k + 4)) if text else []
 
 

@@ -8,9 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from config import ServingSettings, Settings
-from serving.environment import detect_device, env_dir, requirements_file, split_requirements
-from serving.server import ModelServer, served_name, server_command, server_env
+from qexplorer.config import ServingSettings, Settings
+from qexplorer.serving.environment import (
+    detect_device,
+    env_dir,
+    requirements_file,
+    split_requirements,
+)
+from qexplorer.serving.server import ModelServer, served_name, server_command, server_env
 
 # every test sees only the settings it sets (tests/unit/conftest.py)
 pytestmark = pytest.mark.usefixtures("clean_env")
@@ -45,7 +50,7 @@ def test_the_environment_directory_follows_the_requirements(tmp_path):
 
 
 def test_checkouts_share_the_environments_by_default():
-    from config import PROJECT_ROOT, PathsSettings
+    from qexplorer.config import PROJECT_ROOT, PathsSettings
 
     envs = PathsSettings().envs_dir
     assert not envs.is_relative_to(PROJECT_ROOT)  # a fresh clone reuses a built one

@@ -21,8 +21,8 @@ from pydantic import SecretStr, ValidationError
 from typer.testing import CliRunner
 
 from agents.extractor import registry
-from cli.main import app
-from config import (
+from qexplorer.cli.main import app
+from qexplorer.config import (
     ExtractorSettings,
     KafkaSettings,
     MetricsSettings,
@@ -30,7 +30,7 @@ from config import (
     Settings,
     SettingsError,
 )
-from config.settings import env_name, environment_variables, slices
+from qexplorer.config.settings import env_name, environment_variables, slices
 from schemas.topics import (
     DEAD_LETTER,
     DETECTIONS,

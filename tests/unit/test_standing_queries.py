@@ -13,9 +13,9 @@ from agents.standing import (
     standing_detections,
     standing_queries,
 )
-from config import StandingSettings
+from qexplorer.config import StandingSettings
+from qexplorer.search.protocol import Hit
 from schemas.models import ModerationDecision, StandingQuery, query_id
-from search.protocol import Hit
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 PROVENANCE = Provenance("keywords", "kw-1", "p1")

@@ -8,8 +8,14 @@ from collections import Counter
 import orjson
 import pytest
 
-from marketplace.items import to_listing_dict
-from marketplace.synthetic import CLUSTERS, disguise, generate_marketplace, split_seeds, write_jsonl
+from qexplorer.marketplace.items import to_listing_dict
+from qexplorer.marketplace.synthetic import (
+    CLUSTERS,
+    disguise,
+    generate_marketplace,
+    split_seeds,
+    write_jsonl,
+)
 from schemas.models import ListingUpsert
 
 

@@ -1,11 +1,12 @@
 """The topic registry (``schemas.topics``) and the pure parts of topic administration
-(``streams.topics.data_loss``, ``drift``), without a broker."""
+(``qexplorer.kafka.admin.data_loss``, ``drift``), without a broker."""
 
 from __future__ import annotations
 
 import pytest
 from pydantic import BaseModel
 
+from qexplorer.kafka.admin import MANAGED, data_loss, drift
 from schemas import codec
 from schemas.codec import dead_letter, decode, encode
 from schemas.models import (
@@ -44,7 +45,6 @@ from schemas.topics import (
     TopicSpec,
     faust_internal_topics,
 )
-from streams.topics import MANAGED, data_loss, drift
 
 _DAY_MS = 24 * 3600 * 1000
 

@@ -7,9 +7,9 @@ import pytest
 from agents.extractor.base import SeedText
 from agents.prompt import build_prompt, format_completion, parse_completion
 from agents.queries import seed_spans
-from marketplace.items import LabelledItem
-from marketplace.synthetic import generate_marketplace
-from trainer.corpus import load_corpus, mix_corpora, siblings, split_seeds
+from qexplorer.marketplace.corpora import load_corpus, mix_corpora, siblings, split_seeds
+from qexplorer.marketplace.items import LabelledItem
+from qexplorer.marketplace.synthetic import generate_marketplace
 from trainer.dataset import (
     BuildConfig,
     Candidate,

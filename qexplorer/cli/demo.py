@@ -1,0 +1,213 @@
+"""``qexplorer demo``: the whole system on one machine, scored against known labels.
+
+Starts the local broker when no cluster is configured, creates a fresh set of topics for this
+run, starts a real worker process, publishes a marketplace (synthetic, or a real labelled set),
+confirms a sample of its toxic items as seeds, waits until every seed has been explored and
+prints what was detected with its precision against the ground truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from qexplorer.config import Settings
+from qexplorer.marketplace.items import LabelledItem, to_listing_dict, to_toxic_dict
+from schemas.models import ListingUpsert, ToxicItem
+from schemas.topics import LISTINGS, TOXIC_ITEMS
+
+
+@dataclass(frozen=True)
+class DemoSummary:
+    """What a demo run found, scored against the generator's (or the dataset's) labels."""
+
+    listings: int
+    harmful: int
+    seeds: int
+    seeds_explored: int
+    detections: int
+    detected_listings: int
+    true_detections: int
+    same_cluster_detections: int
+    new_harmful_found: int
+    extractor: str
+    model_version: str
+    seconds: float
+
+    @property
+    def precision(self) -> float:
+        """Share of detections (seed, listing) whose listing is harmful."""
+        return self.true_detections / self.detections if self.detections else 0.0
+
+    @property
+    def sibling_precision(self) -> float:
+        """Share of detections whose listing is in the seed's own cluster."""
+        return self.same_cluster_detections / self.detections if self.detections else 0.0
+
+    def line(self) -> str:
+        """The one-line summary the demo ends with."""
+        return (f"SUMMARY seeds={self.seeds_explored}/{self.seeds} "
+                f"detections={self.detections} precision={self.precision:.3f} "
+                f"sibling_precision={self.sibling_precision:.3f} "
+                f"new_harmful_found={self.new_harmful_found}/{self.harmful - self.seeds} "
+                f"extractor={self.extractor} model={self.model_version} "
+                f"time={self.seconds:.1f}s")
+
+
+def score_detections(detections: Iterable[dict], items: Sequence[LabelledItem],
+                     seed_ids: set[str]) -> dict[str, int]:
+    """Count unique detections (by key) and how many are harmful / in the seed's cluster."""
+    by_id = {item.id: item for item in items}
+    unique = {d["key"]: d for d in detections}
+    true = same = 0
+    found: set[str] = set()
+    for d in unique.values():
+        listing = by_id.get(d["listing_id"])
+        seed = by_id.get(d["seed_id"])
+        if listing is not None and listing.harmful:
+            true += 1
+            if listing.id not in seed_ids:
+                found.add(listing.id)
+            if seed is not None and seed.cluster is not None and seed.cluster == listing.cluster:
+                same += 1
+    return {"detections": len(unique), "true": true, "same_cluster": same,
+            "listings": len({d["listing_id"] for d in unique.values()}), "new_found": len(found)}
+
+
+def _load_items(dataset: str | None, benign: int) -> list[LabelledItem]:
+    if dataset is None:
+        from qexplorer.marketplace.synthetic import generate_marketplace
+
+        return generate_marketplace(n_benign=benign)
+    from qexplorer.marketplace.datasets import dedupe_texts, load_dataset, marketplace_sample
+
+    return marketplace_sample(dedupe_texts(load_dataset(dataset)), harmful_rate=0.12, seed=0)
+
+
+def run_demo(settings: Settings, *, dataset: str | None, benign: int, confirm: float,
+             timeout_s: float, keep: bool, console: Console, review: bool = False
+             ) -> DemoSummary:
+    """Run the demo end to end and print its report; returns the summary. With ``review``,
+    then serve the review queue holding the demo's detections (the worker keeps running, so
+    a confirmed listing is explored as a new seed) until Ctrl-C."""
+    from qexplorer.harness import broker as local
+    from qexplorer.harness.processes import spawn_worker, stop_worker
+    from qexplorer.kafka.admin import create_topics, delete_topics
+    from qexplorer.kafka.io import publish, read_to_end
+    from qexplorer.marketplace.synthetic import split_seeds
+
+    started = time.monotonic()
+    if settings.kafka.uses_local_broker:
+        console.print("[bold]1/5[/bold] local Kafka broker (no KAFKA_BOOTSTRAP configured)")
+        local.start(local.LocalBroker.of(settings), progress=console.print)
+    run_id = time.strftime("%Y%m%d%H%M%S")
+    settings = settings.replace(
+        topic={"prefix": f"{settings.topic.prefix}demo-{run_id}."},
+        worker={"app_id": f"qexplorer-demo-{run_id}", "worker_id": "demo"})
+    kafka, topics = settings.kafka, settings.topics
+    asyncio.run(create_topics(kafka, topics))
+    console.print(f"[bold]2/5[/bold] topics: {', '.join(topics.all())}")
+    if settings.extractor.backend == "keywords":
+        console.print("extractor: keywords (YAKE) - no trained model is configured; set "
+                      "QEXPLORER_EXTRACTOR and QEXPLORER_MODEL to use one")
+    log_path = settings.paths.cache_dir / "demo" / f"worker-{run_id}.log"
+    process = spawn_worker(settings.to_env(), log_path)
+    console.print(f"[bold]3/5[/bold] worker pid {process.pid} (log: {log_path})")
+    try:
+        items = _load_items(dataset, benign)
+        seeds = split_seeds(items, confirm, seed=11)
+        seed_ids = {s.id for s in seeds}
+        asyncio.run(publish(kafka, topics, LISTINGS,
+                            [ListingUpsert(**to_listing_dict(i)) for i in items]))
+        asyncio.run(publish(kafka, topics, TOXIC_ITEMS,
+                            [ToxicItem(**to_toxic_dict(s, "demo-moderator")) for s in seeds]))
+        harmful = sum(i.harmful for i in items)
+        console.print(f"[bold]4/5[/bold] published {len(items)} listings ({harmful} toxic, "
+                      f"source: {dataset or 'synthetic marketplace'}), confirmed {len(seeds)}")
+        explored = _wait_explored(settings, seed_ids, timeout_s, process, console)
+        detections = [orjson.loads(m.value) for m in
+                      asyncio.run(read_to_end(kafka, topics.detections))]
+        counts = score_detections(detections, items, seed_ids)
+        first = detections[0] if detections else {}
+        summary = DemoSummary(
+            listings=len(items), harmful=harmful, seeds=len(seeds),
+            seeds_explored=len(explored), detections=counts["detections"],
+            detected_listings=counts["listings"], true_detections=counts["true"],
+            same_cluster_detections=counts["same_cluster"],
+            new_harmful_found=counts["new_found"], extractor=first.get("extractor", "-"),
+            model_version=first.get("model_version", "-"),
+            seconds=time.monotonic() - started)
+        _report(summary, detections, items, console)
+        if review:
+            _serve_review(settings, console)
+    finally:
+        stop_worker(process)
+        if not keep:
+            asyncio.run(delete_topics(kafka, topics, app_id=settings.worker.app_id))
+    return summary
+
+
+def _serve_review(settings: Settings, console: Console) -> None:
+    """Serve the review queue of this run's topics with a one-off demo reviewer."""
+    import secrets
+
+    from qexplorer.review.auth import hash_password
+    from qexplorer.review.service import ReviewService
+
+    password = secrets.token_urlsafe(9)
+    settings = settings.replace(review={"users": {"demo": hash_password(password)},
+                                        "undo_s": 5.0})
+
+    def ready(url: str) -> None:
+        console.print(f"\nREVIEW {url}  (sign in as [bold]demo[/bold] / [bold]{password}"
+                      "[/bold]; the worker keeps exploring what you confirm; Ctrl-C stops "
+                      "and deletes the demo topics)", highlight=False, soft_wrap=True)
+
+    try:
+        asyncio.run(ReviewService(settings).run(ready=ready))
+    except KeyboardInterrupt:
+        console.print("review service stopped")
+
+
+def _wait_explored(settings: Settings, seed_ids: set[str], timeout_s: float, process,
+                   console: Console) -> set[str]:
+    from qexplorer.kafka.io import read_to_end
+
+    explored: set[str] = set()
+    deadline = time.monotonic() + timeout_s
+    with console.status("exploring seeds...") as status:
+        while explored != seed_ids and time.monotonic() < deadline:
+            if process.poll() is not None:
+                console.print(f"[red]the worker exited with code {process.returncode}[/red]")
+                break
+            records = asyncio.run(read_to_end(settings.kafka, settings.topics.feedback))
+            explored = {orjson.loads(m.value)["seed_id"] for m in records} & seed_ids
+            status.update(f"exploring seeds... {len(explored)}/{len(seed_ids)}")
+            time.sleep(1.0)
+    return explored
+
+
+def _report(summary: DemoSummary, detections: list[dict], items: Sequence[LabelledItem],
+            console: Console) -> None:
+    by_id = {i.id: i for i in items}
+    table = Table(title="[bold]5/5[/bold] a sample of the detections (best 3 of 6 seeds)")
+    for column in ("seed", "found listing", "queries", "rank", "truth"):
+        table.add_column(column, overflow="fold")
+    per_seed: dict[str, list[dict]] = {}
+    for d in sorted(detections, key=lambda d: (d["seed_id"], d["best_rank"])):
+        per_seed.setdefault(d["seed_id"], []).append(d)
+    sample = [d for seed in list(per_seed)[:6] for d in per_seed[seed][:3]]
+    for d in sample:
+        listing = by_id.get(d["listing_id"])
+        truth = "toxic" if listing and listing.harmful else "benign"
+        table.add_row(by_id[d["seed_id"]].title[:40] if d["seed_id"] in by_id else d["seed_id"],
+                      (listing.title[:50] if listing else d["listing_id"]),
+                      ", ".join(d["queries"])[:40], str(d["best_rank"]), truth)
+    console.print(table)
+    console.print(summary.line(), highlight=False, soft_wrap=True)

@@ -1,0 +1,48 @@
+"""Start and stop worker processes (for the demo, the tests and local runs).
+
+A worker is the same process a deployment runs (``qexplorer worker``); settings reach it as
+environment variables, exactly as in a container.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from qexplorer.config import PROJECT_ROOT
+
+
+def worker_command() -> list[str]:
+    """The command line of a worker process using this interpreter."""
+    return [sys.executable, "-m", "qexplorer.cli.main", "worker"]
+
+
+def spawn_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    """Start a worker with ``env`` on top of this process's environment; output to log_path."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+    with log_path.open("ab") as log:
+        return subprocess.Popen(worker_command(), cwd=PROJECT_ROOT, env=full_env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_worker(process: subprocess.Popen, timeout_s: float = 30.0) -> int:
+    """Stop a worker gracefully (SIGTERM), killing it if it does not stop in time."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
+def kill_worker(process: subprocess.Popen) -> None:
+    """SIGKILL a worker: no chance to commit or flush anything."""
+    if process.poll() is None:
+        process.kill()
+        process.wait()
