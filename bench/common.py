@@ -1,10 +1,10 @@
 """Helpers the benchmarks share: synthetic data, an isolated cluster of topics and worker
 processes, read-only views of a worker's index, process memory and machine facts.
 
-A :class:`BenchCluster` is what ``tests/integration/conftest.py``'s ``Cluster`` is for the
-tests: a unique topic prefix, consumer group (app id) and state directory per run, so a
-benchmark never sees another run's messages; its workers are stopped and its topics (faust's
-own included) and state deleted when the ``with`` block ends, whatever happened inside.
+A :class:`BenchCluster` is the isolated run of ``qexplorer.harness.run`` (as the demo, the
+replay and the integration tests use it), with views of a worker's index: a benchmark never
+sees another run's messages, and its workers, topics and state are gone when the ``with``
+block ends, whatever happened inside.
 
 The pipeline's figures go through the search protocol (``search.protocol.SearchIndex``, opened
 by :func:`open_index` as the worker opens its replica). Watching a worker's index while the
@@ -14,25 +14,24 @@ are seen after a reload): :func:`open_view` is Tantivy's read-only reader, used 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import platform
-import shutil
+import shlex
 import socket
 import subprocess
-import tempfile
+import sys
 import time
 import urllib.request
-import uuid
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
 import tantivy
 
 from qexplorer.config import PROJECT_ROOT, IndexSettings, Settings
 from qexplorer.config.versions import library_versions
-from qexplorer.harness.processes import spawn_worker, stop_worker
-from qexplorer.kafka.admin import create_topics, delete_topics
+from qexplorer.harness.run import IsolatedRun
 from qexplorer.marketplace.items import LabelledItem, to_listing_dict
 from qexplorer.marketplace.synthetic import generate_marketplace
 from qexplorer.search import open_replica
@@ -137,6 +136,32 @@ def git_state() -> dict:
         return {}
 
 
+def envelope(started: float, command: str | None = None) -> dict:
+    """What every benchmark report says of its run: the command (default: this process's own,
+    ``python -m bench.<name> ...``), when it started (UTC), how long it has taken, the machine
+    with its library versions, and the commit the code is at."""
+    if command is None:
+        command = shlex.join([Path(sys.executable).name, "-m",
+                              f"bench.{Path(sys.argv[0]).stem}", *sys.argv[1:]])
+    return {"command": command,
+            "started_at": datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds"),
+            "duration_s": round(time.time() - started, 1), "machine": machine(),
+            "git": git_state()}
+
+
+def write_report(out: Path, name: str, body: dict, *, started: float,
+                 render: Callable[[dict], str] | None = None,
+                 command: str | None = None) -> dict:
+    """Write ``<name>.json`` (the :func:`envelope` and ``body``) into ``out`` and, with
+    ``render``, ``<name>.md`` (what it makes of the whole report); returns the report."""
+    report = {**envelope(started, command), **body}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    if render is not None:
+        (out / f"{name}.md").write_text(render(report))
+    return report
+
+
 def free_port() -> int:
     """A TCP port nothing listens on right now (for a worker's /metrics)."""
     with socket.socket() as sock:
@@ -167,94 +192,17 @@ def scrape(host: str, port: int, timeout_s: float = 5.0) -> dict[str, float]:
         return {}
 
 
-def log_tail(path: Path, chars: int = 3000) -> str:
-    """The end of a log file ('' if there is none)."""
-    return path.read_text(errors="replace")[-chars:] if path.exists() else ""
-
-
 # --- the cluster of one benchmark run --------------------------------------------------------
 
 
-class WorkerDied(RuntimeError):
-    """A worker process exited while the benchmark was waiting for it."""
-
-
-class BenchCluster:
-    """Topics, consumer group and state directory of one benchmark run, and its workers.
-
-    ``slices`` are worker settings by slice (``index={"commit_interval_s": 0.5}``,
-    ``extractor={"backend": "keywords"}``), on top of the run's own; every worker gets them
-    as ``QEXPLORER_*`` environment variables (``Settings.to_env``).
-    """
+class BenchCluster(IsolatedRun):
+    """An isolated run of one benchmark (``qexplorer.harness.run``: its topics, consumer group,
+    state directory and workers, all removed at the end), with read-only views of a worker's
+    Tantivy index to watch it from outside."""
 
     def __init__(self, base: Settings, name: str, log_dir: Path,
                  **slices: Mapping[str, object]) -> None:
-        run = uuid.uuid4().hex[:8]
-        self.name = name
-        self.state = Path(tempfile.mkdtemp(prefix=f"qx-bench-{name}-"))
-        self.log_dir = log_dir
-        values: dict[str, dict[str, object]] = {
-            "topic": {"prefix": f"bench-{name}-{run}."},
-            "worker": {"app_id": f"qx-bench-{name}-{run}"},
-            "paths": {"state_dir": self.state},
-            "metrics": {"port": 0},  # any free port: never clash with a live worker
-        }
-        for part, changed in slices.items():
-            values[part] = {**values.get(part, {}), **changed}
-        try:
-            self.settings = base.replace(**values)
-        except Exception:
-            shutil.rmtree(self.state, ignore_errors=True)
-            raise
-        self.workers: dict[str, subprocess.Popen] = {}
-
-    def __enter__(self) -> BenchCluster:
-        try:
-            asyncio.run(create_topics(self.settings.kafka, self.settings.topics))
-        except BaseException:
-            shutil.rmtree(self.state, ignore_errors=True)
-            raise
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        try:
-            for process in self.workers.values():
-                stop_worker(process, timeout_s=20)
-            asyncio.run(delete_topics(self.settings.kafka, self.settings.topics,
-                                      app_id=self.settings.worker.app_id))
-        finally:
-            shutil.rmtree(self.state, ignore_errors=True)
-
-    def worker_settings(self, worker_id: str) -> Settings:
-        """The settings a worker of this run sees (the run's, with its worker id)."""
-        return self.settings.replace(worker={"worker_id": worker_id})
-
-    def index_dir(self, worker_id: str) -> Path:
-        """Where a worker of this run keeps its Tantivy replica."""
-        return self.worker_settings(worker_id).worker_dir() / "index"
-
-    def log_path(self, worker_id: str) -> Path:
-        """Where a worker of this run writes its log."""
-        return self.log_dir / f"{self.name}-{worker_id}.log"
-
-    def start_worker(self, worker_id: str) -> subprocess.Popen:
-        """Start a real worker process (``qexplorer worker``) for this run."""
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        env = self.worker_settings(worker_id).to_env()
-        self.workers[worker_id] = spawn_worker(env, self.log_path(worker_id))
-        return self.workers[worker_id]
-
-    def stop_worker(self, worker_id: str) -> None:
-        """Stop one worker gracefully."""
-        process = self.workers.pop(worker_id)
-        stop_worker(process, timeout_s=20)
-
-    def check_alive(self, worker_id: str) -> None:
-        """Raise WorkerDied (with its log's end) if the worker exited."""
-        process = self.workers.get(worker_id)
-        if process is not None and process.poll() is not None:
-            raise WorkerDied(f"worker {worker_id} exited with {process.returncode}:\n"
-                             f"{log_tail(self.log_path(worker_id))}")
+        super().__init__(base, f"bench-{name}", log_dir, **slices)
 
     def reader(self, worker_id: str, timeout_s: float = 120) -> TantivyIndex:
         """A read-only view of the worker's index (:func:`open_view`), once the worker has
@@ -289,4 +237,4 @@ class BenchCluster:
             self.check_alive(worker_id)
             time.sleep(interval_s)
         raise TimeoutError(f"worker {worker_id} did not index the listings in {timeout_s}s:\n"
-                           f"{log_tail(self.log_path(worker_id))}")
+                           f"{self.log(worker_id, 3000)}")

@@ -63,11 +63,10 @@ from bench.common import (
     BenchCluster,
     as_listings,
     free_port,
-    log_tail,
-    machine,
     open_index,
     scrape,
     synthetic_items,
+    write_report,
 )
 from bench.indexing import build_raw_index
 from bench.report import comparison, latency_summary, markdown
@@ -266,7 +265,7 @@ def explore(settings: Settings, listings: list[ListingUpsert], harmful: list[Lab
         cluster.stop_worker("w")
         if not queries:
             raise RuntimeError(f"no search feedback came back:\n"
-                               f"{log_tail(cluster.log_path('w'))}")
+                               f"{cluster.log('w', 3000)}")
         phases: dict[str, list[dict]] = {"steady": [], "burst": []}
         for name, _, seeds in plan[1:]:
             phases[name.split()[0]].append(
@@ -501,15 +500,10 @@ def main() -> None:
     started = time.time()
     section = run(Settings(), size=args.size, repeats=args.repeats,
                   log_dir=args.out / "logs", model=args.model, methods=args.keywords_method)
-    report = {"command": "python -m bench.exploration", "started_at": time.ctime(started),
-              "duration_s": time.time() - started, "machine": machine(),
-              "params": {"size": args.size, "repeats": args.repeats,
-                         "keywords_methods": args.keywords_method},
-              "benchmarks": {"exploration": section}}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "exploration.json").write_bytes(orjson.dumps(report,
-                                                             option=orjson.OPT_INDENT_2))
-    (args.out / "exploration.md").write_text(markdown(report))
+    report = write_report(args.out, "exploration", {
+        "params": {"size": args.size, "repeats": args.repeats,
+                   "keywords_methods": args.keywords_method},
+        "benchmarks": {"exploration": section}}, started=started, render=markdown)
     print(markdown(report))
 
 

@@ -23,15 +23,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import statistics
 import tempfile
 import time
-from importlib.metadata import version
 from pathlib import Path
 
-import orjson
 from pydantic import SecretStr
 
 from agents.extractor.base import Extraction, Extractor, SeedText
@@ -39,7 +35,7 @@ from agents.extractor.model_input import prompt_ids
 from agents.extractor.openai_backend import OpenAIExtractor, ServerUsage
 from agents.extractor.transformers_backend import TransformersExtractor
 from agents.queries import candidate_spans
-from bench.common import free_port
+from bench.common import free_port, machine, write_report
 from qexplorer.config import Settings
 from qexplorer.marketplace.synthetic import generate_marketplace, split_seeds
 from qexplorer.serving.environment import detect_device, ensure_env, env_versions
@@ -172,10 +168,7 @@ def _summary(seconds: list[float], seeds: int, tokens: int) -> dict:
 
 
 def _machine(python: Path, device: str) -> dict:
-    return {"platform": platform.platform(), "python": platform.python_version(),
-            "cpus": len(os.sched_getaffinity(0)), "device": device,
-            "server": env_versions(python),
-            "in_process": {"transformers": version("transformers"), "torch": version("torch")}}
+    return {**machine(), "device": device, "server": env_versions(python)}
 
 
 def markdown(report: dict) -> str:
@@ -203,16 +196,14 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--out", type=Path, default=Path(".cache/bench"))
     args = parser.parse_args()
+    started = time.time()
     settings = Settings()
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or default_model(settings, Path(tmp))
-        report = measure(model, seeds_for(args.seeds), args.repeats, args.concurrency,
-                         settings, Path(tmp))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "extraction.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
-    table = markdown(report)
-    (args.out / "extraction.md").write_text(table)
-    print(table)
+        body = measure(model, seeds_for(args.seeds), args.repeats, args.concurrency,
+                       settings, Path(tmp))
+    report = write_report(args.out, "extraction", body, started=started, render=markdown)
+    print(markdown(report))
 
 
 if __name__ == "__main__":

@@ -53,12 +53,11 @@ from aiokafka import AIOKafkaProducer
 from bench.common import (
     BenchCluster,
     free_port,
-    git_state,
-    machine,
     open_view,
     renamed,
     scrape,
     synthetic_listings,
+    write_report,
 )
 from bench.report import comparison, latency_summary, markdown, percentile
 from qexplorer.config import KafkaSettings, Settings
@@ -770,12 +769,9 @@ def main() -> None:
     section = run(Settings(), repeats=args.repeats, log_dir=args.out / "logs",
                   rates=[int(r) for r in args.rates.split(",")], phase_s=args.phase_s,
                   standing_phase_s=args.standing_phase_s, relist_every=args.relist_every)
-    report = {"command": "python -m bench.freshness", "started_at": time.ctime(started),
-              "duration_s": time.time() - started, "machine": machine(), "git": git_state(),
-              "params": {"repeats": args.repeats}, "benchmarks": {"freshness": section}}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "freshness.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
-    (args.out / "freshness.md").write_text(markdown(report))
+    report = write_report(args.out, "freshness", {
+        "params": {"repeats": args.repeats}, "benchmarks": {"freshness": section}},
+        started=started, render=markdown)
     print(markdown(report))
 
 

@@ -41,7 +41,13 @@ from pathlib import Path
 import orjson
 import tantivy
 
-from bench.common import BenchCluster, as_changes, machine, open_index, synthetic_listings
+from bench.common import (
+    BenchCluster,
+    as_changes,
+    open_index,
+    synthetic_listings,
+    write_report,
+)
 from bench.report import comparison
 from qexplorer.config import Settings
 from qexplorer.kafka import clients
@@ -317,18 +323,16 @@ def main() -> None:
     parser.add_argument("--no-pipeline", action="store_true", help="skip the Kafka figures")
     args = parser.parse_args()
 
+    started = time.time()
     listings = synthetic_listings(args.size)
     settings = Settings()
     runs = measure(listings, settings, args.repeats, args.out / "logs",
                    kafka=not args.no_pipeline)
     results = summarise(runs, len(listings))
-    report = {"benchmark": "indexing", "size": len(listings), "repeats": args.repeats,
-              "machine": machine(), "results": results}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "indexing.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
-    table = markdown(results)
-    (args.out / "indexing.md").write_text(table)
-    print(table)
+    write_report(args.out, "indexing", {
+        "benchmark": "indexing", "size": len(listings), "repeats": args.repeats,
+        "results": results}, started=started, render=lambda report: markdown(results))
+    print(markdown(results))
 
 
 if __name__ == "__main__":

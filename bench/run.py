@@ -35,12 +35,9 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
-import orjson
-
-from bench.common import git_state, machine
+from bench.common import write_report
 from bench.report import comparison, markdown
 from qexplorer.config import Settings
 
@@ -141,13 +138,6 @@ def _one(name: str, settings: Settings, *, size: int | None, repeats: int, log_d
     raise ValueError(f"unknown benchmark {name!r}")
 
 
-def write(report: dict, out: Path) -> None:
-    """Write ``bench.json`` and ``bench.md`` into ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
-    (out / "bench.md").write_text(markdown(report))
-
-
 def check_broker(settings: Settings) -> None:
     """Raise BrokerUnavailable unless the configured broker answers."""
     from qexplorer.harness import broker as local
@@ -174,11 +164,10 @@ def run_benchmarks(out: Path, *, size: int | None = None, repeats: int = 3,
     if any(n not in NO_BROKER for n in names):
         check_broker(settings)
     started = time.time()
-    report = {"command": command or shlex.join(sys.argv),
-              "started_at": datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds"),
-              "duration_s": 0.0,
-              "params": {"size": size, "repeats": repeats, "only": names, "model": model},
-              "machine": machine(), "git": git_state(), "benchmarks": {}}
+    body: dict = {"params": {"size": size, "repeats": repeats, "only": names, "model": model},
+                  "benchmarks": {}}
+    report = write_report(out, "bench", body, started=started, render=markdown,
+                          command=command or shlex.join(sys.argv))
     for name in names:
         progress(f"== {name}")
         begun = time.perf_counter()
@@ -189,9 +178,9 @@ def run_benchmarks(out: Path, *, size: int | None = None, repeats: int = 3,
             progress(traceback.format_exc())
             section = {"error": f"{type(exc).__name__}: {exc}"[:2000], "rows": []}
         section["duration_s"] = time.perf_counter() - begun
-        report["benchmarks"][name] = section
-        report["duration_s"] = time.time() - started
-        write(report, out)
+        body["benchmarks"][name] = section
+        report = write_report(out, "bench", body, started=started, render=markdown,
+                              command=report["command"])
         progress(f"== {name} took {section['duration_s']:.0f}s")
     return report
 

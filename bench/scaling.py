@@ -39,10 +39,10 @@ from bench.common import (
     as_changes,
     as_listings,
     dir_bytes,
-    machine,
     open_index,
     rss_bytes,
     synthetic_items,
+    write_report,
 )
 from bench.indexing import raw_tantivy
 from bench.report import comparison, latency_summary, markdown
@@ -172,13 +172,9 @@ def main() -> None:
         return
     started = time.time()
     section = run(Settings(), size=args.size, repeats=args.repeats)
-    report = {"command": "python -m bench.scaling", "started_at": time.ctime(started),
-              "duration_s": time.time() - started, "machine": machine(),
-              "params": {"size": args.size, "repeats": args.repeats},
-              "benchmarks": {"scaling": section}}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "scaling.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
-    (args.out / "scaling.md").write_text(markdown(report))
+    report = write_report(args.out, "scaling", {
+        "params": {"size": args.size, "repeats": args.repeats},
+        "benchmarks": {"scaling": section}}, started=started, render=markdown)
     print(markdown(report))
 
 

@@ -31,7 +31,7 @@ import httpx
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.common import BenchCluster, free_port, git_state, machine, synthetic_items
+from bench.common import BenchCluster, free_port, synthetic_items, write_report
 from qexplorer.config import KafkaSettings, Settings
 from qexplorer.kafka import clients
 from qexplorer.marketplace.items import to_listing_dict, to_toxic_dict
@@ -238,13 +238,12 @@ def main() -> None:
                 _sample(cluster, port, worker.pid, args.every, seconds, sent, samples))
 
         asyncio.run(run())
-    report = {"benchmark": "soak", "minutes": args.minutes, "rate": args.rate,
-              "seed_rate": args.seed_rate, "live": args.live, "published": sent,
-              "achieved_rate": sent["listings"] / seconds, "started_at": started,
-              "machine": machine(), "git": git_state(),
-              "verdict": verdict(samples, args.rss_slack, args.rate), "samples": samples}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "soak.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    report = write_report(args.out, "soak", {
+        "benchmark": "soak", "minutes": args.minutes, "rate": args.rate,
+        "seed_rate": args.seed_rate, "live": args.live, "published": sent,
+        "achieved_rate": sent["listings"] / seconds,
+        "verdict": verdict(samples, args.rss_slack, args.rate), "samples": samples},
+        started=started)
     chart(samples, args.out / "soak.png")
     print(orjson.dumps(report["verdict"], option=orjson.OPT_INDENT_2).decode())
 

@@ -52,7 +52,6 @@ import argparse
 import asyncio
 import random
 import re
-import shlex
 import statistics
 import sys
 import tempfile
@@ -65,7 +64,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import orjson
 import tantivy
 
 from agents.explore import Ledger
@@ -76,12 +74,11 @@ from agents.watcher import Watcher, arrivals_of
 from bench.common import (
     WORKER_SWITCH_INTERVAL_S,
     as_listings,
-    git_state,
-    machine,
     open_index,
     renamed,
     synthetic_items,
     synthetic_listings,
+    write_report,
 )
 from bench.report import comparison, markdown
 from qexplorer.config import Settings
@@ -720,15 +717,9 @@ def main() -> None:
     args = parser.parse_args()
     started = time.time()
     section = run(Settings(), size=args.size, repeats=args.repeats)
-    report = {"command": shlex.join([Path(sys.executable).name, "-m", "bench.standing",
-                                     *sys.argv[1:]]),
-              "started_at": datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds"),
-              "duration_s": time.time() - started, "machine": machine(), "git": git_state(),
-              "params": {"size": args.size, "repeats": args.repeats},
-              "benchmarks": {"standing": section}}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "standing.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
-    (args.out / "standing.md").write_text(markdown(report))
+    report = write_report(args.out, "standing", {
+        "params": {"size": args.size, "repeats": args.repeats},
+        "benchmarks": {"standing": section}}, started=started, render=markdown)
     print(markdown(report))
 
 

@@ -17,19 +17,15 @@ Usage: ``.venv/bin/python -m bench.training --rows 256 --repeats 3 --out .cache/
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import random
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import orjson
-
 from agents.extractor.device import DevicePlan
 from agents.prompt import build_prompt, format_completion
-from qexplorer.config.versions import library_versions
+from bench.common import machine, write_report
 from qexplorer.marketplace.synthetic import generate_marketplace
 from trainer.bootstrap import BootstrapConfig, bootstrap
 from trainer.train import CONFIG_DIR, TrainConfig, load_config, model_card, train, write_rows
@@ -120,10 +116,8 @@ def measure(rows: list[dict], repeats: int, workdir: Path) -> dict:
             "parameters": model_card(str(base)).get("parameters"),
             "config": {"batch_size": config.batch_size, "max_length": config.max_length,
                        "learning_rate": config.learning_rate, "epochs": 1},
-            "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                        "cpus": len(os.sched_getaffinity(0)),
-                        "torch_threads": torch.get_num_threads()},
-            "versions": library_versions(), "results": results}
+            "machine": {**machine(), "torch_threads": torch.get_num_threads()},
+            "results": results}
 
 
 def _summary(found: list[tuple[float, int]]) -> dict:
@@ -153,13 +147,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path(".cache/bench"))
     args = parser.parse_args()
+    started = time.time()
     with tempfile.TemporaryDirectory() as tmp:
-        report = measure(sft_rows(args.rows), args.repeats, Path(tmp))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "training.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
-    table = markdown(report)
-    (args.out / "training.md").write_text(table)
-    print(table)
+        body = measure(sft_rows(args.rows), args.repeats, Path(tmp))
+    report = write_report(args.out, "training", body, started=started, render=markdown)
+    print(markdown(report))
 
 
 if __name__ == "__main__":

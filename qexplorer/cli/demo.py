@@ -1,9 +1,10 @@
 """``qexplorer demo``: the whole system on one machine, scored against known labels.
 
 Starts the local broker when no cluster is configured, creates a fresh set of topics for this
-run, starts a real worker process, publishes a marketplace (synthetic, or a real labelled set),
-confirms a sample of its toxic items as seeds, waits until every seed has been explored and
-prints what was detected with its precision against the ground truth.
+run (an isolated run, ``qexplorer.harness.run``), starts a real worker process, publishes a
+marketplace (synthetic, or a real labelled set), confirms a sample of its toxic items as seeds,
+waits until every seed has been explored and prints what was detected with its precision
+against the ground truth.
 """
 
 from __future__ import annotations
@@ -12,15 +13,19 @@ import asyncio
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import orjson
 from rich.console import Console
 from rich.table import Table
 
 from qexplorer.config import Settings
-from qexplorer.marketplace.items import LabelledItem, to_listing_dict, to_toxic_dict
-from schemas.models import ListingUpsert, ToxicItem
-from schemas.topics import LISTINGS, TOXIC_ITEMS
+from qexplorer.marketplace.items import LabelledItem
+
+if TYPE_CHECKING:
+    import subprocess
+
+    from qexplorer.harness.run import IsolatedRun
 
 
 @dataclass(frozen=True)
@@ -96,43 +101,32 @@ def run_demo(settings: Settings, *, dataset: str | None, benign: int, confirm: f
     """Run the demo end to end and print its report; returns the summary. With ``review``,
     then serve the review queue holding the demo's detections (the worker keeps running, so
     a confirmed listing is explored as a new seed) until Ctrl-C."""
-    from qexplorer.harness import broker as local
-    from qexplorer.harness.processes import spawn_worker, stop_worker
-    from qexplorer.kafka.admin import create_topics, delete_topics
-    from qexplorer.kafka.io import publish, read_to_end
+    from qexplorer.harness import broker
+    from qexplorer.harness.run import IsolatedRun
     from qexplorer.marketplace.synthetic import split_seeds
 
     started = time.monotonic()
     if settings.kafka.uses_local_broker:
         console.print("[bold]1/5[/bold] local Kafka broker (no KAFKA_BOOTSTRAP configured)")
-        local.start(local.LocalBroker.of(settings), progress=console.print)
-    run_id = time.strftime("%Y%m%d%H%M%S")
-    settings = settings.replace(
-        topic={"prefix": f"{settings.topic.prefix}demo-{run_id}."},
-        worker={"app_id": f"qexplorer-demo-{run_id}", "worker_id": "demo"})
-    kafka, topics = settings.kafka, settings.topics
-    asyncio.run(create_topics(kafka, topics))
-    console.print(f"[bold]2/5[/bold] topics: {', '.join(topics.all())}")
-    if settings.extractor.backend == "keywords":
-        console.print("extractor: keywords (YAKE) - no trained model is configured; set "
-                      "QEXPLORER_EXTRACTOR and QEXPLORER_MODEL to use one")
-    log_path = settings.paths.cache_dir / "demo" / f"worker-{run_id}.log"
-    process = spawn_worker(settings.to_env(), log_path)
-    console.print(f"[bold]3/5[/bold] worker pid {process.pid} (log: {log_path})")
-    try:
+        broker.ensure_started(settings, progress=console.print)
+    with IsolatedRun(settings, "demo", settings.paths.cache_dir / "demo", keep=keep) as run:
+        console.print(f"[bold]2/5[/bold] topics: {', '.join(run.settings.topics.all())}")
+        if settings.extractor.backend == "keywords":
+            console.print("extractor: keywords (YAKE) - no trained model is configured; set "
+                          "QEXPLORER_EXTRACTOR and QEXPLORER_MODEL to use one")
+        process = run.start_worker("demo")
+        console.print(f"[bold]3/5[/bold] worker pid {process.pid} "
+                      f"(log: {run.log_path('demo')})")
         items = _load_items(dataset, benign)
         seeds = split_seeds(items, confirm, seed=11)
         seed_ids = {s.id for s in seeds}
-        asyncio.run(publish(kafka, topics, LISTINGS,
-                            [ListingUpsert(**to_listing_dict(i)) for i in items]))
-        asyncio.run(publish(kafka, topics, TOXIC_ITEMS,
-                            [ToxicItem(**to_toxic_dict(s, "demo-moderator")) for s in seeds]))
+        run.publish_listings(items)
+        run.confirm(seeds, "demo-moderator")
         harmful = sum(i.harmful for i in items)
         console.print(f"[bold]4/5[/bold] published {len(items)} listings ({harmful} toxic, "
                       f"source: {dataset or 'synthetic marketplace'}), confirmed {len(seeds)}")
-        explored = _wait_explored(settings, seed_ids, timeout_s, process, console)
-        detections = [orjson.loads(m.value) for m in
-                      asyncio.run(read_to_end(kafka, topics.detections))]
+        explored = _wait_explored(run, seed_ids, timeout_s, process, console)
+        detections = [orjson.loads(m.value) for m in run.read(run.settings.topics.detections)]
         counts = score_detections(detections, items, seed_ids)
         first = detections[0] if detections else {}
         summary = DemoSummary(
@@ -145,11 +139,7 @@ def run_demo(settings: Settings, *, dataset: str | None, benign: int, confirm: f
             seconds=time.monotonic() - started)
         _report(summary, detections, items, console)
         if review:
-            _serve_review(settings, console)
-    finally:
-        stop_worker(process)
-        if not keep:
-            asyncio.run(delete_topics(kafka, topics, app_id=settings.worker.app_id))
+            _serve_review(run.settings, console)
     return summary
 
 
@@ -175,10 +165,8 @@ def _serve_review(settings: Settings, console: Console) -> None:
         console.print("review service stopped")
 
 
-def _wait_explored(settings: Settings, seed_ids: set[str], timeout_s: float, process,
-                   console: Console) -> set[str]:
-    from qexplorer.kafka.io import read_to_end
-
+def _wait_explored(run: IsolatedRun, seed_ids: set[str], timeout_s: float,
+                   process: subprocess.Popen, console: Console) -> set[str]:
     explored: set[str] = set()
     deadline = time.monotonic() + timeout_s
     with console.status("exploring seeds...") as status:
@@ -186,8 +174,7 @@ def _wait_explored(settings: Settings, seed_ids: set[str], timeout_s: float, pro
             if process.poll() is not None:
                 console.print(f"[red]the worker exited with code {process.returncode}[/red]")
                 break
-            records = asyncio.run(read_to_end(settings.kafka, settings.topics.feedback))
-            explored = {orjson.loads(m.value)["seed_id"] for m in records} & seed_ids
+            explored = run.explored(seed_ids)
             status.update(f"exploring seeds... {len(explored)}/{len(seed_ids)}")
             time.sleep(1.0)
     return explored

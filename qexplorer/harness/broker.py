@@ -46,6 +46,7 @@ __all__ = [
     "cluster_id_file",
     "data_dir",
     "ensure_jars",
+    "ensure_started",
     "fetch_maven_jars",
     "is_reachable",
     "is_reachable_async",
@@ -456,6 +457,18 @@ def start(
             raise
         _say(progress, f"Local Kafka ready in {time.monotonic() - t0:.1f} s (pid {proc.pid}).")
         return status(broker)
+
+
+def ensure_started(settings: Settings, progress: Callable[[str], Any] | None = print) -> bool:
+    """Start the local broker when the settings name no cluster and none answers; True when
+    it was started here (the caller may stop it again)."""
+    if not settings.kafka.uses_local_broker:
+        return False
+    broker = LocalBroker.of(settings)
+    if status(broker).reachable:
+        return False
+    start(broker, progress=progress)
+    return True
 
 
 def stop(broker: LocalBroker, timeout_s: float = 30) -> bool:

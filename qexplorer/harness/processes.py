@@ -1,4 +1,5 @@
-"""Start and stop worker processes (for the demo, the tests and local runs).
+"""Start and stop worker processes and other ``qexplorer`` commands (for the demo, the
+replay, the benchmarks, the tests and local runs).
 
 A worker is the same process a deployment runs (``qexplorer worker``); settings reach it as
 environment variables, exactly as in a container.
@@ -15,18 +16,24 @@ from pathlib import Path
 from qexplorer.config import PROJECT_ROOT
 
 
-def worker_command() -> list[str]:
-    """The command line of a worker process using this interpreter."""
-    return [sys.executable, "-m", "qexplorer.cli.main", "worker"]
+def command(*args: str) -> list[str]:
+    """The command line of ``qexplorer ARGS...`` run by this interpreter."""
+    return [sys.executable, "-m", "qexplorer.cli.main", *args]
 
 
-def spawn_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen:
-    """Start a worker with ``env`` on top of this process's environment; output to log_path."""
+def spawn(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    """Start ``qexplorer ARGS...`` with ``env`` on top of this process's environment, in a
+    session of its own; its output goes to ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
     with log_path.open("ab") as log:
-        return subprocess.Popen(worker_command(), cwd=PROJECT_ROOT, env=full_env, stdout=log,
+        return subprocess.Popen(command(*args), cwd=PROJECT_ROOT, env=full_env, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def spawn_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    """Start a worker (``qexplorer worker``) with ``env``; output to ``log_path``."""
+    return spawn(["worker"], env, log_path)
 
 
 def stop_worker(process: subprocess.Popen, timeout_s: float = 30.0) -> int:

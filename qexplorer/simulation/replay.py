@@ -35,7 +35,6 @@ import asyncio
 import base64
 import heapq
 import re
-import shutil
 import subprocess
 import time
 import uuid
@@ -47,12 +46,25 @@ from typing import Protocol
 
 import orjson
 
+from agents.extractor import registry
 from qexplorer.config import Settings
 from qexplorer.config.versions import library_versions
+from qexplorer.harness import broker
+from qexplorer.harness.run import IsolatedRun
+from qexplorer.kafka.io import follow, publish
 from qexplorer.marketplace.corpora import data_hash
-from qexplorer.marketplace.items import LabelledItem, to_toxic_dict
-from schemas.models import ModerationDecision, ToxicItem
-from schemas.topics import TOXIC_ITEMS
+from qexplorer.marketplace.items import LabelledItem, to_listing_dict, to_toxic_dict
+from qexplorer.marketplace.synthetic import split_seeds
+from schemas.codec import SchemaError, decode
+from schemas.models import (
+    DeadLetter,
+    Detection,
+    ListingUpsert,
+    ModerationDecision,
+    ToxicItem,
+    query_id,
+)
+from schemas.topics import LISTINGS, MODERATION_DECISIONS, TOXIC_ITEMS
 
 #: ``confirmed_by`` of the items the simulated moderator confirms.
 MODERATOR = "replay-moderator"
@@ -332,13 +344,10 @@ def _toxic(item: LabelledItem, confirmed_by: str) -> ToxicItem:
     return ToxicItem(**to_toxic_dict(item, confirmed_by))
 
 
-def _run_settings(base: Settings, extractor: dict[str, str], isolation: dict) -> Settings:
-    """The base settings with the run's extractor (``backend``, ``model``, ...) and isolation
-    (slices) on top, validated, so a bad configuration fails here rather than in the
-    worker."""
-    from agents.extractor import registry
-
-    run = base.replace(extractor=extractor, **isolation)
+def _check_extractor(base: Settings, extractor: dict[str, str]) -> Settings:
+    """The base settings with a run's extractor (``backend``, ``model``, ...) on top,
+    validated, so a bad configuration fails here rather than in the worker."""
+    run = base.replace(extractor=extractor)
     registry.check(run.extractor)
     return run
 
@@ -358,10 +367,6 @@ class _Watch:
 
 
 async def _follow_detections(settings: Settings, moderator: Moderator, watch: _Watch) -> None:
-    from qexplorer.kafka.io import follow
-    from schemas.codec import SchemaError, decode
-    from schemas.models import Detection, query_id
-
     async for message in follow(settings.kafka, settings.topics.detections,
                                 from_beginning=True):
         try:
@@ -379,8 +384,6 @@ async def _follow_detections(settings: Settings, moderator: Moderator, watch: _W
 
 async def _follow_explored(settings: Settings, watch: _Watch) -> None:
     """Seeds explored (their search feedback) or failed (dead-lettered toxic items)."""
-    from qexplorer.kafka.io import follow
-
     async for message in follow(settings.kafka, settings.topics.feedback, from_beginning=True):
         try:
             seed = orjson.loads(message.value or b"null")["seed_id"]
@@ -393,10 +396,6 @@ async def _follow_explored(settings: Settings, watch: _Watch) -> None:
 
 
 async def _follow_dead_letters(settings: Settings, watch: _Watch) -> None:
-    from qexplorer.kafka.io import follow
-    from schemas.codec import SchemaError, decode
-    from schemas.models import DeadLetter
-
     async for message in follow(settings.kafka, settings.topics.dead_letter,
                                 from_beginning=True):
         try:
@@ -413,11 +412,6 @@ async def _arrive(settings: Settings, items: Sequence[LabelledItem], rate: float
                   watch: _Watch) -> None:
     """Publish ``items`` as new listings, in order, ``rate`` a second (in batches of at most
     a second's worth)."""
-    from qexplorer.kafka.io import publish
-    from qexplorer.marketplace.items import to_listing_dict
-    from schemas.models import ListingUpsert
-    from schemas.topics import LISTINGS
-
     step = max(1, int(rate))
     for start in range(0, len(items), step):
         batch = items[start:start + step]
@@ -445,9 +439,6 @@ async def _moderate(settings: Settings, moderator: Moderator, by_id: dict[str, L
                     ) -> tuple[str, _Watch]:
     """The moderator loop of one run: follow the topics, publish the arrivals, review,
     record decisions, confirm, until it stops."""
-    from qexplorer.kafka.io import publish
-    from schemas.topics import MODERATION_DECISIONS
-
     watch = _Watch(last_activity=time.monotonic(), to_arrive=len(arrivals))
     tasks = [asyncio.create_task(_follow_detections(settings, moderator, watch)),
              asyncio.create_task(_follow_explored(settings, watch)),
@@ -502,52 +493,34 @@ async def _moderate(settings: Settings, moderator: Moderator, by_id: dict[str, L
 
 
 def _run_one(settings: Settings, items: list[LabelledItem], seeds: list[LabelledItem],
-             overrides: dict[str, str], *, label: str, run_id: str, out_dir: Path,
+             overrides: dict[str, str], *, label: str, out_dir: Path,
              review_delay_s: float, idle_s: float, timeout_s: float, keep: bool,
              progress: Callable[[str], None], arrivals: Sequence[LabelledItem] = (),
              arrival_rate: float = 50.0) -> dict:
-    """One isolated run: topics, a worker, the marketplace, the seeds, the moderator loop
-    (which publishes ``arrivals`` along the way)."""
-    from qexplorer.harness.processes import spawn_worker, stop_worker
-    from qexplorer.kafka.admin import create_topics, delete_topics
-    from qexplorer.kafka.io import publish
-    from qexplorer.marketplace.items import to_listing_dict
-    from schemas.models import ListingUpsert
-    from schemas.topics import LISTINGS
-
-    slug = _slug(label)
-    paths = settings.paths
-    state_dir = (paths.state_dir or paths.cache_dir / "workers") / f"replay-{run_id}" / slug
-    run = _run_settings(settings, overrides, {
-        "topic": {"prefix": f"{settings.topic.prefix}replay-{run_id}-{slug}."},
-        "worker": {"app_id": f"qexplorer-replay-{run_id}-{slug}", "worker_id": "replay"},
-        "paths": {"state_dir": state_dir}})
-    kafka, topics = run.kafka, run.topics
-    log_path = out_dir / "logs" / f"worker-{slug}.log"
+    """One isolated run (``qexplorer.harness.run``): a worker, the marketplace, the seeds, the
+    moderator loop (which publishes ``arrivals`` along the way)."""
     started = time.monotonic()
-    asyncio.run(create_topics(kafka, topics))
-    process = spawn_worker(run.to_env(), log_path)
-    model = run.extractor.model
-    progress(f"{label}: worker pid {process.pid} ({run.extractor.backend}"
-             f"{f', model {model}' if model else ''}; log {log_path})")
-    try:
-        asyncio.run(publish(kafka, topics, LISTINGS,
-                            [ListingUpsert(**to_listing_dict(i)) for i in items]))
+    with IsolatedRun(settings, f"replay-{_slug(label)}", out_dir / "logs", keep=keep,
+                     extractor=overrides) as run:
+        process = run.start_worker("replay")
+        extractor = run.settings.extractor
+        progress(f"{label}: worker pid {process.pid} ({extractor.backend}"
+                 f"{f', model {extractor.model}' if extractor.model else ''}; "
+                 f"log {run.log_path('replay')})")
+        run.publish_listings(items)
         moderator = Moderator([*items, *arrivals], [s.id for s in seeds],
                               delay_s=review_delay_s, start=time.monotonic())
-        asyncio.run(publish(kafka, topics, TOXIC_ITEMS, [_toxic(s, SEEDER) for s in seeds]))
+        run.confirm(seeds, SEEDER)
         progress(f"{label}: published {len(items)} listings, confirmed {len(seeds)} seeds"
                  + (f"; {len(arrivals)} listings to arrive at {arrival_rate:g}/s"
                     if arrivals else ""))
         reason, watch = asyncio.run(_moderate(
-            run, moderator, {i.id: i for i in [*items, *arrivals]}, process, idle_s=idle_s,
-            timeout_s=timeout_s, label=label, progress=progress, arrivals=arrivals,
-            arrival_rate=arrival_rate))
-    finally:
-        exit_code = stop_worker(process)
-        if not keep:
-            asyncio.run(delete_topics(kafka, topics, app_id=run.worker.app_id))
-            shutil.rmtree(state_dir, ignore_errors=True)
+            run.settings, moderator, {i.id: i for i in [*items, *arrivals]}, process,
+            idle_s=idle_s, timeout_s=timeout_s, label=label, progress=progress,
+            arrivals=arrivals, arrival_rate=arrival_rate))
+        exit_code = run.stop_worker("replay")
+        where = {"log": str(run.log_path("replay")), "topic_prefix": run.settings.topic.prefix,
+                 "app_id": run.settings.worker.app_id}
     summary = summarise(moderator.series)
     summary.update({
         "status": reason, "seeds_initial": len(seeds),
@@ -559,14 +532,15 @@ def _run_one(settings: Settings, items: list[LabelledItem], seeds: list[Labelled
         "harmful_arrived": sum(i.harmful for i in arrivals[:len(arrivals) - watch.to_arrive]),
         "found_by_standing": moderator.found_by_standing,
         "found_only_by_standing": moderator.found_only_by_standing,
-        "extractor": watch.extractor or run.extractor.backend,
+        "extractor": watch.extractor or extractor.backend,
         "model_version": watch.model_version, "worker_exit_code": exit_code,
         "seconds": round(time.monotonic() - started, 1)})
     progress(f"{label}: {reason}; {summary['reviewed']} reviewed, {summary['harmful_found']}/"
              f"{moderator.total_harmful} harmful found ({summary['share_found']:.0%}), "
              f"precision {summary['review_precision']:.2f}, {summary['rounds']} rounds, "
              f"{summary['seconds']:.0f}s")
-    return {"settings": dict(overrides), "summary": summary, "series": moderator.series}
+    return {"settings": dict(overrides), "summary": summary, "series": moderator.series,
+            **where}
 
 
 def run_replay(settings: Settings, items: list[LabelledItem],
@@ -593,8 +567,6 @@ def run_replay(settings: Settings, items: list[LabelledItem],
     among the others. The summary then says how many harmful items only standing queries
     found (``found_only_by_standing``).
     """
-    from qexplorer.marketplace.synthetic import split_seeds
-
     say = progress or (lambda _message: None)
     if not extractors:
         raise ValueError("no extractor configuration to replay")
@@ -610,15 +582,12 @@ def run_replay(settings: Settings, items: list[LabelledItem],
     if len({_slug(label) for label in extractors}) != len(extractors):
         raise ValueError("extractor labels must stay distinct once reduced to [A-Za-z0-9_-]")
     for label, overrides in extractors.items():  # fail on a bad configuration before any run
-        checked = _run_settings(settings, overrides, {}).extractor
+        checked = _check_extractor(settings, overrides).extractor
         model = checked.model or ""
         if (checked.backend != "keywords" and model.startswith(("/", "./", "../", "~"))
                 and not Path(model).expanduser().exists()):
             raise ValueError(f"{label}: model directory {model} does not exist")
-    if settings.kafka.uses_local_broker:
-        from qexplorer.harness import broker as local
-
-        local.start(local.LocalBroker.of(settings), progress=say)
+    broker.ensure_started(settings, progress=say)
     out_dir.mkdir(parents=True, exist_ok=True)
     run_id = f"{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:6]}"
     report: dict = {
@@ -634,7 +603,7 @@ def run_replay(settings: Settings, items: list[LabelledItem],
         f"seeds, {len(extractors)} extractor(s)")
     for label, overrides in extractors.items():
         report["extractors"][label] = _run_one(
-            settings, items, seeds, overrides, label=label, run_id=run_id, out_dir=out_dir,
+            settings, items, seeds, overrides, label=label, out_dir=out_dir,
             review_delay_s=review_delay_s, idle_s=idle_s, timeout_s=timeout_s, keep=keep,
             progress=say, arrivals=later, arrival_rate=arrival_rate)
         (out_dir / "replay.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
 
 import orjson
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
+from qexplorer.harness.processes import command
 from qexplorer.kafka.io import publish, read_to_end
 from qexplorer.search.tantivy_index import TantivyIndex
 from schemas.codec import dead_letter, encode
@@ -29,7 +29,7 @@ WORD = "zorblaxquint"
 
 
 def _cli(cluster, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "qexplorer.cli.main", "dead-letter", *args],
+    return subprocess.run(command("dead-letter", *args),
                           env=cluster.cli_env(), capture_output=True, text=True, timeout=180)
 
 

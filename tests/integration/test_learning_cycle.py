@@ -10,11 +10,11 @@ import json
 import random
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from qexplorer.harness.processes import command
 from qexplorer.kafka.io import publish
 from qexplorer.marketplace.items import LabelledItem, to_listing_dict, to_toxic_dict
 from schemas.models import Detection, ListingUpsert, ModelRollout, ModerationDecision, ToxicItem
@@ -69,7 +69,7 @@ def damaged_copy(model: str, out: Path) -> Path:
 
 
 def _cli(cluster, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "qexplorer.cli.main", *args],
+    return subprocess.run(command(*args),
                           env=cluster.cli_env(), capture_output=True, text=True, timeout=300)
 
 

@@ -91,7 +91,7 @@ def _publish_seeds(cluster, seeds):
 
 
 def _use_server(cluster, server: ModelServer, **more: str) -> None:
-    cluster.extra_env.update(QEXPLORER_EXTRACTOR="openai",
+    cluster.worker_env.update(QEXPLORER_EXTRACTOR="openai",
                              QEXPLORER_OPENAI_BASE_URL=server.base_url, QEXPLORER_MODEL="",
                              QEXPLORER_EXPLORE_BATCH="4",
                              **{f"QEXPLORER_{k.upper()}": v for k, v in more.items()})

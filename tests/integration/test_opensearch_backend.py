@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from qexplorer.harness import opensearch as local_opensearch
-from qexplorer.harness.processes import kill_worker, stop_worker
+from qexplorer.harness.processes import kill_worker
 from qexplorer.kafka.io import publish
 from qexplorer.marketplace.items import to_listing_dict
 from qexplorer.marketplace.synthetic import generate_marketplace, split_seeds
@@ -92,8 +92,8 @@ def test_two_workers_share_one_index_and_agree_with_tantivy(shared):
     seed_ids = {s.id for s in seeds}
     by_seed = wait_for(lambda: explored(cluster, seed_ids), 300, 1.0,
                        lambda: f"seeds missing:\n{cluster.log('w1')}\n{cluster.log('w2')}")
-    for process in cluster.processes:  # the index is final once they stopped
-        stop_worker(process, timeout_s=15)
+    for worker_id in ("w1", "w2"):  # the index is final once they stopped
+        cluster.stop_worker(worker_id, timeout_s=15)
     _final_state_is_exact(index, items, live, 10)
 
     # what the workers found for each query, against a Tantivy index of the same listings

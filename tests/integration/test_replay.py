@@ -3,14 +3,17 @@ confirmations become new seeds, and the report and plot it writes."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+from pathlib import Path
 
 import orjson
 import pytest
 
+from qexplorer.harness.run import list_topics
 from qexplorer.marketplace.synthetic import generate_marketplace
 from qexplorer.simulation.replay import run_replay
-from tests.integration.conftest import list_topics, wait_for
+from tests.integration.conftest import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +35,7 @@ def test_replay_finds_harmful_items_beyond_the_initial_seeds(broker, tmp_path):
 
     run = report["extractors"]["keywords"]
     summary, series = run["summary"], run["series"]
-    log = (tmp_path / "out" / "logs" / "worker-keywords.log").read_text(errors="replace")
+    log = Path(run["log"]).read_text(errors="replace")
     assert summary["status"] == "idle", (summary, log[-3000:])
     assert summary["seeds_explored"] == summary["seeds"], summary
 
@@ -71,6 +74,9 @@ def test_replay_finds_harmful_items_beyond_the_initial_seeds(broker, tmp_path):
     # the run cleaned up after itself: state, topics (faust's own included)
     assert not list((tmp_path / "state").glob("replay-*/*"))
     # the broker deletes topics asynchronously: they go within a deadline
-    wait_for(lambda: not [t for t in list_topics(settings) if report["run_id"] in t],
-             60, 0.5, f"topics of run {report['run_id']} were not deleted")
+    def left() -> list[str]:
+        return [t for t in asyncio.run(list_topics(settings))
+                if t.startswith((run["topic_prefix"], run["app_id"]))]
+
+    wait_for(lambda: not left(), 60, 0.5, lambda: f"topics of the run were not deleted: {left()}")
 

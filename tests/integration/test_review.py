@@ -11,7 +11,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,7 +20,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from qexplorer.config import PROJECT_ROOT
+from qexplorer.harness.processes import spawn
 from qexplorer.kafka.io import publish, read_to_end
 from qexplorer.review.auth import hash_password
 from schemas.codec import SchemaError, decode
@@ -60,17 +59,13 @@ def start_review(cluster, name: str = "review", **settings: object) -> tuple[sub
     """A ``qexplorer review`` process on this cluster's topics; returns it and its URL once
     it answers."""
     port = free_port()
-    env = {**cluster.cli_env(), "PYTHONUNBUFFERED": "1",
+    env = {**cluster.settings.to_env(), **cluster.worker_env,
            "QEXPLORER_REVIEW_USERS": orjson.dumps(USERS).decode(),
            "QEXPLORER_REVIEW_PORT": str(port),
            "QEXPLORER_REVIEW_SESSION_SECRET": "integration-test-secret",
            **{f"QEXPLORER_REVIEW_{k.upper()}": str(v) for k, v in settings.items()}}
-    cluster.logs.mkdir(parents=True, exist_ok=True)
-    with (cluster.logs / f"{name}.log").open("ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "qexplorer.cli.main", "review"], env=env,
-                                   cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-    cluster.processes.append(process)  # stopped by the cluster fixture
+    # stopped with the cluster's workers
+    process = cluster.adopt(name, spawn(["review"], env, cluster.log_path(name)))
     url = f"http://127.0.0.1:{port}"
 
     def answers() -> bool:

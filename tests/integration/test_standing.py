@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
 import time
 
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
+from qexplorer.harness.processes import command
 from qexplorer.kafka.io import publish
 from qexplorer.marketplace.items import to_listing_dict
 from qexplorer.marketplace.synthetic import generate_marketplace
@@ -35,7 +35,7 @@ def _same_partition(key: str, stem: str, partitions: int) -> str:
 
 
 def _cli(cluster, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "qexplorer.cli.main", "standing", *args],
+    return subprocess.run(command("standing", *args),
                           env=cluster.cli_env(), capture_output=True, text=True, timeout=120)
 
 

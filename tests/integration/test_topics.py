@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
 import time
 
 import pytest
@@ -14,6 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from qexplorer.config import KafkaSettings
+from qexplorer.harness.processes import command
 from qexplorer.kafka.admin import check_topics, live_configs
 from qexplorer.kafka.io import publish, read_to_end
 from qexplorer.search.tantivy_index import TantivyIndex
@@ -69,7 +69,7 @@ def test_a_worker_refuses_a_listings_topic_that_would_lose_data(cluster):
     assert code != 0, log
     assert "refusing to run" in log and "cleanup.policy=delete" in log, log
     # the operator's view says the same, and the command fails
-    done = subprocess.run([sys.executable, "-m", "qexplorer.cli.main", "topics", "check"],
+    done = subprocess.run(command("topics", "check"),
                           env=cluster.cli_env(), capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "cleanup.policy=delete" in done.stdout, done
 
