@@ -40,11 +40,6 @@ from qexplorer.search.tantivy_index import TantivyIndex
 from schemas.codec import encode
 from schemas.models import ListingUpsert
 
-#: What streams/app.py sets before the worker searches (searches release the GIL; a busy
-#: Python thread would otherwise make each wait for the default 5 ms switch interval).
-WORKER_SWITCH_INTERVAL_S = 0.0005
-
-
 # --- data ------------------------------------------------------------------------------------
 
 

@@ -59,7 +59,6 @@ from agents.extractor.keywords import NEEDS_TOXIC
 from agents.extractor.priors import TermCounts, WithToxic
 from agents.extractor.registry import build_extractor
 from bench.common import (
-    WORKER_SWITCH_INTERVAL_S,
     BenchCluster,
     as_listings,
     free_port,
@@ -80,6 +79,7 @@ from qexplorer.search.tantivy_index import TantivyIndex
 from schemas.codec import encode
 from schemas.models import ListingUpsert, ToxicItem
 from schemas.topics import LISTINGS, TOXIC_ITEMS
+from streams.app import SWITCH_INTERVAL_S
 
 SIZE = 20_000
 STEADY_RATE = 5.0
@@ -302,7 +302,7 @@ def pipeline_searches(index: SearchIndex, queries: Sequence[tuple[str, str]], th
     seeds = [(seed, [q for q, _ in group])
              for seed, group in itertools.groupby(queries, key=lambda pair: pair[1])]
     previous = sys.getswitchinterval()
-    sys.setswitchinterval(WORKER_SWITCH_INTERVAL_S)
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
         with ThreadPoolExecutor(threads, thread_name_prefix="search") as pool:
             async def run_batches() -> float:
@@ -386,7 +386,7 @@ def fanout_searches(settings: Settings, index: SearchIndex, index_dir: Path,
     return {"queries_per_s": runs, "queries": len(usable),
             "distinct_queries": len(set(texts)), "unparsable_raw": unparsable,
             "threads": threads, "limit": limit,
-            "switch_interval_s": {"pipeline": WORKER_SWITCH_INTERVAL_S,
+            "switch_interval_s": {"pipeline": SWITCH_INTERVAL_S,
                                   "raw": sys.getswitchinterval()}}
 
 

@@ -72,7 +72,6 @@ from agents.extractor.priors import STOPWORDS
 from agents.standing import StandingBook
 from agents.watcher import Watcher, arrivals_of
 from bench.common import (
-    WORKER_SWITCH_INTERVAL_S,
     as_listings,
     open_index,
     renamed,
@@ -88,6 +87,7 @@ from qexplorer.search.query import to_search_text
 from qexplorer.search.tantivy_index import SEARCH_FIELDS, TantivyIndex, position_of
 from schemas.codec import encode
 from schemas.models import ListingUpsert, StandingQuery, query_id
+from streams.app import SWITCH_INTERVAL_S
 
 SIZE = 100_000
 BATCHES = (2_000, 200)
@@ -216,7 +216,7 @@ class StubReplica:
 def worker_switch_interval() -> Iterator[None]:
     """The GIL switch interval ``streams/app.py`` sets in a worker, for the block."""
     previous = sys.getswitchinterval()
-    sys.setswitchinterval(WORKER_SWITCH_INTERVAL_S)
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
         yield
     finally:
@@ -662,7 +662,7 @@ def notes(result: dict) -> list[str]:
             "a repeat (another sample each repeat), seconds scaled linearly to all of them"
             for f in result["cases"].values() if f["scale"] > 1]
     out += ["raw sides at the default GIL switch interval, the watcher and the memory index at "
-            f"{WORKER_SWITCH_INTERVAL_S * 1000:g} ms as streams/app.py sets it"]
+            f"{SWITCH_INTERVAL_S * 1000:g} ms as streams/app.py sets it"]
     filters = [s for f in result["cases"].values() for c in f["batches"].values()
                for s in c["filter_s"]]
     end = result["filter_at_end"]

@@ -1,4 +1,4 @@
-"""Re-exploration: after a rollout, the recent seeds are explored again by the new model.
+"""The re-explorer stage: after a rollout, the recent seeds are explored again by the new model.
 
 A seed is explored once per model version. When a worker switches to a new model (a rollout,
 ``streams.rollouts``), the seeds confirmed in the last ``QEXPLORER_EXPLORE_REEXPLORE_WINDOW_S``
@@ -20,6 +20,8 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from agents.explorer import Explorer, RawMessage
 from qexplorer.config import ExplorationSettings
+from qexplorer.kafka.io import read_to_end
+from streams.stage import Parts
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,26 @@ ReadSince = Callable[[set[int], int], Awaitable[Sequence[RawMessage]]]
 
 class Reexplorer:
     """Runs one re-exploration at a time, for the model version in service."""
+
+    name = "re-explorer"
+    essential = False
+
+    @classmethod
+    def of(cls, parts: Parts) -> Reexplorer:
+        """The re-explorer of a worker's parts: it reads back this worker's own toxic-items
+        partitions, once the replica has caught up (its ledger knows what the new version
+        explored already)."""
+        settings = parts.settings
+
+        async def read_since(partitions: set[int], since_ms: int) -> list[RawMessage]:
+            found = await read_to_end(settings.kafka, settings.topics.toxic_items,
+                                      since_ms=since_ms, only=partitions)
+            # no timestamp: a re-explored seed does not count in the seed-to-detection latency
+            return [RawMessage(m.topic, m.partition, m.offset, m.key, m.value) for m in found]
+
+        return cls(settings.exploration, parts.explorer, parts.exploring, read_since,
+                   parts.assigned,
+                   ready=lambda: parts.replica.wait_caught_up(settings.exploration.wait_index_s))
 
     def __init__(self, settings: ExplorationSettings, explorer: Explorer, lock: asyncio.Lock,
                  read_since: ReadSince, assigned: Callable[[], set[int]], *,
@@ -54,14 +76,14 @@ class Reexplorer:
         if self.settings.reexplore_window_s > 0:
             self._wanted.set()
 
-    async def serve(self) -> None:
+    async def run(self) -> None:
         """Run the requested re-explorations, one at a time, for as long as the worker runs."""
         while True:
             await self._wanted.wait()
             self._wanted.clear()
-            await self.run(self.explorer.extractor.model_version)
+            await self.reexplore(self.explorer.extractor.model_version)
 
-    async def run(self, version: str) -> int:
+    async def reexplore(self, version: str) -> int:
         """Re-explore under ``version``; returns the seeds explored."""
         settings = self.settings
         if self._ready is not None:

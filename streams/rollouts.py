@@ -1,4 +1,4 @@
-"""Model rollouts, the stream: follow the model-rollouts topic and switch the explorer's model.
+"""The rollout-follower stage: follow the model-rollouts topic and switch the explorer's model.
 
 A rollout is a :class:`schemas.models.ModelRollout` record on the compacted model-rollouts
 topic. Every worker reads that topic whole (no consumer group): at start it catches up and
@@ -10,7 +10,8 @@ which refuses an untrusted server URL or an unknown backend), build it, probe it
 extraction (retried with backoff), and only then swap it into the explorer. Seeds in flight
 finish with the old model and are recorded under its version; the next batch uses the new one.
 A refused rollout goes to the dead-letter topic with the reason, and the old model keeps
-serving.
+serving. Not essential (``streams.stage``): if the follower fails, the model in service keeps
+serving and rollouts wait for a restart.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from qexplorer.search.protocol import TermStats
 from schemas.codec import SchemaError, dead_letter, decode
 from schemas.models import DeadLetter, ModelRollout
 from schemas.topics import Topics
+from streams.stage import Parts
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,16 @@ Build = Callable[[ExtractorSettings, TermStats], Extractor]
 
 class RolloutFollower:
     """Follows the model-rollouts topic and switches the explorer's extractor."""
+
+    name = "rollout follower"
+    essential = False
+
+    @classmethod
+    def of(cls, parts: Parts, on_switch: Callable[[], None]) -> RolloutFollower:
+        """The follower of a worker's parts; ``on_switch`` after each switch."""
+        settings = parts.settings
+        return cls(settings.kafka, settings.topics, settings.extractor, parts.explorer,
+                   parts.dead_letters, on_switch=on_switch)
 
     def __init__(self, kafka: KafkaSettings, topics: Topics, settings: ExtractorSettings,
                  explorer: Explorer, dead_letters: Callable[[DeadLetter], Awaitable[None]],

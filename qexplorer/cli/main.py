@@ -18,18 +18,14 @@ import typer
 from qexplorer.cli.bench import bench_command
 from qexplorer.cli.common import console, load_settings
 from qexplorer.cli.deadletters import dead_letter_app
+from qexplorer.cli.evaluate import disguises_command, eval_command
 from qexplorer.cli.models import models_command, promote_command
 from qexplorer.cli.opensearch import opensearch_app
 from qexplorer.cli.review import review_app
 from qexplorer.cli.serve import rollout_command, serve_model_command
+from qexplorer.cli.simulate import curves_command, replay_command
 from qexplorer.cli.standing import standing_app
-from qexplorer.cli.train import (
-    curves_command,
-    disguises_command,
-    eval_command,
-    replay_command,
-    train_app,
-)
+from qexplorer.cli.train import train_app
 
 app = typer.Typer(help="QExplorer: find disguised toxic listings from confirmed ones.",
                   no_args_is_help=True, add_completion=False)
@@ -163,10 +159,17 @@ def worker(
     worker_id: Annotated[str | None, typer.Option(help="Names this worker's index.")] = None,
     loglevel: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
 ) -> None:
-    """Run a worker: index every listing, explore the seeds assigned to it."""
+    """Run a worker: index every listing, explore the seeds assigned to it. It checks the
+    broker and its topics first and exits with status 2, saying why in one line, when it
+    cannot work."""
     from streams.app import run_worker
+    from streams.startup import StartupRefused
 
-    run_worker(load_settings(worker={"worker_id": worker_id}), loglevel=loglevel)
+    try:
+        run_worker(load_settings(worker={"worker_id": worker_id}), loglevel=loglevel)
+    except StartupRefused as exc:
+        typer.echo(f"refusing to run: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 # --- platform side ---------------------------------------------------------------------------

@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from qexplorer.cli.common import console, load_settings
-from qexplorer.cli.train import DataOpt
+from qexplorer.cli.common import DataOpt, console, corpora, load_settings
 
 
 def promote_command(
@@ -31,13 +30,12 @@ def promote_command(
     """Judge a candidate against the model in service on the held-back reviewed seeds (and any
     labelled set given); record the judgement on model-registry and, only when the candidate
     is better beyond the noise, roll it out to every worker."""
-    from qexplorer.cli.train import _corpora
     from trainer.promote import promote
 
     settings = load_settings()
-    corpora = _corpora(data, corpus) if data or corpus else {}
+    sets = corpora(data, corpus) if data or corpus else {}
     try:
-        found = promote(settings, str(model.resolve()), corpora, k=4, max_seeds=max_seeds,
+        found = promote(settings, str(model.resolve()), sets, k=4, max_seeds=max_seeds,
                         min_seeds=min_seeds, extractor=extractor, served_model=served_model,
                         base_url=base_url, progress=console.print)
     except ValueError as exc:

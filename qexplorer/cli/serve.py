@@ -31,7 +31,7 @@ def serve_model_command(
 ) -> None:
     """Serve a model with vLLM's OpenAI-compatible server (its own virtualenv; built on
     first use, a few minutes). Runs in the foreground until Ctrl-C."""
-    from qexplorer.cli.train import latest_model
+    from qexplorer.cli.common import latest_model
     from qexplorer.serving.environment import detect_device, ensure_env
     from qexplorer.serving.server import ModelServer
 

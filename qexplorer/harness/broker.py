@@ -19,8 +19,6 @@ Only the local broker is managed here: ``start``/``status``/``stop`` use
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import contextlib
 import fcntl
 import hashlib
@@ -28,16 +26,16 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from qexplorer.config import KafkaSettings, Settings
 from qexplorer.config.settings import LOCAL_HOST
+from qexplorer.kafka.admin import is_reachable, port_open
 
 __all__ = [
     "BrokerError",
@@ -48,8 +46,6 @@ __all__ = [
     "ensure_jars",
     "ensure_started",
     "fetch_maven_jars",
-    "is_reachable",
-    "is_reachable_async",
     "jars_dir",
     "kafka_dir",
     "local_bootstrap",
@@ -67,7 +63,6 @@ POM = Path(__file__).with_name("kafka-pom.xml")
 READY_LINE = "Kafka Server started"
 JARS_MARKER = ".complete"
 MIN_JAVA = 17
-_T = TypeVar("_T")
 
 # Brokers this process started: kept so they can be reaped (no zombies) and not garbage
 # collected with a "subprocess still running" warning.
@@ -297,73 +292,6 @@ def _jars_complete(marker: Path, pom: Path) -> bool:
     return not pom.is_file() or first == _pom_digest(pom)
 
 
-# --- reachability -------------------------------------------------------------------------
-
-
-async def is_reachable_async(bootstrap: str, timeout_s: float = 3.0, **client_kwargs: Any) -> bool:
-    """True when a Kafka client fetches cluster metadata (with at least one broker) in time.
-
-    ``client_kwargs`` go to ``AIOKafkaAdminClient`` (security broker, for instance).
-    """
-    if not any(_port_open(host, port, timeout_s) for host, port in _parse_bootstrap(bootstrap)):
-        return False  # nothing listens: skip the client and its connection-error logging
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap,
-        request_timeout_ms=max(int(timeout_s * 1000), 1000),
-        **client_kwargs,
-    )
-    try:
-        async with asyncio.timeout(timeout_s):
-            await admin.start()
-            cluster = await admin.describe_cluster()
-        return bool(cluster.get("brokers"))
-    except Exception:
-        return False
-    finally:
-        with contextlib.suppress(Exception):
-            await admin.close()
-
-
-def is_reachable(bootstrap: str, timeout_s: float = 3.0, **client_kwargs: Any) -> bool:
-    """True when a Kafka client fetches cluster metadata from ``bootstrap`` in time.
-
-    Synchronous; works inside a running event loop too (it then probes on a helper thread).
-    """
-    return _run_sync(is_reachable_async(bootstrap, timeout_s, **client_kwargs))
-
-
-def _run_sync(coro: Coroutine[Any, Any, _T]) -> _T:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coro).result()
-
-
-def _parse_bootstrap(bootstrap: str) -> list[tuple[str, int]]:
-    out = []
-    for item in bootstrap.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        host, _, port = item.rpartition(":")
-        if not host:
-            host, port = item, "9092"
-        out.append((host.strip("[]"), int(port)))
-    return out
-
-
-def _port_open(host: str, port: int, timeout_s: float) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=min(timeout_s, 2.0)):
-            return True
-    except OSError:
-        return False
-
-
 # --- process ------------------------------------------------------------------------------
 
 
@@ -411,7 +339,7 @@ def start(
                            "using it.")
             return status(broker)
         for port in (broker.kafka.local_port, broker.kafka.local_controller_port):
-            if _port_open(LOCAL_HOST, port, 1.0):
+            if port_open(LOCAL_HOST, port, 1.0):
                 raise BrokerError(
                     f"port {port} on {LOCAL_HOST} is taken by something that is not a Kafka "
                     "broker: free it or set QEXPLORER_LOCAL_KAFKA_PORT / "

@@ -1,5 +1,5 @@
 """Topic administration: create QExplorer's topics as the registry declares them, delete them,
-and check that the live topics keep what they must.
+check that the live topics keep what they must, and whether a broker answers at all.
 
 Auto-created topics get the broker's defaults (and faust then disagrees with them), so every
 topic is created here, with its partitions and configuration (``schemas.topics``), before a
@@ -11,18 +11,23 @@ rebuilt from.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import socket
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
-from aiokafka.admin import NewTopic
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
 from qexplorer.config import KafkaSettings
 from qexplorer.kafka import clients
 from schemas.topics import LISTINGS, Topics, TopicSpec, faust_internal_topics
+
+_T = TypeVar("_T")
 
 #: Configuration keys the registry manages.
 MANAGED = ("cleanup.policy", "retention.ms")
@@ -133,15 +138,87 @@ class TopicCheck:
 
 
 async def check_topics(kafka: KafkaSettings, topics: Topics) -> TopicCheck:
-    """Compare the live topics with the registry: ``listings`` that would lose data is a
-    refusal, any other difference (retention, policy) a warning."""
-    live = await live_configs(kafka, topics.all())
+    """Compare the live topics with the registry (:func:`judge_topics`)."""
+    return judge_topics(topics, await live_configs(kafka, topics.all()))
+
+
+def judge_topics(topics: Topics, live: Mapping[str, Mapping[str, str]]) -> TopicCheck:
+    """What the live configurations (topic -> configuration) mean for a worker: ``listings``
+    that would lose data is a refusal, any other difference (retention, policy) a warning;
+    a missing topic is neither (who needs it says so)."""
     check = TopicCheck()
     for name, spec in topics:
         config = live.get(name)
         if config is None:
-            continue  # a missing topic is the replica's error, with its own message
+            continue
         if spec is LISTINGS:
             check.refusals += [f"topic {name}: {reason}" for reason in data_loss(config)]
         check.warnings += drift(spec, topics.config(spec), config)
     return check
+
+
+# --- reachability ---------------------------------------------------------------------------
+
+
+async def is_reachable_async(bootstrap: str, timeout_s: float = 3.0, **client_kwargs: Any) -> bool:
+    """True when a Kafka client fetches cluster metadata (with at least one broker) in time.
+
+    ``client_kwargs`` go to ``AIOKafkaAdminClient`` (security broker, for instance).
+    """
+    if not any(port_open(host, port, timeout_s) for host, port in parse_bootstrap(bootstrap)):
+        return False  # nothing listens: skip the client and its connection-error logging
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        request_timeout_ms=max(int(timeout_s * 1000), 1000),
+        **client_kwargs,
+    )
+    try:
+        async with asyncio.timeout(timeout_s):
+            await admin.start()
+            cluster = await admin.describe_cluster()
+        return bool(cluster.get("brokers"))
+    except Exception:
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
+
+
+def is_reachable(bootstrap: str, timeout_s: float = 3.0, **client_kwargs: Any) -> bool:
+    """True when a Kafka client fetches cluster metadata from ``bootstrap`` in time.
+
+    Synchronous; works inside a running event loop too (it then probes on a helper thread).
+    """
+    return _run_sync(is_reachable_async(bootstrap, timeout_s, **client_kwargs))
+
+
+def _run_sync(coro: Coroutine[Any, Any, _T]) -> _T:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def parse_bootstrap(bootstrap: str) -> list[tuple[str, int]]:
+    """(host, port) of each server of a bootstrap list (port 9092 when none is given)."""
+    out = []
+    for item in bootstrap.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        host, _, port = item.rpartition(":")
+        if not host:
+            host, port = item, "9092"
+        out.append((host.strip("[]"), int(port)))
+    return out
+
+
+def port_open(host: str, port: int, timeout_s: float) -> bool:
+    """True when something accepts a TCP connection there."""
+    try:
+        with socket.create_connection((host, port), timeout=min(timeout_s, 2.0)):
+            return True
+    except OSError:
+        return False

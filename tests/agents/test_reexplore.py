@@ -58,7 +58,7 @@ def test_the_window_of_this_workers_partitions_is_explored_again_in_paced_batche
     explorer = FakeExplorer(events)
     reexplorer, reads, sleeps = _reexplorer(events, explorer, _messages(8),
                                             assigned=(set(), {0, 2}))
-    explored = asyncio.run(reexplorer.run("v2"))
+    explored = asyncio.run(reexplorer.reexplore("v2"))
     assert reads == [({0, 2}, int((NOW - 3600) * 1000))]  # waited for its assignment
     assert [offsets for _, offsets in events] == [[0, 1, 2], [3, 4, 5], [6, 7]]
     assert sleeps[-3:] == [3 / 4.0, 3 / 4.0, 2 / 4.0]  # at most `rate` seeds a second
@@ -78,7 +78,7 @@ def test_new_seeds_wait_for_at_most_one_reexploration_batch():
             await asyncio.sleep(0)
 
     async def both():
-        await asyncio.gather(reexplorer.run("v2"), new_seeds())
+        await asyncio.gather(reexplorer.reexplore("v2"), new_seeds())
 
     asyncio.run(both())
     kinds = [kind for kind, _ in events]
@@ -93,7 +93,7 @@ def test_a_run_stops_when_another_model_takes_over_or_a_new_run_is_asked_for():
     reexplorer, _, _ = _reexplorer(events, explorer, _messages(9))
 
     async def switch_after_first_batch():
-        task = asyncio.ensure_future(reexplorer.run("v2"))
+        task = asyncio.ensure_future(reexplorer.reexplore("v2"))
         while not events:
             await asyncio.sleep(0)
         explorer.extractor.model_version = "v3"
@@ -105,7 +105,7 @@ def test_a_run_stops_when_another_model_takes_over_or_a_new_run_is_asked_for():
     explorer.extractor.model_version = "v3"
 
     async def asked_again():
-        task = asyncio.ensure_future(reexplorer.run("v3"))
+        task = asyncio.ensure_future(reexplorer.reexplore("v3"))
         while not events:
             await asyncio.sleep(0)
         reexplorer.request()  # serve() would start the new run next

@@ -10,6 +10,7 @@ import pytest
 
 from qexplorer.config import Settings
 from qexplorer.harness import broker as local
+from qexplorer.kafka.admin import is_reachable, is_reachable_async
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +37,7 @@ def test_start_is_idempotent_and_reachable(settings: local.LocalBroker,
     again = local.start(settings)
     assert again.reachable
     assert again.pid == broker.pid
-    assert local.is_reachable(settings.kafka.servers)
+    assert is_reachable(settings.kafka.servers)
 
 
 def test_status_reports_the_running_broker(settings: local.LocalBroker,
@@ -51,8 +52,8 @@ def test_status_reports_the_running_broker(settings: local.LocalBroker,
 
 
 async def test_reachable_from_inside_an_event_loop(broker: local.BrokerStatus) -> None:
-    assert local.is_reachable(broker.bootstrap)
-    assert await local.is_reachable_async(broker.bootstrap)
+    assert is_reachable(broker.bootstrap)
+    assert await is_reachable_async(broker.bootstrap)
 
 
 async def test_create_and_delete_a_topic(broker: local.BrokerStatus) -> None:

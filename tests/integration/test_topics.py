@@ -1,6 +1,7 @@
 """Topics that keep their data, on the real broker: what the registry creates, a worker that
-refuses a listings topic that would lose listings, and a worker that joins after compaction
-and still holds exactly the live listings."""
+refuses a listings topic that would lose listings, a worker started before its topics exist
+or without a broker (one line, exit status 2), and a worker that joins after compaction and
+still holds exactly the live listings."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ import subprocess
 import time
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from qexplorer.config import KafkaSettings
 from qexplorer.harness.processes import command
+from qexplorer.kafka import clients
 from qexplorer.kafka.admin import check_topics, live_configs
 from qexplorer.kafka.io import publish, read_to_end
 from qexplorer.search.tantivy_index import TantivyIndex
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.integration
 async def _alter(kafka: KafkaSettings, topic: str, config: dict[str, str]) -> None:
     """Set a topic's dynamic configuration (the whole set: unnamed keys fall back to the
     broker's defaults)."""
-    admin = AIOKafkaAdminClient(**kafka.client_kwargs())
+    admin = clients.admin(kafka)
     await admin.start()
     try:
         [response] = await admin.alter_configs(
@@ -72,6 +73,37 @@ def test_a_worker_refuses_a_listings_topic_that_would_lose_data(cluster):
     done = subprocess.run(command("topics", "check"),
                           env=cluster.cli_env(), capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "cleanup.policy=delete" in done.stdout, done
+
+
+def _refusal(env: dict[str, str]) -> subprocess.CompletedProcess:
+    """A worker started with ``env``, run until it exits."""
+    return subprocess.run(command("worker"), env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_a_worker_started_before_its_topics_exist_says_so_in_one_line(cluster):
+    """An operator starts a worker before ``qexplorer topics create``: no faust start, no
+    metadata errors, no traceback; one line naming the missing topics, exit status 2."""
+    env = {**cluster.cli_env(), "QEXPLORER_TOPIC_PREFIX": f"{cluster.settings.topic.prefix}none."}
+    done = _refusal(env)
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    assert output.strip().splitlines() == [output.strip()], output
+    assert output.startswith("refusing to run: missing topics ") and \
+        "create them first (qexplorer topics create)" in output, output
+    assert "listings" in output and "Traceback" not in output
+    assert not any(t.startswith(env["QEXPLORER_TOPIC_PREFIX"])
+                   for t in cluster.topics_left()), "the refused worker created topics"
+
+
+def test_a_worker_without_a_broker_says_so_in_one_line(cluster):
+    env = {**cluster.cli_env(), "KAFKA_BOOTSTRAP": "127.0.0.1:1"}
+    done = _refusal(env)
+    output = (done.stdout + done.stderr).strip()
+    assert done.returncode == 2, output
+    assert output.splitlines() == [
+        "refusing to run: no Kafka broker answers at 127.0.0.1:1: check KAFKA_BOOTSTRAP and "
+        "the security settings"], output
 
 
 def test_a_worker_joining_after_compaction_holds_every_live_listing_and_none_deleted(cluster):

@@ -10,6 +10,7 @@ import pytest
 from qexplorer.config import KafkaSettings, Settings
 from qexplorer.harness import broker as local
 from qexplorer.harness.broker import BrokerError, LocalBroker, render_server_properties
+from qexplorer.kafka.admin import is_reachable, parse_bootstrap
 
 # every test sees only the settings it sets (tests/unit/conftest.py)
 pytestmark = pytest.mark.usefixtures("clean_env")
@@ -143,7 +144,7 @@ def test_parse_java_major(output: str, major: int | None) -> None:
 
 
 def test_parse_bootstrap() -> None:
-    assert local._parse_bootstrap("127.0.0.1:9092, host:1234") == [
+    assert parse_bootstrap("127.0.0.1:9092, host:1234") == [
         ("127.0.0.1", 9092),
         ("host", 1234),
     ]
@@ -171,7 +172,7 @@ def test_nothing_listening_is_not_reachable() -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     # The port is free again: nothing listens there.
-    assert local.is_reachable(f"127.0.0.1:{port}", timeout_s=1) is False
+    assert is_reachable(f"127.0.0.1:{port}", timeout_s=1) is False
 
 
 def test_status_without_a_broker(broker: LocalBroker) -> None:

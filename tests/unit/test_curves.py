@@ -208,14 +208,14 @@ def test_initial_seeds_keep_at_least_two_and_at_most_all(fraction: float) -> Non
 def test_a_blend_spec_names_one_replay_of_the_model_with_its_priors() -> None:
     import typer
 
-    from qexplorer.cli.train import _blend_spec
+    from qexplorer.cli.common import blend_spec
     from qexplorer.simulation.curves import extractors
 
-    assert _blend_spec("probe=64") == {"probe": 64.0}
-    assert _blend_spec("probe=64, contrast=2") == {"contrast": 2.0, "probe": 64.0}
+    assert blend_spec("probe=64") == {"probe": 64.0}
+    assert blend_spec("probe=64, contrast=2") == {"contrast": 2.0, "probe": 64.0}
     for bad in ("probe", "probe=x", "popularity=1", "probe=-1"):
         with pytest.raises(typer.BadParameter, match="--blend"):
-            _blend_spec(bad)
+            blend_spec(bad)
     # factories only: no model is loaded until a replay asks for one
     found = extractors(["first_words"], "some/model",
                        [{"probe": 64.0}, {"contrast": 2.0, "probe": 64.0}])
