@@ -140,10 +140,10 @@ def _one(name: str, settings: Settings, *, size: int | None, repeats: int, log_d
 
 def check_broker(settings: Settings) -> None:
     """Raise BrokerUnavailable unless the configured broker answers."""
-    from qexplorer.harness import broker as local
+    from qexplorer.harness import broker
 
     kafka = settings.kafka
-    if kafka.uses_local_broker and not local.status(local.LocalBroker.of(settings)).reachable:
+    if kafka.uses_local_broker and not broker.status(broker.LocalBroker.of(settings)).reachable:
         raise BrokerUnavailable("no Kafka broker answers at "
                                 f"{kafka.servers}: start it (qexplorer kafka start) or "
                                 "set KAFKA_BOOTSTRAP")

@@ -146,7 +146,7 @@ class Worker:
             self.stages = {"replica": replica, "reexplorer": reexplorer,
                            "rollouts": RolloutFollower.of(parts, on_switch=reexplorer.request)}
             if book is not None:
-                self.stages["watcher"] = WatcherStage(parts, book)
+                self.stages["watcher"] = WatcherStage(parts)
             self.parts = parts
         except Exception as exc:
             log.error("the worker cannot start: %s", exc)

@@ -26,7 +26,6 @@ from agents.watcher import Watcher
 from qexplorer.kafka import clients
 
 if TYPE_CHECKING:
-    from agents.standing import StandingBook
     from streams.stage import Parts
 
 log = logging.getLogger(__name__)
@@ -46,12 +45,15 @@ class WatcherStage:
     name = "watcher"
     essential = True
 
-    def __init__(self, parts: Parts, book: StandingBook) -> None:
+    def __init__(self, parts: Parts) -> None:
+        """The watcher of a worker's parts (standing queries on: ``parts.book`` is set)."""
+        if parts.book is None:
+            raise ValueError("the watcher needs the standing book (QEXPLORER_STANDING_ENABLED)")
         self.parts = parts
         settings = parts.settings
         exploration = settings.exploration
         self.group = watch_group(settings.worker.app_id)
-        self.watcher = Watcher(settings.standing, settings.topics, parts.replica, book,
+        self.watcher = Watcher(settings.standing, settings.topics, parts.replica, parts.book,
                                parts.send, wait_index_s=exploration.wait_index_s,
                                search_threads=exploration.search_threads,
                                observe=parts.observe)

@@ -59,27 +59,27 @@ app.command("bench")(bench_command)
 @kafka_app.command("start")
 def kafka_start() -> None:
     """Fetch the broker jars (first time only), format storage and start the broker."""
-    from qexplorer.harness import broker as local
+    from qexplorer.harness import broker
 
-    status = local.start(local.LocalBroker.of(load_settings()), progress=console.print)
+    status = broker.start(broker.LocalBroker.of(load_settings()), progress=console.print)
     console.print(f"kafka running: pid {status.pid} at {status.bootstrap}")
 
 
 @kafka_app.command("stop")
 def kafka_stop() -> None:
     """Stop the local broker."""
-    from qexplorer.harness import broker as local
+    from qexplorer.harness import broker
 
-    console.print("stopped" if local.stop(local.LocalBroker.of(load_settings()))
+    console.print("stopped" if broker.stop(broker.LocalBroker.of(load_settings()))
                   else "not running")
 
 
 @kafka_app.command("status")
 def kafka_status() -> None:
     """Show whether the local broker runs and answers."""
-    from qexplorer.harness import broker as local
+    from qexplorer.harness import broker
 
-    status = local.status(local.LocalBroker.of(load_settings()))
+    status = broker.status(broker.LocalBroker.of(load_settings()))
     console.print(status)
     raise typer.Exit(0 if status.reachable else 1)
 
@@ -87,9 +87,9 @@ def kafka_status() -> None:
 @kafka_app.command("reset")
 def kafka_reset() -> None:
     """Stop the local broker and delete its data."""
-    from qexplorer.harness import broker as local
+    from qexplorer.harness import broker
 
-    local.reset(local.LocalBroker.of(load_settings()))
+    broker.reset(broker.LocalBroker.of(load_settings()))
     console.print("broker data deleted")
 
 
