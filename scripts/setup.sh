@@ -30,8 +30,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[dev]"
-.venv/bin/python -c 'from qexplorer.harness.broker import LocalBroker, ensure_jars; from config import Settings; ensure_jars(LocalBroker.of(Settings()))'
+.venv/bin/python -c 'from qexplorer.harness.broker import LocalBroker, ensure_jars; from qexplorer.config import Settings; ensure_jars(LocalBroker.of(Settings()))'
 # the local OpenSearch cluster's jars (the OpenSearch backend's tests and benchmarks)
-.venv/bin/python -c 'from qexplorer.harness.opensearch import LocalOpenSearch, ensure_distribution; from config import Settings; ensure_distribution(LocalOpenSearch.of(Settings()))'
+.venv/bin/python -c 'from qexplorer.harness.opensearch import LocalOpenSearch, ensure_distribution; from qexplorer.config import Settings; ensure_distribution(LocalOpenSearch.of(Settings()))'
 touch .venv/.installed
 echo "setup done: .venv/bin/qexplorer --help"
