@@ -166,11 +166,11 @@ class IsolatedRun:
 
     # --- workers -------------------------------------------------------------------------------
 
-    def worker_settings(self, worker_id: str) -> Settings:
+    def worker_settings(self, worker_id: str = "w1") -> Settings:
         """The settings a worker of this run sees (the run's, with its worker id)."""
         return self.settings.replace(worker={"worker_id": worker_id})
 
-    def env(self, worker_id: str) -> dict[str, str]:
+    def env(self, worker_id: str = "w1") -> dict[str, str]:
         """The variables a worker of this run is started with."""
         return {**self.worker_settings(worker_id).to_env(), **self.worker_env}
 
@@ -178,11 +178,11 @@ class IsolatedRun:
         """The environment of a ``qexplorer`` command run against this run."""
         return {**os.environ, **self.settings.to_env(), **self.worker_env}
 
-    def index_dir(self, worker_id: str) -> Path:
+    def index_dir(self, worker_id: str = "w1") -> Path:
         """Where a worker of this run keeps its Tantivy replica."""
         return self.worker_settings(worker_id).worker_dir() / "index"
 
-    def log_path(self, worker_id: str) -> Path:
+    def log_path(self, worker_id: str = "w1") -> Path:
         """Where a worker of this run writes its log."""
         return self.log_dir / f"{self.name}-{self.run_id}-{worker_id}.log"
 
@@ -216,7 +216,7 @@ class IsolatedRun:
         """SIGKILL a process of the run: no chance to commit or flush anything."""
         kill_worker(self.processes.pop(name))
 
-    def check_alive(self, worker_id: str) -> None:
+    def check_alive(self, worker_id: str = "w1") -> None:
         """Raise :class:`WorkerDied` (with its log's end) if the worker exited."""
         process = self.processes.get(worker_id)
         if process is not None and process.poll() is not None:
