@@ -5,7 +5,11 @@ A seed's exploration searched every listing that existed then. Its productive qu
 as standing queries (``schemas.models.StandingQuery``) and are run again on every batch of new
 listings (``agents.watcher``). A new listing matches a standing query when the query scores it
 at least as high as the last result the query returned in its exploration (``min_score``): it
-would have been among that exploration's results. The :class:`StandingBook` holds the
+would have been among that exploration's results. A query that returned fewer results than it
+was allowed has no such floor, so a score alone would let it fire on any listing sharing one
+word, even a number; a match must also carry the evidence the query's words give
+(:func:`has_evidence`): the query's rarest term, at least a share of its terms, never numbers
+or single letters alone. The :class:`StandingBook` holds the
 standing-queries topic and the moderation decisions on what the queries found, and says which
 queries are active: a query retires when an operator retires it, when its reviewed matches fall
 below a precision, when its last reviewed matches were all rejected, or when it expires (its
@@ -17,12 +21,15 @@ No I/O here.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence, Set
+import unicodedata
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from agents.explore import Provenance
+from agents.extractor.priors import STOPWORDS
 from qexplorer.config import StandingSettings
+from qexplorer.search.normalize import analyze, normalize, pinyin
 from qexplorer.search.protocol import Hit
 from schemas.models import (
     Detection,
@@ -65,11 +72,51 @@ def standing_queries(seed_id: str, per_query: Sequence[tuple[str, Sequence[Hit]]
     return out
 
 
+def evidence_terms(query: str) -> list[str]:
+    """The terms of a query that can carry evidence: its tokens as the index searches them
+    (disguise folded), without stopwords and without tokens that have no letter or symbol in
+    them (a number matches any listing holding it) or are one Latin letter."""
+    normal = normalize(query)
+    tokens = analyze(normal.text if normal.text is not None else query)
+    return [t for t in dict.fromkeys(tokens) if t not in STOPWORDS and _can_be_evidence(t)]
+
+
+def _can_be_evidence(token: str) -> bool:
+    """A word (two or more characters, a letter among them), a Chinese character or a symbol
+    such as an emoji; not a number, not one Latin letter."""
+    if len(token) > 1:
+        return any(ch.isalpha() for ch in token)
+    return (token.isalpha() and not token.isascii()) or unicodedata.category(token) == "So"
+
+
+def matched_terms(terms: Sequence[str], listing_terms: Set[str]) -> list[str]:
+    """The query terms a listing holds (its tokens as the index holds them); a Chinese
+    character also by its sound, as the search's pinyin phrases match a homophone."""
+    return [t for t in terms
+            if t in listing_terms or (len(t) == 1 and (sound := pinyin(t)) and
+                                      sound[0] in listing_terms)]
+
+
+def has_evidence(terms: Sequence[str], listing_terms: Set[str], doc_freq: Callable[[str], int],
+                 min_share: float) -> bool:
+    """True when a listing holding ``listing_terms`` is evidence for a query of ``terms``
+    (:func:`evidence_terms`): it holds at least ``min_share`` of them, and the rarest of them
+    in the index (``doc_freq``, of those the index's text fields hold). A query without such
+    terms (numbers, symbols of punctuation) never is."""
+    if not terms:
+        return False
+    matched = matched_terms(terms, listing_terms)
+    if not matched or len(matched) < min_share * len(terms):
+        return False
+    counted = [(frequency, t) for t in terms if (frequency := doc_freq(t)) > 0]
+    return not counted or min(counted)[1] in matched
+
+
 def standing_detections(query: StandingQuery, hits: Sequence[Hit],
                         excluded: Set[str]) -> list[Detection]:
     """A standing query's matches among new listings: every hit scoring at least its
     ``min_score``, except its seed, items already confirmed toxic and what its seed's
-    exploration already detected."""
+    exploration already detected (the watcher keeps only the hits with evidence first)."""
     now = utcnow()
     detected = set(query.detected)
     return [Detection(

@@ -6,7 +6,8 @@ the listings topic's partitions among the workers, so each new listing is matche
 worker). It waits until the batch is searchable in the worker's index, runs every active
 standing query (``agents.standing.StandingBook.active``) over just the batch's listings, scored
 against the whole index (``SearchIndex.search_arrivals``), and emits a detection for every
-listing a query scores at least its ``min_score``.
+listing a query scores at least its ``min_score`` and, with ``QEXPLORER_STANDING_EVIDENCE``,
+that holds the evidence of the query's words (``agents.standing.has_evidence``).
 
 Nothing falls between a seed's exploration and its standing queries: a query matches a
 partition's listings from the first offset its exploration's index did not hold
@@ -28,8 +29,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from agents.explorer import Observe, RawMessage, Replica, Send, until_it_works
-from agents.standing import StandingBook, standing_detections
+from agents.standing import StandingBook, evidence_terms, has_evidence, standing_detections
 from qexplorer.search.protocol import Arrivals, Hit
+from qexplorer.search.tantivy_index import indexed_terms
 from schemas.codec import encode
 from schemas.models import Detection, StandingQuery
 from schemas.topics import DETECTIONS, Topics
@@ -51,6 +53,7 @@ class WatcherStats:
     batches: int = 0
     searches: int = 0  # standing-query searches run
     detections: int = 0
+    without_evidence: int = 0  # matches dropped: their listing lacked the query's evidence
 
 
 def arrivals_of(messages: Sequence[RawMessage]) -> Arrivals:
@@ -158,6 +161,9 @@ class Watcher:
                 for arrivals, queries in work.items():
                     found = await self._search(queries, dict(arrivals))
                     self.stats.searches += len(queries)
+                    if self.settings.evidence:
+                        found = await asyncio.get_running_loop().run_in_executor(
+                            self._pool, self._evident, queries, found)
                     for query, hits in zip(queries, found, strict=True):
                         for detection in standing_detections(query, hits, excluded):
                             kept = detections.get(detection.key)
@@ -186,6 +192,27 @@ class Watcher:
                                  arrivals, limit, floors[i:i + size])
             for i in range(0, len(texts), size)))
         return [hits for share in shares for hits in share]
+
+    def _evident(self, queries: Sequence[StandingQuery], found: Sequence[Sequence[Hit]]
+                 ) -> list[list[Hit]]:
+        """Each query's hits that hold the evidence of its words (on a search thread: the
+        index's document frequencies may be a request away)."""
+        frequencies: dict[str, int] = {}
+
+        def doc_freq(term: str) -> int:
+            if term not in frequencies:
+                frequencies[term] = self.replica.index.doc_freq(term)
+            return frequencies[term]
+
+        kept = []
+        for query, hits in zip(queries, found, strict=True):
+            terms = evidence_terms(query.query)
+            evident = [h for h in hits if has_evidence(
+                terms, indexed_terms(h.title, h.description), doc_freq,
+                self.settings.min_term_share)]
+            self.stats.without_evidence += len(hits) - len(evident)
+            kept.append(evident)
+        return kept
 
     async def _emit(self, detections: list[Detection]) -> None:
         if not detections:

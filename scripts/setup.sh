@@ -13,15 +13,25 @@ command -v java >/dev/null || { echo "the local Kafka broker needs Java 17+ (apt
 command -v mvn >/dev/null || { echo "fetching the Kafka jars needs Maven (apt-get install maven)" >&2; exit 1; }
 
 # The review service's browser test drives Debian's Chromium through Playwright (Playwright's
-# own browser download needs a network this project cannot assume).
+# own browser download needs a network this project cannot assume), with fonts for the emoji
+# and Chinese that disguised listings are written in (without them a moderator sees boxes).
 CHROMIUM=${QEXPLORER_CHROMIUM:-/usr/bin/chromium}
-if [ ! -x "$CHROMIUM" ]; then
+FONTS="fonts-noto-cjk fonts-noto-color-emoji"
+missing=""
+[ -x "$CHROMIUM" ] || missing="chromium"
+if command -v dpkg-query >/dev/null; then  # elsewhere fonts are the machine's business
+  for font in $FONTS; do
+    dpkg-query -W -f='${Status}' "$font" 2>/dev/null | grep -q "install ok installed" \
+      || missing="$missing $font"
+  done
+fi
+if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "installing chromium (apt-get) for the browser test"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    echo "installing$missing (apt-get) for the browser test"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
   else
-    echo "the browser test needs Chromium at $CHROMIUM: sudo apt-get install chromium" \
-         "(or set QEXPLORER_CHROMIUM)" >&2; exit 1
+    echo "the browser test needs Chromium at $CHROMIUM and the fonts $FONTS:" \
+         "sudo apt-get install chromium $FONTS (or set QEXPLORER_CHROMIUM)" >&2; exit 1
   fi
 fi
 

@@ -163,6 +163,8 @@ class _StatsCollector:
                 ("standing_searches", w.searches, "Standing-query searches run."),
                 ("standing_detections", w.detections,
                  "Detections made by standing queries."),
+                ("standing_without_evidence", w.without_evidence,
+                 "Standing-query matches dropped: the listing lacked the query's evidence."),
             ):
                 yield CounterMetricFamily(f"qexplorer_{name}", doc, value=value)
         if s.standing_active is not None:

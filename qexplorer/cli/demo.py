@@ -143,21 +143,37 @@ def run_demo(settings: Settings, *, dataset: str | None, benign: int, confirm: f
     return summary
 
 
+#: The demo's undo window: a confirm becomes a seed this soon, so it is explored while you watch.
+DEMO_UNDO_S = 5.0
+
+
 def _serve_review(settings: Settings, console: Console) -> None:
-    """Serve the review queue of this run's topics with a one-off demo reviewer."""
+    """Serve the review queue of this run's topics with a one-off demo reviewer, and say
+    what restarting it (and the worker) on these topics needs."""
     import secrets
+    import shlex
 
     from qexplorer.review.auth import hash_password
     from qexplorer.review.service import ReviewService
 
     password = secrets.token_urlsafe(9)
-    settings = settings.replace(review={"users": {"demo": hash_password(password)},
-                                        "undo_s": 5.0})
+    users = {"demo": hash_password(password)}
+    settings = settings.replace(review={"users": users, "undo_s": DEMO_UNDO_S})
+    env = {"QEXPLORER_TOPIC_PREFIX": settings.topic.prefix,
+           "QEXPLORER_WORKER_APP_ID": settings.worker.app_id,
+           "QEXPLORER_REVIEW_USERS": orjson.dumps(users).decode(),
+           "QEXPLORER_REVIEW_UNDO_S": f"{DEMO_UNDO_S:g}"}
+    restart = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
 
     def ready(url: str) -> None:
-        console.print(f"\nREVIEW {url}  (sign in as [bold]demo[/bold] / [bold]{password}"
-                      "[/bold]; the worker keeps exploring what you confirm; Ctrl-C stops "
-                      "and deletes the demo topics)", highlight=False, soft_wrap=True)
+        console.print(
+            f"\nREVIEW {url}  (sign in as [bold]demo[/bold] / [bold]{password}[/bold]; a "
+            f"confirm becomes a seed {DEMO_UNDO_S:g} s after it is made, until then z undoes "
+            "it, and the worker explores it; Ctrl-C stops the service and the worker and "
+            "deletes the demo topics; killing this process stops the worker too and leaves "
+            "the topics)\n"
+            f"to restart on these topics (--keep keeps them after Ctrl-C): {restart} "
+            "qexplorer worker & qexplorer review", highlight=False, soft_wrap=True)
 
     try:
         asyncio.run(ReviewService(settings).run(ready=ready))

@@ -364,6 +364,13 @@ class StandingSettings(_Slice):
     batch: int = Field(default=2000, ge=1, description="New listings matched per batch, at most.")
     batch_within_s: float = Field(
         default=0.2, gt=0, description="A fetch of new listings waits at most this long.")
+    evidence: bool = Field(
+        default=True,
+        description="A match needs evidence beyond its score: the query's rarest term in the "
+                    "listing, at least min_term_share of its terms, and never numbers alone.")
+    min_term_share: float = Field(
+        default=0.5, ge=0, le=1,
+        description="Share of a standing query's terms a new listing must hold to match it.")
 
 
 # --- the extractor and its server ----------------------------------------------------------------
@@ -474,8 +481,9 @@ class ReviewSettings(_Slice):
         default_factory=dict,
         description='Reviewers: JSON {"name": "<hash from qexplorer review hash-password>"}.')
     session_secret: SecretStr | None = Field(
-        default=None, description="Signs session cookies; default a random one per start "
-                                  "(reviewers sign in again after a restart).")
+        default=None, description="Signs the session cookies (default: a random one per "
+                                  "start); sessions live in the service's memory, so "
+                                  "reviewers sign in again after any restart.")
     secure_cookies: bool = Field(
         default=False, description="Cookies only over HTTPS (set behind a TLS proxy).")
     lease_s: float = Field(

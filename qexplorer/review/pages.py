@@ -2,8 +2,10 @@
 :class:`~qexplorer.review.queue.ReviewQueue`.
 
 Server-rendered Jinja2 templates (autoescaped: a listing is hostile input and shows as text).
-Reviewers sign in with the credentials in settings; the session is a signed cookie; every
-form carries the session's CSRF token, checked before anything else is read from it.
+Reviewers sign in with the credentials in settings; who is signed in is kept here
+(``qexplorer.review.sessions``: the cookie carries a session id, which signing out closes),
+and failed sign-ins slow down whoever fails, by client address and name. Every form carries
+the session's CSRF token, checked before anything else is read from it.
 
 A decision is recorded in three steps that never interleave with another request on the same
 listing: the queue builds the record and holds the listing, the :class:`Desk` publishes it
@@ -16,14 +18,13 @@ The routes, the session and the security headers are wired in ``qexplorer.review
 from __future__ import annotations
 
 import logging
-from collections import defaultdict, deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 import jinja2
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 from qexplorer.config import ReviewSettings
@@ -31,15 +32,12 @@ from qexplorer.review import auth
 from qexplorer.review.metrics import ReviewMetrics
 from qexplorer.review.present import bar_chart, highlight, model_reports, query_terms
 from qexplorer.review.queue import VERDICTS, ReviewError, ReviewQueue
+from qexplorer.review.sessions import Sessions, Throttle
 from schemas.models import ModerationDecision
 
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
-#: Sign-in attempts a name may fail in :data:`FAILURE_WINDOW_S` before it is refused.
-MAX_FAILURES = 5
-FAILURE_WINDOW_S = 60.0
-MAX_TRACKED_NAMES = 10_000
 #: Items listed under "up next".
 UP_NEXT = 10
 
@@ -80,14 +78,14 @@ class Pages:
         self.clock = clock
         self.templates = Jinja2Templates(env=jinja2.Environment(
             loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True))
-        #: sign-in failures by name: when they happened
-        self.failures: defaultdict[str, deque[float]] = defaultdict(deque)
+        self.sessions = Sessions()
+        self.throttle = Throttle()
 
     # --- what every handler uses ---------------------------------------------------------------
 
     def render(self, request: Request, name: str, status: int = 200, **context) -> Response:
         """A template with the session's reviewer, the queue's depth and the CSRF token."""
-        context.setdefault("reviewer", request.session.get("reviewer"))
+        context.setdefault("reviewer", self.reviewer_of(request))
         context.setdefault("depth", self.queue.depth())
         return self.templates.TemplateResponse(
             request, name, {**context, "csrf": csrf_token(request)}, status_code=status)
@@ -97,8 +95,9 @@ class Pages:
         return self.render(request, "error.html", status=status, message=message)
 
     def reviewer_of(self, request: Request) -> str | None:
-        """The signed-in reviewer, if the session names one the settings still know."""
-        name = request.session.get("reviewer")
+        """The signed-in reviewer: the session is open and names one the settings still
+        know."""
+        name = self.sessions.reviewer(request.session.get("sid"), self.clock())
         return name if name in self.settings.users else None
 
     async def checked_form(self, request: Request, signed_in: bool = True
@@ -139,39 +138,36 @@ class Pages:
         return self.render(request, "login.html", error=None)
 
     async def login(self, request: Request) -> Response:
-        """POST /login: a name is refused for a minute after :data:`MAX_FAILURES` failures."""
+        """POST /login: whoever fails waits longer before their next try (by address and
+        name); the reviewer signing in from elsewhere does not."""
         try:
             _, form = await self.checked_form(request, signed_in=False)
         except Forbidden as exc:
             return self.refuse(request, exc.status, str(exc))
         name, password = form.get("name", ""), form.get("password", "")
+        address = request.client.host if request.client else "?"
         now = self.clock()
-        failures = self.failures
-        if len(failures) > MAX_TRACKED_NAMES:  # names tried at random must not grow memory
-            for stale in [n for n, times in failures.items()
-                          if not times or times[-1] < now - FAILURE_WINDOW_S]:
-                del failures[stale]
-        recent = failures[name]
-        while recent and recent[0] < now - FAILURE_WINDOW_S:
-            recent.popleft()
-        if len(recent) >= MAX_FAILURES:
+        wait = self.throttle.wait(address, name, now)
+        if wait > 0:
             return self.render(request, "login.html", status=429,
-                               error="too many failed attempts: wait a minute")
+                               error=f"too many failed attempts: try again in {wait:.0f} s")
         if not auth.authenticate(self.settings.users, name, password):
-            recent.append(now)
+            self.throttle.failed(address, name, now)
             return self.render(request, "login.html", status=401,
                                error="wrong name or password")
-        failures.pop(name, None)
+        self.throttle.succeeded(address, name)
+        self.sessions.close(request.session.get("sid"))
         request.session.clear()
-        request.session.update(reviewer=name, csrf=auth.new_token())
+        request.session.update(sid=self.sessions.open(name, now), csrf=auth.new_token())
         return RedirectResponse("/", status_code=303)
 
     async def logout(self, request: Request) -> Response:
-        """POST /logout."""
+        """POST /logout: the session ends here, so its cookie opens nothing afterwards."""
         try:
             await self.checked_form(request, signed_in=False)
         except Forbidden as exc:
             return self.refuse(request, exc.status, str(exc))
+        self.sessions.close(request.session.get("sid"))
         request.session.clear()
         return RedirectResponse("/login", status_code=303)
 
@@ -184,8 +180,11 @@ class Pages:
             return RedirectResponse("/login", status_code=303)
         queue, now = self.queue, self.clock()
         item = queue.take(reviewer, now)
+        last = queue.last_decision(reviewer, now)
         context = {"item": item, "up_next": [], "segments": {}, "priority": None,
-                   "seeds": [], "last": queue.last_decision(reviewer)}
+                   "seeds": [], "last": last, "undo_left": None}
+        if last is not None and last.decision == "confirm":  # until it becomes a seed
+            context["undo_left"] = max(1, int(queue.undo_deadline(last) - now))
         if item is not None:
             terms = query_terms(item.queries)
             context.update(
@@ -193,10 +192,12 @@ class Pages:
                           "description": highlight(item.description, terms)},
                 priority=queue.priority(item),
                 seeds=[(s, queue.seeds.get(s)) for s in item.seed_ids],
+                seed_titles={s: queue.seeds[s].title for s in item.seed_ids
+                             if s in queue.seeds},
                 findings=sorted(item.findings.values(), key=lambda d: d.best_rank),
                 lease_left=int(item.lease.expires - now) if item.lease else 0)
-        context["up_next"] = [i for i in queue.pending(UP_NEXT + 1) if item is None
-                              or i.listing_id != item.listing_id][:UP_NEXT]
+        context["up_next"] = queue.upcoming(reviewer, now, UP_NEXT,
+                                            exclude=item.listing_id if item else None)
         context["message"] = request.session.pop("message", None)
         return self.render(request, "queue.html", verdicts=VERDICTS, **context)
 
@@ -216,7 +217,7 @@ class Pages:
             return self.refuse(request, exc.status, str(exc))
         if not await self.record(decision):
             return self.refuse(request, 503, "the decision could not be recorded: try again")
-        request.session["message"] = f"{verdict}: {decision.listing_id}"
+        request.session["message"] = f"{verdict}: {self._title(decision.listing_id)}"
         return RedirectResponse("/", status_code=303)
 
     async def undo(self, request: Request) -> Response:
@@ -229,8 +230,14 @@ class Pages:
         if not await self.record(decision):
             return self.refuse(request, 503, "the undo could not be recorded: try again")
         self.queue.lease(reviewer, decision.listing_id, self.clock())
-        request.session["message"] = f"undone: {decision.listing_id}"
+        request.session["message"] = f"undone: {self._title(decision.listing_id)}"
         return RedirectResponse("/", status_code=303)
+
+    def _title(self, listing_id: str) -> str:
+        """How a message names a listing: its title (and id)."""
+        item = self.queue.items.get(listing_id)
+        title = " ".join(item.title.split())[:80] if item is not None else ""
+        return f"{title} ({listing_id})" if title else listing_id
 
     # --- the models' pages ---------------------------------------------------------------------
 
@@ -256,6 +263,10 @@ class Pages:
         """GET /health."""
         return JSONResponse({"status": "ok", "queue_depth": self.queue.depth(),
                              "seeds": len(self.queue.seeds)})
+
+    async def favicon(self, request: Request) -> Response:
+        """GET /favicon.ico: the service's icon (browsers ask on every page)."""
+        return FileResponse(HERE / "static" / "favicon.svg", media_type="image/svg+xml")
 
     async def metrics_page(self, request: Request) -> Response:
         """GET /metrics (Prometheus)."""

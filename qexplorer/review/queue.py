@@ -242,7 +242,11 @@ class ReviewQueue:
             self._count(current, -1)
         self.decisions[decision.listing_id] = decision
         self._count(decision, +1)
-        self._last_by[decision.reviewer] = decision
+        # the reviewer's last decision by the time it was made: a rebuild reads the topic's
+        # partitions one after the other, not in the order the decisions were made
+        last = self._last_by.get(decision.reviewer)
+        if last is None or decision.decided_at >= last.decided_at:
+            self._last_by[decision.reviewer] = decision
         item = self.items.get(decision.listing_id)
         if item is not None:
             item.lease = None
@@ -301,6 +305,23 @@ class ReviewQueue:
         confirmed = self._category[(category, "confirm")]
         rejected = self._category[(category, "reject")]
         return (confirmed + 1) / (confirmed + rejected + 2)
+
+    def upcoming(self, reviewer: str, now: float, limit: int,
+                 exclude: str | None = None) -> list[Item]:
+        """The next ``limit`` items ``reviewer`` would be given, in the order :meth:`take`
+        gives them (what nobody else holds first, the items they skipped last), without
+        ``exclude`` (the one they hold)."""
+        skipped = self._skipped[reviewer]
+
+        def free(item: Item) -> bool:
+            return (item.listing_id != exclude and self.is_pending(item)
+                    and not self._leased_to_other(item, reviewer, now))
+
+        first = self._best(lambda i: free(i) and i.listing_id not in skipped, limit)
+        if len(first) < limit and skipped:
+            first += self._best(lambda i: free(i) and i.listing_id in skipped,
+                                limit - len(first))
+        return first
 
     def take(self, reviewer: str, now: float) -> Item | None:
         """The item ``reviewer`` should review now, leased to them: the one they already hold,
@@ -410,10 +431,22 @@ class ReviewQueue:
         item.lease = Lease(reviewer, now + self.lease_s)
         self._held[reviewer] = listing_id
 
-    def last_decision(self, reviewer: str) -> ModerationDecision | None:
-        """The decision ``reviewer`` could undo now, if any."""
+    def last_decision(self, reviewer: str, now: float | None = None
+                      ) -> ModerationDecision | None:
+        """The decision ``reviewer`` could undo (``now``: a confirm only within its undo
+        window, before it is a seed), if any."""
         last = self._last_by.get(reviewer)
-        return last if last is not None and self.decisions.get(last.listing_id) == last else None
+        if last is None or self.decisions.get(last.listing_id) != last:
+            return None
+        if now is not None and last.decision == "confirm" and (
+                now >= self.undo_deadline(last) or last.listing_id in self.seeds
+                or last.listing_id in self._sent):
+            return None
+        return last
+
+    def undo_deadline(self, decision: ModerationDecision) -> float:
+        """When a confirm becomes a seed, and can no longer be undone (epoch seconds)."""
+        return decision.decided_at.timestamp() + self.undo_s
 
     # --- confirms become seeds ---------------------------------------------------------
 
@@ -430,10 +463,10 @@ class ReviewQueue:
             item = self.items.get(listing_id)
             if item is None or item.text_hash != decision.text_hash:
                 continue  # the text confirmed is no longer known: nothing to seed from
-            category = decision.category or next(
-                (self.seeds[s].category for s in item.seed_ids if s in self.seeds), "")
+            # the reviewer's category or none: a seed's category is no label for this listing
             due.append(ToxicItem(id=listing_id, title=item.title, description=item.description,
-                                 category=category, confirmed_by=decision.reviewer,
+                                 category=decision.category or "",
+                                 confirmed_by=decision.reviewer,
                                  confirmed_at=decision.decided_at))
             self._sent.add(listing_id)
         return due

@@ -26,6 +26,7 @@ import tantivy
 
 from qexplorer.search.normalize import (
     TOKEN_PATTERN,
+    analyze,
     han_runs,
     han_words,
     has_han,
@@ -118,6 +119,18 @@ def folded_fields(title: str, description: str) -> dict[str, str]:
     if sounds:
         fields["pinyin"] = sounds
     return fields
+
+
+def indexed_terms(title: str, description: str = "") -> set[str]:
+    """Every token the index holds for a text (:func:`folded_fields` and the text's own):
+    what a search can match. A query's are ``indexed_terms(query)``."""
+    folded = folded_fields(title, description)
+    texts = [folded.get("title", title), folded.get("description", description),
+             folded.get("variants", "")]
+    terms = {token for text in texts for token in analyze(text)}
+    for name in ("words", "pinyin"):
+        terms.update(folded.get(name, "").split())
+    return terms
 
 
 def _schema() -> tantivy.Schema:

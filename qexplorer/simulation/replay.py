@@ -163,6 +163,20 @@ class Moderator:
                    for i in self._confirmed)
 
     @property
+    def standing_detected(self) -> int:
+        """Listings (not initial seeds) that a standing query detected, reviewed or not."""
+        return sum("standing" in via and self._round.get(listing) != 0
+                   for listing, via in self._via.items())
+
+    @property
+    def standing_harmful(self) -> int:
+        """Of :attr:`standing_detected`, the harmful ones: the standing queries' precision
+        is this over that."""
+        return sum("standing" in via and self._round.get(listing) != 0
+                   and self._harmful.get(listing, False)
+                   for listing, via in self._via.items())
+
+    @property
     def pending(self) -> int:
         """Listings waiting for their review."""
         return len(self._queue)
@@ -532,6 +546,8 @@ def _run_one(settings: Settings, items: list[LabelledItem], seeds: list[Labelled
         "harmful_arrived": sum(i.harmful for i in arrivals[:len(arrivals) - watch.to_arrive]),
         "found_by_standing": moderator.found_by_standing,
         "found_only_by_standing": moderator.found_only_by_standing,
+        "standing_detected": moderator.standing_detected,
+        "standing_harmful": moderator.standing_harmful,
         "extractor": watch.extractor or extractor.backend,
         "model_version": watch.model_version, "worker_exit_code": exit_code,
         "seconds": round(time.monotonic() - started, 1)})

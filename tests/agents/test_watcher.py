@@ -177,3 +177,25 @@ def test_a_query_searches_a_batch_from_where_its_exploration_stopped():
     # caught up: just the batch, never before the query's start
     assert arrivals_for(query, batch, {0, 1, 2}) == {0: (50, 60), 1: (20, 30), 2: (0, 5)}
     assert arrivals_for(query, {0: (10, 49)}, {0}) == {}  # all searched by its exploration
+
+
+async def test_a_match_without_the_querys_evidence_is_no_detection(settings):
+    """A standing query that returned fewer results than its limit has no score floor: a new
+    listing sharing only a number with it must not fire (the ``AAA 1:1 watch`` on
+    ``alert(1)`` case); with the evidence check off, it does."""
+    replica, book, sink = await _explored(settings)
+    book.put(next(iter(book.queries.values())).model_copy(update={
+        "query_id": "q-aaa", "query": "AAA 1:1 watch", "min_score": 0.0}))
+    new = [_listing(100, "n1", "<script>alert(1)</script> 1 test page"),
+           _listing(101, "n2", "AAA 1:1 watch, swiss movement")]
+    replica.index.apply(c for c, _ in new)
+    replica.index.commit(None)
+    watcher = Watcher(settings.standing, settings.topics, replica, book, sink,
+                      wait_index_s=1.0)
+    assert await watcher.handle([m for _, m in new]) == 1
+    assert [d.listing_id for d in sink.records("t.detections", Detection)
+            if d.standing_query_id == "q-aaa"] == ["n2"]
+    assert watcher.stats.without_evidence >= 1
+    off = settings.standing.model_copy(update={"evidence": False})
+    loose = Watcher(off, settings.topics, replica, book, Sink(), wait_index_s=1.0)
+    assert await loose.handle([new[0][1]]) == 1  # the number alone fired

@@ -76,3 +76,57 @@ def test_metrics_health_and_json_logs_of_a_running_worker(cluster):
                if line.startswith("{")]
     assert records and all({"time", "level", "logger", "message"} <= set(r) for r in records)
     assert any(r.get("worker_id") == "w1" for r in records)
+
+
+def test_the_demos_review_says_how_to_restart_and_takes_its_worker_along_when_killed(
+        broker, tmp_path):
+    """``qexplorer demo --review`` prints its undo window and what a restart needs (prefix,
+    app id, reviewers, window); killed with SIGKILL, its worker stops too and the topics
+    stay for that restart."""
+    import os
+    import re
+    import signal
+    import uuid
+
+    from qexplorer.harness.processes import spawn
+    from qexplorer.harness.run import list_topics
+
+    prefix = f"it-demo-{uuid.uuid4().hex[:8]}."
+    log = tmp_path / "demo.log"
+    demo = spawn(["demo", "--review", "--benign", "300"],
+                 {"QEXPLORER_TOPIC_PREFIX": prefix, "QEXPLORER_REVIEW_PORT": str(free_port()),
+                  "QEXPLORER_CACHE_DIR": str(tmp_path / "cache"), "COLUMNS": "400"}, log)
+    try:
+        text = wait_for(lambda: "to restart on these topics" in (t := log.read_text(
+            errors="replace")) and t, 180, 0.5,
+            lambda: f"the demo never served its review queue:\n{log.read_text()[-3000:]}")
+        worker = int(re.search(r"worker pid (\d+)", text).group(1))
+        assert re.search(r"a confirm becomes a seed 5 s after it is made", text), text
+        restart = re.search(r"to restart on these topics.*", text).group(0)
+        for variable in ("QEXPLORER_TOPIC_PREFIX", "QEXPLORER_WORKER_APP_ID",
+                         "QEXPLORER_REVIEW_USERS", "QEXPLORER_REVIEW_UNDO_S=5"):
+            assert variable in restart, restart
+        os.kill(worker, 0)  # running
+        demo.send_signal(signal.SIGKILL)
+        demo.wait(10)
+
+        def stopped() -> bool:
+            try:
+                os.kill(worker, 0)
+            except ProcessLookupError:
+                return True
+            with open(f"/proc/{worker}/stat") as stat:  # a zombie until its parent reaps it
+                return stat.read().split(") ")[1].startswith("Z")
+
+        wait_for(stopped, 60, 0.5, "the demo's worker outlived the demo")
+        assert [t for t in asyncio.run(list_topics(broker)) if t.startswith(prefix)]
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+        from qexplorer.kafka.admin import delete_topics
+
+        settings = broker.replace(topic={"prefix": prefix})
+        wait_for(lambda: not asyncio.run(delete_topics(
+            settings.kafka, settings.topics, names=[t for t in asyncio.run(
+                list_topics(broker)) if t.startswith((prefix, "qx-demo-"))])), 60, 1.0,
+            "the demo's topics were not deleted")

@@ -175,3 +175,41 @@ def test_expiry_is_the_later_of_watching_and_the_last_confirm():
     assert expires_at(query, Outcomes()) == T0 + timedelta(hours=1)
     earlier = Outcomes(confirmed=1, last_confirmed_at=T0 - timedelta(hours=5))
     assert expires_at(query, earlier) == T0 + timedelta(hours=1)
+
+
+# --- evidence: what a match must hold beyond its score -------------------------------------
+
+
+def _evident(query: str, listing: str, frequencies: dict[str, int] | None = None,
+             share: float = 0.5) -> bool:
+    from agents.standing import evidence_terms, has_evidence
+    from qexplorer.search.tantivy_index import indexed_terms
+
+    known = frequencies or {}
+    return has_evidence(evidence_terms(query), indexed_terms(listing),
+                        lambda term: known.get(term, 50), share)
+
+
+def test_numbers_and_single_letters_are_no_evidence() -> None:
+    from agents.standing import evidence_terms
+
+    assert evidence_terms("AAA 1:1 watch") == ["aaa", "watch"]
+    assert evidence_terms("800 x 2") == []
+    assert not _evident("AAA 1:1 watch", "<script>alert(1)</script> test page")
+    assert not _evident("800", "800 euro road bike")  # a query of numbers never fires
+
+
+def test_a_match_needs_a_share_of_the_query_and_its_rarest_term() -> None:
+    rare = {"submariner": 3, "rolex": 40, "replica": 90}
+    assert _evident("rolex submariner replica", "Rolex Submariner, boxed", rare)
+    assert not _evident("rolex submariner replica", "Replica watch strap", rare)  # 1 of 3
+    assert not _evident("rolex submariner replica", "Rolex replica, new", rare)  # not the rarest
+    assert _evident("rolex submariner replica", "Rolex replica, new", rare, share=0.0) is False
+
+
+def test_evidence_reads_disguises_and_chinese_sounds_as_the_search_does() -> None:
+    assert _evident("cocaine 50g", "c0ca1ne, fifty grams", {"cocaine": 5})  # leetspeak folded
+    assert _evident("冰糖", "兵糖 好货", {"冰": 5, "糖": 40})  # a homophone by its sound
+    assert not _evident("冰糖", "白糖 500g", {"冰": 5, "糖": 40})
+    assert _evident("bing tang", "冰糖 出售")  # pinyin typed for the characters
+    assert _evident("snow ❄️", "❄️❄️ fresh stock", {"❄": 4, "snow": 300})  # emoji count
