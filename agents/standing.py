@@ -8,19 +8,20 @@ at least as high as the last result the query returned in its exploration (``min
 would have been among that exploration's results. A query that returned fewer results than it
 was allowed has no such floor, so a score alone would let it fire on any listing sharing one
 word, even a number; a match must also carry the evidence the query's words give
-(:func:`has_evidence`): the query's rarest term, at least a share of its terms, never numbers
-or single letters alone. The :class:`StandingBook` holds the
-standing-queries topic and the moderation decisions on what the queries found, and says which
-queries are active: a query retires when an operator retires it, when its reviewed matches fall
-below a precision, when its last reviewed matches were all rejected, or when it expires (its
-lifetime runs from when it started watching, renewed by every confirmed match). Every worker
-computes the same answer from the same two topics.
+(:func:`has_evidence`): the words it holds must weigh (by their rarity) a share of the query's,
+a query of common words alone never fires, numbers and single letters are no evidence. The
+:class:`StandingBook` holds the standing-queries topic and the moderation decisions on what the
+queries found, and says which queries are active: a query retires when an operator retires it,
+when its reviewed matches fall below a precision, when its last reviewed matches were all
+rejected, or when it expires (its lifetime runs from when it started watching, renewed by every
+confirmed match). Every worker computes the same answer from the same two topics.
 
 No I/O here.
 """
 
 from __future__ import annotations
 
+import math
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
@@ -97,19 +98,30 @@ def matched_terms(terms: Sequence[str], listing_terms: Set[str]) -> list[str]:
                                       sound[0] in listing_terms)]
 
 
+#: A word held by fewer listings than this is never common (a small index has few of any).
+COMMON_AT_LEAST = 20
+
+
 def has_evidence(terms: Sequence[str], listing_terms: Set[str], doc_freq: Callable[[str], int],
-                 min_share: float) -> bool:
+                 listings: int, min_share: float, max_common: float) -> bool:
     """True when a listing holding ``listing_terms`` is evidence for a query of ``terms``
-    (:func:`evidence_terms`): it holds at least ``min_share`` of them, and the rarest of them
-    in the index (``doc_freq``, of those the index's text fields hold). A query without such
-    terms (numbers, symbols of punctuation) never is."""
-    if not terms:
+    (:func:`evidence_terms`): the terms it holds carry at least ``min_share`` of the query's
+    weight, a term's weight its inverse document frequency among ``listings``
+    (``log((listings + 1) / (doc_freq + 1))``), so sharing only the query's commonest words
+    is no evidence; and the query's rarest term is held by at most ``max_common`` of the
+    listings, or :data:`COMMON_AT_LEAST` (a query of common words alone would match
+    anything). A query without such
+    terms (numbers, punctuation) never fires."""
+    matched = set(matched_terms(terms, listing_terms))
+    if not matched:
         return False
-    matched = matched_terms(terms, listing_terms)
-    if not matched or len(matched) < min_share * len(terms):
+    frequencies = {t: doc_freq(t) for t in terms}
+    if min(frequencies.values()) > max(max_common * listings, COMMON_AT_LEAST):
         return False
-    counted = [(frequency, t) for t in terms if (frequency := doc_freq(t)) > 0]
-    return not counted or min(counted)[1] in matched
+    weights = {t: math.log((listings + 1) / (frequency + 1))
+               for t, frequency in frequencies.items()}
+    total = sum(weights.values())
+    return total > 0 and sum(weights[t] for t in matched) >= min_share * total
 
 
 def standing_detections(query: StandingQuery, hits: Sequence[Hit],

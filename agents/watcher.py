@@ -204,12 +204,13 @@ class Watcher:
                 frequencies[term] = self.replica.index.doc_freq(term)
             return frequencies[term]
 
+        listings = self.replica.index.count()
         kept = []
         for query, hits in zip(queries, found, strict=True):
             terms = evidence_terms(query.query)
             evident = [h for h in hits if has_evidence(
-                terms, indexed_terms(h.title, h.description), doc_freq,
-                self.settings.min_term_share)]
+                terms, indexed_terms(h.title, h.description), doc_freq, listings,
+                self.settings.min_term_share, self.settings.max_common_share)]
             self.stats.without_evidence += len(hits) - len(evident)
             kept.append(evident)
         return kept

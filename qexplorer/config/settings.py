@@ -366,11 +366,17 @@ class StandingSettings(_Slice):
         default=0.2, gt=0, description="A fetch of new listings waits at most this long.")
     evidence: bool = Field(
         default=True,
-        description="A match needs evidence beyond its score: the query's rarest term in the "
-                    "listing, at least min_term_share of its terms, and never numbers alone.")
+        description="A match needs evidence beyond its score: the words the listing shares "
+                    "with the query weigh min_term_share of it, the query is not made of "
+                    "common words only, and numbers alone never count.")
     min_term_share: float = Field(
-        default=0.5, ge=0, le=1,
-        description="Share of a standing query's terms a new listing must hold to match it.")
+        default=0.34, ge=0, le=1,
+        description="Share of a standing query's weight (its words' inverse document "
+                    "frequencies) the words a new listing shares with it must carry.")
+    max_common_share: float = Field(
+        default=0.05, gt=0, le=1,
+        description="A standing query whose rarest word is in more than this share of the "
+                    "listings fires on nothing.")
 
 
 # --- the extractor and its server ----------------------------------------------------------------

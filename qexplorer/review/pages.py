@@ -193,7 +193,7 @@ class Pages:
                 priority=queue.priority(item),
                 seeds=[(s, queue.seeds.get(s)) for s in item.seed_ids],
                 seed_titles={s: queue.seeds[s].title for s in item.seed_ids
-                             if s in queue.seeds},
+                             if s in queue.seeds},  # the query table names each query's seed
                 findings=sorted(item.findings.values(), key=lambda d: d.best_rank),
                 lease_left=int(item.lease.expires - now) if item.lease else 0)
         context["up_next"] = queue.upcoming(reviewer, now, UP_NEXT,

@@ -154,7 +154,6 @@ def test_moderators_decide_in_a_real_browser_and_a_confirmed_listing_becomes_a_s
             assert current() == INNOCENT.id  # found by every query at rank 1: first
             assert page.locator("article.item mark").first.inner_text().lower() == "ivory"
             assert SEED.title in page.inner_text("ul.seeds")
-            page.screenshot(path=str(shots / "review-queue.png"), full_page=True)
             with page.expect_navigation():
                 page.click("button.reject")
             assert current() != INNOCENT.id

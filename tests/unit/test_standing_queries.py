@@ -181,13 +181,13 @@ def test_expiry_is_the_later_of_watching_and_the_last_confirm():
 
 
 def _evident(query: str, listing: str, frequencies: dict[str, int] | None = None,
-             share: float = 0.5) -> bool:
+             share: float = 0.5, listings: int = 1000, common: float = 0.02) -> bool:
     from agents.standing import evidence_terms, has_evidence
     from qexplorer.search.tantivy_index import indexed_terms
 
     known = frequencies or {}
     return has_evidence(evidence_terms(query), indexed_terms(listing),
-                        lambda term: known.get(term, 50), share)
+                        lambda term: known.get(term, 5), listings, share, common)
 
 
 def test_numbers_and_single_letters_are_no_evidence() -> None:
@@ -199,17 +199,22 @@ def test_numbers_and_single_letters_are_no_evidence() -> None:
     assert not _evident("800", "800 euro road bike")  # a query of numbers never fires
 
 
-def test_a_match_needs_a_share_of_the_query_and_its_rarest_term() -> None:
-    rare = {"submariner": 3, "rolex": 40, "replica": 90}
+def test_the_shared_words_must_carry_the_querys_weight() -> None:
+    rare = {"submariner": 3, "rolex": 15, "replica": 19}
     assert _evident("rolex submariner replica", "Rolex Submariner, boxed", rare)
-    assert not _evident("rolex submariner replica", "Replica watch strap", rare)  # 1 of 3
-    assert not _evident("rolex submariner replica", "Rolex replica, new", rare)  # not the rarest
-    assert _evident("rolex submariner replica", "Rolex replica, new", rare, share=0.0) is False
+    assert _evident("rolex submariner replica", "Submariner homage", rare, share=0.4)
+    assert not _evident("rolex submariner replica", "Replica watch strap", rare)
+    assert not _evident("AAA 1:1 watch", "watch strap", {"aaa": 4, "watch": 19})
+
+
+def test_a_query_of_common_words_alone_fires_on_nothing() -> None:
+    assert not _evident("watch", "watch strap, black", {"watch": 300})  # in 30% of listings
+    assert _evident("watch", "watch strap, black", {"watch": 300}, common=0.5)
 
 
 def test_evidence_reads_disguises_and_chinese_sounds_as_the_search_does() -> None:
     assert _evident("cocaine 50g", "c0ca1ne, fifty grams", {"cocaine": 5})  # leetspeak folded
-    assert _evident("冰糖", "兵糖 好货", {"冰": 5, "糖": 40})  # a homophone by its sound
-    assert not _evident("冰糖", "白糖 500g", {"冰": 5, "糖": 40})
+    assert _evident("冰糖", "兵糖 好货", {"冰": 5, "糖": 8})  # a homophone by its sound
+    assert not _evident("冰糖", "白糖 500g", {"冰": 5, "糖": 8})
     assert _evident("bing tang", "冰糖 出售")  # pinyin typed for the characters
-    assert _evident("snow ❄️", "❄️❄️ fresh stock", {"❄": 4, "snow": 300})  # emoji count
+    assert _evident("snow ❄️", "❄️❄️ fresh stock", {"❄": 4, "snow": 19})  # emoji count
