@@ -17,6 +17,10 @@ Seven figures for the same synthetic listings, each repeated:
 - ``pipeline``: a real worker process consuming the ``listings`` topic from a real broker into
   its replica, from its first commit to the commit that holds every listing (worker start-up
   excluded, decoding, validation and commits included);
+- ``folding`` and ``folding_round_one``: the disguise folding alone (``folded_fields`` of each
+  listing's title and description, nothing indexed), with and without its second round
+  (words broken by a mark or masked, pinyin tone numbers): what that round costs, in the same
+  run;
 - ``raw_consumer``: a plain aiokafka consumer reading the same messages from the same topic
   and only ``orjson``-decoding them (the Kafka ceiling), with the replica's fetch settings and
   the same clock convention (from its first batch to its last, scaled to the whole set).
@@ -32,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import re
 import statistics
 import tempfile
 import time
@@ -64,7 +69,7 @@ from schemas.models import ListingUpsert
 from schemas.topics import LISTINGS
 
 PATHS = ("raw_tantivy", "raw_tantivy_analyzer", "raw_tantivy_folded", "listing_index",
-         "listing_index_unfolded", "pipeline", "raw_consumer")
+         "listing_index_unfolded", "folding", "folding_round_one", "pipeline", "raw_consumer")
 
 
 def raw_schema(tokenizer: str = "default", folded: bool = False) -> tantivy.Schema:
@@ -204,6 +209,30 @@ def raw_consumer(settings: Settings, topic: str, size: int, timeout_s: float = 3
     return asyncio.run(_consume(settings, topic, size, timeout_s))
 
 
+def folding(listings: list[ListingUpsert], round_one: bool = False) -> float:
+    """Seconds to fold every listing's title and description (``folded_fields``); with
+    ``round_one`` without the second round's steps (broken and masked words, tone numbers)."""
+    with _round_one() if round_one else contextlib.nullcontext():
+        started = time.perf_counter()
+        for listing in listings:
+            folded_fields(listing.title, listing.description)
+        return time.perf_counter() - started
+
+
+@contextlib.contextmanager
+def _round_one():
+    """The folding without its second round: its two entry points made to find nothing."""
+    from qexplorer.search import normalize
+
+    hint, toneless = normalize._BROKEN_HINT, normalize._toneless
+    normalize._BROKEN_HINT = re.compile(r"(?!)")
+    normalize._toneless = lambda word: None
+    try:
+        yield
+    finally:
+        normalize._BROKEN_HINT, normalize._toneless = hint, toneless
+
+
 def measure(listings: list[ListingUpsert], settings: Settings, repeats: int, log_dir: Path,
             kafka: bool = True, progress: Callable[[str], None] = print
             ) -> dict[str, list[float]]:
@@ -221,6 +250,8 @@ def measure(listings: list[ListingUpsert], settings: Settings, repeats: int, log
             runs["raw_tantivy_folded"].append(raw_tantivy(listings, folded=True))
             runs["listing_index"].append(listing_index(listings, settings))
             runs["listing_index_unfolded"].append(listing_index(listings, settings, fold=False))
+            runs["folding"].append(folding(listings))
+            runs["folding_round_one"].append(folding(listings, round_one=True))
             if cluster is not None:
                 runs["pipeline"].append(pipeline(cluster, f"r{repeat}", len(listings)))
                 runs["raw_consumer"].append(raw_consumer(
@@ -241,7 +272,7 @@ def summarise(runs: dict[str, list[float]], size: int) -> dict[str, dict]:
     """Rates per path with their ratios to the raw ceilings (where measured)."""
     results = {name: _summary(s, size) for name, s in runs.items()}
     for ceiling in ("raw_tantivy", "raw_tantivy_analyzer", "raw_tantivy_folded",
-                    "listing_index_unfolded", "raw_consumer"):
+                    "listing_index_unfolded", "folding_round_one", "raw_consumer"):
         if ceiling in results:
             base = results[ceiling]["listings_per_s_median"]
             for figures in results.values():
@@ -265,7 +296,10 @@ def rows(runs: dict[str, list[float]], size: int) -> list[dict]:
                       ceiling_name="the index without disguise folding (its cost)"),
            comparison("indexing", before, "/s", rate["listing_index_unfolded"],
                       ceiling=rate["raw_tantivy_analyzer"],
-                      ceiling_name="raw_tantivy with QExplorer's analyzer")]
+                      ceiling_name="raw_tantivy with QExplorer's analyzer"),
+           comparison("indexing", "folding alone (folded_fields), listings/s", "/s",
+                      rate["folding"], ceiling=rate["folding_round_one"],
+                      ceiling_name="the folding without its second round (its cost)")]
     if "pipeline" in rate:
         metric = "pipeline: Kafka to searchable index (worker), listings/s"
         out.append(comparison("indexing", metric, "/s", rate["pipeline"],
@@ -301,11 +335,12 @@ def run(settings: Settings, *, size: int, repeats: int, log_dir: Path,
 
 def markdown(results: dict[str, dict]) -> str:
     """The standalone report as a Markdown table."""
-    ceilings = ("raw_tantivy", "raw_tantivy_analyzer", "raw_tantivy_folded", "raw_consumer")
+    ceilings = ("raw_tantivy", "raw_tantivy_analyzer", "raw_tantivy_folded",
+                "folding_round_one", "raw_consumer")
     lines = ["| path | listings/s (median) | min-max | ratio to raw tantivy | ratio to raw "
              "tantivy, QExplorer's analyzer | ratio to raw tantivy, its analysis with folding "
-             "| ratio to raw consumer |",
-             "|---|---|---|---|---|---|---|"]
+             "| ratio to the folding's first round | ratio to raw consumer |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, f in results.items():
         ratios = [f.get(f"ratio_to_{c}") for c in ceilings]
         lines.append(f"| {name} | {f['listings_per_s_median']:,.0f} | "

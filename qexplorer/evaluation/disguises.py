@@ -34,11 +34,19 @@ from qexplorer.config.versions import library_versions
 from qexplorer.evaluation.evaluate import baseline_extractors, extract_all
 from qexplorer.evaluation.scoring import TOP, Searcher
 from qexplorer.marketplace.corpora import SYNTHETIC, data_hash, sample_seeds, siblings, split_seeds
-from qexplorer.marketplace.disguises import KINDS, MIXED, ZH_KINDS, ZH_MIXED, disguise_text
+from qexplorer.marketplace.disguises import (
+    BREAK_KINDS,
+    KINDS,
+    MIXED,
+    PINYIN_KINDS,
+    ZH_KINDS,
+    ZH_MIXED,
+    disguise_text,
+)
 from qexplorer.marketplace.items import LabelledItem
 
-ENGLISH = (*KINDS, MIXED)
-CHINESE = (*ZH_KINDS, ZH_MIXED)
+ENGLISH = (*KINDS, MIXED, *BREAK_KINDS)
+CHINESE = (*ZH_KINDS, ZH_MIXED, *PINYIN_KINDS)
 #: What the report's headline asks of every kind: the share kept, disguised against clean.
 GOAL = 0.9
 PROTOCOL = ("targets = a seeded share of the harmful items, a share of their words disguised "

@@ -3,8 +3,11 @@
 Each kind rewrites one word the way sellers do to slip past keyword filters: full-width
 letters, look-alike letters from other scripts (Cyrillic, Greek), accents, leetspeak (digits
 and symbols for letters, anywhere in the word), zero-width characters inside the word, spaced
-out letters, stretched letters; and for Chinese, a homophone (another character with the same
-toneless pinyin), spaced-out characters and zero-width characters between them.
+out letters, stretched letters, a punctuation mark inside the word (``co-caine``), a letter
+masked by a symbol (``coc*ine``); and for Chinese, a homophone (another character with the
+same toneless pinyin), spaced-out characters, zero-width characters between them, and the
+word typed as pinyin, syllables spaced (``bing tang``, ``bīng táng``, ``bing1 tang2``) or
+joined (``bingtang``, ``bing1tang2``).
 :func:`disguise_text` disguises a seeded share of a text's words with one kind, or with a kind
 drawn per word (``mixed``).
 
@@ -20,10 +23,14 @@ import functools
 import random
 import re
 
-#: English disguise kinds, each on its own.
+#: English disguise kinds, each on its own (and what ``mixed`` draws from).
 KINDS = ("fullwidth", "homoglyph", "accents", "leet", "zero_width", "spaced", "repeat")
-#: Chinese disguise kinds.
+#: English kinds that break a word: a mark inside it, a letter masked by a symbol.
+BREAK_KINDS = ("punct", "mask")
+#: Chinese disguise kinds (and what ``zh_mixed`` draws from).
 ZH_KINDS = ("zh_homophone", "zh_spaced", "zh_zero_width")
+#: The Chinese word typed as its pinyin: syllables spaced, or joined.
+PINYIN_KINDS = ("zh_pinyin", "zh_pinyin_joined")
 #: Every word disguised with a kind drawn for it.
 MIXED = "mixed"
 ZH_MIXED = "zh_mixed"
@@ -39,6 +46,8 @@ _ACCENTS = {"a": "áàâäã", "e": "éèêë", "i": "íìîï", "o": "óòôö�
 _LEET = {"a": "4@", "e": "3", "i": "1!", "o": "0", "s": "5$", "t": "7", "b": "8", "l": "1|",
          "g": "9"}
 _ZERO_WIDTH = "\u200b\u200c\u200d\u2060\u00ad\ufeff"
+_BREAKERS = ("-", ".", "_", "·", "'")
+_MASKS = ("*", "#", "_", ".")
 _SPACERS = (" ", ".", "-", "*", "_", ". ", "·")
 # a whole word: not part of a handle, hashtag, address or number (sellers keep those readable)
 _ENGLISH_WORD = re.compile(r"(?<![\w@#./:-])[A-Za-z]{3,}(?![\w@/-])")
@@ -95,7 +104,8 @@ def _sound(ch: str) -> str:
 
 
 def disguise_word(word: str, kind: str, rng: random.Random) -> str:
-    """``word`` disguised with ``kind`` (one of :data:`KINDS` or :data:`ZH_KINDS`)."""
+    """``word`` disguised with ``kind`` (one of :data:`KINDS`, :data:`BREAK_KINDS`,
+    :data:`ZH_KINDS` or :data:`PINYIN_KINDS`)."""
     if kind == "fullwidth":
         return "".join(chr(ord(ch) + 0xFEE0) if "!" <= ch <= "~" else ch for ch in word)
     if kind == "homoglyph":
@@ -114,6 +124,22 @@ def disguise_word(word: str, kind: str, rng: random.Random) -> str:
     if kind == "repeat":
         i = rng.randrange(len(word))
         return word[:i] + word[i] * rng.randint(3, 6) + word[i + 1:]
+    if kind in BREAK_KINDS:
+        places = range(2, len(word) - 1) if kind == "punct" else range(2, len(word) - 2)
+        if not places:
+            return word
+        i = rng.choice(places)
+        if kind == "punct":
+            return word[:i] + rng.choice(_BREAKERS) + word[i:]
+        return word[:i] + rng.choice(_MASKS) + word[i + 1:]
+    if kind in PINYIN_KINDS:
+        from pypinyin import Style, lazy_pinyin
+
+        joined = kind == "zh_pinyin_joined"
+        style = rng.choice((Style.NORMAL, Style.TONE3) if joined
+                           else (Style.NORMAL, Style.TONE, Style.TONE3))
+        syllables = lazy_pinyin(word, style=style, neutral_tone_with_five=True)
+        return "".join(syllables) if joined else f" {' '.join(syllables)} "
     if kind == "zh_spaced":
         return rng.choice((" ", "·", ".", "*")).join(word)
     if kind == "zh_homophone":
@@ -131,7 +157,7 @@ def disguise_text(text: str, kind: str, rng: random.Random, share: float = 0.5) 
     or more (not inside a handle, hashtag, address or number) for :data:`KINDS` and
     :data:`MIXED`, runs of two or more Han characters for
     :data:`ZH_KINDS` and :data:`ZH_MIXED`. At least one word is disguised when there is one."""
-    chinese = kind == ZH_MIXED or kind in ZH_KINDS
+    chinese = kind == ZH_MIXED or kind in ZH_KINDS or kind in PINYIN_KINDS
     pattern = _HAN_WORD if chinese else _ENGLISH_WORD
     matches = list(pattern.finditer(text))
     if not matches:

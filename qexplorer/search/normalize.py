@@ -16,7 +16,17 @@ searches, in place of such a text:
   ``$ex``; ``1`` and ``!`` both as ``i`` and as ``l``: ``w1n``, ``pi!!s``); a number, a
   quantity or an address (``800``, ``100mg``, ``4U``, ``joe@mail.com``) stays as written;
 - runs of three or more equal letters cut: to one at either end of a word (``nowww``), inside
-  to one and to two (``weeeed``: ``wed``, ``weed``).
+  to one and to two (``weeeed``: ``wed``, ``weed``);
+- a word broken by a mark (``co-caine``, ``co·caine``) read joined (``cocaine``), and a letter
+  masked by a symbol (``coc*ine``, ``coc#ine``, ``coc.ine``) read with :data:`MASK` in its
+  place (``cocǂine``). Where ordinary text puts such a mark between two words (``-``,
+  ``.``, ``_`` between parts of three letters or more: ``well-known``, ``end.Start``,
+  ``frosty_plug``) the parts stay and the readings follow them, so an ordinary hyphenated
+  word still finds its own words; otherwise (``co-caine``, ``coc*ine``, ``pr·ize``) the
+  readings replace the word, as a leetspeak word's do, so the text is no longer than the
+  clean one (BM25 weighs length) (:func:`broken_readings`);
+- pinyin typed with a tone number after each syllable (``bing1 tang2``, ``bing1tang2``) read
+  without them; tone marks are accents, dropped as on any Latin letter.
 
 Folding is the same on both sides, so a disguised word is indexed as the clean word, in its
 place, and the listing scores as the clean one would (the same field length, which BM25
@@ -96,6 +106,21 @@ _SPACED_HAN = re.compile(f"(?<![{HAN}])[{HAN}](?:[ .·•*~+\\-]{{1,2}}[{HAN}](?
 _HAN_SPACERS = re.compile(r"[ .·•*~+\-]")
 #: Separates the pinyin of two Han runs, so a phrase cannot match across them.
 PINYIN_GAP = "_"
+#: Stands for the one letter a seller masked (``coc*ine`` is also read ``cocǂine``): a letter
+#: to the analyzers, so the reading is one token, and in no word of any language.
+MASK = "ǂ"
+# A word broken by marks: letter runs (not Han) of two or more, each joined to the next by
+# one mark sellers break words with or put for a letter; the whole word only.
+_MARKS = "-._*#·•~+'’"
+#: Marks read as a break inside a word (joined without them) and as one masked letter.
+_JOIN_MARKS, _MASK_MARKS = "-._·•~+'’", "*#_."
+#: Marks ordinary text puts between two words too: the parts stay, the readings follow them.
+_KEEP_MARKS = "-._"
+_BROKEN = regex.compile(
+    rf"(?<![\p{{L}}\p{{N}}])[\p{{L}}--\p{{Han}}]{{2,}}"
+    rf"(?:[{regex.escape(_MARKS)}][\p{{L}}--\p{{Han}}]{{1,}})+(?![\p{{L}}\p{{N}}])", regex.V1)
+_BROKEN_HINT = re.compile(rf"[^\W\d_][{re.escape(_MARKS)}][^\W\d_]")
+_MARK_SPLIT = re.compile(f"[{re.escape(_MARKS)}]")
 
 
 @functools.cache
@@ -299,8 +324,45 @@ UNCHANGED = Normalized(None)
 def normalize(text: str) -> Normalized:
     """What the index holds, and a query searches, in place of ``text``: its :func:`skeleton`
     with spaced-out words joined and each disguised word replaced by its first reading, the
-    other readings apart (see the module docstring). :data:`UNCHANGED` for most text: a clean
-    text costs a few scans in C."""
+    other readings apart, a broken or masked word followed by its readings (see the module
+    docstring). :data:`UNCHANGED` for most text: a clean text costs a few scans in C."""
+    found = _normalize(text)
+    base = found.text if found.text is not None else (text or "").lower()
+    if not _BROKEN_HINT.search(base):
+        return found
+    read = _BROKEN.sub(_with_readings, base)
+    return found if read == base else Normalized(read, found.variants)
+
+
+def broken_readings(word: str) -> list[str]:
+    """The readings of a word broken by marks (a :data:`_BROKEN` match), or []: joined
+    without its marks when every part has two letters or more (``co-caine``: ``cocaine``),
+    and with :data:`MASK` for a masking mark between two runs of letters that make at least
+    four (``coc*ine``: ``cocǂine``; ``.`` and ``_`` are read both ways)."""
+    parts = _MARK_SPLIT.split(word)
+    marks = _MARK_SPLIT.findall(word)
+    out = []
+    if all(len(p) >= 2 for p in parts) and all(m in _JOIN_MARKS for m in marks):
+        out.append("".join(parts))
+    if (len(parts) == 2 and marks[0] in _MASK_MARKS and min(map(len, parts)) >= 2
+            and len(parts[0]) + len(parts[1]) >= 4):
+        out.append(MASK.join(parts))
+    return [r for r in out if len(r.encode()) <= MAX_TOKEN_BYTES]
+
+
+def _with_readings(match: regex.Match) -> str:
+    word = match.group()
+    readings = broken_readings(word)
+    if not readings:
+        return word
+    if all(mark in _KEEP_MARKS for mark in _MARK_SPLIT.findall(word)) and all(
+            len(part) >= 3 for part in _MARK_SPLIT.split(word)):
+        return " ".join([word, *readings])
+    return " ".join(readings)
+
+
+def _normalize(text: str) -> Normalized:
+    """:func:`normalize` but for broken words."""
     if not text:
         return UNCHANGED
     lowered = text.lower()
@@ -318,6 +380,9 @@ def normalize(text: str) -> Normalized:
         core = run.lstrip(_LEADING_MARKS)
         head, core = run[:len(run) - len(core)], core.rstrip(_TRAILING_MARKS)
         tail = run[len(head) + len(core):]
+        toneless = _toneless(core)
+        if toneless is not None:  # pinyin with tone numbers: its syllables
+            return head + toneless + tail
         readings = _readings(core) if whole and 0 < len(core) <= _MAX_WORD_CHARS else []
         if readings:
             variants.update(dict.fromkeys(readings[1:]))
@@ -431,6 +496,57 @@ def _char_pinyin(ch: str) -> str:
         return ch
     first = unicodedata.normalize("NFD", readings.split(",")[0])
     return "".join(c for c in first if unicodedata.category(c) != "Mn").replace("ü", "v")
+
+
+@functools.cache
+def pinyin_syllables() -> frozenset[str]:
+    """Every toneless pinyin syllable of the 3,755 common characters (GB2312 level 1), ``ü``
+    written ``v``, as :func:`pinyin` reads them."""
+    found = set()
+    for code in range(0x4E00, 0xA000):
+        ch = chr(code)
+        try:
+            encoded = ch.encode("gb2312")
+        except UnicodeEncodeError:
+            continue
+        if 0xB0 <= encoded[0] <= 0xD7:
+            found.add(_char_pinyin(ch))
+    return frozenset(s for s in found if s.isascii() and s.isalpha())
+
+
+@functools.cache
+def _toned_word() -> re.Pattern:
+    syllables = "|".join(sorted(pinyin_syllables(), key=len, reverse=True))
+    return re.compile(f"(?:(?:{syllables})[1-5])+")
+
+
+def _toneless(word: str) -> str | None:
+    """A word of pinyin syllables each with its tone number (``bing1``, ``bing1tang2``)
+    without the numbers, or None (``ciali5`` is leetspeak: a number after every syllable or
+    it is no typed pinyin)."""
+    if not word.isascii() or not word[-1:].isdigit() or not word[:1].isalpha():
+        return None
+    if _toned_word().fullmatch(word) is None:
+        return None
+    return "".join(ch for ch in word if not ch.isdigit())
+
+
+def segment_pinyin(word: str, least: int = 1) -> list[str] | None:
+    """``word`` (lowercase Latin letters) as pinyin syllables, the fewest that cover it, or
+    None when it is no pinyin or has fewer than ``least`` syllables (``bingtang``:
+    ``bing``, ``tang``)."""
+    if not word or not word.isascii() or not word.isalpha() or len(word) > 40:
+        return None
+    known = pinyin_syllables()
+    best: list[list[str] | None] = [[]] + [None] * len(word)
+    for end in range(1, len(word) + 1):
+        for start in range(max(0, end - 6), end):
+            head = best[start]
+            if head is not None and word[start:end] in known and (
+                    best[end] is None or len(head) + 1 < len(best[end])):
+                best[end] = [*head, word[start:end]]
+    found = best[len(word)]
+    return found if found is not None and len(found) >= least else None
 
 
 def pinyin(run: str) -> list[str]:

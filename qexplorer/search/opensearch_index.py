@@ -36,9 +36,9 @@ import httpx
 import orjson
 
 from qexplorer.config import OpenSearchSettings
-from qexplorer.search.normalize import analyze, han_runs, han_words, pinyin
+from qexplorer.search.normalize import analyze
 from qexplorer.search.protocol import Arrivals, Change, Hit, Offsets, SearchIndex
-from qexplorer.search.query import to_search_text
+from qexplorer.search.query import folded_clauses, pattern_regex, to_search_text
 from qexplorer.search.tantivy_index import StoredListing, folded_fields, position_of
 from schemas.models import ListingUpsert
 
@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 #: Bump when the mapping or the analysis changes: a new format is a new index, built from the
 #: start of the topic (the old one is left for the operator to delete).
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2
 SEARCH_FIELDS = ("title", "description")
 FOLDED_SEARCH_FIELDS = (*SEARCH_FIELDS, "variants")
 #: Doc frequencies are cached this long (TF-IDF weights; they move slowly).
@@ -115,7 +115,8 @@ def listing_document(listing: ListingUpsert, position: tuple[int, int] | None,
 def query_clauses(query: str, fold: bool = True) -> dict[str, Any] | None:
     """The OpenSearch query of a seed's query, the same clauses Tantivy's parser makes of
     ``to_search_text(query)``: each term a term query (one token) or a phrase (several) on each
-    search field, all summed; with Chinese, the words and each Han run's pinyin phrase too.
+    search field, all summed; with folding, what else the query searches too
+    (``search.query.folded_clauses``).
     None when nothing is left to search. Pure."""
     text = to_search_text(query, fold=fold)
     if not text:
@@ -131,10 +132,13 @@ def query_clauses(query: str, fold: bool = True) -> dict[str, Any] | None:
         clauses.append(per_field[0] if len(per_field) == 1
                        else {"bool": {"should": per_field}})
     if fold:
-        runs = han_runs(text)
-        if runs:
-            clauses += [{"term": {"words": word}} for word in han_words(text)]
-            clauses += [{"match_phrase": {"pinyin": " ".join(pinyin(run))}} for run in runs]
+        for clause in folded_clauses(text):
+            if clause.pattern:
+                clauses.append({"regexp": {clause.field: pattern_regex(clause.tokens[0])}})
+            elif len(clause.tokens) == 1:
+                clauses.append({"term": {clause.field: clause.tokens[0]}})
+            else:
+                clauses.append({"match_phrase": {clause.field: " ".join(clause.tokens)}})
     if not clauses:
         return None
     return clauses[0] if len(clauses) == 1 else {"bool": {"should": clauses}}

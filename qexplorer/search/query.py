@@ -15,8 +15,18 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import dataclass
 
-from qexplorer.search.normalize import MAX_TOKEN_BYTES, join_spaced_han, normalize
+from qexplorer.search.normalize import (
+    MASK,
+    MAX_TOKEN_BYTES,
+    han_runs,
+    han_words,
+    join_spaced_han,
+    normalize,
+    pinyin,
+    segment_pinyin,
+)
 from qexplorer.search.text import HAN, strip_invisible
 
 #: At most this many terms (words or quoted Han runs) reach the query parser, and at most
@@ -90,3 +100,84 @@ def to_search_text(q: str, *, fold: bool = True) -> str:
         if any(ch.isalnum() or unicodedata.category(ch) == "So" for ch in term):
             return term
     return ""
+
+
+# --- what a folded query searches beyond its parsed terms ------------------------------------
+
+#: The fields a listing's text is searched in (the index's ``title`` and ``description``).
+TEXT_FIELDS = ("title", "description")
+#: Clean words of at least this many letters are also searched with each letter masked.
+MASKED_MIN_LETTERS = 5
+#: ... and at most this many words of a query are.
+MASKED_WORDS = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Clause:
+    """One more way a folded query matches a listing, the same for every engine: a term (one
+    token) or a phrase (several) on a field, or with ``pattern`` one token in which
+    :data:`~qexplorer.search.normalize.MASK` stands for any one character."""
+
+    field: str
+    tokens: tuple[str, ...]
+    pattern: bool = False
+
+
+def folded_clauses(text: str) -> list[Clause]:
+    """What a folded query (:func:`to_search_text`'s result) searches besides its terms:
+
+    - each run of Han characters: its Chinese words; its sound, as a phrase of pinyin
+      syllables in the listings' pinyin, and as sellers type it, spaced (a phrase) or joined
+      (a term), in their text;
+    - each run of Latin words that is pinyin (``bing tang``, ``bingtang``; two syllables or
+      more): that phrase in the listings' pinyin, so it meets the characters it stands for,
+      and the other way of typing it (spaced or joined) in their text;
+    - each clean word of :data:`MASKED_MIN_LETTERS` letters or more (the first
+      :data:`MASKED_WORDS`): its forms with one letter masked, in the text, where a
+      listing's masked words are read (``cocaine`` meets ``coc*ine``);
+    - each masked reading of the query's own words (``cocǂine``): as a pattern in the text,
+      so a disguised seed meets the clean word (``cocaine``) and the same word broken
+      elsewhere (``co-caine``, read ``cocaine`` too).
+    """
+    clauses: list[Clause] = []
+    runs = han_runs(text)
+    if runs:
+        clauses += [Clause("words", (word,)) for word in han_words(text)]
+    for sound in [tuple(pinyin(run)) for run in runs] + _typed_pinyin(text):
+        clauses.append(Clause("pinyin", sound))
+        clauses += [Clause(f, sound) for f in TEXT_FIELDS]  # typed spaced
+        clauses += [Clause(f, ("".join(sound),)) for f in TEXT_FIELDS]  # typed joined
+    words = [w for w in _LATIN_WORD.findall(text)]
+    clean = [w for w in dict.fromkeys(words)
+             if len(w) >= MASKED_MIN_LETTERS and MASK not in w][:MASKED_WORDS]
+    clauses += [Clause(f, (w[:i] + MASK + w[i + 1:],))
+                for w in clean for i in range(len(w)) for f in TEXT_FIELDS]
+    clauses += [Clause(f, (w,), pattern=True) for w in dict.fromkeys(words) if MASK in w
+                for f in TEXT_FIELDS]
+    return clauses
+
+
+# Latin words (letters only, the mask among them) of a folded query.
+_LATIN_WORD = re.compile(f"[^\\W\\d_{HAN}]+")
+
+
+def _typed_pinyin(text: str) -> list[tuple[str, ...]]:
+    """Runs of consecutive words of ``text`` that are all pinyin, two syllables or more in a
+    run: their syllables."""
+    runs: list[tuple[str, ...]] = []
+    current: list[str] = []
+    for word in [*text.split(), ""]:
+        syllables = segment_pinyin(word) if word.isascii() else None
+        if syllables:
+            current += syllables
+            continue
+        if len(current) >= 2:
+            runs.append(tuple(current))
+        current = []
+    return runs
+
+
+def pattern_regex(token: str) -> str:
+    """A :class:`Clause` pattern as the regular expression both engines take: the token
+    itself, :data:`~qexplorer.search.normalize.MASK` any one character."""
+    return ".".join(re.escape(part) for part in token.split(MASK))

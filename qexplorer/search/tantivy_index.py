@@ -27,23 +27,22 @@ import tantivy
 from qexplorer.search.normalize import (
     TOKEN_PATTERN,
     analyze,
-    han_runs,
     han_words,
     has_han,
     join_spaced_han,
     normalize,
-    pinyin,
     pinyin_text,
 )
 from qexplorer.search.protocol import Arrivals, Change, Hit, Offsets, SearchIndex
-from qexplorer.search.query import to_search_text
+from qexplorer.search.query import folded_clauses, pattern_regex, to_search_text
 from schemas.codec import encode
 from schemas.models import ListingUpsert
 
 log = logging.getLogger(__name__)
 
-#: Bump when the schema or the analyzer changes: an index of another version is rebuilt.
-INDEX_FORMAT = 5
+#: Bump when the schema, the analyzer or the folding changes: an index of another version is
+#: rebuilt.
+INDEX_FORMAT = 6
 ANALYZER = "qx_text"
 #: The analyzer of the fields holding tokens made in Python (``words``, ``pinyin``).
 TOKENS_ANALYZER = "qx_tokens"
@@ -413,7 +412,7 @@ class TantivyIndex(SearchIndex):
             log.warning("query rejected by the parser: %r (%s)", query, exc)
             return []
         if self._fold:
-            parsed = self._with_chinese(parsed, text)
+            parsed = self._with_folded(parsed, text)
         if within is not None:
             parsed = tantivy.Query.boolean_query([(tantivy.Occur.Must, parsed),
                                                   (tantivy.Occur.Must, within)])
@@ -431,20 +430,25 @@ class TantivyIndex(SearchIndex):
                     break
         return hits
 
-    def _with_chinese(self, parsed: tantivy.Query, text: str) -> tantivy.Query:
-        """``parsed`` or, for a query with Chinese, that and its words and the sound of its Han
-        runs: each run's pinyin as a phrase, so a homophone of a code word matches it."""
-        runs = han_runs(text)
-        if not runs:
+    def _with_folded(self, parsed: tantivy.Query, text: str) -> tantivy.Query:
+        """``parsed`` and what else disguise folding searches for the query
+        (``search.query.folded_clauses``: its Chinese words and sound, pinyin typed for
+        characters, masked letters)."""
+        clauses = folded_clauses(text)
+        if not clauses:
             return parsed
         schema = self._index.schema
-        clauses = [(tantivy.Occur.Should, parsed)]
-        clauses += [(tantivy.Occur.Should, tantivy.Query.term_query(schema, "words", word))
-                    for word in han_words(text)]
-        clauses += [(tantivy.Occur.Should,
-                     tantivy.Query.phrase_query(schema, "pinyin", pinyin(run)))
-                    for run in runs]
-        return tantivy.Query.boolean_query(clauses)
+        out = [(tantivy.Occur.Should, parsed)]
+        for clause in clauses:
+            if clause.pattern:
+                query = tantivy.Query.regex_query(schema, clause.field,
+                                                  pattern_regex(clause.tokens[0]))
+            elif len(clause.tokens) == 1:
+                query = tantivy.Query.term_query(schema, clause.field, clause.tokens[0])
+            else:
+                query = tantivy.Query.phrase_query(schema, clause.field, list(clause.tokens))
+            out.append((tantivy.Occur.Should, query))
+        return tantivy.Query.boolean_query(out)
 
     @staticmethod
     def _stored(doc: tantivy.Document) -> StoredListing:

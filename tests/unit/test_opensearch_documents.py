@@ -71,8 +71,8 @@ def test_query_syntax_never_reaches_the_engine() -> None:
 
 
 def test_index_names_are_lowercase_and_carry_the_format() -> None:
-    assert index_name("it-ab12.Listings") == "it-ab12.listings-v1"
-    assert index_name("_odd name") == "odd-name-v1"
+    assert index_name("it-ab12.Listings") == "it-ab12.listings-v2"
+    assert index_name("_odd name") == "odd-name-v2"
 
 
 def test_the_local_cluster_config_names_every_node() -> None:

@@ -81,8 +81,10 @@ def test_huge_inputs_are_bounded():
 
 
 def test_duplicates_are_dropped_case_insensitively_keeping_the_first():
-    out = clean_queries(["R0lex Watch", "r0lex watch", "R0LEX  WATCH", "R0lex-watch", "other"], 5)
+    out = clean_queries(["R0lex Watch", "r0lex watch", "R0LEX  WATCH", "R0lex/watch", "other"], 5)
     assert out == ["R0lex Watch", "other"]
+    # a hyphenated form also searches the word joined (rolexwatch): another query
+    assert clean_queries(["R0lex Watch", "R0lex-watch"], 5) == ["R0lex Watch", "R0lex-watch"]
 
 
 def test_at_most_k_queries():
