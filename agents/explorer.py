@@ -22,7 +22,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 from agents.explore import Ledger, Provenance, merge_hits
 from agents.extractor.base import Extraction, Extractor, ExtractorError, SeedText
 from agents.prompt import PROMPT_VERSION
-from agents.standing import standing_queries
+from agents.standing import can_stand, evidence_terms, standing_queries
 from qexplorer.search.protocol import Hit, SearchIndex
 from schemas.codec import SchemaError, dead_letter, decode, encode
 from schemas.models import (
@@ -125,6 +125,7 @@ class ExplorerStats:
     rollouts: int = 0
     seeds_reexplored: int = 0  # explored again under a new model version (of seeds_explored)
     standing_queries: int = 0  # queries that went on watching new listings
+    standing_common: int = 0  # queries with results that could not stand (agents.standing)
 
 
 class Explorer:
@@ -244,11 +245,17 @@ class Explorer:
             per_query = list(zip(queries, results, strict=True))
             detections, feedback = merge_hits(seed.id, per_query,
                                               self.replica.ledger.confirmed, provenance)
-            standing = [] if self.standing is None or not self.standing.enabled else \
-                standing_queries(seed.id, per_query, provenance, watch_from=watch_from,
-                                 watch_offsets=searched,
-                                 limit=self.settings.results_per_query,
-                                 settings=self.standing)
+            standing: list[StandingQuery] = []
+            if self.standing is not None and self.standing.enabled:
+                found = [q for q, hits in per_query if hits]
+                stands = set(found)
+                if self.standing.evidence:
+                    stands = await asyncio.to_thread(self._can_stand, found)
+                    self.stats.standing_common += len(found) - len(stands)
+                standing = standing_queries(seed.id, per_query, provenance,
+                                            watch_from=watch_from, watch_offsets=searched,
+                                            limit=self.settings.results_per_query,
+                                            settings=self.standing, stands=stands.__contains__)
             started = time.perf_counter()
             await self._emit(detections, feedback, standing)
             self._observe("emit", time.perf_counter() - started)
@@ -262,6 +269,15 @@ class Explorer:
         except Exception as exc:  # one seed's bad data must not stop the others
             log.exception("exploring seed %s failed", seed.id)
             await self._dead_letter(message, "explore", exc)
+
+    def _can_stand(self, queries: Sequence[str]) -> set[str]:
+        """The queries not made of common words alone (``agents.standing.can_stand``) on
+        this worker's index (on a thread: a document frequency may be a request away)."""
+        assert self.standing is not None
+        index = self.replica.index
+        listings = index.count()
+        return {q for q in queries if can_stand(evidence_terms(q), index.doc_freq, listings,
+                                                 self.standing.max_common_share)}
 
     async def _extract(self, seeds: list[SeedText]) -> tuple[Provenance, list[Extraction]]:
         """The extractions of a batch and what produced them. Each attempt uses the

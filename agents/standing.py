@@ -9,7 +9,9 @@ would have been among that exploration's results. A query that returned fewer re
 was allowed has no such floor, so a score alone would let it fire on any listing sharing one
 word, even a number; a match must also carry the evidence the query's words give
 (:func:`has_evidence`): the words it holds must weigh (by their rarity) a share of the query's,
-a query of common words alone never fires, numbers and single letters are no evidence. The
+numbers and single letters are no evidence, and a query of common words alone does not stand
+at all (:func:`can_stand`, judged on the index it was explored on, so a flood of relistings
+that makes its own words common later does not silence it). The
 :class:`StandingBook` holds the standing-queries topic and the moderation decisions on what the
 queries found, and says which queries are active: a query retires when an operator retires it,
 when its reviewed matches fall below a precision, when its last reviewed matches were all
@@ -45,21 +47,25 @@ from schemas.models import (
 def standing_queries(seed_id: str, per_query: Sequence[tuple[str, Sequence[Hit]]],
                      provenance: Provenance, *, watch_from: datetime,
                      watch_offsets: Mapping[int, int], limit: int,
-                     settings: StandingSettings) -> list[StandingQuery]:
+                     settings: StandingSettings,
+                     stands: Callable[[str], bool] = lambda query: True
+                     ) -> list[StandingQuery]:
     """The standing queries of a seed just explored: its first ``settings.per_seed`` queries
     (in the extractor's order) that returned something. ``limit`` is how many results a query
     was allowed: a query that returned fewer would have returned any listing it scores at all
     (``min_score`` 0), one that returned ``limit`` only those scoring at least its last
     result. ``watch_offsets``: the listings positions the searched index held (each
     partition's next offset), where the queries take over. The search may have read past
-    them: what it returned is recorded as ``detected`` and not detected twice."""
+    them: what it returned is recorded as ``detected`` and not detected twice. A query
+    ``stands`` rejects (:func:`can_stand`, with evidence required) gives its place to the
+    next."""
     out: list[StandingQuery] = []
     detected = sorted({h.listing_id for _, hits in per_query for h in hits} - {seed_id})
     for query, hits in per_query:
         kept = [h for h in hits if h.listing_id != seed_id]
         if len(out) >= settings.per_seed:
             break
-        if not kept:
+        if not kept or not stands(query):
             continue
         out.append(StandingQuery(
             query_id=query_id(seed_id, query, provenance.model_version), query=query,
@@ -102,24 +108,29 @@ def matched_terms(terms: Sequence[str], listing_terms: Set[str]) -> list[str]:
 COMMON_AT_LEAST = 20
 
 
+def can_stand(terms: Sequence[str], doc_freq: Callable[[str], int], listings: int,
+              max_common: float) -> bool:
+    """True when a query of ``terms`` (:func:`evidence_terms`) may go on watching: it has a
+    term that can be evidence, and its rarest is held by at most ``max_common`` of the
+    ``listings``, or :data:`COMMON_AT_LEAST` (a query of common words alone would match
+    anything). Judged once, on the index the query was explored on: later, the relistings it
+    is there to catch make its own words common, and must not silence it."""
+    if not terms:
+        return False
+    return min(doc_freq(t) for t in terms) <= max(max_common * listings, COMMON_AT_LEAST)
+
+
 def has_evidence(terms: Sequence[str], listing_terms: Set[str], doc_freq: Callable[[str], int],
-                 listings: int, min_share: float, max_common: float) -> bool:
+                 listings: int, min_share: float) -> bool:
     """True when a listing holding ``listing_terms`` is evidence for a query of ``terms``
     (:func:`evidence_terms`): the terms it holds carry at least ``min_share`` of the query's
     weight, a term's weight its inverse document frequency among ``listings``
     (``log((listings + 1) / (doc_freq + 1))``), so sharing only the query's commonest words
-    is no evidence; and the query's rarest term is held by at most ``max_common`` of the
-    listings, or :data:`COMMON_AT_LEAST` (a query of common words alone would match
-    anything). A query without such
-    terms (numbers, punctuation) never fires."""
+    is no evidence. A query without such terms (numbers, punctuation) never fires."""
     matched = set(matched_terms(terms, listing_terms))
     if not matched:
         return False
-    frequencies = {t: doc_freq(t) for t in terms}
-    if min(frequencies.values()) > max(max_common * listings, COMMON_AT_LEAST):
-        return False
-    weights = {t: math.log((listings + 1) / (frequency + 1))
-               for t, frequency in frequencies.items()}
+    weights = {t: math.log((listings + 1) / (doc_freq(t) + 1)) for t in terms}
     total = sum(weights.values())
     return total > 0 and sum(weights[t] for t in matched) >= min_share * total
 

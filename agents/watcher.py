@@ -210,7 +210,7 @@ class Watcher:
             terms = evidence_terms(query.query)
             evident = [h for h in hits if has_evidence(
                 terms, indexed_terms(h.title, h.description), doc_freq, listings,
-                self.settings.min_term_share, self.settings.max_common_share)]
+                self.settings.min_term_share)]
             self.stats.without_evidence += len(hits) - len(evident)
             kept.append(evident)
         return kept

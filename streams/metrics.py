@@ -144,6 +144,8 @@ class _StatsCollector:
                  "Seeds explored again by a newly rolled-out model."),
                 ("standing_queries_created", e.standing_queries,
                  "Queries of explored seeds that went on watching new listings."),
+                ("standing_queries_common", e.standing_common,
+                 "Queries with results that did not stand: common words, or no evidence."),
             ):
                 yield CounterMetricFamily(f"qexplorer_{name}", doc, value=value)
             dead = CounterMetricFamily("qexplorer_dead_letters", "Messages dead-lettered.",

@@ -181,13 +181,21 @@ def test_expiry_is_the_later_of_watching_and_the_last_confirm():
 
 
 def _evident(query: str, listing: str, frequencies: dict[str, int] | None = None,
-             share: float = 0.5, listings: int = 1000, common: float = 0.02) -> bool:
+             share: float = 0.5, listings: int = 1000) -> bool:
     from agents.standing import evidence_terms, has_evidence
     from qexplorer.search.tantivy_index import indexed_terms
 
     known = frequencies or {}
     return has_evidence(evidence_terms(query), indexed_terms(listing),
-                        lambda term: known.get(term, 5), listings, share, common)
+                        lambda term: known.get(term, 5), listings, share)
+
+
+def _stands(query: str, frequencies: dict[str, int], listings: int = 1000,
+            common: float = 0.02) -> bool:
+    from agents.standing import can_stand, evidence_terms
+
+    return can_stand(evidence_terms(query), lambda term: frequencies.get(term, 5), listings,
+                     common)
 
 
 def test_numbers_and_single_letters_are_no_evidence() -> None:
@@ -207,9 +215,24 @@ def test_the_shared_words_must_carry_the_querys_weight() -> None:
     assert not _evident("AAA 1:1 watch", "watch strap", {"aaa": 4, "watch": 19})
 
 
-def test_a_query_of_common_words_alone_fires_on_nothing() -> None:
-    assert not _evident("watch", "watch strap, black", {"watch": 300})  # in 30% of listings
-    assert _evident("watch", "watch strap, black", {"watch": 300}, common=0.5)
+def test_a_query_of_common_words_alone_does_not_stand() -> None:
+    assert not _stands("watch", {"watch": 300})  # in 30% of listings
+    assert _stands("watch", {"watch": 300}, common=0.5)
+    assert _stands("watch strap", {"watch": 300, "strap": 12})
+    assert not _stands("800 x 2", {})  # nothing in it can be evidence
+    assert _stands("watch", {"watch": 19}, listings=100)  # a small index has few of any
+    per_query = [("watch", _hits(3.0)), ("rolex replica", _hits(2.0)), ("strap", _hits(1.0))]
+    made = standing_queries("s", per_query, PROVENANCE, watch_from=T0, watch_offsets={},
+                            limit=3, settings=_settings(),
+                            stands=lambda query: query != "watch")
+    assert [q.query for q in made] == ["rolex replica", "strap"]  # the next takes its place
+
+
+def test_a_flood_of_relistings_does_not_silence_its_query() -> None:
+    # the seller relists the item 60 times in an index of 360: the query's one word is now in
+    # 17% of the listings, and every relisting is still evidence
+    assert _evident("bingtang_520", "上好 冰糖, V: bingtang_520 Batch 7.", {"bingtang": 66},
+                    listings=360)
 
 
 def test_evidence_reads_disguises_and_chinese_sounds_as_the_search_does() -> None:
