@@ -5,7 +5,9 @@
 - ``fanout``: the explorer's search path (``bench.exploration.pipeline_searches``, the
   keyword queries of the synthetic marketplace cycled to 8,000 searches) on the project's
   index (``search.open_replica``) of ``--size`` listings, in a child process sampled while it
-  searches.
+  searches;
+- ``fanout-parts``: the same queries' path step by step, timed in process on one thread, with
+  the disguise folding on and off (no py-spy: a table of µs a query, ``<out>.md`` only).
 
 py-spy samples Python frames of every thread (``--threads``), one every 1/rate s, so a sample
 is 4 ms of a thread's time at the default rate; Tantivy's native indexing threads are not
@@ -50,8 +52,7 @@ def _stop(spy: subprocess.Popen) -> None:
     spy.wait(60)
 
 
-_PROJECT = ("agents/", "streams/", "schemas/", "search/", "config/", "bench/", "cli/",
-            "trainer/", "serving/")
+_PROJECT = ("agents/", "streams/", "schemas/", "trainer/", "qexplorer/", "bench/")
 
 
 def summarise(raw: Path, top: int = 12) -> tuple[int, list[tuple[str, int]], list[tuple[str, int]]]:
@@ -170,10 +171,93 @@ def profile_fanout(size: int, out: Path) -> str:
                     "per 1,000 queries", 1000 / (3 * FANOUT_QUERIES))
 
 
+# --- fan-out, step by step --------------------------------------------------------------------
+
+
+def _step_times(index, queries: list[str], limit: int) -> dict[str, float]:
+    """Seconds each step of ``TantivyIndex._search`` takes over ``queries`` on one thread,
+    the steps timed apart, and the path itself (``search_many``, a seed's worth at a time)."""
+    from qexplorer.search.protocol import Hit
+    from qexplorer.search.query import to_search_text
+    from qexplorer.search.tantivy_index import FOLDED_SEARCH_FIELDS, SEARCH_FIELDS
+
+    raw = index.tantivy_index
+    fold = index._fold
+    fields = FOLDED_SEARCH_FIELDS if fold else SEARCH_FIELDS
+    steps = dict.fromkeys(("escape and fold the text (to_search_text)", "parse",
+                           "add the folded clauses", "search", "fetch the hits' documents",
+                           "read them, build the hits"), 0.0)
+    names = list(steps)
+    searcher = raw.searcher()
+    for query in queries:
+        t0 = time.perf_counter()
+        text = to_search_text(query, fold=fold)
+        if not text:
+            continue
+        t1 = time.perf_counter()
+        parsed = raw.parse_query(text, fields)
+        t2 = time.perf_counter()
+        if fold:
+            parsed = index._with_folded(parsed, text)
+        t3 = time.perf_counter()
+        found = searcher.search(parsed, limit).hits
+        t4 = time.perf_counter()
+        docs = [(score, searcher.doc(address)) for score, address in found]
+        t5 = time.perf_counter()
+        [Hit(doc.get_first("id"), n + 1, score, *index._written(doc))
+         for n, (score, doc) in enumerate(docs)]
+        t6 = time.perf_counter()
+        for name, seconds in zip(names, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5),
+                                 strict=True):
+            steps[name] += seconds
+    started = time.perf_counter()
+    for at in range(0, len(queries), 4):
+        index.search_many(queries[at:at + 4], limit)
+    steps["the path as it runs (search_many, timed alone)"] = time.perf_counter() - started
+    return steps
+
+
+def fanout_parts(size: int) -> str:
+    """Where a fan-out query's time goes, in process on one thread, with the disguise folding
+    on and off (two indexes of the same listings): µs a query per step, medians of 3
+    passes. Returns the Markdown table."""
+    import statistics
+
+    from agents.extractor.base import SeedText
+    from agents.extractor.keywords import KeywordsExtractor
+    from bench.common import as_changes, as_listings
+    from qexplorer.search.tantivy_index import TantivyIndex
+
+    settings = Settings()
+    items = synthetic_items(size, seed=3)
+    seeds = [SeedText(i.id, i.title, i.description) for i in items if i.harmful]
+    extractions = asyncio.run(KeywordsExtractor().extract(
+        seeds, settings.exploration.queries_per_seed))
+    queries = [q for e in extractions for q in e.queries]
+    limit = settings.exploration.results_per_query
+    columns = {}
+    for fold in (True, False):
+        index = TantivyIndex.open(None, fold=fold)
+        index.apply(as_changes(as_listings(items)))
+        index.commit({})
+        _step_times(index, queries, limit)  # warm
+        passes = [_step_times(index, queries, limit) for _ in range(3)]
+        columns[fold] = {name: statistics.median(p[name] for p in passes) / len(queries) * 1e6
+                         for name in passes[0]}
+    lines = [f"In process, one thread, {len(queries):,} keyword queries of the synthetic "
+             f"marketplace's seeds ({len(set(queries)):,} distinct) on {size:,} listings, "
+             f"N={limit}; µs a query, medians of 3 passes; code "
+             f"{git_state().get('commit', '?')[:12]}.", "",
+             "| step | folding on | folding off |", "|---|---|---|"]
+    for name in columns[True]:
+        lines.append(f"| {name} | {columns[True][name]:.1f} | {columns[False][name]:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     """Profile one path; write ``<out>.txt`` and ``<out>.md``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("path", choices=["indexing", "fanout", "fanout-child"])
+    parser.add_argument("path", choices=["indexing", "fanout", "fanout-parts", "fanout-child"])
     parser.add_argument("--size", type=int, default=None)
     parser.add_argument("--out", type=Path, default=Path(".cache/profiles/profile"))
     parser.add_argument("--go", type=Path, help=argparse.SUPPRESS)
@@ -184,6 +268,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.path == "indexing":
         report = profile_indexing(args.size or 300_000, args.out)
+    elif args.path == "fanout-parts":
+        report = fanout_parts(args.size or 20_000)
     else:
         report = profile_fanout(args.size or 20_000, args.out)
     args.out.with_suffix(".md").write_text(report)

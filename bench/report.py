@@ -19,6 +19,8 @@ import math
 import statistics
 from collections.abc import Iterable, Sequence
 
+from bench import guard
+
 #: Units a row may use, and how their numbers are printed.
 UNITS = ("/s", "ms", "MB", "B", "count")
 
@@ -147,4 +149,6 @@ def markdown(report: dict) -> str:
         lines.append("")
         lines += [f"- {note}" for note in notes] or ["- (no notes)"]
         lines.append("")
+    if report.get("against"):
+        lines += guard.markdown(report["against"])
     return "\n".join(lines).rstrip() + "\n"

@@ -37,9 +37,10 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+from bench import guard
 from bench.common import write_report
 from bench.report import comparison, markdown
-from qexplorer.config import Settings
+from qexplorer.config import PROJECT_ROOT, Settings
 
 DEFAULT = ("indexing", "freshness", "exploration", "scaling", "standing")
 OPTIONAL = ("extraction", "opensearch")
@@ -152,14 +153,17 @@ def check_broker(settings: Settings) -> None:
 def run_benchmarks(out: Path, *, size: int | None = None, repeats: int = 3,
                    only: list[str] | None = None, model: str | None = None,
                    command: str = "", settings: Settings | None = None,
+                   against: Path | None = None,
                    progress: Callable[[str], None] = print) -> dict:
     """Run the chosen benchmarks (default: all but extraction) one after the other and write
-    the report after each; return it. Worker logs go to ``out/logs``."""
+    the report after each; return it. Worker logs go to ``out/logs``. With ``against`` (a
+    kept report), the report ends with its ratios compared to that one's (``bench.guard``)."""
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     if size is not None and size < 1:
         raise ValueError(f"size must be positive, got {size}")
     settings = settings or Settings()
+    kept = guard.load(against) if against is not None else None
     names = only or list(DEFAULT)
     if any(n not in NO_BROKER for n in names):
         check_broker(settings)
@@ -182,6 +186,10 @@ def run_benchmarks(out: Path, *, size: int | None = None, repeats: int = 3,
         report = write_report(out, "bench", body, started=started, render=markdown,
                               command=report["command"])
         progress(f"== {name} took {section['duration_s']:.0f}s")
+    if kept is not None:
+        body["against"] = guard.against(kept, str(against), body)
+        report = write_report(out, "bench", body, started=started, render=markdown,
+                              command=report["command"])
     return report
 
 
@@ -198,10 +206,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", default=None)
     parser.add_argument("--model", default=None)
+    parser.add_argument("--against", type=Path, default=PROJECT_ROOT / guard.KEPT)
     args = parser.parse_args()
     report = run_benchmarks(
         args.out, size=args.size, repeats=args.repeats, only=parse_only(args.only),
-        model=args.model,
+        model=args.model, against=args.against,
         command=shlex.join([Path(sys.executable).name, "-m", "bench.run", *sys.argv[1:]]))
     print((args.out / "bench.md").read_text())
     sys.exit(1 if failed(report) else 0)

@@ -17,6 +17,9 @@ import typer
 
 from qexplorer.cli.common import console
 
+#: ``--quick``: the hot paths whose ratios the guard watches (indexing and the fan-out).
+QUICK = "indexing,exploration"
+
 
 def _source_tree_on_path() -> None:
     """``bench/`` is not an installed package (like ``tests/``): it runs from the source
@@ -45,14 +48,28 @@ def bench_command(
     model: Annotated[str | None, typer.Option(
         help="Model directory: exploration also runs the transformers extractor on it; "
         "extraction serves it (default: the model trained last).")] = None,
+    quick: Annotated[bool, typer.Option(
+        "--quick", help=f"The hot paths only ({QUICK}, about two minutes): run it before "
+        "stopping.")] = False,
+    against: Annotated[Path | None, typer.Option(
+        help="The kept report whose ratios this run's are compared with (default: "
+        "docs/results/bench/bench.json).")] = None,
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="Exit 3 when a ratio slid by more than the noise.")] = False,
 ) -> None:
-    """Run the benchmarks (Kafka broker needed: qexplorer kafka start) and write the report.
-    The default set takes about 8-13 minutes on 2 cores."""
+    """Run the benchmarks (Kafka broker needed: qexplorer kafka start) and write the report,
+    its ratios compared with the last report kept in the repository. The default set takes
+    about 8-13 minutes on 2 cores."""
     _source_tree_on_path()
+    from bench import guard
     from bench.run import BrokerUnavailable, failed, parse_only, run_benchmarks
+    from qexplorer.config import PROJECT_ROOT
 
+    if quick and only:
+        console.print("[red]--quick runs its own set: leave --only out[/red]")
+        raise typer.Exit(2)
     try:
-        names = parse_only(only)
+        names = parse_only(QUICK if quick else only)
     except ValueError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
@@ -63,7 +80,8 @@ def bench_command(
 
     try:
         report = run_benchmarks(out, size=size, repeats=repeats, only=names, model=model,
-                                command=shlex.join(sys.argv), progress=progress)
+                                command=shlex.join(sys.argv), progress=progress,
+                                against=against or PROJECT_ROOT / guard.KEPT)
     except BrokerUnavailable as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
@@ -73,3 +91,10 @@ def bench_command(
     if failed(report):
         console.print(f"[red]failed: {', '.join(failed(report))}[/red]")
         raise typer.Exit(1)
+    if report.get("against") is None:
+        console.print("no kept report to compare with")
+    elif slid := guard.slid(report["against"]):
+        console.print(f"[red]slid beyond the noise: "
+                      f"{'; '.join(s['metric'] + ' vs ' + s['ceiling'] for s in slid)}[/red]")
+        if strict:
+            raise typer.Exit(3)

@@ -399,20 +399,27 @@ class TantivyIndex(SearchIndex):
         return [self._search(searcher, query, limit, set(), within, floor)
                 for query, floor in zip(queries, floors, strict=True)]
 
-    def _search(self, searcher: tantivy.Searcher, query: str, limit: int,
-                excluded: set[str], within: tantivy.Query | None = None,
-                floor: float = float("-inf")) -> list[Hit]:
+    def parsed(self, query: str) -> tantivy.Query | None:
+        """The Tantivy query a search for ``query`` runs (escaped, folded, with its folded
+        clauses); None when nothing of it can be searched. The benchmarks' raw ceiling runs
+        these very queries."""
         text = to_search_text(query, fold=self._fold)
         if not text:
-            return []
+            return None
         try:
             parsed = self._index.parse_query(
                 text, FOLDED_SEARCH_FIELDS if self._fold else SEARCH_FIELDS)
         except ValueError as exc:
             log.warning("query rejected by the parser: %r (%s)", query, exc)
+            return None
+        return self._with_folded(parsed, text) if self._fold else parsed
+
+    def _search(self, searcher: tantivy.Searcher, query: str, limit: int,
+                excluded: set[str], within: tantivy.Query | None = None,
+                floor: float = float("-inf")) -> list[Hit]:
+        parsed = self.parsed(query)
+        if parsed is None:
             return []
-        if self._fold:
-            parsed = self._with_folded(parsed, text)
         if within is not None:
             parsed = tantivy.Query.boolean_query([(tantivy.Occur.Must, parsed),
                                                   (tantivy.Occur.Must, within)])
@@ -423,9 +430,8 @@ class TantivyIndex(SearchIndex):
             doc = searcher.doc(address)
             listing_id = doc.get_first("id")
             if listing_id not in excluded:
-                stored = self._stored(doc)
-                hits.append(Hit(listing_id, len(hits) + 1, score, stored.title,
-                                stored.description))
+                title, description = self._written(doc)
+                hits.append(Hit(listing_id, len(hits) + 1, score, title, description))
                 if len(hits) == limit:
                     break
         return hits
@@ -451,13 +457,18 @@ class TantivyIndex(SearchIndex):
         return tantivy.Query.boolean_query(out)
 
     @staticmethod
-    def _stored(doc: tantivy.Document) -> StoredListing:
+    def _written(doc: tantivy.Document) -> tuple[str, str]:
+        """A stored listing's title and description as written."""
         original = doc.get_first("original")
         if original is not None:  # normalised by disguise folding: the text as written
             title, description = orjson.loads(original)
-            return StoredListing(id=doc.get_first("id"), title=title, description=description)
-        return StoredListing(id=doc.get_first("id"), title=doc.get_first("title") or "",
-                             description=doc.get_first("description") or "")
+            return title, description
+        return doc.get_first("title") or "", doc.get_first("description") or ""
+
+    @classmethod
+    def _stored(cls, doc: tantivy.Document) -> StoredListing:
+        title, description = cls._written(doc)
+        return StoredListing(id=doc.get_first("id"), title=title, description=description)
 
 
 def open_or_rebuild(path: Path, **kwargs) -> tuple[TantivyIndex, str | None]:
