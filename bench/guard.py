@@ -1,5 +1,5 @@
 """The guard against sliding back: a benchmark report's ratios against the last report kept in
-the repository (``docs/results/bench/bench.json``).
+the repository (``docs/results/bench/bench.json``; ``quick/bench.json`` for a quick run).
 
 A ratio (the pipeline's median over its ceiling's, measured in the same run) travels between
 machines and days better than a rate. Each row of a new report is matched to the kept report's
@@ -19,6 +19,8 @@ import orjson
 
 #: The report kept in the repository, updated with each round of docs/benchmarks.md.
 KEPT = Path("docs") / "results" / "bench" / "bench.json"
+#: The kept report of ``qexplorer bench --quick`` (smaller sizes: compared with its own kind).
+KEPT_QUICK = Path("docs") / "results" / "bench" / "quick" / "bench.json"
 
 
 @dataclass(frozen=True)

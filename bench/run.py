@@ -187,7 +187,10 @@ def run_benchmarks(out: Path, *, size: int | None = None, repeats: int = 3,
                               command=report["command"])
         progress(f"== {name} took {section['duration_s']:.0f}s")
     if kept is not None:
-        body["against"] = guard.against(kept, str(against), body)
+        assert against is not None
+        source = (against.relative_to(PROJECT_ROOT) if against.is_relative_to(PROJECT_ROOT)
+                  else against)
+        body["against"] = guard.against(kept, str(source), body)
         report = write_report(out, "bench", body, started=started, render=markdown,
                               command=report["command"])
     return report

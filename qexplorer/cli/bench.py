@@ -17,8 +17,10 @@ import typer
 
 from qexplorer.cli.common import console
 
-#: ``--quick``: the hot paths whose ratios the guard watches (indexing and the fan-out).
+#: ``--quick``: the hot paths whose ratios the guard watches (indexing and the fan-out), on
+#: at most this many listings.
 QUICK = "indexing,exploration"
+QUICK_SIZE = 30_000
 
 
 def _source_tree_on_path() -> None:
@@ -49,11 +51,11 @@ def bench_command(
         help="Model directory: exploration also runs the transformers extractor on it; "
         "extraction serves it (default: the model trained last).")] = None,
     quick: Annotated[bool, typer.Option(
-        "--quick", help=f"The hot paths only ({QUICK}, about two minutes): run it before "
-        "stopping.")] = False,
+        "--quick", help=f"The hot paths only ({QUICK}, at most {QUICK_SIZE:,} listings, "
+        "about two minutes): run it before stopping.")] = False,
     against: Annotated[Path | None, typer.Option(
         help="The kept report whose ratios this run's are compared with (default: "
-        "docs/results/bench/bench.json).")] = None,
+        "docs/results/bench/bench.json, or quick/bench.json there with --quick).")] = None,
     strict: Annotated[bool, typer.Option(
         "--strict", help="Exit 3 when a ratio slid by more than the noise.")] = False,
 ) -> None:
@@ -79,9 +81,10 @@ def bench_command(
         print(f"[{time.perf_counter() - started:6.1f}s] {line}", flush=True)
 
     try:
-        report = run_benchmarks(out, size=size, repeats=repeats, only=names, model=model,
-                                command=shlex.join(sys.argv), progress=progress,
-                                against=against or PROJECT_ROOT / guard.KEPT)
+        report = run_benchmarks(
+            out, size=QUICK_SIZE if quick and size is None else size, repeats=repeats,
+            only=names, model=model, command=shlex.join(sys.argv), progress=progress,
+            against=against or PROJECT_ROOT / (guard.KEPT_QUICK if quick else guard.KEPT))
     except BrokerUnavailable as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
