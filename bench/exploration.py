@@ -26,7 +26,8 @@ pipeline runs (``TantivyIndex.parsed``: escaped, folded, with the folded clauses
 beforehand) plus fetching the stored documents of the hits, which the explorer needs (the
 search without QExplorer's Python around it); and ``searcher.search(index.parse_query(t), N)``
 with ``t = to_search_text(q)`` on a raw index of the same listings with the default tokenizer,
-with and without the fetch (what QExplorer's analysis and folding cost).
+with and without the fetch (what QExplorer's analysis and folding cost). The sides take turns
+in :data:`FANOUT_TURNS` shares of the queries, so a change in the machine's load falls on all.
 
 ``--model DIR`` adds the same phases with ``QEXPLORER_EXTRACTOR=transformers`` on that model;
 ``--keywords-method M`` with a keywords worker running method ``M`` (``probe``: up to 200
@@ -87,6 +88,8 @@ STEADY_RATE = 5.0
 STEADY_S = 10.0
 BURST = 200
 FANOUT_QUERIES = 8_000
+#: The fan-out's sides take turns in this many shares of the queries a repeat.
+FANOUT_TURNS = 8
 STALL_S = 20.0
 
 
@@ -396,20 +399,26 @@ def fanout_searches(settings: Settings, index: SearchIndex, index_dir: Path,
         # the ceiling on the same files and the same parsed queries: tantivy-py itself
         same = TantivyIndex.open(index_dir, writable=False)
         parsed = [same.parsed(q) for q, _ in pairs]
-        searchable = [p for p in parsed if p is not None]
         pipeline_searches(index, pairs[:200], threads, limit, batch)  # warm the caches, every side
         _raw_searches(raw, texts[:200], threads, limit, fetch=True)
-        _parsed_searches(same, searchable[:200], threads, limit)
+        _parsed_searches(same, [p for p in parsed[:200] if p is not None], threads, limit)
         runs: dict[str, list[float]] = {"pipeline": [], "raw_same_parsed_fetch": [], "raw": [],
                                         "raw_fetch": []}
+        size = -(-len(pairs) // FANOUT_TURNS)
         for _ in range(repeats):
-            runs["pipeline"].append(len(usable) / pipeline_searches(index, pairs, threads,
-                                                                    limit, batch))
-            runs["raw_same_parsed_fetch"].append(
-                len(usable) / _parsed_searches(same, searchable, threads, limit))
-            runs["raw"].append(len(usable) / _raw_searches(raw, texts, threads, limit, False))
-            runs["raw_fetch"].append(len(usable) / _raw_searches(raw, texts, threads, limit,
-                                                                 True))
+            seconds = dict.fromkeys(runs, 0.0)
+            # the sides take turns a share at a time: a change in the machine's load (other
+            # processes on a busy machine) falls on every side, not on one
+            for at in range(0, len(pairs), size):
+                share = slice(at, at + size)
+                seconds["pipeline"] += pipeline_searches(index, pairs[share], threads, limit,
+                                                         batch)
+                seconds["raw_same_parsed_fetch"] += _parsed_searches(
+                    same, [p for p in parsed[share] if p is not None], threads, limit)
+                seconds["raw"] += _raw_searches(raw, texts[share], threads, limit, False)
+                seconds["raw_fetch"] += _raw_searches(raw, texts[share], threads, limit, True)
+            for side, taken in seconds.items():
+                runs[side].append(len(usable) / taken)
     return {"queries_per_s": runs, "queries": len(usable),
             "distinct_queries": len(set(texts)), "unparsable_raw": unparsable,
             "threads": threads, "limit": limit,
@@ -503,7 +512,8 @@ def run(settings: Settings, *, size: int, repeats: int, log_dir: Path, model: st
                    if "seed_to_detection" in m else ""))
     notes.append(f"fan-out: the {fanout['distinct_queries']:,} distinct query texts of the "
                  f"queries the worker ran, cycled to {fanout['queries']:,} searches per repeat "
-                 f"and side ({fanout['unparsable_raw']} empty or refused by the default "
+                 f"and side, the sides taking turns in {FANOUT_TURNS} shares "
+                 f"({fanout['unparsable_raw']} empty or refused by the default "
                  f"parser left out); the worker's-index ceiling runs the pipeline's own parsed "
                  f"queries, the default-tokenizer sides parse the same text (to_search_text); "
                  f"pipeline side at switch interval "
