@@ -403,7 +403,8 @@ def fanout_searches(settings: Settings, index: SearchIndex, index_dir: Path,
         _raw_searches(raw, texts[:200], threads, limit, fetch=True)
         _parsed_searches(same, [p for p in parsed[:200] if p is not None], threads, limit)
         runs: dict[str, list[float]] = {"pipeline": [], "raw_same_parsed_fetch": [], "raw": [],
-                                        "raw_fetch": []}
+                                        "raw_fetch": [], "pipeline_one_thread": [],
+                                        "raw_same_parsed_fetch_one_thread": []}
         size = -(-len(pairs) // FANOUT_TURNS)
         for _ in range(repeats):
             seconds = dict.fromkeys(runs, 0.0)
@@ -417,6 +418,12 @@ def fanout_searches(settings: Settings, index: SearchIndex, index_dir: Path,
                     same, [p for p in parsed[share] if p is not None], threads, limit)
                 seconds["raw"] += _raw_searches(raw, texts[share], threads, limit, False)
                 seconds["raw_fetch"] += _raw_searches(raw, texts[share], threads, limit, True)
+                # one thread a side: a second core being free or not (a busy machine) moves
+                # the two-thread ratio between runs; one core each, it moves less
+                seconds["pipeline_one_thread"] += pipeline_searches(index, pairs[share], 1,
+                                                                    limit, batch)
+                seconds["raw_same_parsed_fetch_one_thread"] += _parsed_searches(
+                    same, [p for p in parsed[share] if p is not None], 1, limit)
             for side, taken in seconds.items():
                 runs[side].append(len(usable) / taken)
     return {"queries_per_s": runs, "queries": len(usable),
@@ -471,6 +478,11 @@ def run(settings: Settings, *, size: int, repeats: int, log_dir: Path, model: st
                            ceiling=rates["raw_same_parsed_fetch"],
                            ceiling_name="raw tantivy-py on the worker's index, the same parsed "
                                         "queries, search + doc fetch"))
+    rows.append(comparison("exploration", "search fan-out on one thread, queries/s", "/s",
+                           rates["pipeline_one_thread"],
+                           ceiling=rates["raw_same_parsed_fetch_one_thread"],
+                           ceiling_name="raw tantivy-py on one thread, the same parsed queries, "
+                                        "search + doc fetch"))
     rows.append(comparison("exploration", metric, "/s", rates["pipeline"], ceiling=rates["raw"],
                            ceiling_name="raw tantivy-py search, default tokenizer"))
     rows.append(comparison("exploration", metric, "/s", rates["pipeline"],
