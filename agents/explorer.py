@@ -22,7 +22,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 from agents.explore import Ledger, Provenance, merge_hits
 from agents.extractor.base import Extraction, Extractor, ExtractorError, SeedText
 from agents.prompt import PROMPT_VERSION
-from agents.standing import can_stand, evidence_terms, standing_queries
+from agents.standing import evidence_terms, is_common, standing_queries
 from qexplorer.search.protocol import Hit, SearchIndex
 from schemas.codec import SchemaError, dead_letter, decode, encode
 from schemas.models import (
@@ -125,7 +125,7 @@ class ExplorerStats:
     rollouts: int = 0
     seeds_reexplored: int = 0  # explored again under a new model version (of seeds_explored)
     standing_queries: int = 0  # queries that went on watching new listings
-    standing_common: int = 0  # queries with results that could not stand (agents.standing)
+    standing_common: int = 0  # of those, made of words common where they were explored
 
 
 class Explorer:
@@ -247,15 +247,13 @@ class Explorer:
                                               self.replica.ledger.confirmed, provenance)
             standing: list[StandingQuery] = []
             if self.standing is not None and self.standing.enabled:
-                found = [q for q, hits in per_query if hits]
-                stands = set(found)
-                if self.standing.evidence:
-                    stands = await asyncio.to_thread(self._can_stand, found)
-                    self.stats.standing_common += len(found) - len(stands)
+                common = await asyncio.to_thread(
+                    self._common, [q for q, hits in per_query if hits])
                 standing = standing_queries(seed.id, per_query, provenance,
                                             watch_from=watch_from, watch_offsets=searched,
                                             limit=self.settings.results_per_query,
-                                            settings=self.standing, stands=stands.__contains__)
+                                            settings=self.standing, common=common.get)
+                self.stats.standing_common += sum(1 for q in standing if q.common_at_start)
             started = time.perf_counter()
             await self._emit(detections, feedback, standing)
             self._observe("emit", time.perf_counter() - started)
@@ -270,14 +268,15 @@ class Explorer:
             log.exception("exploring seed %s failed", seed.id)
             await self._dead_letter(message, "explore", exc)
 
-    def _can_stand(self, queries: Sequence[str]) -> set[str]:
-        """The queries not made of common words alone (``agents.standing.can_stand``) on
-        this worker's index (on a thread: a document frequency may be a request away)."""
+    def _common(self, queries: Sequence[str]) -> dict[str, bool]:
+        """Which queries are made of common words (``agents.standing.is_common``) in this
+        worker's index, as their standing queries record it (on a thread: a document
+        frequency may be a request away)."""
         assert self.standing is not None
         index = self.replica.index
         listings = index.count()
-        return {q for q in queries if can_stand(evidence_terms(q), index.doc_freq, listings,
-                                                 self.standing.max_common_share)}
+        return {q: is_common(evidence_terms(q), index.doc_freq, listings,
+                             self.standing.max_common_share) for q in queries}
 
     async def _extract(self, seeds: list[SeedText]) -> tuple[Provenance, list[Extraction]]:
         """The extractions of a batch and what produced them. Each attempt uses the

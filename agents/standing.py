@@ -9,9 +9,10 @@ would have been among that exploration's results. A query that returned fewer re
 was allowed has no such floor, so a score alone would let it fire on any listing sharing one
 word, even a number; a match must also carry the evidence the query's words give
 (:func:`has_evidence`): the words it holds must weigh (by their rarity) a share of the query's,
-numbers and single letters are no evidence, and a query of common words alone does not stand
-at all (:func:`can_stand`, judged on the index it was explored on, so a flood of relistings
-that makes its own words common later does not silence it). The
+numbers and single letters are no evidence, and a query of common words alone fires on
+nothing (:func:`is_common`), but only while its words were common already in the index it was
+explored on (``StandingQuery.common_at_start``): a flood of relistings that makes its own words
+common must not silence it. The
 :class:`StandingBook` holds the standing-queries topic and the moderation decisions on what the
 queries found, and says which queries are active: a query retires when an operator retires it,
 when its reviewed matches fall below a precision, when its last reviewed matches were all
@@ -48,7 +49,7 @@ def standing_queries(seed_id: str, per_query: Sequence[tuple[str, Sequence[Hit]]
                      provenance: Provenance, *, watch_from: datetime,
                      watch_offsets: Mapping[int, int], limit: int,
                      settings: StandingSettings,
-                     stands: Callable[[str], bool] = lambda query: True
+                     common: Callable[[str], bool | None] = lambda query: None
                      ) -> list[StandingQuery]:
     """The standing queries of a seed just explored: its first ``settings.per_seed`` queries
     (in the extractor's order) that returned something. ``limit`` is how many results a query
@@ -56,16 +57,16 @@ def standing_queries(seed_id: str, per_query: Sequence[tuple[str, Sequence[Hit]]
     (``min_score`` 0), one that returned ``limit`` only those scoring at least its last
     result. ``watch_offsets``: the listings positions the searched index held (each
     partition's next offset), where the queries take over. The search may have read past
-    them: what it returned is recorded as ``detected`` and not detected twice. A query
-    ``stands`` rejects (:func:`can_stand`, with evidence required) gives its place to the
-    next."""
+    them: what it returned is recorded as ``detected`` and not detected twice. ``common``
+    says whether a query's words are common in the index it searched (:func:`is_common`;
+    None: not judged), recorded as ``common_at_start``."""
     out: list[StandingQuery] = []
     detected = sorted({h.listing_id for _, hits in per_query for h in hits} - {seed_id})
     for query, hits in per_query:
         kept = [h for h in hits if h.listing_id != seed_id]
         if len(out) >= settings.per_seed:
             break
-        if not kept or not stands(query):
+        if not kept:
             continue
         out.append(StandingQuery(
             query_id=query_id(seed_id, query, provenance.model_version), query=query,
@@ -74,7 +75,7 @@ def standing_queries(seed_id: str, per_query: Sequence[tuple[str, Sequence[Hit]]
             min_score=max(0.0, kept[-1].score) if len(hits) >= limit else 0.0,
             results=len(kept), watch_from=watch_from, watch_offsets=dict(watch_offsets),
             detected=detected,
-            ttl_s=settings.ttl_s,
+            ttl_s=settings.ttl_s, common_at_start=common(query),
             updated_by="explorer"))
     return out
 
@@ -108,16 +109,21 @@ def matched_terms(terms: Sequence[str], listing_terms: Set[str]) -> list[str]:
 COMMON_AT_LEAST = 20
 
 
-def can_stand(terms: Sequence[str], doc_freq: Callable[[str], int], listings: int,
+def is_common(terms: Sequence[str], doc_freq: Callable[[str], int], listings: int,
               max_common: float) -> bool:
-    """True when a query of ``terms`` (:func:`evidence_terms`) may go on watching: it has a
-    term that can be evidence, and its rarest is held by at most ``max_common`` of the
-    ``listings``, or :data:`COMMON_AT_LEAST` (a query of common words alone would match
-    anything). Judged once, on the index the query was explored on: later, the relistings it
-    is there to catch make its own words common, and must not silence it."""
-    if not terms:
-        return False
-    return min(doc_freq(t) for t in terms) <= max(max_common * listings, COMMON_AT_LEAST)
+    """True when even the rarest of a query's ``terms`` (:func:`evidence_terms`) is held by
+    more than ``max_common`` of the ``listings`` and :data:`COMMON_AT_LEAST` of them: a query
+    of common words alone would match anything."""
+    return bool(terms) and min(doc_freq(t) for t in terms) > max(max_common * listings,
+                                                               COMMON_AT_LEAST)
+
+
+def silenced(query: StandingQuery, common_now: bool) -> bool:
+    """True when ``query`` fires on nothing because its words are common: they are now
+    (``common_now``, :func:`is_common`) and were in the index it was explored on. A query
+    whose words were rare there stays on however common its relistings make them; one made
+    before that was recorded is judged on the index of the moment."""
+    return query.common_at_start is not False and common_now
 
 
 def has_evidence(terms: Sequence[str], listing_terms: Set[str], doc_freq: Callable[[str], int],

@@ -29,7 +29,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from agents.explorer import Observe, RawMessage, Replica, Send, until_it_works
-from agents.standing import StandingBook, evidence_terms, has_evidence, standing_detections
+from agents.standing import (
+    StandingBook,
+    evidence_terms,
+    has_evidence,
+    is_common,
+    silenced,
+    standing_detections,
+)
 from qexplorer.search.protocol import Arrivals, Hit
 from qexplorer.search.tantivy_index import indexed_terms
 from schemas.codec import encode
@@ -208,6 +215,11 @@ class Watcher:
         kept = []
         for query, hits in zip(queries, found, strict=True):
             terms = evidence_terms(query.query)
+            if hits and silenced(query, is_common(terms, doc_freq, listings,
+                                                  self.settings.max_common_share)):
+                self.stats.without_evidence += len(hits)
+                kept.append([])
+                continue
             evident = [h for h in hits if has_evidence(
                 terms, indexed_terms(h.title, h.description), doc_freq, listings,
                 self.settings.min_term_share)]

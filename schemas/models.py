@@ -248,6 +248,12 @@ class StandingQuery(_Record):
     ttl_s: float = Field(gt=0, allow_inf_nan=False,
                          description="Lifetime after watch_from, or after its last confirmed "
                                      "match.")
+    common_at_start: bool | None = Field(
+        default=None,
+        description="Its rarest word was common in the index it was explored on: while it is "
+                    "common still, it fires on nothing. False: never silenced by how common "
+                    "its words become (its own relistings make them so). None: not recorded, "
+                    "judged on the index of the moment.")
     status: StandingStatus = "active"
     reason: Annotated[str, StringConstraints(max_length=1_000)] = ""
     updated_by: ShortText = ""

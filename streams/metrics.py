@@ -145,7 +145,8 @@ class _StatsCollector:
                 ("standing_queries_created", e.standing_queries,
                  "Queries of explored seeds that went on watching new listings."),
                 ("standing_queries_common", e.standing_common,
-                 "Queries with results that did not stand: common words, or no evidence."),
+                 "Of those, queries of words common in the index they were explored on: "
+                 "they fire once their words are rarer."),
             ):
                 yield CounterMetricFamily(f"qexplorer_{name}", doc, value=value)
             dead = CounterMetricFamily("qexplorer_dead_letters", "Messages dead-lettered.",

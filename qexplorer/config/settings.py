@@ -375,9 +375,10 @@ class StandingSettings(_Slice):
                     "frequencies) the words a new listing shares with it must carry.")
     max_common_share: float = Field(
         default=0.05, gt=0, le=1,
-        description="A query whose rarest word is in more than this share of the listings "
-                    "it was explored on does not go on watching (judged then: its relistings "
-                    "making its words common later do not silence it).")
+        description="A standing query whose rarest word is in more than this share of the "
+                    "listings fires on nothing, if it was so already in the index it was "
+                    "explored on (its own relistings making its words common do not silence "
+                    "it).")
 
 
 # --- the extractor and its server ----------------------------------------------------------------

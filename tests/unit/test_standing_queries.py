@@ -190,11 +190,11 @@ def _evident(query: str, listing: str, frequencies: dict[str, int] | None = None
                         lambda term: known.get(term, 5), listings, share)
 
 
-def _stands(query: str, frequencies: dict[str, int], listings: int = 1000,
+def _common(query: str, frequencies: dict[str, int], listings: int = 1000,
             common: float = 0.02) -> bool:
-    from agents.standing import can_stand, evidence_terms
+    from agents.standing import evidence_terms, is_common
 
-    return can_stand(evidence_terms(query), lambda term: frequencies.get(term, 5), listings,
+    return is_common(evidence_terms(query), lambda term: frequencies.get(term, 5), listings,
                      common)
 
 
@@ -215,22 +215,33 @@ def test_the_shared_words_must_carry_the_querys_weight() -> None:
     assert not _evident("AAA 1:1 watch", "watch strap", {"aaa": 4, "watch": 19})
 
 
-def test_a_query_of_common_words_alone_does_not_stand() -> None:
-    assert not _stands("watch", {"watch": 300})  # in 30% of listings
-    assert _stands("watch", {"watch": 300}, common=0.5)
-    assert _stands("watch strap", {"watch": 300, "strap": 12})
-    assert not _stands("800 x 2", {})  # nothing in it can be evidence
-    assert _stands("watch", {"watch": 19}, listings=100)  # a small index has few of any
-    per_query = [("watch", _hits(3.0)), ("rolex replica", _hits(2.0)), ("strap", _hits(1.0))]
+def test_a_query_of_common_words_alone_is_common() -> None:
+    assert _common("watch", {"watch": 300})  # in 30% of listings
+    assert not _common("watch", {"watch": 300}, common=0.5)
+    assert not _common("watch strap", {"watch": 300, "strap": 12})  # its rarest word decides
+    assert not _common("800 x 2", {})  # nothing in it can be evidence: has_evidence says no
+    assert not _common("watch", {"watch": 19}, listings=100)  # a small index has few of any
+
+
+def test_a_query_common_where_it_was_explored_fires_only_once_its_words_are_rarer() -> None:
+    from agents.standing import silenced
+
+    per_query = [("watch", _hits(3.0)), ("rolex replica", _hits(2.0))]
     made = standing_queries("s", per_query, PROVENANCE, watch_from=T0, watch_offsets={},
                             limit=3, settings=_settings(),
-                            stands=lambda query: query != "watch")
-    assert [q.query for q in made] == ["rolex replica", "strap"]  # the next takes its place
+                            common=lambda query: query == "watch")
+    common, rare = made
+    assert (common.common_at_start, rare.common_at_start) == (True, False)
+    assert silenced(common, common_now=True) and not silenced(common, common_now=False)
+    # a flood of its relistings makes the rare one's words common: it stays on
+    assert not silenced(rare, common_now=True)
+    # made before it was recorded: judged on the index of the moment, as it was
+    assert silenced(_query(), common_now=True) and not silenced(_query(), common_now=False)
 
 
-def test_a_flood_of_relistings_does_not_silence_its_query() -> None:
+def test_a_flood_of_relistings_is_still_evidence() -> None:
     # the seller relists the item 60 times in an index of 360: the query's one word is now in
-    # 17% of the listings, and every relisting is still evidence
+    # 17% of the listings, and every relisting still carries the query's weight
     assert _evident("bingtang_520", "上好 冰糖, V: bingtang_520 Batch 7.", {"bingtang": 66},
                     listings=360)
 
