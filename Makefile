@@ -2,7 +2,8 @@
 # `make test-fast` runs ruff and the unit and agent tests only (no broker, a few minutes).
 .PHONY: setup demo test test-fast lint clean
 
-.venv/.installed: pyproject.toml constraints.txt scripts/setup.sh
+.venv/.installed: pyproject.toml constraints.txt scripts/setup.sh native/fold/Cargo.lock \
+		native/fold/src/lib.rs
 	bash scripts/setup.sh
 
 setup: .venv/.installed

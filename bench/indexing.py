@@ -17,10 +17,10 @@ Seven figures for the same synthetic listings, each repeated:
 - ``pipeline``: a real worker process consuming the ``listings`` topic from a real broker into
   its replica, from its first commit to the commit that holds every listing (worker start-up
   excluded, decoding, validation and commits included);
-- ``folding`` and ``folding_round_one``: the disguise folding alone (``folded_fields`` of each
-  listing's title and description, nothing indexed), with and without its second round
-  (words broken by a mark or masked, pinyin tone numbers): what that round costs, in the same
-  run;
+- ``folding`` and ``folding_reference``: the disguise folding alone (each listing's fields,
+  nothing indexed) as indexing runs it (``search.folding``: compiled, in batches of
+  :data:`FOLD_BATCH`, the reference for what it hands back) and its reference in Python
+  (``search.normalize.folded_fields``), in the same run;
 - ``raw_consumer``: a plain aiokafka consumer reading the same messages from the same topic
   and only ``orjson``-decoding them (the Kafka ceiling), with the replica's fetch settings and
   the same clock convention (from its first batch to its last, scaled to the whole set).
@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import re
 import statistics
 import tempfile
 import time
@@ -57,19 +56,22 @@ from bench.report import comparison
 from qexplorer.config import Settings
 from qexplorer.kafka import clients
 from qexplorer.kafka.io import publish, topic_partitions
+from qexplorer.search.folding import fold_listing, fold_listings
+from qexplorer.search.normalize import folded_fields
 from qexplorer.search.tantivy_index import (
     ANALYZER,
     TOKENS_ANALYZER,
     TantivyIndex,
     analyzer,
-    folded_fields,
     tokens_analyzer,
 )
 from schemas.models import ListingUpsert
 from schemas.topics import LISTINGS
 
 PATHS = ("raw_tantivy", "raw_tantivy_analyzer", "raw_tantivy_folded", "listing_index",
-         "listing_index_unfolded", "folding", "folding_round_one", "pipeline", "raw_consumer")
+         "listing_index_unfolded", "folding", "folding_reference", "pipeline", "raw_consumer")
+#: Listings folded in one call, as a worker's fetched batch is.
+FOLD_BATCH = 1_000
 
 
 def raw_schema(tokenizer: str = "default", folded: bool = False) -> tantivy.Schema:
@@ -108,10 +110,9 @@ def fill_raw_index(index: tantivy.Index, listings: list[ListingUpsert]) -> None:
 
 def fill_folded_index(index: tantivy.Index, listings: list[ListingUpsert]) -> None:
     """Add the listings to a raw index as the disguise folding has them (its analysis in the
-    loop: ``search.tantivy_index.folded_fields``), in one commit, and wait for its merges."""
+    loop: ``search.folding``), in one commit, and wait for its merges."""
     writer = index.writer(128_000_000)
-    for listing in listings:
-        fields = folded_fields(listing.title, listing.description)
+    for listing, fields in zip(listings, fold_batches(listings), strict=True):
         if "title" in fields or "description" in fields:
             fields["original"] = orjson.dumps([listing.title, listing.description])
         doc = tantivy.Document(id=listing.id, title=listing.title,
@@ -209,28 +210,26 @@ def raw_consumer(settings: Settings, topic: str, size: int, timeout_s: float = 3
     return asyncio.run(_consume(settings, topic, size, timeout_s))
 
 
-def folding(listings: list[ListingUpsert], round_one: bool = False) -> float:
-    """Seconds to fold every listing's title and description (``folded_fields``); with
-    ``round_one`` without the second round's steps (broken and masked words, tone numbers)."""
-    with _round_one() if round_one else contextlib.nullcontext():
-        started = time.perf_counter()
+def fold_batches(listings: list[ListingUpsert]) -> list[dict[str, str]]:
+    """The folded fields of each listing, :data:`FOLD_BATCH` listings a call to
+    ``search.folding``."""
+    out: list[dict[str, str]] = []
+    for start in range(0, len(listings), FOLD_BATCH):
+        batch = listings[start:start + FOLD_BATCH]
+        out.extend(fold_listings([(x.title, x.description) for x in batch]))
+    return out
+
+
+def folding(listings: list[ListingUpsert], reference: bool = False) -> float:
+    """Seconds to fold every listing's title and description as indexing does
+    (:func:`fold_batches`), or with the Python ``reference``."""
+    started = time.perf_counter()
+    if reference:
         for listing in listings:
             folded_fields(listing.title, listing.description)
-        return time.perf_counter() - started
-
-
-@contextlib.contextmanager
-def _round_one():
-    """The folding without its second round: its two entry points made to find nothing."""
-    from qexplorer.search import normalize
-
-    hint, toneless = normalize._BROKEN_HINT, normalize._toneless
-    normalize._BROKEN_HINT = re.compile(r"(?!)")
-    normalize._toneless = lambda word: None
-    try:
-        yield
-    finally:
-        normalize._BROKEN_HINT, normalize._toneless = hint, toneless
+    else:
+        fold_batches(listings)
+    return time.perf_counter() - started
 
 
 def measure(listings: list[ListingUpsert], settings: Settings, repeats: int, log_dir: Path,
@@ -238,7 +237,7 @@ def measure(listings: list[ListingUpsert], settings: Settings, repeats: int, log
             ) -> dict[str, list[float]]:
     """Seconds of each path per repeat (the Kafka paths only with ``kafka``)."""
     runs: dict[str, list[float]] = {name: [] for name in PATHS}
-    folded_fields("ｗａｒｍ up", "冰糖")  # load the folding's tables outside the clocks
+    fold_listing("ｗａｒｍ up", "冰糖")  # load the folding's tables outside the clocks
     context = BenchCluster(settings, "indexing", log_dir) if kafka else contextlib.nullcontext()
     with context as cluster:
         if cluster is not None:
@@ -251,7 +250,7 @@ def measure(listings: list[ListingUpsert], settings: Settings, repeats: int, log
             runs["listing_index"].append(listing_index(listings, settings))
             runs["listing_index_unfolded"].append(listing_index(listings, settings, fold=False))
             runs["folding"].append(folding(listings))
-            runs["folding_round_one"].append(folding(listings, round_one=True))
+            runs["folding_reference"].append(folding(listings, reference=True))
             if cluster is not None:
                 runs["pipeline"].append(pipeline(cluster, f"r{repeat}", len(listings)))
                 runs["raw_consumer"].append(raw_consumer(
@@ -272,7 +271,7 @@ def summarise(runs: dict[str, list[float]], size: int) -> dict[str, dict]:
     """Rates per path with their ratios to the raw ceilings (where measured)."""
     results = {name: _summary(s, size) for name, s in runs.items()}
     for ceiling in ("raw_tantivy", "raw_tantivy_analyzer", "raw_tantivy_folded",
-                    "listing_index_unfolded", "folding_round_one", "raw_consumer"):
+                    "listing_index_unfolded", "folding_reference", "raw_consumer"):
         if ceiling in results:
             base = results[ceiling]["listings_per_s_median"]
             for figures in results.values():
@@ -297,9 +296,9 @@ def rows(runs: dict[str, list[float]], size: int) -> list[dict]:
            comparison("indexing", before, "/s", rate["listing_index_unfolded"],
                       ceiling=rate["raw_tantivy_analyzer"],
                       ceiling_name="raw_tantivy with QExplorer's analyzer"),
-           comparison("indexing", "folding alone (folded_fields), listings/s", "/s",
-                      rate["folding"], ceiling=rate["folding_round_one"],
-                      ceiling_name="the folding without its second round (its cost)")]
+           comparison("indexing", "folding alone (search.folding, compiled), listings/s", "/s",
+                      rate["folding"], ceiling=rate["folding_reference"],
+                      ceiling_name="its Python reference (search.normalize.folded_fields)")]
     if "pipeline" in rate:
         metric = "pipeline: Kafka to searchable index (worker), listings/s"
         out.append(comparison("indexing", metric, "/s", rate["pipeline"],
@@ -336,10 +335,10 @@ def run(settings: Settings, *, size: int, repeats: int, log_dir: Path,
 def markdown(results: dict[str, dict]) -> str:
     """The standalone report as a Markdown table."""
     ceilings = ("raw_tantivy", "raw_tantivy_analyzer", "raw_tantivy_folded",
-                "folding_round_one", "raw_consumer")
+                "folding_reference", "raw_consumer")
     lines = ["| path | listings/s (median) | min-max | ratio to raw tantivy | ratio to raw "
              "tantivy, QExplorer's analyzer | ratio to raw tantivy, its analysis with folding "
-             "| ratio to the folding's first round | ratio to raw consumer |",
+             "| ratio to the Python folding | ratio to raw consumer |",
              "|---|---|---|---|---|---|---|---|"]
     for name, f in results.items():
         ratios = [f.get(f"ratio_to_{c}") for c in ceilings]

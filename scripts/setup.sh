@@ -11,6 +11,7 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
   || { echo "QExplorer needs Python 3.11" >&2; exit 1; }
 command -v java >/dev/null || { echo "the local Kafka broker needs Java 17+ (apt-get install openjdk-17-jre-headless)" >&2; exit 1; }
 command -v mvn >/dev/null || { echo "fetching the Kafka jars needs Maven (apt-get install maven)" >&2; exit 1; }
+command -v cargo >/dev/null || { echo "the disguise folding's extension (native/fold) is built with Rust: install it (https://rustup.rs, or apt-get install cargo)" >&2; exit 1; }
 
 # The review service's browser test drives Debian's Chromium through Playwright (Playwright's
 # own browser download needs a network this project cannot assume), with fonts for the emoji
@@ -40,6 +41,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+# the disguise folding in compiled code (Rust, crates pinned by native/fold/Cargo.lock)
+.venv/bin/python -m pip install --quiet ./native/fold
 .venv/bin/python -c 'from qexplorer.harness.broker import LocalBroker, ensure_jars; from qexplorer.config import Settings; ensure_jars(LocalBroker.of(Settings()))'
 # the local OpenSearch cluster's jars (the OpenSearch backend's tests and benchmarks)
 .venv/bin/python -c 'from qexplorer.harness.opensearch import LocalOpenSearch, ensure_distribution; from qexplorer.config import Settings; ensure_distribution(LocalOpenSearch.of(Settings()))'

@@ -458,6 +458,33 @@ def fold_tokens(text: str) -> list[str]:
     return [t for t in dict.fromkeys(found) if t not in raw and len(t.encode()) <= MAX_TOKEN_BYTES]
 
 
+def folded_fields(title: str, description: str) -> dict[str, str]:
+    """What disguise folding changes in a listing's document: the normalised title and
+    description where they differ from the text as written (the index then holds those, and
+    the text as written in ``original``), the other readings of its disguised words
+    (``variants``), its Chinese words (``words``) and their sound (``pinyin``). Empty for most
+    listings. The reference of ``search.folding`` (compiled), which indexing runs."""
+    fields: dict[str, str] = {}
+    variants: list[str] = []
+    for name, text in (("title", title), ("description", description)):
+        normal = normalize(text)
+        if normal.text is not None:
+            fields[name] = normal.text
+        variants.extend(normal.variants)
+    if variants:
+        fields["variants"] = " ".join(dict.fromkeys(variants))
+    normal = f"{fields.get('title', title)}\n{fields.get('description', description)}"
+    if not has_han(normal):
+        return fields
+    text = join_spaced_han(normal)
+    words, sounds = han_words(text), pinyin_text(text)
+    if words:
+        fields["words"] = " ".join(words)
+    if sounds:
+        fields["pinyin"] = sounds
+    return fields
+
+
 def has_han(text: str) -> bool:
     """True when ``text`` holds a Han character."""
     return _HAN_ANY.search(text) is not None

@@ -36,10 +36,11 @@ import httpx
 import orjson
 
 from qexplorer.config import OpenSearchSettings
+from qexplorer.search.folding import fold_listing
 from qexplorer.search.normalize import analyze
 from qexplorer.search.protocol import Arrivals, Change, Hit, Offsets, SearchIndex
 from qexplorer.search.query import folded_clauses, pattern_regex, to_search_text
-from qexplorer.search.tantivy_index import StoredListing, folded_fields, position_of
+from qexplorer.search.tantivy_index import StoredListing, position_of
 from schemas.models import ListingUpsert
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ def listing_document(listing: ListingUpsert, position: tuple[int, int] | None,
                      fold: bool = True) -> dict[str, Any]:
     """The document of a listing: the tokens of its (normalised) text in the search fields, as
     the Tantivy index analyses them, and the text as written in ``shown``. Pure."""
-    folded = folded_fields(listing.title, listing.description) if fold else {}
+    folded = fold_listing(listing.title, listing.description) if fold else {}
     doc: dict[str, Any] = {
         "id": listing.id, "deleted": False,
         "title": " ".join(analyze(folded.get("title", listing.title))),

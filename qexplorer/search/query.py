@@ -5,7 +5,8 @@ every query-syntax character by a space (no ``field:``, wildcards, ranges, boost
 regexes or ``+``/``-`` from the outside), quotes each run of Han characters as a phrase and
 bounds the number of terms; single Han characters standing apart (``冰 糖``, ``冰·糖``) are
 joined into one phrase. With ``fold`` (the default) the query is first normalised as listings
-are indexed (``search.normalize``: disguise folding). The grammar is the Lucene-style one
+are indexed (disguise folding: ``search.folding``, compiled, with ``search.normalize`` as its
+reference). The grammar is the Lucene-style one
 Tantivy's parser shares with Lucene and OpenSearch. No input makes the parser raise.
 
 Pure functions only.
@@ -17,13 +18,13 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+from qexplorer.search.folding import normalize
 from qexplorer.search.normalize import (
     MASK,
     MAX_TOKEN_BYTES,
     han_runs,
     han_words,
     join_spaced_han,
-    normalize,
     pinyin,
     segment_pinyin,
 )

@@ -24,15 +24,8 @@ from pathlib import Path
 import orjson
 import tantivy
 
-from qexplorer.search.normalize import (
-    TOKEN_PATTERN,
-    analyze,
-    han_words,
-    has_han,
-    join_spaced_han,
-    normalize,
-    pinyin_text,
-)
+from qexplorer.search.folding import fold_listing, fold_listings
+from qexplorer.search.normalize import TOKEN_PATTERN, analyze
 from qexplorer.search.protocol import Arrivals, Change, Hit, Offsets, SearchIndex
 from qexplorer.search.query import folded_clauses, pattern_regex, to_search_text
 from schemas.codec import encode
@@ -93,37 +86,10 @@ def tokens_analyzer() -> tantivy.TextAnalyzer:
     return tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.whitespace()).build()
 
 
-def folded_fields(title: str, description: str) -> dict[str, str]:
-    """What disguise folding (``search.normalize``) changes in a listing's document: the
-    normalised title and description where they differ from the text as written (the index
-    then holds those, and the text as written in ``original``), the other readings of its
-    disguised words (``variants``), its Chinese words (``words``) and their sound (``pinyin``).
-    Empty for most listings."""
-    fields: dict[str, str] = {}
-    variants: list[str] = []
-    for name, text in (("title", title), ("description", description)):
-        normal = normalize(text)
-        if normal.text is not None:
-            fields[name] = normal.text
-        variants.extend(normal.variants)
-    if variants:
-        fields["variants"] = " ".join(dict.fromkeys(variants))
-    normal = f"{fields.get('title', title)}\n{fields.get('description', description)}"
-    if not has_han(normal):
-        return fields
-    text = join_spaced_han(normal)
-    words, sounds = han_words(text), pinyin_text(text)
-    if words:
-        fields["words"] = " ".join(words)
-    if sounds:
-        fields["pinyin"] = sounds
-    return fields
-
-
 def indexed_terms(title: str, description: str = "") -> set[str]:
     """Every token the index holds for a text (:func:`folded_fields` and the text's own):
     what a search can match. A query's are ``indexed_terms(query)``."""
-    folded = folded_fields(title, description)
+    folded = fold_listing(title, description)
     texts = [folded.get("title", title), folded.get("description", description),
              folded.get("variants", "")]
     terms = {token for text in texts for token in analyze(text)}
@@ -220,24 +186,35 @@ class TantivyIndex(SearchIndex):
     # --- writes ------------------------------------------------------------------------------
 
     def apply(self, changes: Iterable[Change]) -> None:
-        """Apply upserts and deletes (visible after the next commit)."""
+        """Apply upserts and deletes (visible after the next commit); the upserts' folding in
+        one call."""
+        changes = list(changes)
+        upserts = [c.event for c in changes if isinstance(c.event, ListingUpsert)]
+        folded = iter(fold_listings([(u.title, u.description) for u in upserts])
+                      if self._fold and upserts else ())
         for change in changes:
             if isinstance(change.event, ListingUpsert):
-                self.upsert(change.event, change.source, change.position)
+                self.upsert(change.event, change.source, change.position,
+                            folded=next(folded, None))
             else:
                 self.delete(change.event.id)
 
     def upsert(self, listing: ListingUpsert, source: bytes | None = None,
-               position: tuple[int, int] | None = None) -> None:
+               position: tuple[int, int] | None = None,
+               folded: dict[str, str] | None = None) -> None:
         """Insert or replace a listing (visible after the next commit).
 
         ``source`` is the JSON message ``listing`` was validated from (``schemas.codec``):
         tantivy parses it itself, ignoring the fields the index does not hold, which is
         cheaper than Python building the document (5 us a listing). Without it the listing is
-        encoded first. ``position`` is where in the listings topic it came from.
+        encoded first. ``position`` is where in the listings topic it came from. ``folded`` is
+        the listing's folding (``search.folding``) when it was made already.
         """
         pos = "" if position is None else f'"kafka_pos":{position_of(*position)},'
-        folded = folded_fields(listing.title, listing.description) if self._fold else {}
+        if folded is None:
+            folded = fold_listing(listing.title, listing.description) if self._fold else {}
+        else:
+            folded = dict(folded)
         if "title" in folded or "description" in folded:
             # the index holds the normalised text; the text as written is stored beside it
             original = orjson.dumps([listing.title, listing.description])

@@ -1,0 +1,94 @@
+"""The compiled folding (``search.folding``, native/fold/) against its Python reference
+(``search.normalize``): the same fields, hence the same tokens, for every listing it folds
+itself, on the synthetic marketplace, the labelled sets and generated disguises of each kind;
+and it folds most listings itself (else it would be the reference with extra steps)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from qexplorer.marketplace.corpora import load_corpus
+from qexplorer.marketplace.datasets import DATASETS, load_dataset
+from qexplorer.marketplace.disguises import (
+    BREAK_KINDS,
+    KINDS,
+    MIXED,
+    PINYIN_KINDS,
+    ZH_KINDS,
+    ZH_MIXED,
+    disguise_text,
+)
+from qexplorer.search import folding
+from qexplorer.search.normalize import folded_fields, normalize
+
+
+def _pairs(items) -> list[tuple[str, str]]:
+    return [(i.title, i.description) for i in items]
+
+
+def _check(pairs: list[tuple[str, str]]) -> float:
+    """Assert the extension's folding of each pair it folds is the reference's; the share it
+    folded itself."""
+    native = folding._folder().fold_listings(pairs)
+    reference = [folded_fields(*pair) for pair in pairs]
+    mismatches = [(pair, got, want) for pair, got, want in zip(pairs, native, reference,
+                                                              strict=True)
+                  if got is not None and got != want]
+    assert mismatches == [], mismatches[:3]
+    assert folding.fold_listings(pairs) == reference
+    return sum(got is not None for got in native) / len(pairs)
+
+
+def test_the_synthetic_marketplace_folds_as_the_reference_and_mostly_natively():
+    _, items = load_corpus("synthetic")
+    assert _check(_pairs(items)) > 0.9
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_each_labelled_set_folds_as_the_reference(name):
+    try:
+        items = load_dataset(name)
+    except FileNotFoundError:
+        pytest.skip("../shared/datasets is not beside the project")
+    # the sets of plain text (not the emoji-heavy scam comments) are mostly folded natively
+    least = {"sms_spam": 0.9, "dream_market": 0.9}.get(name, 0.0)
+    assert _check(_pairs(items)) >= least
+
+
+@pytest.mark.parametrize("kind", [*KINDS, *BREAK_KINDS, MIXED, *ZH_KINDS, *PINYIN_KINDS,
+                                  ZH_MIXED])
+def test_generated_disguises_fold_as_the_reference(kind):
+    _, items = load_corpus("synthetic")
+    rng = random.Random(kind)
+    chinese = kind.startswith("zh")
+    texts = [i.text for i in items if chinese == any("\u4e00" <= c <= "\u9fff" for c in i.text)]
+    disguised = [disguise_text(t, kind, rng) for t in rng.sample(texts, min(600, len(texts)))]
+    _check([(t.split("\n")[0], t) for t in disguised])
+
+
+# characters of every class the folding treats apart: ASCII letters, digits and the symbols
+# read as letters, separators and marks, controls, Han, full-width and accented letters,
+# look-alikes, invisible characters, variation selectors, emoji and Chinese punctuation
+_ALPHABET = ("abcdeilnostxyzABCOS0123456789@$!|.-_*#~+' \t\n\x00\x92"
+             "冰糖白料货源，。！\u3000ｃｏＣＯ１é É ñ ß ﬁ ς σ ѕ о с \u200b\u200d\ufeff\u00ad"
+             "\ufe0f·•’❄🚬📦ǂ²")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=_ALPHABET, max_size=40))
+def test_any_text_folds_as_the_reference(text):
+    reference = normalize(text)
+    found = folding._folder().normalize(text)
+    if found is not None:
+        assert found == (reference.text, list(reference.variants))
+    assert folding.normalize(text) == reference  # what queries are folded with
+
+
+def test_a_lone_surrogate_is_folded_by_the_reference():
+    pairs = [("\ud800 c0caine", "ok"), ("w33d", "")]
+    assert folding.fold_listings(pairs) == [folded_fields(*p) for p in pairs]
+    assert folding.normalize("\udfff w1n") == normalize("\udfff w1n")
