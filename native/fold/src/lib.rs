@@ -16,6 +16,7 @@
 //! outside the table (letters of scripts with words of their own, look-alikes among them,
 //! combining marks, joiners), and a disguise beside non-ASCII letters.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use pyo3::exceptions::PyValueError;
@@ -31,13 +32,43 @@ enum Norm {
     Reference,
 }
 
+/// A table by character: an array for the Basic Multilingual Plane (a lookup a character of
+/// every non-ASCII text), a map for the rest.
+struct CharMap<V> {
+    bmp: Vec<Option<V>>,
+    other: HashMap<char, V>,
+}
+
+impl<V> CharMap<V> {
+    fn from(map: HashMap<char, V>) -> Self {
+        let mut bmp: Vec<Option<V>> = (0..0x10000).map(|_| None).collect();
+        let mut other = HashMap::new();
+        for (c, v) in map {
+            match bmp.get_mut(c as usize) {
+                Some(slot) => *slot = Some(v),
+                None => {
+                    other.insert(c, v);
+                }
+            }
+        }
+        Self { bmp, other }
+    }
+
+    fn get(&self, c: char) -> Option<&V> {
+        match self.bmp.get(c as usize) {
+            Some(slot) => slot.as_ref(),
+            None => self.other.get(&c),
+        }
+    }
+}
+
 /// The folding's tables and the Chinese segmenter, built once per process.
 #[pyclass(frozen, module = "qexplorer_fold")]
 struct Folder {
     /// a non-ASCII character -> (its skeleton, its lowercase, whether it is a Latin letter)
-    chars: HashMap<char, (String, String, bool)>,
+    chars: CharMap<(String, String, bool)>,
     /// a Han character -> its toneless pinyin
-    pinyin: HashMap<char, String>,
+    pinyin: CharMap<String>,
     token: Regex,
     jieba: jieba_rs::Jieba,
     /// toneless pinyin syllables (typed pinyin is read with them)
@@ -63,8 +94,8 @@ impl Folder {
     ) -> PyResult<Self> {
         let token = Regex::new(token_pattern).map_err(|e| PyValueError::new_err(e.to_string()))?;
         Ok(Self {
-            chars,
-            pinyin,
+            chars: CharMap::from(chars),
+            pinyin: CharMap::from(pinyin),
             syllables,
             symbols,
             token,
@@ -97,7 +128,7 @@ impl Folder {
     fn listing(&self, title: &str, description: &str) -> Option<HashMap<&'static str, String>> {
         let mut fields = HashMap::new();
         let mut variants: Vec<String> = Vec::new();
-        let mut texts = Vec::with_capacity(2);
+        let mut texts: Vec<Cow<str>> = Vec::with_capacity(2);
         for (name, text) in [("title", title), ("description", description)] {
             let Norm::Folded(normal, more) = self.fold(text) else {
                 return None;
@@ -110,9 +141,9 @@ impl Folder {
             match normal {
                 Some(t) => {
                     fields.insert(name, t.clone());
-                    texts.push(t);
+                    texts.push(Cow::Owned(t));
                 }
-                None => texts.push(text.to_string()),
+                None => texts.push(Cow::Borrowed(text)),
             }
         }
         if !variants.is_empty() {
@@ -144,12 +175,7 @@ impl Folder {
             .iter()
             .map(|run| {
                 run.chars()
-                    .map(|c| {
-                        self.pinyin
-                            .get(&c)
-                            .cloned()
-                            .unwrap_or_else(|| c.to_string())
-                    })
+                    .map(|c| self.pinyin.get(c).cloned().unwrap_or_else(|| c.to_string()))
                     .collect::<Vec<_>>()
                     .join(" ")
             })
@@ -162,7 +188,7 @@ impl Folder {
 
     /// The reference's `normalize`.
     fn fold(&self, text: &str) -> Norm {
-        if text.is_empty() {
+        if text.is_empty() || self.clean_ascii(text) {
             return Norm::Folded(None, Vec::new());
         }
         let Some((folded, lowered)) = self.skeleton(text) else {
@@ -194,6 +220,17 @@ impl Folder {
         }
     }
 
+    /// True for printable ASCII with nothing that could be a disguise: its skeleton is its
+    /// lowercase, as written to the analyzer (most text; the general path gives the same).
+    fn clean_ascii(&self, text: &str) -> bool {
+        let bytes = text.as_bytes();
+        if !bytes.iter().all(|b| (b' '..=b'~').contains(b)) {
+            return false;
+        }
+        let lower = bytes.to_ascii_lowercase();
+        !suspect(&lower) && !broken_hint(&lower, true)
+    }
+
     /// The reference's `_normalize` of a suspect plain skeleton: spaced-out words joined, each
     /// leetspeak or stretched word read (the first reading in its place, the others apart).
     fn read_disguises(&self, folded: &[char]) -> (String, Vec<String>) {
@@ -220,6 +257,10 @@ impl Folder {
                 i += 1;
             }
             let run = &joined[start..i];
+            if !stretched && run.iter().all(char::is_ascii_alphabetic) {
+                out.extend(run); // a plain word (most words): nothing to read
+                continue;
+            }
             // an address (joe@mail.com): its @ is no a, each of its words is read alone
             let trimmed = run
                 .iter()
@@ -263,7 +304,7 @@ impl Folder {
                     folded.push(c);
                 }
             } else {
-                let (skeleton, lower, latin) = self.chars.get(&c)?;
+                let (skeleton, lower, latin) = self.chars.get(c)?;
                 folded.push_str(skeleton);
                 lowered.push_str(lower);
                 if !skeleton.is_empty() {
@@ -281,35 +322,33 @@ impl Folder {
 
 /// The reference's `_suspect`: a leetspeak character by a letter, three equal letters, or
 /// single letters spaced out.
-fn suspect(s: &[char]) -> bool {
-    let az = |c: char| c.is_ascii_lowercase();
-    let leet_digit = |c: char| matches!(c, '0' | '1' | '3'..='5' | '7'..='9');
-    for i in 0..s.len() {
-        let c = s[i];
-        if leet_digit(c) || matches!(c, '@' | '$' | '!' | '|') {
-            let next = s.get(i + 1).copied();
-            if (i > 0 && az(s[i - 1]))
-                || next.is_some_and(az)
-                || (next.is_some_and(leet_digit) && s.get(i + 2).copied().is_some_and(az))
+fn suspect<T: Copy + Into<char>>(text: &[T]) -> bool {
+    let at = |i: usize| text.get(i).map(|&c| c.into());
+    let az = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase());
+    let leet_digit = |c: Option<char>| matches!(c, Some('0' | '1' | '3'..='5' | '7'..='9'));
+    for i in 0..text.len() {
+        let c = at(i);
+        if leet_digit(c) || matches!(c, Some('@' | '$' | '!' | '|')) {
+            if (i > 0 && az(at(i - 1))) || az(at(i + 1)) || (leet_digit(at(i + 1)) && az(at(i + 2)))
             {
                 return true;
             }
         }
-        if az(c) && s.get(i + 1) == Some(&c) && s.get(i + 2) == Some(&c) {
+        if az(c) && at(i + 1) == c && at(i + 2) == c {
             return true;
         }
     }
     // on " " + text: separator, letter, one or two separators, letter, separator
     let sep =
-        |c: Option<&char>| matches!(c, Some(' ' | '.' | '-' | '_' | '*' | '·' | '•' | '~' | '+'));
-    let unit = |c: Option<&char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    let at = |i: usize| if i == 0 { Some(&' ') } else { s.get(i - 1) };
-    for i in 0..=s.len() {
-        if sep(at(i)) && unit(at(i + 1)) {
+        |c: Option<char>| matches!(c, Some(' ' | '.' | '-' | '_' | '*' | '·' | '•' | '~' | '+'));
+    let unit = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let spaced = |i: usize| if i == 0 { Some(' ') } else { at(i - 1) };
+    for i in 0..=text.len() {
+        if sep(spaced(i)) && unit(spaced(i + 1)) {
             for gap in 1..=2 {
-                if (0..gap).all(|k| sep(at(i + 2 + k)))
-                    && unit(at(i + 2 + gap))
-                    && sep(at(i + 3 + gap))
+                if (0..gap).all(|k| sep(spaced(i + 2 + k)))
+                    && unit(spaced(i + 2 + gap))
+                    && sep(spaced(i + 3 + gap))
                 {
                     return true;
                 }
@@ -321,11 +360,10 @@ fn suspect(s: &[char]) -> bool {
 
 /// The reference's `_BROKEN_HINT` (a letter, a mark, a letter) in a `plain` text, at least
 /// where it is in another: there any non-ASCII character counts as a letter.
-fn broken_hint(chars: &[char], plain: bool) -> bool {
+fn broken_hint<T: Copy + Into<char>>(text: &[T], plain: bool) -> bool {
     let letter = |c: char| c.is_ascii_alphabetic() || (!plain && !c.is_ascii());
-    chars
-        .windows(3)
-        .any(|w| letter(w[0]) && MARKS.contains(w[1]) && letter(w[2]))
+    text.windows(3)
+        .any(|w| letter(w[0].into()) && MARKS.contains(w[1].into()) && letter(w[2].into()))
 }
 
 /// A character of the reference's `_LEET_WORD` in a plain text: a letter, a digit or a symbol put
