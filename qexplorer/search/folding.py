@@ -78,14 +78,17 @@ def _folder():
     import qexplorer_fold
 
     chars = char_table()
+    foldable_ascii = {chr(c) for c in range(0x80)
+                      if reference._foldable_chars().search(chr(c)) is not None}
     return qexplorer_fold.Folder(chars, pinyin_table(), set(pinyin_syllables()),
-                                 symbols(chars), TOKEN_PATTERN)
+                                 symbols(chars), foldable_ascii, TOKEN_PATTERN)
 
 
-def char_table() -> dict[str, tuple[str, str, bool]]:
+def char_table() -> dict[str, tuple[str, str, bool, bool]]:
     """Each non-ASCII character the extension folds, with its skeleton and lowercase as the
-    reference gives them and whether it is a Latin letter (variation selectors, which the
-    extension folds itself, are dropped after one): the characters whose skeleton is the same
+    reference gives them, whether it is a Latin letter (variation selectors, which the
+    extension folds itself, are dropped after one) and whether the reference only lowercases a
+    text of such characters (``_plain``: there it keeps the selectors): the characters whose skeleton is the same
     in any text: not a combining mark, a joiner, an unassigned character, nor a letter of a
     script with its own words; unchanged by canonical decomposition or a Latin letter with
     marks. Invisible characters fold to nothing, as the reference removes them first."""
@@ -95,17 +98,17 @@ def char_table() -> dict[str, tuple[str, str, bool]]:
             ch = chr(code)
             if _context_free(ch):
                 latin = _LATIN.match(unicodedata.normalize("NFD", ch)) is not None
-                table[ch] = (skeleton(ch), ch.lower(), latin)
+                table[ch] = (skeleton(ch), ch.lower(), latin, reference._plain(ch))
     return table
 
 
-def symbols(chars: dict[str, tuple[str, str, bool]]) -> set[str]:
+def symbols(chars: dict[str, tuple[str, str, bool, bool]]) -> set[str]:
     """The non-ASCII characters every pattern of the reference reads as a symbol (not a letter,
     digit, mark or word character; not Han): those of ``chars``' skeletons that fold to
     themselves, and the invisible ones skeletons drop (a text as written keeps them). A text of
     ASCII and these is read by the extension's patterns as by the reference's."""
-    shown = {c for skeleton_, _, _ in chars.values() for c in skeleton_ if not c.isascii()}
-    dropped = {c for c, (skeleton_, _, _) in chars.items() if not skeleton_}
+    shown = {c for skeleton_, *_ in chars.values() for c in skeleton_ if not c.isascii()}
+    dropped = {c for c, (skeleton_, *_) in chars.items() if not skeleton_}
     return {c for c in shown | dropped
             if (c in dropped or skeleton(c) == c) and not c.isalnum() and not has_han(c)
             and _WORDLIKE_RE.match(c) is None and _WORDLIKE.match(c) is None}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from qexplorer.marketplace.corpora import load_corpus
@@ -78,8 +78,12 @@ _ALPHABET = ("abcdeilnostxyzABCOS0123456789@$!|.-_*#~+' \t\n\x00\x92"
              "\ufe0f·•’❄🚬📦ǂ²")
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=1500, deadline=None)
 @given(st.text(alphabet=_ALPHABET, max_size=40))
+@example("A\ufe0f")  # a selector after a Latin letter stays where the text is only lowercased
+@example("\u00e9\ufe0f")  # and goes where it is folded
+@example("S\ufe0f")  # S is the capital of a look-alike (ſ): that text is folded
+@example("w1n\ufe0f c\u200b0caine")
 def test_any_text_folds_as_the_reference(text):
     reference = normalize(text)
     found = folding._folder().normalize(text)

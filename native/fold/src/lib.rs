@@ -65,8 +65,9 @@ impl<V> CharMap<V> {
 /// The folding's tables and the Chinese segmenter, built once per process.
 #[pyclass(frozen, module = "qexplorer_fold")]
 struct Folder {
-    /// a non-ASCII character -> (its skeleton, its lowercase, whether it is a Latin letter)
-    chars: CharMap<(String, String, bool)>,
+    /// a non-ASCII character -> (its skeleton, its lowercase, whether it is a Latin letter,
+    /// whether a text of such characters is folded by lowercasing alone)
+    chars: CharMap<(String, String, bool, bool)>,
     /// a Han character -> its toneless pinyin
     pinyin: CharMap<String>,
     token: Regex,
@@ -75,21 +76,28 @@ struct Folder {
     syllables: HashSet<String>,
     /// non-ASCII symbols: neither letter, digit nor mark to any of the reference's patterns
     symbols: HashSet<char>,
+    /// ASCII characters that make a text holding a non-ASCII one more than lowercased (capitals
+    /// of look-alikes: `S` of `ſ`)
+    foldable_ascii: HashSet<char>,
 }
 
 #[pymethods]
 impl Folder {
-    /// `chars`: the non-ASCII characters folded here, each with its skeleton, lowercase and
-    /// whether it is a Latin letter (variation selectors after one are dropped);
+    /// `chars`: the non-ASCII characters folded here, each with its skeleton, lowercase,
+    /// whether it is a Latin letter (variation selectors after one are dropped) and whether
+    /// the reference only lowercases a text of such characters (its `_plain`);
     /// `pinyin`: the toneless pinyin of each Han character; `syllables`: every toneless pinyin
     /// syllable; `symbols`: the non-ASCII characters that are neither letters, digits nor
-    /// marks to the reference (and fold to themselves); `token_pattern`: the index's tokens.
+    /// marks to the reference (and fold to themselves); `foldable_ascii`: the ASCII characters
+    /// that keep a non-ASCII text from being only lowercased; `token_pattern`: the index's
+    /// tokens.
     #[new]
     fn new(
-        chars: HashMap<char, (String, String, bool)>,
+        chars: HashMap<char, (String, String, bool, bool)>,
         pinyin: HashMap<char, String>,
         syllables: HashSet<String>,
         symbols: HashSet<char>,
+        foldable_ascii: HashSet<char>,
         token_pattern: &str,
     ) -> PyResult<Self> {
         let token = Regex::new(token_pattern).map_err(|e| PyValueError::new_err(e.to_string()))?;
@@ -98,6 +106,7 @@ impl Folder {
             pinyin: CharMap::from(pinyin),
             syllables,
             symbols,
+            foldable_ascii,
             token,
             jieba: jieba_rs::Jieba::new(),
         })
@@ -283,14 +292,19 @@ impl Folder {
 
     /// The text's skeleton (invisible characters dropped, whitespace ones spaced, each
     /// character folded, a variation selector dropped after a Latin letter as the reference
-    /// drops marks there) and its lowercase; None when a character is outside the table.
+    /// drops marks there) and its lowercase; None when a character is outside the table. A
+    /// text the reference only lowercases (printable, of characters that fold to their
+    /// lowercase: its `_plain`) has its lowercase as its skeleton, selectors kept.
     fn skeleton(&self, text: &str) -> Option<(String, String)> {
         let mut folded = String::with_capacity(text.len());
         let mut lowered = String::with_capacity(text.len());
         let mut after_latin = false;
+        let (mut plain, mut foldable_ascii) = (true, false);
         for c in text.chars() {
             if c.is_ascii() {
                 lowered.push(c.to_ascii_lowercase());
+                plain &= (' '..='~').contains(&c);
+                foldable_ascii |= self.foldable_ascii.contains(&c);
                 if matches!(c, '\t' | '\n' | '\r' | '\x0b' | '\x0c' | '\x1c'..='\x1f') {
                     folded.push(' ');
                     after_latin = false;
@@ -299,18 +313,23 @@ impl Folder {
                     after_latin = c.is_ascii_alphabetic();
                 }
             } else if ('\u{fe00}'..='\u{fe0f}').contains(&c) {
+                // printable, NFKC-stable, folded by no table: plain to the reference
                 lowered.push(c);
                 if !after_latin {
                     folded.push(c);
                 }
             } else {
-                let (skeleton, lower, latin) = self.chars.get(c)?;
+                let (skeleton, lower, latin, plain_char) = self.chars.get(c)?;
                 folded.push_str(skeleton);
                 lowered.push_str(lower);
+                plain &= *plain_char;
                 if !skeleton.is_empty() {
                     after_latin = *latin;
                 }
             }
+        }
+        if plain && (text.is_ascii() || !foldable_ascii) {
+            folded.clone_from(&lowered);
         }
         Some((folded, lowered))
     }
