@@ -88,10 +88,11 @@ def char_table() -> dict[str, tuple[str, str, bool, bool]]:
     """Each non-ASCII character the extension folds, with its skeleton and lowercase as the
     reference gives them, whether it is a Latin letter (variation selectors, which the
     extension folds itself, are dropped after one) and whether the reference only lowercases a
-    text of such characters (``_plain``: there it keeps the selectors): the characters whose skeleton is the same
-    in any text: not a combining mark, a joiner, an unassigned character, nor a letter of a
-    script with its own words; unchanged by canonical decomposition or a Latin letter with
-    marks. Invisible characters fold to nothing, as the reference removes them first."""
+    text of such characters (``_plain``: there it keeps the selectors). The characters are
+    those whose skeleton is the same in any text: not a combining mark, a joiner, an
+    unassigned character, nor a letter of a script with its own words; unchanged by canonical
+    decomposition or a Latin letter with marks. Invisible characters fold to nothing, as the
+    reference removes them first."""
     table = {}
     for block in _CANDIDATES:
         for code in block:
