@@ -159,14 +159,14 @@ impl Folder {
             fields.insert("variants", variants.join(" "));
         }
         let (title, description) = (&texts[0], &texts[1]);
+        if !title.chars().chain(description.chars()).any(is_han) {
+            return Some(fields);
+        }
         let normal: Vec<char> = title
             .chars()
             .chain(['\n'])
             .chain(description.chars())
             .collect();
-        if !normal.iter().any(|&c| is_han(c)) {
-            return Some(fields);
-        }
         let text = join_spaced_han(&normal);
         let runs = han_runs(&text);
         let mut words: Vec<&str> = Vec::new();
