@@ -75,7 +75,11 @@ def normalize(text: str) -> Normalized:
 
 @functools.cache
 def _folder():
-    import qexplorer_fold
+    try:
+        import qexplorer_fold
+    except ImportError as error:
+        raise ImportError("the disguise folding's extension (native/fold) is not installed: "
+                          "run scripts/setup.sh, or pip install ./native/fold") from error
 
     chars = char_table()
     foldable_ascii = {chr(c) for c in range(0x80)
