@@ -11,7 +11,7 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
   || { echo "QExplorer needs Python 3.11" >&2; exit 1; }
 command -v java >/dev/null || { echo "the local Kafka broker needs Java 17+ (apt-get install openjdk-17-jre-headless)" >&2; exit 1; }
 command -v mvn >/dev/null || { echo "fetching the Kafka jars needs Maven (apt-get install maven)" >&2; exit 1; }
-command -v cargo >/dev/null || { echo "the disguise folding's extension (native/fold) is built with Rust 1.70+: install it (https://rustup.rs)" >&2; exit 1; }
+command -v cargo >/dev/null || { echo "the disguise folding's extension (native/fold) is built with Rust 1.78+ (its Cargo.lock): install it (https://rustup.rs)" >&2; exit 1; }
 
 # The review service's browser test drives Debian's Chromium through Playwright (Playwright's
 # own browser download needs a network this project cannot assume), with fonts for the emoji
