@@ -21,17 +21,20 @@ from collections.abc import Sequence
 
 import regex
 
-from qexplorer.search import normalize as reference
 from qexplorer.search.normalize import (
     _SCRIPT_LETTER,
     TOKEN_PATTERN,
     UNCHANGED,
     Normalized,
+    _char_pinyin,
+    _foldable_chars,
+    _plain,
     folded_fields,
     has_han,
     pinyin_syllables,
     skeleton,
 )
+from qexplorer.search.normalize import normalize as reference_normalize
 
 # Whitespace a text's invisible characters become (search.text.strip_invisible).
 _SPACED_CONTROLS = "\x85\u2028\u2029"
@@ -68,7 +71,7 @@ def normalize(text: str) -> Normalized:
     except UnicodeEncodeError:  # a lone surrogate, which no Rust string holds
         found = None
     if found is None:
-        return reference.normalize(text)
+        return reference_normalize(text)
     normal, variants = found
     return Normalized(normal, tuple(variants)) if normal is not None or variants else UNCHANGED
 
@@ -83,7 +86,7 @@ def _folder():
 
     chars = char_table()
     foldable_ascii = {chr(c) for c in range(0x80)
-                      if reference._foldable_chars().search(chr(c)) is not None}
+                      if _foldable_chars().search(chr(c)) is not None}
     return qexplorer_fold.Folder(chars, pinyin_table(), set(pinyin_syllables()),
                                  symbols(chars), foldable_ascii, TOKEN_PATTERN)
 
@@ -103,7 +106,7 @@ def char_table() -> dict[str, tuple[str, str, bool, bool]]:
             ch = chr(code)
             if _context_free(ch):
                 latin = _LATIN.match(unicodedata.normalize("NFD", ch)) is not None
-                table[ch] = (skeleton(ch), ch.lower(), latin, reference._plain(ch))
+                table[ch] = (skeleton(ch), ch.lower(), latin, _plain(ch))
     return table
 
 
@@ -139,7 +142,5 @@ def pinyin_table() -> dict[str, str]:
     """The toneless pinyin of every character pypinyin has a reading for, as the reference
     reads it."""
     from pypinyin.pinyin_dict import pinyin_dict
-
-    from qexplorer.search.normalize import _char_pinyin
 
     return {chr(code): _char_pinyin(chr(code)) for code in pinyin_dict}
