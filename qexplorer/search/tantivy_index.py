@@ -213,16 +213,14 @@ class TantivyIndex(SearchIndex):
         pos = "" if position is None else f'"kafka_pos":{position_of(*position)},'
         if folded is None:
             folded = fold_listing(listing.title, listing.description) if self._fold else {}
-        else:
-            folded = dict(folded)
         if "title" in folded or "description" in folded:
             # the index holds the normalised text; the text as written is stored beside it
             original = orjson.dumps([listing.title, listing.description])
-            folded["original"] = base64.b64encode(original).decode()
             text = orjson.dumps({"id": listing.id, "category": listing.category,
                                  "seller": listing.seller, "language": listing.language,
                                  "title": listing.title, "description": listing.description,
-                                 **folded}).decode()
+                                 **folded,
+                                 "original": base64.b64encode(original).decode()}).decode()
         else:
             # a validated message is a JSON object without the index's own fields: add them
             text = (encode(listing) if source is None else source).decode()
