@@ -6,21 +6,22 @@ Seven figures for the same synthetic listings, each repeated:
 - ``raw_tantivy_analyzer``: the same with QExplorer's analyzer (what indexing the same texts
   the way search needs them costs tantivy itself: the analyzer's share of the gap);
 - ``raw_tantivy_folded``: the same with QExplorer's whole analysis, disguise folding included
-  (``search.normalize`` run in the timed loop: normalised texts, variants, Chinese words and
-  pinyin, in the index's fields): the ceiling with the same analysis;
-- ``listing_index``: the project's index alone (its analyzer, disguise folding, upsert-by-id,
+  (``search.folding`` run in the timed loop: the tokens of the normalised texts, variants,
+  Chinese words and pinyin, in the index's fields, split on spaces by Tantivy): the ceiling
+  with the same analysis;
+- ``listing_index``: the project's index alone (its analysis, disguise folding, upsert-by-id,
   stored fields) through the search protocol (``SearchIndex.apply`` and ``commit``), opened as
   the worker opens its replica (``search.open_replica``: backend, writer heap and threads from
   the settings);
 - ``listing_index_unfolded``: the same without disguise folding (``fold=False``: the index
-  before it);
+  before it; its tokens still made by ``search.folding``);
 - ``pipeline``: a real worker process consuming the ``listings`` topic from a real broker into
   its replica, from its first commit to the commit that holds every listing (worker start-up
   excluded, decoding, validation and commits included);
-- ``folding`` and ``folding_reference``: the disguise folding alone (each listing's fields,
-  nothing indexed) as indexing runs it (``search.folding``: compiled, in batches of
-  :data:`FOLD_BATCH`, the reference for what it hands back) and its reference in Python
-  (``search.normalize.folded_fields``), in the same run;
+- ``folding`` and ``folding_reference``: the disguise folding and analysis alone (each
+  listing's token fields, nothing indexed) as indexing runs them (``search.folding``:
+  compiled, in batches of :data:`FOLD_BATCH`, the reference for what it hands back) and their
+  reference in Python (``search.normalize.index_fields``), in the same run;
 - ``raw_consumer``: a plain aiokafka consumer reading the same messages from the same topic
   and only ``orjson``-decoding them (the Kafka ceiling), with the replica's fetch settings and
   the same clock convention (from its first batch to its last, scaled to the whole set).
@@ -56,8 +57,8 @@ from bench.report import comparison
 from qexplorer.config import Settings
 from qexplorer.kafka import clients
 from qexplorer.kafka.io import publish, topic_partitions
-from qexplorer.search.folding import fold_listing, fold_listings
-from qexplorer.search.normalize import folded_fields
+from qexplorer.search.folding import index_listing, index_listings
+from qexplorer.search.normalize import index_fields
 from qexplorer.search.tantivy_index import (
     ANALYZER,
     TOKENS_ANALYZER,
@@ -79,11 +80,13 @@ def raw_schema(tokenizer: str = "default", folded: bool = False) -> tantivy.Sche
     ``folded`` the disguise folding's fields too (as the index has them)."""
     builder = tantivy.SchemaBuilder()
     builder.add_text_field("id", stored=True, tokenizer_name="raw")
-    builder.add_text_field("title", stored=True, tokenizer_name=tokenizer)
-    builder.add_text_field("description", stored=True, tokenizer_name=tokenizer)
+    # folded, the text fields hold tokens made already, the text as written is stored apart
+    text = TOKENS_ANALYZER if folded else tokenizer
+    builder.add_text_field("title", stored=not folded, tokenizer_name=text)
+    builder.add_text_field("description", stored=not folded, tokenizer_name=text)
     if folded:
         builder.add_bytes_field("original", stored=True, indexed=False)
-        builder.add_text_field("variants", stored=False, tokenizer_name=tokenizer)
+        builder.add_text_field("variants", stored=False, tokenizer_name=TOKENS_ANALYZER)
         builder.add_text_field("words", stored=False, tokenizer_name=TOKENS_ANALYZER)
         builder.add_text_field("pinyin", stored=False, tokenizer_name=TOKENS_ANALYZER)
     return builder.build()
@@ -113,15 +116,8 @@ def fill_folded_index(index: tantivy.Index, listings: list[ListingUpsert]) -> No
     loop: ``search.folding``), in one commit, and wait for its merges."""
     writer = index.writer(128_000_000)
     for listing, fields in zip(listings, fold_batches(listings), strict=True):
-        if "title" in fields or "description" in fields:
-            fields["original"] = orjson.dumps([listing.title, listing.description])
-        doc = tantivy.Document(id=listing.id, title=listing.title,
-                               description=listing.description)
-        for name, value in fields.items():
-            if name == "original":
-                doc.add_bytes(name, value)
-            else:
-                doc.add_text(name, value)
+        doc = tantivy.Document(id=listing.id, **fields)
+        doc.add_bytes("original", orjson.dumps([listing.title, listing.description]))
         writer.add_document(doc)
     writer.commit()
     writer.wait_merging_threads()
@@ -211,22 +207,22 @@ def raw_consumer(settings: Settings, topic: str, size: int, timeout_s: float = 3
 
 
 def fold_batches(listings: list[ListingUpsert]) -> list[dict[str, str]]:
-    """The folded fields of each listing, :data:`FOLD_BATCH` listings a call to
+    """The index's token fields of each listing, :data:`FOLD_BATCH` listings a call to
     ``search.folding``."""
     out: list[dict[str, str]] = []
     for start in range(0, len(listings), FOLD_BATCH):
         batch = listings[start:start + FOLD_BATCH]
-        out.extend(fold_listings([(x.title, x.description) for x in batch]))
+        out.extend(index_listings([(x.title, x.description) for x in batch]))
     return out
 
 
 def folding(listings: list[ListingUpsert], reference: bool = False) -> float:
-    """Seconds to fold every listing's title and description as indexing does
+    """Seconds to fold and analyse every listing's title and description as indexing does
     (:func:`fold_batches`), or with the Python ``reference``."""
     started = time.perf_counter()
     if reference:
         for listing in listings:
-            folded_fields(listing.title, listing.description)
+            index_fields(listing.title, listing.description)
     else:
         fold_batches(listings)
     return time.perf_counter() - started
@@ -237,7 +233,7 @@ def measure(listings: list[ListingUpsert], settings: Settings, repeats: int, log
             ) -> dict[str, list[float]]:
     """Seconds of each path per repeat (the Kafka paths only with ``kafka``)."""
     runs: dict[str, list[float]] = {name: [] for name in PATHS}
-    fold_listing("ｗａｒｍ up", "冰糖")  # load the folding's tables outside the clocks
+    index_listing("ｗａｒｍ up", "冰糖")  # load the folding's tables outside the clocks
     context = BenchCluster(settings, "indexing", log_dir) if kafka else contextlib.nullcontext()
     with context as cluster:
         if cluster is not None:
@@ -298,7 +294,7 @@ def rows(runs: dict[str, list[float]], size: int) -> list[dict]:
                       ceiling_name="raw_tantivy with QExplorer's analyzer"),
            comparison("indexing", "folding alone (search.folding, compiled), listings/s", "/s",
                       rate["folding"], ceiling=rate["folding_reference"],
-                      ceiling_name="its Python reference (search.normalize.folded_fields)")]
+                      ceiling_name="its Python reference (search.normalize.index_fields)")]
     if "pipeline" in rate:
         metric = "pipeline: Kafka to searchable index (worker), listings/s"
         out.append(comparison("indexing", metric, "/s", rate["pipeline"],

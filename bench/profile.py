@@ -178,13 +178,14 @@ def _step_times(index, queries: list[str], limit: int) -> dict[str, float]:
     """Seconds each step of ``TantivyIndex._search`` takes over ``queries`` on one thread,
     the steps timed apart, and the path itself (``search_many``, a seed's worth at a time)."""
     from qexplorer.search.protocol import Hit
-    from qexplorer.search.query import to_search_text
+    from qexplorer.search.query import analyzed_query, to_search_text
     from qexplorer.search.tantivy_index import FOLDED_SEARCH_FIELDS, SEARCH_FIELDS
 
     raw = index.tantivy_index
     fold = index._fold
     fields = FOLDED_SEARCH_FIELDS if fold else SEARCH_FIELDS
-    steps = dict.fromkeys(("escape and fold the text (to_search_text)", "parse",
+    steps = dict.fromkeys(("escape and fold the text (to_search_text)",
+                           "cut the terms into tokens (analyzed_query)", "parse",
                            "add the folded clauses", "search", "fetch the hits' documents",
                            "read them, build the hits"), 0.0)
     names = list(steps)
@@ -195,7 +196,11 @@ def _step_times(index, queries: list[str], limit: int) -> dict[str, float]:
         if not text:
             continue
         t1 = time.perf_counter()
-        parsed = raw.parse_query(text, fields)
+        tokens = analyzed_query(text)
+        if not tokens:
+            continue
+        ta = time.perf_counter()
+        parsed = raw.parse_query(tokens, fields)
         t2 = time.perf_counter()
         if fold:
             parsed = index._with_folded(parsed, text)
@@ -207,8 +212,8 @@ def _step_times(index, queries: list[str], limit: int) -> dict[str, float]:
         [Hit(doc.get_first("id"), n + 1, score, *index._written(doc))
          for n, (score, doc) in enumerate(docs)]
         t6 = time.perf_counter()
-        for name, seconds in zip(names, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5),
-                                 strict=True):
+        for name, seconds in zip(names, (t1 - t0, ta - t1, t2 - ta, t3 - t2, t4 - t3, t5 - t4,
+                                         t6 - t5), strict=True):
             steps[name] += seconds
     started = time.perf_counter()
     for at in range(0, len(queries), 4):

@@ -1,15 +1,16 @@
-"""The disguise folding of listings as indexing runs it: in compiled code, the ``qexplorer_fold``
-extension (native/fold/, Rust, built at setup), with :mod:`qexplorer.search.normalize` as its
-reference.
+"""The disguise folding and analysis of listings as indexing runs them: in compiled code, the
+``qexplorer_fold`` extension (native/fold/, Rust, built at setup), with
+:mod:`qexplorer.search.normalize` as its reference.
 
 The extension folds what it can fold exactly: any text of ASCII and the characters of its table
 (Han, emoji, punctuation, full-width forms, accented Latin, invisible characters), its
 disguises where no non-ASCII letter stands in the text, the Chinese words and pinyin. It hands
 back the rest (look-alikes from other scripts, combining marks, joiners, a disguise beside
 non-ASCII letters), which the reference folds here. Either way a listing's fields are what
-:func:`~qexplorer.search.normalize.folded_fields` gives; a property test holds both to the same
-tokens. The tables come from the reference at first use (about a second, once per process), so
-a character is read the same way on both sides.
+:func:`~qexplorer.search.normalize.index_fields` gives, the very tokens the index holds (its
+text fields split on spaces: Tantivy's own regex tokenizer cost more than the folding); a
+property test holds both to the same tokens. The tables come from the reference at first use
+(about a second, once per process), so a character is read the same way on both sides.
 """
 
 from __future__ import annotations
@@ -23,17 +24,19 @@ import regex
 
 from qexplorer.search.normalize import (
     _SCRIPT_LETTER,
-    TOKEN_PATTERN,
+    MAX_TOKEN_BYTES,
+    TOKEN_CLASSES,
     UNCHANGED,
     Normalized,
     _char_pinyin,
     _foldable_chars,
     _plain,
-    folded_fields,
     has_han,
+    index_fields,
     pinyin_syllables,
     skeleton,
 )
+from qexplorer.search.normalize import analyze as reference_analyze
 from qexplorer.search.normalize import normalize as reference_normalize
 
 # Whitespace a text's invisible characters become (search.text.strip_invisible).
@@ -47,20 +50,30 @@ _WORDLIKE_RE = re.compile(r"\w")
 _CANDIDATES = (range(0x80, 0xD800), range(0xE000, 0x10000), range(0x1F000, 0x1FB00))
 
 
-def fold_listings(pairs: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
-    """:func:`~qexplorer.search.normalize.folded_fields` of each ``(title, description)``, in
+def index_listings(pairs: Sequence[tuple[str, str]], fold: bool = True) -> list[dict[str, str]]:
+    """:func:`~qexplorer.search.normalize.index_fields` of each ``(title, description)``, in
     one call to the extension (without the GIL) and the reference for what it hands back."""
     try:
-        found = _folder().fold_listings(list(pairs))
+        found = _folder().index_listings(list(pairs), fold)
     except UnicodeEncodeError:  # a lone surrogate, which no Rust string holds
         found = [None] * len(pairs)
-    return [fields if fields is not None else folded_fields(title, description)
+    return [fields if fields is not None else index_fields(title, description, fold)
             for fields, (title, description) in zip(found, pairs, strict=True)]
 
 
-def fold_listing(title: str, description: str) -> dict[str, str]:
-    """:func:`fold_listings` of one listing."""
-    return fold_listings([(title, description)])[0]
+def index_listing(title: str, description: str, fold: bool = True) -> dict[str, str]:
+    """:func:`index_listings` of one listing."""
+    return index_listings([(title, description)], fold)[0]
+
+
+def analyze(text: str) -> list[str]:
+    """:func:`qexplorer.search.normalize.analyze` of ``text`` (a query term's), by the
+    extension or, for what it hands back, the reference."""
+    try:
+        found = _folder().analyze(text)
+    except UnicodeEncodeError:
+        found = None
+    return reference_analyze(text) if found is None else found.split()
 
 
 def normalize(text: str) -> Normalized:
@@ -88,7 +101,19 @@ def _folder():
     foldable_ascii = {chr(c) for c in range(0x80)
                       if _foldable_chars().search(chr(c)) is not None}
     return qexplorer_fold.Folder(chars, pinyin_table(), set(pinyin_syllables()),
-                                 symbols(chars), foldable_ascii, TOKEN_PATTERN)
+                                 symbols(chars), foldable_ascii, token_classes(),
+                                 MAX_TOKEN_BYTES)
+
+
+def token_classes() -> list[list[tuple[int, int]]]:
+    """The code point ranges of each class of the index's token pattern
+    (:data:`~qexplorer.search.normalize.TOKEN_CLASSES`: a token of one character, the first
+    character of a longer one, a character continuing one), as the reference's regex engine
+    reads them."""
+    every = "".join(map(chr, (*range(0xD800), *range(0xE000, 0x110000))))
+    return [[(ord(every[m.start()]), ord(every[m.end() - 1]))
+             for m in regex.finditer(f"{cls}+", every, regex.V1)]
+            for cls in TOKEN_CLASSES]
 
 
 def char_table() -> dict[str, tuple[str, str, bool, bool]]:

@@ -53,11 +53,13 @@ import regex
 
 from qexplorer.search.text import HAN, strip_invisible
 
-#: The index's tokens: one Han character or one symbol such as an emoji, or a run of other
-#: letters/digits (with combining marks). Han runs are searched as phrases, so unigrams lose
-#: little. The Tantivy analyzer uses the same pattern. (The two single-character classes in one
-#: set tokenise 9% faster than as two alternatives.)
-TOKEN_PATTERN = r"[\p{Han}\p{So}]|[\p{L}\p{N}--\p{Han}][\p{L}\p{N}\p{M}--\p{Han}]*"
+#: The classes of the index's tokens: a token of one character (a Han character or a symbol
+#: such as an emoji), the first character of a longer token (a letter or digit), a character
+#: continuing one (with combining marks). Han runs are searched as phrases, so unigrams lose
+#: little. ``search.folding`` cuts tokens by these classes, the Tantivy analyzer of the
+#: benchmarks' ceilings by the pattern.
+TOKEN_CLASSES = (r"[\p{Han}\p{So}]", r"[\p{L}\p{N}--\p{Han}]", r"[\p{L}\p{N}\p{M}--\p{Han}]")
+TOKEN_PATTERN = f"{TOKEN_CLASSES[0]}|{TOKEN_CLASSES[1]}{TOKEN_CLASSES[2]}*"
 _TOKEN = regex.compile(TOKEN_PATTERN, regex.V1)
 #: Tokens of 40 UTF-8 bytes or more are dropped by the analyzers.
 MAX_TOKEN_BYTES = 39
@@ -482,6 +484,22 @@ def folded_fields(title: str, description: str) -> dict[str, str]:
         fields["words"] = " ".join(words)
     if sounds:
         fields["pinyin"] = sounds
+    return fields
+
+
+def index_fields(title: str, description: str, fold: bool = True) -> dict[str, str]:
+    """The text fields the index holds of a listing, as tokens (:func:`analyze`'s, joined by
+    spaces): its title and description (normalised by :func:`folded_fields` with ``fold``),
+    their other readings (``variants``, when there are some), and its Chinese words and pinyin
+    (``words``, ``pinyin``: tokens already). Engines index these tokens as they are, split on
+    spaces, and search :func:`analyze`'s tokens of each query term, so every engine holds the
+    same tokens. The reference of ``search.folding`` (compiled), which indexing runs."""
+    fields = folded_fields(title, description) if fold else {}
+    fields["title"] = " ".join(analyze(fields.get("title", title)))
+    fields["description"] = " ".join(analyze(fields.get("description", description)))
+    variants = " ".join(analyze(fields.pop("variants", "")))
+    if variants:
+        fields["variants"] = variants
     return fields
 
 

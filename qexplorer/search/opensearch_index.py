@@ -36,10 +36,9 @@ import httpx
 import orjson
 
 from qexplorer.config import OpenSearchSettings
-from qexplorer.search.folding import fold_listing
-from qexplorer.search.normalize import analyze
+from qexplorer.search.folding import index_listing
 from qexplorer.search.protocol import Arrivals, Change, Hit, Offsets, SearchIndex
-from qexplorer.search.query import folded_clauses, pattern_regex, to_search_text
+from qexplorer.search.query import analyzed_terms, folded_clauses, pattern_regex, to_search_text
 from qexplorer.search.tantivy_index import StoredListing, position_of
 from schemas.models import ListingUpsert
 
@@ -61,7 +60,6 @@ READ_RETRY_S = 10.0
 #: A _bulk request holds at most this many bytes (OpenSearch refuses more than 100 MB).
 BULK_MAX_BYTES = 16 * 1024 * 1024
 _RETRYABLE = {429, 502, 503, 504}
-_TERMS = re.compile(r'"([^"]*)"|(\S+)')
 _TEXT = {"type": "text", "analyzer": "whitespace"}
 MAPPING: dict[str, Any] = {
     "dynamic": "strict",
@@ -94,20 +92,14 @@ class OpenSearchError(RuntimeError):
 def listing_document(listing: ListingUpsert, position: tuple[int, int] | None,
                      fold: bool = True) -> dict[str, Any]:
     """The document of a listing: the tokens of its (normalised) text in the search fields, as
-    the Tantivy index analyses them, and the text as written in ``shown``. Pure."""
-    folded = fold_listing(listing.title, listing.description) if fold else {}
+    the Tantivy index holds them (``search.normalize.index_fields``), and the text as written
+    in ``shown``. Pure."""
     doc: dict[str, Any] = {
         "id": listing.id, "deleted": False,
-        "title": " ".join(analyze(folded.get("title", listing.title))),
-        "description": " ".join(analyze(folded.get("description", listing.description))),
+        **index_listing(listing.title, listing.description, fold),
         "category": listing.category, "seller": listing.seller, "language": listing.language,
         "shown": {"title": listing.title, "description": listing.description},
     }
-    if "variants" in folded:
-        doc["variants"] = " ".join(analyze(folded["variants"]))
-    for name in ("words", "pinyin"):  # already tokens, space-separated
-        if name in folded:
-            doc[name] = folded[name]
     if position is not None:
         doc["kafka_pos"] = position_of(*position)
     return doc
@@ -124,10 +116,7 @@ def query_clauses(query: str, fold: bool = True) -> dict[str, Any] | None:
         return None
     fields = FOLDED_SEARCH_FIELDS if fold else SEARCH_FIELDS
     clauses: list[dict[str, Any]] = []
-    for quoted, word in _TERMS.findall(text):
-        tokens = analyze(quoted or word)
-        if not tokens:
-            continue
+    for tokens in analyzed_terms(text):
         per_field = [{"term": {f: tokens[0]}} if len(tokens) == 1
                      else {"match_phrase": {f: " ".join(tokens)}} for f in fields]
         clauses.append(per_field[0] if len(per_field) == 1

@@ -18,7 +18,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from qexplorer.search.folding import normalize
+from qexplorer.search.folding import analyze, normalize
 from qexplorer.search.normalize import (
     MASK,
     MAX_TOKEN_BYTES,
@@ -101,6 +101,30 @@ def to_search_text(q: str, *, fold: bool = True) -> str:
         if any(ch.isalnum() or unicodedata.category(ch) == "So" for ch in term):
             return term
     return ""
+
+
+# A term of :func:`to_search_text`'s text: a quoted phrase or a run of anything but spaces.
+_SEARCH_TERMS = re.compile(r'"([^"]*)"|(\S+)')
+
+
+def analyzed_terms(text: str) -> list[tuple[str, ...]]:
+    """The index's tokens (``search.normalize.analyze``) of each term of ``text``
+    (:func:`to_search_text`'s): a term of one token is searched as that token, of several as
+    their phrase (as Tantivy's parser treats a term its analyzer splits); a term without
+    tokens is dropped."""
+    terms = []
+    for quoted, word in _SEARCH_TERMS.findall(text):
+        tokens = analyze(quoted or word)
+        if tokens:
+            terms.append(tuple(tokens))
+    return terms
+
+
+def analyzed_query(text: str) -> str:
+    """:func:`to_search_text`'s ``text`` for the parser of an index holding made tokens (its
+    fields split on spaces): each term as its tokens, a phrase where there are several."""
+    return " ".join(t[0] if len(t) == 1 else '"' + " ".join(t) + '"'
+                    for t in analyzed_terms(text))
 
 
 # --- what a folded query searches beyond its parsed terms ------------------------------------

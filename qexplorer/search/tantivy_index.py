@@ -1,8 +1,9 @@
 """Tantivy, the embedded search backend: one worker's replica of every listing on its disk.
 
-:class:`TantivyIndex` implements :class:`search.protocol.SearchIndex`. It owns its analyzer
-(words, CJK characters and emoji as tokens, lowercased) and the fields of the disguise folding
-(``search.normalize``: the normalised text, other readings, Chinese words and pinyin), applies
+:class:`TantivyIndex` implements :class:`search.protocol.SearchIndex`. It holds each listing's
+tokens (words, CJK characters and emoji, lowercased) as ``search.folding`` makes them, with the
+fields of the disguise folding (the normalised text, other readings, Chinese words and pinyin)
+and the text as written, applies
 upserts and deletes, and commits them atomically together with the Kafka offsets they came
 from (a metadata document inside the same commit), so a restarted worker resumes exactly where
 its last commit ended.
@@ -24,10 +25,10 @@ from pathlib import Path
 import orjson
 import tantivy
 
-from qexplorer.search.folding import fold_listing, fold_listings
-from qexplorer.search.normalize import TOKEN_PATTERN, analyze
+from qexplorer.search.folding import index_listing, index_listings
+from qexplorer.search.normalize import TOKEN_PATTERN
 from qexplorer.search.protocol import Arrivals, Change, Hit, Offsets, SearchIndex
-from qexplorer.search.query import folded_clauses, pattern_regex, to_search_text
+from qexplorer.search.query import analyzed_query, folded_clauses, pattern_regex, to_search_text
 from schemas.codec import encode
 from schemas.models import ListingUpsert
 
@@ -35,9 +36,12 @@ log = logging.getLogger(__name__)
 
 #: Bump when the schema, the analyzer or the folding changes: an index of another version is
 #: rebuilt.
-INDEX_FORMAT = 6
+INDEX_FORMAT = 7
+#: The analyzer the index's tokens are defined by (``search.normalize.analyze``); the index
+#: holds them made already (``search.folding``), the benchmarks' raw ceilings analyse with it.
 ANALYZER = "qx_text"
-#: The analyzer of the fields holding tokens made in Python (``words``, ``pinyin``).
+#: The analyzer of every text field: tokens made outside Tantivy (``search.folding``),
+#: separated by spaces.
 TOKENS_ANALYZER = "qx_tokens"
 SEARCH_FIELDS = ["title", "description"]
 #: With disguise folding a query also searches the other readings of disguised words.
@@ -70,9 +74,10 @@ class StoredListing:
 
 
 def analyzer() -> tantivy.TextAnalyzer:
-    """The index's analyzer: :data:`search.normalize.TOKEN_PATTERN` tokens (one Han character
-    or symbol, or a run of other letters/digits), those of 40 bytes or more dropped,
-    lowercased (raw ceilings in the benchmarks analyse with it too)."""
+    """The index's tokens as a Tantivy analyzer: :data:`search.normalize.TOKEN_PATTERN` tokens
+    (one Han character or symbol, or a run of other letters/digits), those of 40 bytes or more
+    dropped, lowercased. The index holds these tokens made by ``search.folding`` (its regex
+    tokenizer cost more than the folding); raw ceilings in the benchmarks analyse with it."""
     return (
         tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.regex(TOKEN_PATTERN))
         .filter(tantivy.Filter.remove_long(40))
@@ -82,31 +87,27 @@ def analyzer() -> tantivy.TextAnalyzer:
 
 
 def tokens_analyzer() -> tantivy.TextAnalyzer:
-    """The analyzer of fields whose tokens Python made: split on whitespace, nothing else."""
+    """The analyzer of fields holding tokens made already: split on whitespace, nothing
+    else."""
     return tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.whitespace()).build()
 
 
 def indexed_terms(title: str, description: str = "") -> set[str]:
-    """Every token the index holds for a text (:func:`folded_fields` and the text's own):
-    what a search can match. A query's are ``indexed_terms(query)``."""
-    folded = fold_listing(title, description)
-    texts = [folded.get("title", title), folded.get("description", description),
-             folded.get("variants", "")]
-    terms = {token for text in texts for token in analyze(text)}
-    for name in ("words", "pinyin"):
-        terms.update(folded.get(name, "").split())
-    return terms
+    """Every token the index holds for a text (``search.normalize.index_fields``): what a
+    search can match. A query's are ``indexed_terms(query)``."""
+    return {token for tokens in index_listing(title, description).values()
+            for token in tokens.split()}
 
 
 def _schema() -> tantivy.Schema:
     builder = tantivy.SchemaBuilder()
     builder.add_text_field("id", stored=True, tokenizer_name="raw")
     builder.add_text_field("kind", stored=False, tokenizer_name="raw")
-    builder.add_text_field("title", stored=True, tokenizer_name=ANALYZER)
-    builder.add_text_field("description", stored=True, tokenizer_name=ANALYZER)
-    # a listing whose text normalisation changed: its title and description as written
+    builder.add_text_field("title", stored=False, tokenizer_name=TOKENS_ANALYZER)
+    builder.add_text_field("description", stored=False, tokenizer_name=TOKENS_ANALYZER)
+    # the title and description as written (the text fields hold their tokens)
     builder.add_bytes_field("original", stored=True, indexed=False)
-    builder.add_text_field("variants", stored=False, tokenizer_name=ANALYZER)
+    builder.add_text_field("variants", stored=False, tokenizer_name=TOKENS_ANALYZER)
     builder.add_text_field("words", stored=False, tokenizer_name=TOKENS_ANALYZER)
     builder.add_text_field("pinyin", stored=False, tokenizer_name=TOKENS_ANALYZER)
     builder.add_text_field("category", stored=False, tokenizer_name="raw")
@@ -131,6 +132,7 @@ class TantivyIndex(SearchIndex):
     def __init__(self, index: tantivy.Index, *, writable: bool, heap_mb: int = 128,
                  threads: int = 1, fold: bool = True) -> None:
         self._index = index
+        # an index of an earlier format analysed its text itself: readable to learn its format
         self._index.register_tokenizer(ANALYZER, analyzer())
         self._index.register_tokenizer(TOKENS_ANALYZER, tokens_analyzer())
         self._fold = fold
@@ -186,47 +188,38 @@ class TantivyIndex(SearchIndex):
     # --- writes ------------------------------------------------------------------------------
 
     def apply(self, changes: Iterable[Change]) -> None:
-        """Apply upserts and deletes (visible after the next commit); the upserts' folding in
-        one call."""
+        """Apply upserts and deletes, in order (visible after the next commit)."""
         changes = list(changes)
         upserts = [c.event for c in changes if isinstance(c.event, ListingUpsert)]
-        folded = iter(fold_listings([(u.title, u.description) for u in upserts])
-                      if self._fold and upserts else ())
+        fields = iter(index_listings([(u.title, u.description) for u in upserts], self._fold))
         for change in changes:
             if isinstance(change.event, ListingUpsert):
                 self.upsert(change.event, change.source, change.position,
-                            folded=next(folded, None))
+                            fields=next(fields))
             else:
                 self.delete(change.event.id)
 
     def upsert(self, listing: ListingUpsert, source: bytes | None = None,
                position: tuple[int, int] | None = None,
-               folded: dict[str, str] | None = None) -> None:
+               fields: dict[str, str] | None = None) -> None:
         """Insert or replace a listing (visible after the next commit).
 
         ``source`` is the JSON message ``listing`` was validated from (``schemas.codec``):
         tantivy parses it itself, ignoring the fields the index does not hold, which is
         cheaper than Python building the document (5 us a listing). Without it the listing is
-        encoded first. ``position`` is where in the listings topic it came from. ``folded`` is
-        the listing's folding (``search.folding``) when it was made already.
+        encoded first. ``position`` is where in the listings topic it came from. ``fields``
+        are the listing's text fields as the index holds them (``search.folding``), when
+        they were made already.
         """
         pos = "" if position is None else f'"kafka_pos":{position_of(*position)},'
-        if folded is None:
-            folded = fold_listing(listing.title, listing.description) if self._fold else {}
-        if "title" in folded or "description" in folded:
-            # the index holds the normalised text; the text as written is stored beside it
-            original = orjson.dumps([listing.title, listing.description])
-            text = orjson.dumps({"id": listing.id, "category": listing.category,
-                                 "seller": listing.seller, "language": listing.language,
-                                 "title": listing.title, "description": listing.description,
-                                 **folded,
-                                 "original": base64.b64encode(original).decode()}).decode()
-        else:
-            # a validated message is a JSON object without the index's own fields: add them
-            text = (encode(listing) if source is None else source).decode()
-            if folded:
-                text = "{" + orjson.dumps(folded).decode()[1:-1] + "," + text.lstrip()[1:]
-        doc = '{"kind":"listing",' + pos + text.lstrip()[1:]
+        if fields is None:
+            fields = index_listing(listing.title, listing.description, self._fold)
+        original = base64.b64encode(orjson.dumps([listing.title, listing.description]))
+        # a validated message is a JSON object without the index's own fields; its title and
+        # description are replaced by their tokens (of a key given twice Tantivy keeps the last)
+        message = (encode(listing) if source is None else source).decode().strip()
+        doc = ('{"kind":"listing",' + pos + '"original":"' + original.decode() + '",'
+               + message[1:-1] + "," + orjson.dumps(fields).decode()[1:])
         key = hash(listing.id)
         with self._lock:
             writer = self._require_writer()
@@ -287,8 +280,7 @@ class TantivyIndex(SearchIndex):
 
     @property
     def tantivy_index(self) -> tantivy.Index:
-        """The underlying tantivy index with the analyzer registered (the benchmarks' raw
-        ceilings search it directly)."""
+        """The underlying tantivy index (the benchmarks' raw ceilings search it directly)."""
         return self._index
 
     def reload(self) -> None:
@@ -381,9 +373,12 @@ class TantivyIndex(SearchIndex):
         text = to_search_text(query, fold=self._fold)
         if not text:
             return None
+        tokens = analyzed_query(text)
+        if not tokens:
+            return None
         try:
             parsed = self._index.parse_query(
-                text, FOLDED_SEARCH_FIELDS if self._fold else SEARCH_FIELDS)
+                tokens, FOLDED_SEARCH_FIELDS if self._fold else SEARCH_FIELDS)
         except ValueError as exc:
             log.warning("query rejected by the parser: %r (%s)", query, exc)
             return None
@@ -434,11 +429,8 @@ class TantivyIndex(SearchIndex):
     @staticmethod
     def _written(doc: tantivy.Document) -> tuple[str, str]:
         """A stored listing's title and description as written."""
-        original = doc.get_first("original")
-        if original is not None:  # normalised by disguise folding: the text as written
-            title, description = orjson.loads(original)
-            return title, description
-        return doc.get_first("title") or "", doc.get_first("description") or ""
+        title, description = orjson.loads(doc.get_first("original"))
+        return title, description
 
     @classmethod
     def _stored(cls, doc: tantivy.Document) -> StoredListing:

@@ -1,7 +1,8 @@
-"""The compiled folding (``search.folding``, native/fold/) against its Python reference
-(``search.normalize``): the same fields, hence the same tokens, for every listing it folds
-itself, on the synthetic marketplace, the labelled sets and generated disguises of each kind;
-and it folds most listings itself (else it would be the reference with extra steps)."""
+"""The compiled folding and analysis (``search.folding``, native/fold/) against its Python
+reference (``search.normalize``): the same fields, token for token, for every listing it folds
+itself, on the synthetic marketplace, the labelled sets and generated disguises of each kind,
+with the folding on and off; and it folds most listings itself (else it would be the reference
+with extra steps)."""
 
 from __future__ import annotations
 
@@ -16,29 +17,30 @@ from qexplorer.marketplace.corpora import load_corpus
 from qexplorer.marketplace.datasets import DATASETS, load_dataset
 from qexplorer.marketplace.disguises import disguise_text
 from qexplorer.search import folding
-from qexplorer.search.normalize import folded_fields, normalize
+from qexplorer.search.normalize import analyze, index_fields, normalize
 
 
 def _pairs(items) -> list[tuple[str, str]]:
     return [(i.title, i.description) for i in items]
 
 
-def _check(pairs: list[tuple[str, str]]) -> float:
-    """Assert the extension's folding of each pair it folds is the reference's; the share it
-    folded itself."""
-    native = folding._folder().fold_listings(pairs)
-    reference = [folded_fields(*pair) for pair in pairs]
+def _check(pairs: list[tuple[str, str]], fold: bool = True) -> float:
+    """Assert the extension's index fields of each pair it makes are the reference's; the
+    share it made itself."""
+    native = folding._folder().index_listings(pairs, fold)
+    reference = [index_fields(*pair, fold=fold) for pair in pairs]
     mismatches = [(pair, got, want) for pair, got, want in zip(pairs, native, reference,
                                                               strict=True)
                   if got is not None and got != want]
     assert mismatches == [], mismatches[:3]
-    assert folding.fold_listings(pairs) == reference
+    assert folding.index_listings(pairs, fold) == reference
     return sum(got is not None for got in native) / len(pairs)
 
 
-def test_the_synthetic_marketplace_folds_as_the_reference_and_mostly_natively():
+@pytest.mark.parametrize("fold", [True, False])
+def test_the_synthetic_marketplace_folds_as_the_reference_and_mostly_natively(fold):
     _, items = load_corpus("synthetic")
-    assert _check(_pairs(items)) > 0.9
+    assert _check(_pairs(items), fold) > 0.9
 
 
 @pytest.mark.parametrize("name", sorted(DATASETS))
@@ -82,9 +84,24 @@ def test_any_text_folds_as_the_reference(text):
     if found is not None:
         assert found == (reference.text, list(reference.variants))
     assert folding.normalize(text) == reference  # what queries are folded with
+    assert folding.analyze(text) == analyze(text)  # what query terms are cut into
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=_ALPHABET, max_size=40), st.text(alphabet=_ALPHABET, max_size=40),
+       st.booleans())
+@example("ΣΟΦΟΣ Σ", "", False)  # a final sigma is lowered by the reference
+@example("x" * 39 + " " + "y" * 40, "é" * 20, True)  # the longest token kept, one dropped
+def test_any_listing_is_indexed_as_the_reference(title, description, fold):
+    found = folding._folder().index_listings([(title, description)], fold)[0]
+    reference = index_fields(title, description, fold)
+    if found is not None:
+        assert found == reference
+    assert folding.index_listing(title, description, fold) == reference
 
 
 def test_a_lone_surrogate_is_folded_by_the_reference():
     pairs = [("\ud800 c0caine", "ok"), ("w33d", "")]
-    assert folding.fold_listings(pairs) == [folded_fields(*p) for p in pairs]
+    assert folding.index_listings(pairs) == [index_fields(*p) for p in pairs]
     assert folding.normalize("\udfff w1n") == normalize("\udfff w1n")
+    assert folding.analyze("\udfff w1n") == analyze("\udfff w1n")

@@ -1,12 +1,14 @@
 //! QExplorer's disguise folding of listings in compiled code.
 //!
-//! The reference is Python's `qexplorer.search.normalize` (`normalize`, `folded_fields`):
-//! what this crate folds, it folds to the same text and the
-//! same Chinese words and pinyin. What it cannot fold exactly it does not guess: such a text
+//! The reference is Python's `qexplorer.search.normalize` (`normalize`, `index_fields`):
+//! what this crate folds, it folds to the same text and the same Chinese words and pinyin, and
+//! cuts into the same tokens (the index takes them as they are: its text fields split on
+//! spaces). What it cannot fold exactly it does not guess: such a text
 //! (or a listing holding one) comes back as "the reference's", and Python folds it. The
 //! character tables come from Python at start (`Folder::new`), so both sides read a character
 //! the same way: its skeleton and lowercase (computed by the reference), each Han character's
-//! pinyin (pypinyin's), and the index's token pattern.
+//! pinyin (pypinyin's), and the classes of the index's token pattern (computed by the
+//! reference's regex engine, so a token ends where the reference's ends).
 //!
 //! Folded here: any text of ASCII and the table's characters (Han, emoji, punctuation,
 //! full-width forms, accented Latin, invisible characters), disguised or not; a disguise
@@ -19,9 +21,7 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use regex::Regex;
 
 /// What folding one text gave.
 enum Norm {
@@ -30,6 +30,19 @@ enum Norm {
     Folded(Option<String>, Vec<String>),
     /// the reference must fold it
     Reference,
+}
+
+/// A character's part in the index's token pattern
+/// (`[single]|[starts][starts or continues]*`); the classes do not overlap.
+#[derive(Clone, Copy)]
+enum TokenClass {
+    None,
+    /// a token by itself (a Han character, a symbol)
+    Single,
+    /// starts a token and continues one (a letter or digit)
+    Starts,
+    /// only continues a token (a mark)
+    Continues,
 }
 
 /// A table by character: an array for the Basic Multilingual Plane (a lookup a character of
@@ -70,7 +83,10 @@ struct Folder {
     chars: CharMap<(String, String, bool, bool)>,
     /// a Han character -> its toneless pinyin
     pinyin: CharMap<String>,
-    token: Regex,
+    /// each character's part in a token (the index's token pattern)
+    token: Vec<TokenClass>,
+    /// tokens longer than this (UTF-8 bytes) are dropped, as the reference's analyzer does
+    max_token_bytes: usize,
     jieba: jieba_rs::Jieba,
     /// toneless pinyin syllables (typed pinyin is read with them)
     syllables: HashSet<String>,
@@ -89,8 +105,10 @@ impl Folder {
     /// `pinyin`: the toneless pinyin of each Han character; `syllables`: every toneless pinyin
     /// syllable; `symbols`: the non-ASCII characters that are neither letters, digits nor
     /// marks to the reference (and fold to themselves); `foldable_ascii`: the ASCII characters
-    /// that keep a non-ASCII text from being only lowercased; `token_pattern`: the index's
-    /// tokens.
+    /// that keep a non-ASCII text from being only lowercased; `token_classes`: the code point
+    /// ranges of the index's token pattern's three classes (a token of one character, the first
+    /// character of a longer token, a character continuing one), tokens of at most
+    /// `max_token_bytes` bytes.
     #[new]
     fn new(
         chars: HashMap<char, (String, String, bool, bool)>,
@@ -98,9 +116,22 @@ impl Folder {
         syllables: HashSet<String>,
         symbols: HashSet<char>,
         foldable_ascii: HashSet<char>,
-        token_pattern: &str,
+        token_classes: [Vec<(u32, u32)>; 3],
+        max_token_bytes: usize,
     ) -> PyResult<Self> {
-        let token = Regex::new(token_pattern).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let mut token = vec![TokenClass::None; 0x11_0000];
+        let [single, start, cont] = token_classes;
+        for (ranges, class) in [
+            (cont, TokenClass::Continues),
+            (start, TokenClass::Starts),
+            (single, TokenClass::Single),
+        ] {
+            for (lo, hi) in ranges {
+                for slot in &mut token[lo as usize..=(hi as usize).min(0x10_FFFF)] {
+                    *slot = class;
+                }
+            }
+        }
         Ok(Self {
             chars: CharMap::from(chars),
             pinyin: CharMap::from(pinyin),
@@ -108,6 +139,7 @@ impl Folder {
             symbols,
             foldable_ascii,
             token,
+            max_token_bytes,
             jieba: jieba_rs::Jieba::new(),
         })
     }
@@ -121,19 +153,83 @@ impl Folder {
         }
     }
 
-    /// `folded_fields(title, description)` of each pair, in order: a dict of the fields the
-    /// folding changes, or None where the reference must fold the listing. The work runs
+    /// `index_fields(title, description, fold)` of each pair, in order: the fields the index
+    /// holds of the listing, or None where the reference must make them. The work runs
     /// without the GIL.
-    fn fold_listings(
+    fn index_listings(
         &self,
         py: Python<'_>,
         pairs: Vec<(String, String)>,
+        fold: bool,
     ) -> Vec<Option<HashMap<&'static str, String>>> {
-        py.allow_threads(|| pairs.iter().map(|(t, d)| self.listing(t, d)).collect())
+        py.allow_threads(|| {
+            pairs
+                .iter()
+                .map(|(t, d)| self.index_listing(t, d, fold))
+                .collect()
+        })
+    }
+
+    /// The reference's `analyze(text)`, space-separated, or None where it must analyze it.
+    fn analyze(&self, text: &str) -> Option<String> {
+        self.analyzed(text)
     }
 }
 
 impl Folder {
+    /// A listing's fields as the index holds them: the (folded) title, description and other
+    /// readings as tokens, the Chinese words and pinyin as they are.
+    fn index_listing(
+        &self,
+        title: &str,
+        description: &str,
+        fold: bool,
+    ) -> Option<HashMap<&'static str, String>> {
+        let mut fields = if fold {
+            self.listing(title, description)?
+        } else {
+            HashMap::new()
+        };
+        for (name, text) in [("title", title), ("description", description)] {
+            let tokens = self.analyzed(fields.get(name).map_or(text, String::as_str))?;
+            fields.insert(name, tokens);
+        }
+        if let Some(variants) = fields.remove("variants") {
+            let tokens = self.analyzed(&variants)?;
+            if !tokens.is_empty() {
+                fields.insert("variants", tokens);
+            }
+        }
+        Some(fields)
+    }
+
+    /// The index's tokens of `text` (the pattern's matches, those over the byte limit dropped,
+    /// lowercased as the reference lowercases each character), space-separated; None when a
+    /// token holds a character outside the table (the reference lowercases it).
+    fn analyzed(&self, text: &str) -> Option<String> {
+        let mut out = String::with_capacity(text.len());
+        for token in self.tokens(text) {
+            if token.len() > self.max_token_bytes {
+                continue;
+            }
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            if token.is_ascii() {
+                out.extend(token.chars().map(|c| c.to_ascii_lowercase()));
+                continue;
+            }
+            for c in token.chars() {
+                if c.is_ascii() {
+                    out.push(c.to_ascii_lowercase());
+                } else {
+                    out.push_str(&self.chars.get(c)?.1);
+                }
+            }
+        }
+        Some(out)
+    }
+
     fn listing(&self, title: &str, description: &str) -> Option<HashMap<&'static str, String>> {
         let mut fields = HashMap::new();
         let mut variants: Vec<String> = Vec::new();
@@ -334,8 +430,30 @@ impl Folder {
         Some((folded, lowered))
     }
 
+    /// The token pattern's matches in `text`, in order: a character of the single class
+    /// alone, or a starting character and the continuing ones after it.
     fn tokens<'a>(&self, text: &'a str) -> Vec<&'a str> {
-        self.token.find_iter(text).map(|m| m.as_str()).collect()
+        let mut out = Vec::new();
+        let mut start: Option<usize> = None;
+        for (at, c) in text.char_indices() {
+            let class = self.token[c as usize];
+            if let Some(from) = start {
+                if matches!(class, TokenClass::Starts | TokenClass::Continues) {
+                    continue;
+                }
+                out.push(&text[from..at]);
+                start = None;
+            }
+            match class {
+                TokenClass::Single => out.push(&text[at..at + c.len_utf8()]),
+                TokenClass::Starts => start = Some(at),
+                TokenClass::None | TokenClass::Continues => {}
+            }
+        }
+        if let Some(from) = start {
+            out.push(&text[from..]);
+        }
+        out
     }
 }
 
