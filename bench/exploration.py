@@ -399,12 +399,15 @@ def fanout_searches(settings: Settings, index: SearchIndex, index_dir: Path,
         # the ceiling on the same files and the same parsed queries: tantivy-py itself
         same = TantivyIndex.open(index_dir, writable=False)
         parsed = [same.parsed(q) for q, _ in pairs]
+        # the same path with no parsed query kept: every search escapes, folds and parses
+        cold = TantivyIndex.open(index_dir, writable=False, parsed_queries=0)
         pipeline_searches(index, pairs[:200], threads, limit, batch)  # warm the caches, every side
         _raw_searches(raw, texts[:200], threads, limit, fetch=True)
         _parsed_searches(same, [p for p in parsed[:200] if p is not None], threads, limit)
         runs: dict[str, list[float]] = {"pipeline": [], "raw_same_parsed_fetch": [], "raw": [],
                                         "raw_fetch": [], "pipeline_one_thread": [],
-                                        "raw_same_parsed_fetch_one_thread": []}
+                                        "raw_same_parsed_fetch_one_thread": [],
+                                        "pipeline_parsing_each": []}
         size = -(-len(pairs) // FANOUT_TURNS)
         for _ in range(repeats):
             seconds = dict.fromkeys(runs, 0.0)
@@ -416,6 +419,8 @@ def fanout_searches(settings: Settings, index: SearchIndex, index_dir: Path,
                                                          batch)
                 seconds["raw_same_parsed_fetch"] += _parsed_searches(
                     same, [p for p in parsed[share] if p is not None], threads, limit)
+                seconds["pipeline_parsing_each"] += pipeline_searches(cold, pairs[share],
+                                                                      threads, limit, batch)
                 seconds["raw"] += _raw_searches(raw, texts[share], threads, limit, False)
                 seconds["raw_fetch"] += _raw_searches(raw, texts[share], threads, limit, True)
                 # one thread a side: a second core being free or not (a busy machine) moves
@@ -478,6 +483,11 @@ def run(settings: Settings, *, size: int, repeats: int, log_dir: Path, model: st
                            ceiling=rates["raw_same_parsed_fetch"],
                            ceiling_name="raw tantivy-py on the worker's index, the same parsed "
                                         "queries, search + doc fetch"))
+    rows.append(comparison("exploration", "search fan-out, every query parsed anew (no parsed "
+                           "query kept), queries/s", "/s", rates["pipeline_parsing_each"],
+                           ceiling=rates["raw_same_parsed_fetch"],
+                           ceiling_name="raw tantivy-py on the worker's index, the same parsed "
+                                        "queries, search + doc fetch"))
     rows.append(comparison("exploration", "search fan-out on one thread, queries/s", "/s",
                            rates["pipeline_one_thread"],
                            ceiling=rates["raw_same_parsed_fetch_one_thread"],
@@ -526,7 +536,10 @@ def run(settings: Settings, *, size: int, repeats: int, log_dir: Path, model: st
                  f"queries the worker ran, cycled to {fanout['queries']:,} searches per repeat "
                  f"and side, the sides taking turns in {FANOUT_TURNS} shares "
                  f"({fanout['unparsable_raw']} empty or refused by the default "
-                 f"parser left out); the worker's-index ceiling runs the pipeline's own parsed "
+                 f"parser left out), so after the first pass the pipeline's index holds each "
+                 f"query parsed (index.parsed_queries), as it does for a standing query or a "
+                 f"query many seeds share; the 'parsed anew' row keeps none (a query never "
+                 f"searched before); the worker's-index ceiling runs the pipeline's own parsed "
                  f"queries, the default-tokenizer sides parse the same text (to_search_text); "
                  f"pipeline side at switch interval "
                  f"{fanout['switch_interval_s']['pipeline'] * 1000:g} ms as streams/app.py "

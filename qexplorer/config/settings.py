@@ -256,6 +256,11 @@ class IndexSettings(_Slice):
         default=5000, ge=1, description="Listing events applied per hand-off to the index.")
     writer_heap_mb: int = Field(default=128, ge=16, description="Index writer memory (MB).")
     writer_threads: int = Field(default=2, ge=1, le=16, description="Indexing threads.")
+    parsed_queries: int = Field(
+        default=20_000, ge=0,
+        description="Parsed queries a Tantivy replica keeps (least recently used dropped): a "
+        "query searched again (a standing query at each arrival, a query many seeds share) "
+        "skips its escaping, folding and parsing. 0 keeps none.")
 
 
 class OpenSearchSettings(_Slice):

@@ -29,7 +29,8 @@ def _open_tantivy(settings: IndexSettings, directory: Path, _cluster: OpenSearch
     from qexplorer.search.tantivy_index import open_or_rebuild
 
     return open_or_rebuild(directory / "index", heap_mb=settings.writer_heap_mb,
-                           threads=settings.writer_threads)
+                           threads=settings.writer_threads,
+                           parsed_queries=settings.parsed_queries)
 
 
 def _open_opensearch(_settings: IndexSettings, _directory: Path, cluster: OpenSearchSettings,

@@ -15,6 +15,7 @@ moves a damaged index aside so the replica refills a new one from the topic.
 from __future__ import annotations
 
 import base64
+import functools
 import logging
 import threading
 import time
@@ -125,17 +126,21 @@ class TantivyIndex(SearchIndex):
     Open it with ``TantivyIndex.open(path)`` (created when missing). ``writable=False`` opens a
     reader only (any number of processes may read; one may write). ``fold=False`` turns the
     disguise folding off on both sides, indexing and search (the benchmarks' "before").
+    ``parsed_queries``: how many parsed queries it keeps (a query is parsed the same whatever
+    the index holds, so a kept one never goes stale); 0 parses every search anew.
     """
 
     shared = False  # each worker holds a copy
 
     def __init__(self, index: tantivy.Index, *, writable: bool, heap_mb: int = 128,
-                 threads: int = 1, fold: bool = True) -> None:
+                 threads: int = 1, fold: bool = True, parsed_queries: int = 20_000) -> None:
         self._index = index
         # an index of an earlier format analysed its text itself: readable to learn its format
         self._index.register_tokenizer(ANALYZER, analyzer())
         self._index.register_tokenizer(TOKENS_ANALYZER, tokens_analyzer())
         self._fold = fold
+        self.parsed = (functools.lru_cache(maxsize=parsed_queries)(self._parse)
+                       if parsed_queries else self._parse)
         self._writer = (
             index.writer(heap_size=heap_mb * 1024 * 1024, num_threads=threads)
             if writable else None
@@ -152,11 +157,13 @@ class TantivyIndex(SearchIndex):
 
     @classmethod
     def open(cls, path: Path | None, *, writable: bool = True, heap_mb: int = 128,
-             threads: int = 1, fold: bool = True) -> TantivyIndex:
+             threads: int = 1, fold: bool = True, parsed_queries: int = 20_000
+             ) -> TantivyIndex:
         """Open the index at ``path`` (None: in memory), creating it when it does not exist.
         ``threads`` indexing threads share ``heap_mb`` of writer memory."""
         schema = _schema()
-        kwargs = {"writable": writable, "heap_mb": heap_mb, "threads": threads, "fold": fold}
+        kwargs = {"writable": writable, "heap_mb": heap_mb, "threads": threads, "fold": fold,
+                  "parsed_queries": parsed_queries}
         if path is None:
             return cls(tantivy.Index(schema), **kwargs)
         path.mkdir(parents=True, exist_ok=True)
@@ -366,10 +373,10 @@ class TantivyIndex(SearchIndex):
         return [self._search(searcher, query, limit, set(), within, floor)
                 for query, floor in zip(queries, floors, strict=True)]
 
-    def parsed(self, query: str) -> tantivy.Query | None:
+    def _parse(self, query: str) -> tantivy.Query | None:
         """The Tantivy query a search for ``query`` runs (escaped, folded, with its folded
-        clauses); None when nothing of it can be searched. The benchmarks' raw ceiling runs
-        these very queries."""
+        clauses); None when nothing of it can be searched. ``parsed`` is this, with the last
+        ``parsed_queries`` kept. The benchmarks' raw ceiling runs these very queries."""
         text = to_search_text(query, fold=self._fold)
         if not text:
             return None

@@ -186,6 +186,20 @@ def test_a_format_2_index_without_descriptions_is_rebuilt_from_the_topic(
     assert len(list(tmp_path.glob("index.broken-*"))) == 1  # the old replica, kept aside
 
 
+def test_a_query_searched_again_is_not_parsed_again(index: TantivyIndex,
+                                                     tmp_path: Path) -> None:
+    first = index.parsed("Fresh snow 冰糖")
+    assert first is not None and index.parsed("Fresh snow 冰糖") is first
+    assert index.parsed("% %") is None and index.parsed("% %") is None  # nothing to search
+    index.close()
+    anew = TantivyIndex.open(tmp_path / "index", writable=False, parsed_queries=0)
+    assert anew.parsed("Fresh snow 冰糖") is not anew.parsed("Fresh snow 冰糖")
+    kept = TantivyIndex.open(tmp_path / "index", writable=False)
+    for query in ("Fresh snow 冰糖", "snow", "C O L O M B I A", "冰糖", "% %"):
+        for _ in range(2):  # parsed, then kept
+            assert kept.search(query, 3) == anew.search(query, 3)
+
+
 @pytest.mark.parametrize(
     ("query", "expected"),
     [
