@@ -20,9 +20,9 @@ applied and committed with its positions (the replica's work, not timed), then m
   listing of the batch it scores at least its ``min_score``, the ones below not fetched) in
   contiguous shares on the threads, each hit made a detection (encoded, not sent);
 - **raw** (the ceiling): tantivy-py alone on the same index and threads, each thread looping
-  over its share: ``searcher.search(q, batch)`` of the same queries, parsed and combined with
-  the same filter before the clock starts, scores compared with ``min_score``, no document
-  fetch;
+  over its share: ``searcher.search(q, batch)`` of the same queries as the index searches
+  them (``TantivyIndex.parsed``: folded clauses included) combined with the same filter
+  before the clock starts, scores compared with ``min_score``, no document fetch;
 - **memory batch index** (the alternative design): ``search.memory_index()`` filled with the
   batch and committed, then ``search_many(queries, batch)`` of every query in shares on the
   same threads.
@@ -84,7 +84,7 @@ from qexplorer.config import Settings
 from qexplorer.search import memory_index
 from qexplorer.search.protocol import Arrivals, Change, SearchIndex
 from qexplorer.search.query import to_search_text
-from qexplorer.search.tantivy_index import SEARCH_FIELDS, TantivyIndex, position_of
+from qexplorer.search.tantivy_index import TantivyIndex, position_of
 from schemas.codec import encode
 from schemas.models import ListingUpsert, StandingQuery, query_id
 from streams.app import SWITCH_INTERVAL_S
@@ -255,16 +255,10 @@ def within_query(index: tantivy.Index, arrivals: Arrivals) -> tantivy.Query:
     return tantivy.Query.const_score_query(within, 0.0)
 
 
-def parsed_queries(index: tantivy.Index, queries: Sequence[str]) -> list[tantivy.Query | None]:
-    """Each query parsed as the index parses it (None: nothing to search or refused)."""
-    out: list[tantivy.Query | None] = []
-    for query in queries:
-        text = to_search_text(query)
-        try:
-            out.append(index.parse_query(text, SEARCH_FIELDS) if text else None)
-        except ValueError:
-            out.append(None)
-    return out
+def parsed_queries(index: TantivyIndex, queries: Sequence[str]) -> list[tantivy.Query | None]:
+    """Each query as the index searches it, folded clauses included (``TantivyIndex.parsed``;
+    None: nothing to search)."""
+    return [index.parsed(query) for query in queries]
 
 
 def raw_match(pool: ThreadPoolExecutor, threads: int, index: tantivy.Index,
@@ -442,7 +436,7 @@ def match_case(index: TantivyIndex, stream: Stream, pool: ThreadPoolExecutor,
     threads, limit = exploration.search_threads, exploration.results_per_query
     raw_index = index.tantivy_index
     seconds, floors = unfiltered_search(pool, threads, index, queries, limit)
-    parsed = parsed_queries(raw_index, queries)
+    parsed = parsed_queries(index, queries)
     raw_seconds, _, _ = raw_match(pool, threads, raw_index, [(q, 0.0) for q in parsed], limit)
     unfiltered = {"pipeline_s": seconds, "raw_s": raw_seconds}
     book = StandingBook(settings.standing.changed(max_active=len(queries)))
@@ -537,7 +531,7 @@ def measure(settings: Settings, size: int, repeats: int, *, cases: Sequence[Case
             warm = stream.commit_batch(max(BATCHES))  # warm every path's caches
             unfiltered_search(pool, threads, index, warm_queries, limit)
             raw_match(pool, threads, index.tantivy_index, [
-                (q, 0.0) for q in parsed_queries(index.tantivy_index, warm_queries)], limit)
+                (q, 0.0) for q in parsed_queries(index, warm_queries)], limit)
             memory_match(pool, threads, warm, warm_queries, limit)
             kept: tuple[Watcher, list[RawMessage]] | None = None
             for repeat in range(repeats):
