@@ -15,7 +15,6 @@ both once; setup runs it (``qexplorer models pretrained``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from qexplorer.config.versions import library_versions
-from trainer.train import CARD, model_card
+from trainer.train import CARD, model_card, sha256_of
 
 
 @dataclass(frozen=True)
@@ -58,15 +57,6 @@ SMOLLM2 = PretrainedModel(
 )
 #: The pretrained models this project knows, by name.
 PRETRAINED = {SMOLLM2.name: SMOLLM2}
-
-
-def sha256_of(path: Path) -> str:
-    """The sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def model_dir(models_dir: Path, spec: PretrainedModel = SMOLLM2) -> Path:

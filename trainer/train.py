@@ -76,9 +76,18 @@ def write_rows(rows: list[dict], path: Path) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
+def sha256_of(path: Path) -> str:
+    """The sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def file_hash(path: Path) -> str:
     """Short sha256 of a file."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return sha256_of(path)[:16]
 
 
 def model_card(model: str) -> dict:
