@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -38,6 +39,10 @@ class TrainConfig:
     lora: bool | None = None  # None: by the model's size (agents.extractor.device.LORA_ABOVE)
     lora_r: int = 16
     lora_alpha: int = 32
+    #: full fine-tuning of the last N transformer blocks and the final norm only, the rest
+    #: frozen (None: every weight). On the CPU the backward pass is most of a step's time, and
+    #: it then stops N blocks down (``bench/training.py``).
+    train_layers: int | None = None
     seed: int = 1234
 
     def __post_init__(self) -> None:
@@ -46,6 +51,9 @@ class TrainConfig:
         if self.epochs <= 0 or self.batch_size < 1 or self.learning_rate <= 0:
             raise ValueError(f"epochs={self.epochs}, batch_size={self.batch_size} and "
                              f"learning_rate={self.learning_rate} must be positive")
+        if self.train_layers is not None and (self.train_layers < 1 or self.lora):
+            raise ValueError(f"train_layers={self.train_layers}: a positive number of blocks, "
+                             "and only with full fine-tuning (lora: false)")
 
 
 def load_config(cls, path: Path | None, default: str, **overrides):
@@ -106,6 +114,43 @@ def _load(model: str, dtype: str):
     return AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype)), tokenizer
 
 
+def freeze_below(model, layers: int) -> int:
+    """Freeze every weight of ``model`` but its last ``layers`` transformer blocks and the
+    final norm (tied embeddings stay frozen too); returns the parameters left to train."""
+    decoder = model.get_decoder()
+    blocks = decoder.layers
+    if layers > len(blocks):
+        raise ValueError(f"train_layers={layers}, but the model has {len(blocks)} blocks")
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    for module in [*blocks[len(blocks) - layers:], decoder.norm]:
+        for parameter in module.parameters():
+            parameter.requires_grad_(True)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@contextmanager
+def labelled_positions_only(device: str) -> Iterator[None]:
+    """On the CPU, let TRL's fused LM head project only the positions that carry a label.
+
+    TRL scores every position through the vocabulary unless its Triton kernels run (so that
+    Neuron devices do not recompile for each batch's number of labelled positions). Here only
+    the completion, about a tenth of a row, has labels, and that projection was most of an
+    SFT step on the CPU (``bench/training.py``). The log-probabilities of the labelled
+    positions are the same either way (``tests/training``)."""
+    from trl.trainer import utils
+
+    if device != "cpu":
+        yield
+        return
+    original = utils._use_triton
+    utils._use_triton = lambda where: where.type == "cpu" or original(where)
+    try:
+        yield
+    finally:
+        utils._use_triton = original
+
+
 def _lora(config: TrainConfig):
     from peft import LoraConfig
 
@@ -145,7 +190,6 @@ def train(stage_rows: Path, model: str, out: Path, config: TrainConfig,
     the plan :func:`agents.extractor.device.plan` makes (the training benchmark)."""
     import torch
     from datasets import Dataset
-    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
     torch.manual_seed(config.seed)
     started = time.monotonic()
@@ -156,6 +200,14 @@ def train(stage_rows: Path, model: str, out: Path, config: TrainConfig,
     if progress is not None:
         progress(f"    {config.stage.upper()}: {chosen.why}")
     base, tokenizer = _load(model, chosen.train_weights_dtype)
+    if config.train_layers:
+        if chosen.lora:
+            raise ValueError(f"train_layers={config.train_layers} needs full fine-tuning, but "
+                             f"the plan chose LoRA ({chosen.why}): set lora: false")
+        trainable = freeze_below(base, config.train_layers)
+        if progress is not None:
+            progress(f"    {config.stage.upper()}: the last {config.train_layers} blocks "
+                     f"({trainable / 1e6:.1f}M parameters) trained, the rest frozen")
     common = dict(output_dir=str(out / "checkpoints"), num_train_epochs=config.epochs,
                   per_device_train_batch_size=config.batch_size,
                   learning_rate=config.learning_rate, lr_scheduler_type="cosine",
@@ -167,16 +219,11 @@ def train(stage_rows: Path, model: str, out: Path, config: TrainConfig,
     peft_config = _lora(config) if chosen.lora else None
     # through the chat template when the tokenizer has one: the tokens serving will feed
     data = Dataset.from_list([trl_row(r, uses_chat(tokenizer)) for r in rows])
-    if config.stage == "sft":
-        trainer = SFTTrainer(model=base, args=SFTConfig(**common), train_dataset=data,
-                             processing_class=tokenizer, peft_config=peft_config)
-    else:
-        args = DPOConfig(**common, beta=config.beta)
-        trainer = DPOTrainer(model=base, ref_model=None, args=args, train_dataset=data,
-                             processing_class=tokenizer, peft_config=peft_config)
-    if progress is not None:
-        trainer.add_callback(stage_clock(config.stage.upper(), progress))
-    result = trainer.train()
+    with labelled_positions_only(chosen.device):
+        trainer = _trainer(config, chosen.lora, base, tokenizer, data, common, peft_config)
+        if progress is not None:
+            trainer.add_callback(stage_clock(config.stage.upper(), progress))
+        result = trainer.train()
     trained = trainer.model
     if chosen.lora:
         trained = trained.merge_and_unload()
@@ -206,6 +253,21 @@ def train(stage_rows: Path, model: str, out: Path, config: TrainConfig,
     }
     (out / CARD).write_text(json.dumps(card, indent=2))
     return out
+
+
+def _trainer(config: TrainConfig, lora: bool, model, tokenizer, data, common: dict, peft_config):
+    """TRL's trainer of the stage (the DPO one computes its reference log-probabilities
+    while it is made, unless LoRA can switch its adapter off)."""
+    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+
+    if config.stage == "sft":
+        return SFTTrainer(model=model, args=SFTConfig(**common), train_dataset=data,
+                          processing_class=tokenizer, peft_config=peft_config)
+    # the reference is the model before this stage: the adapter switched off under LoRA, else
+    # its log-probabilities computed once before training (no second copy in memory)
+    args = DPOConfig(**common, beta=config.beta, precompute_ref_log_probs=not lora)
+    return DPOTrainer(model=model, ref_model=None, args=args, train_dataset=data,
+                      processing_class=tokenizer, peft_config=peft_config)
 
 
 def _config_hash(config: TrainConfig) -> str:

@@ -45,6 +45,27 @@ def spans_of(seed: SeedText, max_spans: int) -> list[str]:
     return candidate_spans(seed.title, seed.description, limit=max_spans)
 
 
+def span_rows(conts: Sequence[Sequence[int]]) -> tuple[list[list[int]], list[int]]:
+    """The rows a model runs to score every continuation of ``conts`` (the tokens of each
+    ``span + "\\n"``) after a shared prompt, and each continuation's row.
+
+    A continuation is its body (all tokens but the last) and its end token; its score needs
+    the model's distributions after each prefix of the body. A row that starts with that
+    body has them all, so one row serves every span whose body is a prefix of it ("fresh",
+    "fresh snow", "fresh snow here"): only the bodies no other body extends are run (a trie
+    of the spans' tokens, about a third of the tokens for spans of one to three words). A
+    continuation of one token needs no row (its score is the prompt's last distribution):
+    its row is -1."""
+    bodies = sorted({tuple(c[:-1]) for c in conts if len(c) > 1})
+    rows = [list(b) for i, b in enumerate(bodies)
+            if i + 1 == len(bodies) or bodies[i + 1][:len(b)] != b]
+    row_of: dict[tuple[int, ...], int] = {}
+    for number, row in enumerate(rows):
+        for end in range(1, len(row) + 1):
+            row_of.setdefault(tuple(row[:end]), number)
+    return rows, [row_of[tuple(c[:-1])] if len(c) > 1 else -1 for c in conts]
+
+
 def blend(seed: SeedText, spans: Sequence[str], scores: Sequence[float],
           stats: WithToxic | None, weights: Mapping[str, float]) -> Sequence[float]:
     """The model's span scores plus, for each prior of ``weights`` (:data:`PRIORS`: the

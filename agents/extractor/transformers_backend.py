@@ -20,6 +20,7 @@ import asyncio
 import hashlib
 import json
 import logging
+from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,7 @@ from agents.extractor.decoding import (
     keep_end,
     prompt_budget,
     ranked,
+    span_rows,
     spans_of,
 )
 from agents.extractor.device import Device, detect, plan
@@ -51,6 +53,10 @@ log = logging.getLogger(__name__)
 
 #: The registry checks that ``QEXPLORER_MODEL`` names one.
 NEEDS_MODEL = True
+
+#: Seeds whose span scores an extractor keeps (sampling a seed again, or ranking it with
+#: other priors, reads them instead of running the model).
+SCORED_SEEDS = 4096
 
 #: Files whose content or size/mtime identify a model directory's version.
 CARD_FILES = ("qexplorer.json", "model_card.json")
@@ -169,6 +175,7 @@ class TransformersExtractor(Extractor):
         self._version: str | None = None
         self._model: Any = None
         self._tokenizer: Any = None
+        self._scored: OrderedDict[tuple, tuple[list[str], list[float]]] = OrderedDict()
         self._lock = asyncio.Lock()
 
     # --- identity --------------------------------------------------------------------------
@@ -296,12 +303,24 @@ class TransformersExtractor(Extractor):
         return ranked(seed, spans, scores,
                       k, temperature=self.temperature, sample_seed=self.seed)
 
-    def span_scores_sync(self, seed: SeedText, k: int, chunk: int = 32
-                         ) -> tuple[list[str], list[float]]:
+    def span_scores_sync(self, seed: SeedText, k: int) -> tuple[list[str], list[float]]:
         """The seed's spans and the log-probability of each as the first query line. The
-        prompt runs once; spans reuse its KV cache."""
-        import copy
+        prompt runs once and its KV cache serves every span; spans that extend one another
+        share a row (:func:`agents.extractor.decoding.span_rows`), and the vocabulary's
+        distribution is computed only where a score reads it. The last :data:`SCORED_SEEDS`
+        seeds' scores are kept."""
+        key = (seed.title, seed.description, k)
+        if key in self._scored:
+            self._scored.move_to_end(key)
+            return self._scored[key]
+        spans, scores = self._score_spans(seed, k)
+        self._scored[key] = spans, scores
+        if len(self._scored) > SCORED_SEEDS:
+            self._scored.popitem(last=False)
+        return spans, scores
 
+    def _score_spans(self, seed: SeedText, k: int, chunk: int = 32
+                     ) -> tuple[list[str], list[float]]:
         import torch
 
         self.load_sync()
@@ -310,30 +329,51 @@ class TransformersExtractor(Extractor):
             return [], []
         tok, model = self._tokenizer, self._model
         prompt = self._prompt_ids(seed, k, SPAN_ROOM)
+        conts = [tok(f"{span}\n", add_special_tokens=False)["input_ids"] for span in spans]
+        rows, row_of = span_rows(conts)
         with torch.inference_mode():
-            out = model(input_ids=torch.tensor([prompt], device=model.device), use_cache=True)
-            first_logp = torch.log_softmax(out.logits[0, -1], -1)
-            scores: list[float] = []
-            for start in range(0, len(spans), chunk):
-                conts = [tok(f"{span}\n", add_special_tokens=False)["input_ids"]
-                         for span in spans[start:start + chunk]]
-                width = max(len(c) for c in conts)
-                ids = torch.full((len(conts), width), tok.pad_token_id or 0)
-                mask = torch.zeros((len(conts), len(prompt) + width), dtype=torch.long)
-                mask[:, : len(prompt)] = 1
-                for row, cont in enumerate(conts):
-                    ids[row, : len(cont)] = torch.tensor(cont)
-                    mask[row, len(prompt): len(prompt) + len(cont)] = 1
-                ids, mask = ids.to(model.device), mask.to(model.device)
-                cache = copy.deepcopy(out.past_key_values)
-                cache.batch_repeat_interleave(len(conts))
-                logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask,
-                                               past_key_values=cache).logits, -1)
-                for row, cont in enumerate(conts):
-                    total = first_logp[cont[0]].item()
-                    total += sum(logp[row, j - 1, cont[j]].item() for j in range(1, len(cont)))
-                    scores.append(total)
+            out = model(input_ids=torch.tensor([prompt], device=model.device), use_cache=True,
+                        logits_to_keep=1)
+            first = torch.log_softmax(out.logits[0, -1].float(), -1)
+            scores = [first[c[0]].item() for c in conts]
+            # (row, position) -> the distribution after that prefix of the row
+            reads = {(row_of[i], j - 1) for i, c in enumerate(conts) for j in range(1, len(c))}
+            logp: dict[tuple[int, int], Any] = {}
+            for start in range(0, len(rows), chunk):
+                logp.update(self._row_logprobs(out.past_key_values, len(prompt),
+                                               rows[start:start + chunk], start, reads))
+        for i, cont in enumerate(conts):
+            scores[i] += sum(logp[row_of[i], j - 1][cont[j]].item()
+                             for j in range(1, len(cont)))
         return spans, scores
+
+    def _row_logprobs(self, prompt_cache: Any, prompt_len: int, rows: list[list[int]],
+                      first_row: int, reads: set[tuple[int, int]]) -> dict[tuple[int, int], Any]:
+        """Log-probabilities after each position of ``reads`` in these ``rows`` (numbered
+        from ``first_row``), run as one right-padded batch after the prompt's KV cache."""
+        import copy
+
+        import torch
+
+        model = self._model
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self._tokenizer.pad_token_id or 0)
+        mask = torch.zeros((len(rows), prompt_len + width), dtype=torch.long)
+        mask[:, :prompt_len] = 1
+        for n, row in enumerate(rows):
+            ids[n, : len(row)] = torch.tensor(row)
+            mask[n, prompt_len: prompt_len + len(row)] = 1
+        cache = copy.deepcopy(prompt_cache)
+        cache.batch_repeat_interleave(len(rows))
+        wanted = sorted((r - first_row, j) for r, j in reads
+                        if first_row <= r < first_row + len(rows))
+        hidden = model.get_decoder()(input_ids=ids.to(model.device),
+                                     attention_mask=mask.to(model.device),
+                                     past_key_values=cache).last_hidden_state
+        at = torch.tensor(wanted, device=model.device)
+        logits = model.get_output_embeddings()(hidden[at[:, 0], at[:, 1]])
+        logp = torch.log_softmax(logits.float(), -1)
+        return {(r + first_row, j): logp[n] for n, (r, j) in enumerate(wanted)}
 
     async def extract(self, seeds: list[SeedText], k: int) -> list[Extraction]:
         """One Extraction per seed (at most ``k`` queries, possibly none when the output is
@@ -348,6 +388,7 @@ class TransformersExtractor(Extractor):
         async with self._lock:
             self._model = None
             self._tokenizer = None
+            self._scored.clear()
 
 
 

@@ -138,6 +138,10 @@ def train_all(
     data: DataOpt = None, corpus: CorpusOpt = None,
     model: Annotated[str | None, typer.Option(
         "--model", help="Start from this model instead of bootstrapping one.")] = None,
+    pretrained: Annotated[bool, typer.Option(
+        "--pretrained", help="Start from the pinned pretrained model (installed by setup; "
+        "qexplorer pretrained), with its CPU configs (sft-pretrained.yaml, "
+        "dpo-pretrained.yaml) unless others are given.")] = False,
     samples: Annotated[int, typer.Option(help="Model samples per seed for the data.")] = 2,
     max_seeds: Annotated[int, typer.Option(help="Evaluation seeds per corpus.")] = 300,
     from_topics: FromTopicsOpt = False, holdout: HoldoutOpt = 0.2,
@@ -159,8 +163,14 @@ def train_all(
     started = time.monotonic()
     target = out_dir(out, "run")
     settings = load_settings()
-    sft = load_config(TrainConfig, sft_config, "sft.yaml")
-    dpo = load_config(TrainConfig, dpo_config, "dpo.yaml")
+    if pretrained:
+        if model is not None:
+            console.print("[red]--pretrained and --model: give one[/red]")
+            raise typer.Exit(2)
+        from trainer.pretrained import ensure
+        model = str(ensure(models_dir()))
+    sft = load_config(TrainConfig, sft_config, "sft-pretrained.yaml" if pretrained else "sft.yaml")
+    dpo = load_config(TrainConfig, dpo_config, "dpo-pretrained.yaml" if pretrained else "dpo.yaml")
     if from_topics:
         try:
             result = run_from_topics(

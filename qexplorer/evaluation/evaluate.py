@@ -110,15 +110,19 @@ def evaluate_corpus(name: str, items: Sequence[LabelledItem], models: Mapping[st
                     k: int = 4, max_seeds: int = 300, split_seed: int = 0,
                     progress: Callable[[str], None] = print,
                     index: Callable[[], SearchIndex] | None = None,
-                    free_text: Sequence[str] = ()) -> dict:
+                    free_text: Sequence[str] = (),
+                    extractors: Mapping[str, Extractor] | None = None) -> dict:
     """Metrics of every method on one corpus's evaluation seeds; ``index`` makes the empty
     index the corpus is searched in (default: Tantivy in memory); the models labelled in
-    ``free_text`` are also evaluated writing free text (``<label>+free``)."""
+    ``free_text`` are also evaluated writing free text (``<label>+free``); ``extractors``
+    (label -> extractor) runs a model through an extractor already made (its kept span
+    scores serve the blends after)."""
     made = index() if index is not None else None
     try:
         return _evaluate_corpus(name, items, models, Searcher(items, index=made),
                                 k=k, max_seeds=max_seeds, split_seed=split_seed,
-                                progress=progress, free_text=free_text)
+                                progress=progress, free_text=free_text,
+                                extractors=extractors or {})
     finally:
         if made is not None:
             made.close()
@@ -126,14 +130,15 @@ def evaluate_corpus(name: str, items: Sequence[LabelledItem], models: Mapping[st
 
 def _evaluate_corpus(name: str, items: Sequence[LabelledItem], models: Mapping[str, str],
                      searcher: Searcher, *, k: int, max_seeds: int, split_seed: int,
-                     progress: Callable[[str], None], free_text: Sequence[str] = ()) -> dict:
+                     progress: Callable[[str], None], free_text: Sequence[str] = (),
+                     extractors: Mapping[str, Extractor]) -> dict:
     split = split_seeds(items, seed=split_seed)
     seeds = sample_seeds(split.eval, max_seeds, split_seed)
     sibs = searcher.siblings
     methods: dict[str, Extractor] = dict(baseline_extractors(searcher, known=split.train))
     versions = {}
     for label, model in models.items():
-        methods[label] = model_extractor(model)
+        methods[label] = extractors.get(label) or model_extractor(model)
         if label in free_text:
             methods[f"{label}{FREE_TEXT}"] = model_extractor(model, extractive=False)
     results = {}
@@ -178,18 +183,19 @@ def evaluate(corpora: Mapping[str, Sequence[LabelledItem]], models: Mapping[str,
     ``backend`` (and ``cluster``): the search engine the corpora are searched in. The models
     labelled in ``free_text`` are also evaluated writing free text (``<label>+free``)."""
     report, meta = {}, {}
+    extractors = {label: model_extractor(model) for label, model in models.items()}
     for name, items in corpora.items():
         found = evaluate_corpus(name, items, models, k=k, max_seeds=max_seeds,
                                 split_seed=split_seed, progress=progress,
                                 index=lambda: corpus_index(backend, cluster),
-                                free_text=free_text)
+                                free_text=free_text, extractors=extractors)
         report[name], meta[name] = found["methods"], found["meta"]
     blended = None
     if blend and models:
         from qexplorer.evaluation.blending import blended_results
 
-        label, model = list(models.items())[-1]
-        blended = blended_results(corpora, model_extractor(model), k=k, max_seeds=max_seeds,
+        label = list(models)[-1]
+        blended = blended_results(corpora, extractors[label], k=k, max_seeds=max_seeds,
                                   split_seed=split_seed, progress=progress)
         for blended_label, found in blended.items():
             for name, row in found["corpora"].items():
