@@ -11,16 +11,26 @@ the trainer's machinery costs. ``trl-defaults`` is TRL with its own defaults for
 (bf16 autocast, gradient checkpointing), which ``trainer.train``'s device plan turns off on
 the CPU (``agents.extractor.device.plan``): what that choice is worth, in the same run.
 
-Usage: ``.venv/bin/python -m bench.training --rows 256 --repeats 3 --out .cache/bench``.
+``--pretrained``: the pinned pretrained model (``qexplorer pretrained``) instead, SFT and
+DPO steps on the same rows (through its chat template, cut to 256 tokens), by how it is
+trained: every weight, a LoRA adapter (r16, all linear layers), or the last 10 of its 30
+blocks (``trainer/configs/sft-pretrained.yaml``); and every weight with TRL's fused LM head
+projecting every position, as TRL does on the CPU without ``trainer.train``'s
+``labelled_positions_only``. The DPO rows put the listing's first words against its last.
+
+Usage: ``.venv/bin/python -m bench.training --rows 256 --repeats 3 --out .cache/bench``;
+``--pretrained --rows 32 --repeats 2`` (about 15 minutes here).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import statistics
 import tempfile
 import time
+import unittest.mock
 from pathlib import Path
 
 from agents.extractor.device import DevicePlan
@@ -120,6 +130,71 @@ def measure(rows: list[dict], repeats: int, workdir: Path) -> dict:
             "results": results}
 
 
+#: How the pretrained model is trained, by name: TrainConfig keywords, and whether TRL's fused
+#: head projects only the labelled positions (``trainer.train.labelled_positions_only``).
+PRETRAINED_WAYS = {
+    "every weight": ({"lora": False}, True),
+    "LoRA r16": ({"lora": True}, True),
+    "last 10 blocks": ({"lora": False, "train_layers": 10}, True),
+    "every weight, every position projected": ({"lora": False}, False),
+}
+
+
+def dpo_rows(rows: list[dict]) -> list[dict]:
+    """DPO pairs of the same prompts: the target against the listing's last words."""
+    out = []
+    for row in rows:
+        words = row["prompt"].split("</listing>")[0].split()
+        out.append({"prompt": row["prompt"], "chosen": row["completion"],
+                    "rejected": format_completion([" ".join(words[-2:]) or "x"]),
+                    "corpus": "bench", "prompt_version": "bench"})
+    return out
+
+
+def measure_pretrained(rows: list[dict], repeats: int, workdir: Path, model: Path) -> dict:
+    """SFT and DPO of the pretrained model in each of :data:`PRETRAINED_WAYS`, one epoch of
+    ``rows`` each, alternating ``repeats`` times; seconds a step and tokens a second."""
+    import torch
+
+    import trainer.train as training
+
+    paths = {"sft": workdir / "sft.jsonl", "dpo": workdir / "dpo.jsonl"}
+    write_rows(rows, paths["sft"])
+    write_rows(dpo_rows(rows), paths["dpo"])
+    runs: dict[str, list[tuple[float, int, int]]] = {}
+    for repeat in range(repeats):
+        for way, (keywords, labelled_only) in PRETRAINED_WAYS.items():
+            for stage in ("sft", "dpo"):
+                config = load_config(TrainConfig, CONFIG_DIR / f"{stage}-pretrained.yaml",
+                                     f"{stage}-pretrained.yaml", epochs=1)
+                config = TrainConfig(**{**config.__dict__, "train_layers": None, **keywords})
+                with contextlib.ExitStack() as stack:
+                    if not labelled_only:
+                        stack.enter_context(unittest.mock.patch.object(
+                            training, "labelled_positions_only",
+                            lambda device: contextlib.nullcontext()))
+                    out = train(paths[stage], str(model), workdir / f"{stage}-{repeat}", config,
+                                device="cpu")
+                metrics = model_card(str(out))["metrics"]
+                steps = -(-len(rows) // config.batch_size)
+                runs.setdefault(f"{stage}: {way}", []).append(
+                    (metrics["train_runtime_s"], metrics["tokens"], steps))
+                print(f"repeat {repeat + 1}/{repeats} {stage} {way}: "
+                      f"{metrics['train_runtime_s'] / steps:.2f} s a step", flush=True)
+    results = {}
+    for name, found in runs.items():
+        per_step = [seconds / steps for seconds, _, steps in found]
+        results[name] = {**_summary([(s, t) for s, t, _ in found]),
+                         "seconds_a_step_median": statistics.median(per_step),
+                         "seconds_a_step": [round(x, 2) for x in per_step]}
+    card = model_card(str(model))
+    return {"benchmark": "training-pretrained", "rows": len(rows), "repeats": repeats,
+            "model": card.get("version"), "parameters": card.get("parameters"),
+            "config": {"batch_size": 8, "max_length": 256, "epochs": 1},
+            "machine": {**machine(), "torch_threads": torch.get_num_threads()},
+            "results": results}
+
+
 def _summary(found: list[tuple[float, int]]) -> dict:
     rates = [tokens / seconds for seconds, tokens in found]
     return {"tokens_per_s_median": statistics.median(rates), "tokens_per_s_min": min(rates),
@@ -129,6 +204,13 @@ def _summary(found: list[tuple[float, int]]) -> dict:
 
 def markdown(report: dict) -> str:
     """The report as a Markdown table."""
+    if report["benchmark"] == "training-pretrained":
+        lines = ["| stage: how | seconds a step (median) | each | tokens/s (median) |",
+                 "|---|---|---|---|"]
+        lines += [f"| {name} | {f['seconds_a_step_median']:.2f} | "
+                  f"{', '.join(map(str, f['seconds_a_step']))} | "
+                  f"{f['tokens_per_s_median']:,.0f} |" for name, f in report["results"].items()]
+        return "\n".join(lines) + "\n"
     lines = ["| path | tokens/s (median) | min-max | tokens an epoch | seconds | vs plain loop |",
              "|---|---|---|---|---|---|"]
     for name, f in report["results"].items():
@@ -146,11 +228,21 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path(".cache/bench"))
+    parser.add_argument("--pretrained", action="store_true",
+                        help="the pinned pretrained model's SFT and DPO, by how it is trained")
     args = parser.parse_args()
     started = time.time()
     with tempfile.TemporaryDirectory() as tmp:
-        body = measure(sft_rows(args.rows), args.repeats, Path(tmp))
-    report = write_report(args.out, "training", body, started=started, render=markdown)
+        if args.pretrained:
+            from qexplorer.config import Settings
+            from trainer.pretrained import ensure
+
+            body = measure_pretrained(sft_rows(args.rows), args.repeats, Path(tmp),
+                                      ensure(Settings().paths.models_dir))
+        else:
+            body = measure(sft_rows(args.rows), args.repeats, Path(tmp))
+    name = "training-pretrained" if args.pretrained else "training"
+    report = write_report(args.out, name, body, started=started, render=markdown)
     print(markdown(report))
 
 

@@ -40,7 +40,7 @@ from trainer.bootstrap import BootstrapConfig, bootstrap
 from trainer.dataset import BuildConfig, baseline_queries, build_rows
 from trainer.feedback import TopicsSnapshot, build_from_snapshot, read_topics
 from trainer.plan import (
-    DEFAULT_PACE,
+    DEFAULT_PACES,
     StagePlan,
     describe,
     load_pace,
@@ -49,7 +49,7 @@ from trainer.plan import (
     save_pace,
     steps,
 )
-from trainer.train import CARD, TrainConfig, train, write_rows
+from trainer.train import CARD, TrainConfig, model_card, train, write_rows
 
 Progress = Callable[[str], None]
 
@@ -132,13 +132,14 @@ def run_all(corpora: Mapping[str, Sequence[LabelledItem]], out: Path, *,
     bootstrap_config = bootstrap_config or BootstrapConfig()
     sft_config = sft_config or TrainConfig(stage="sft")
     dpo_config = dpo_config or TrainConfig(stage="dpo", learning_rate=2e-4, epochs=1)
-    pace_key = "bootstrapped" if model is None else model
+    pace_key = "bootstrapped" if model is None else model_card(model).get("version", model)
     recorded = None if pace_file is None else load_pace(pace_file, pace_key)
+    pace = recorded if recorded is not None else DEFAULT_PACES.get(pace_key)
     stages_planned = _plan(corpora, model is None, bootstrap_config, sft_config, dpo_config,
-                           build, max_seeds, max_train_seeds, recorded)
+                           build, max_seeds, max_train_seeds, pace)
     progress("plan, at the paces " + (
         "the last run here measured:" if recorded is not None
-        else "measured on the project's 2-core machine:" if model is None
+        else "measured on the project's 2-core machine:" if pace is not None
         else "of the search stages (none recorded for this model yet):"))
     for line in describe(stages_planned):
         progress(line)
@@ -200,8 +201,7 @@ def _plan(corpora: Mapping[str, Sequence[LabelledItem]], bootstrapping: bool,
                 bootstrap_steps=bootstrap_config.steps if bootstrapping else None,
                 sft_epochs=sft_config.epochs, sft_batch=sft_config.batch_size,
                 dpo_epochs=dpo_config.epochs, dpo_batch=dpo_config.batch_size,
-                pairs_per_seed=build.pairs_per_seed, models=3,
-                pace=pace if pace is not None or not bootstrapping else DEFAULT_PACE)
+                pairs_per_seed=build.pairs_per_seed, models=3, pace=pace)
 
 
 def _record_timing(out: Path, planned: Sequence[StagePlan], took: Mapping[str, float],

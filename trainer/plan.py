@@ -22,6 +22,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from trainer.pretrained import version as pretrained_version
+
 #: Seconds a unit of each stage's work: measured by ``train all --data`` on 10,018 short texts
 #: (2 cores, no GPU, 2026-12-02; the bootstrapped 4.2M-parameter model).
 DEFAULT_PACE: dict[str, float] = {
@@ -32,6 +34,21 @@ DEFAULT_PACE: dict[str, float] = {
     "dpo": 1.70,  # a step
     "eval": 0.34,  # an evaluation seed and model (the probe, the three blend grids, the oracle)
 }
+#: Seconds a unit of each stage's work for the pinned pretrained model
+#: (``trainer.pretrained``, its configs ``sft-pretrained.yaml`` and ``dpo-pretrained.yaml``):
+#: measured by ``train all --pretrained --data`` on the same 10,018 texts from a fresh clone
+#: (2026-12-07, 50 minutes; the SFT steps shared the cores with other work: about 5 s a step
+#: on a quiet machine). A DPO step includes its share of the reference's log-probabilities.
+PRETRAINED_PACE: dict[str, float] = {
+    "sft_data": 0.032,  # a training seed
+    "sft": 10.65,  # a step of 8 rows
+    "dpo_data": 1.14,  # a training seed (the SFT model's span scores, sampled twice)
+    "dpo": 12.4,  # a step of 8 pairs
+    "eval": 1.03,  # an evaluation seed and model
+}
+#: The paces a first run plans with, by the model's pace key (``trainer.loop``).
+DEFAULT_PACES: dict[str, dict[str, float]] = {"bootstrapped": DEFAULT_PACE,
+                                              pretrained_version(): PRETRAINED_PACE}
 #: SFT rows a training seed gives (one target, sometimes none; measured 1.0 and 1.1).
 ROWS_PER_SEED = 1.05
 #: Stages whose pace belongs to the model trained (the others are mostly search).

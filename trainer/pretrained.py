@@ -16,6 +16,7 @@ both once; setup runs it (``qexplorer models pretrained``).
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -55,6 +56,10 @@ SMOLLM2 = PretrainedModel(
     licence="Apache-2.0",
     upstream="HuggingFaceTB/SmolLM2-135M-Instruct, quantized to GGUF Q4_1 by the package",
 )
+#: The conversion's own version: a checkpoint an older conversion made is converted again
+#: (2: the tokenizer's end and padding tokens are the model's, ``<|im_end|>``, not the
+#: GGUF tokenizer's ``<|im_start|>``).
+CONVERSION = 2
 #: The pretrained models this project knows, by name.
 PRETRAINED = {SMOLLM2.name: SMOLLM2}
 
@@ -104,6 +109,11 @@ def convert(spec: PretrainedModel, gguf: Path, out: Path) -> Path:
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
                                                   dtype=torch.float32)
     config = loaded.config
+    # the tokenizer read from the GGUF ends text with the model's turn opener; the model ends
+    # a turn (and pads) with the token its config names, which TRL and serving then agree on
+    tokenizer.eos_token = tokenizer.convert_ids_to_tokens(config.eos_token_id)
+    if config.pad_token_id is not None:
+        tokenizer.pad_token = tokenizer.convert_ids_to_tokens(config.pad_token_id)
     if hasattr(config, "quantization_config"):
         del config.quantization_config  # the weights are float32 now
     model = type(loaded)(config)
@@ -114,7 +124,10 @@ def convert(spec: PretrainedModel, gguf: Path, out: Path) -> Path:
     tokenizer.save_pretrained(staging)
     card = pretrained_card(spec, parameters=sum(p.numel() for p in model.parameters()),
                            architecture=type(model).__name__,
-                           chat_template=tokenizer.chat_template)
+                           chat_template=tokenizer.chat_template,
+                           special_tokens={"bos": tokenizer.bos_token,
+                                           "eos": tokenizer.eos_token,
+                                           "pad": tokenizer.pad_token})
     (staging / CARD).write_text(json.dumps(card, indent=2))
     if out.exists():
         raise FileExistsError(f"{out} exists: remove it to convert again")
@@ -122,11 +135,18 @@ def convert(spec: PretrainedModel, gguf: Path, out: Path) -> Path:
     return out
 
 
+def version(spec: PretrainedModel = SMOLLM2) -> str:
+    """The version a converted checkpoint of ``spec`` carries (its file's hash and the
+    conversion's version)."""
+    return f"pretrained-{spec.name}-{spec.member_sha256[:8]}-c{CONVERSION}"
+
+
 def pretrained_card(spec: PretrainedModel, *, parameters: int, architecture: str,
-                    chat_template: str | None) -> dict:
+                    chat_template: str | None, special_tokens: dict | None = None) -> dict:
     """The card of a converted pretrained model (``qexplorer.json``). Pure."""
     return {
-        "version": f"pretrained-{spec.name}-{spec.member_sha256[:8]}",
+        "version": version(spec),
+        "conversion": CONVERSION,
         "stage": "pretrained",
         "name": spec.name,
         "source": {k: v for k, v in asdict(spec).items() if k != "name"},
@@ -134,6 +154,7 @@ def pretrained_card(spec: PretrainedModel, *, parameters: int, architecture: str
         "architecture": architecture,
         "dtype": "float32",
         "chat_template": chat_template,
+        "special_tokens": special_tokens or {},
         "converted_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": library_versions(extra=("gguf",)),
         "lineage": [],
@@ -142,14 +163,17 @@ def pretrained_card(spec: PretrainedModel, *, parameters: int, architecture: str
 
 def ensure(models_dir: Path, spec: PretrainedModel = SMOLLM2) -> Path:
     """The converted checkpoint of ``spec`` under ``models_dir``, made if missing (download,
-    hash checks, conversion: about a minute here) and checked against its pins if present."""
+    hash checks, conversion: about a minute here) or made by an older :data:`CONVERSION`,
+    and checked against its pins if present."""
     out = model_dir(models_dir, spec)
     card = model_card(str(out))
     if card:
         if card.get("source", {}).get("member_sha256") != spec.member_sha256:
             raise ValueError(f"{out} was converted from another file than the pinned "
                              f"{spec.member}: remove it to convert again")
-        return out
+        if card.get("conversion") == CONVERSION:
+            return out
+        shutil.rmtree(out)  # made from the pinned file by an older conversion: made again
     gguf = fetch(spec, models_dir / "pretrained" / "downloads")
     return convert(spec, gguf, out)
 

@@ -176,6 +176,7 @@ class TransformersExtractor(Extractor):
         self._model: Any = None
         self._tokenizer: Any = None
         self._scored: OrderedDict[tuple, tuple[list[str], list[float]]] = OrderedDict()
+        self._instruction: dict[int, tuple[list[int], Any]] = {}  # k -> tokens, KV cache
         self._lock = asyncio.Lock()
 
     # --- identity --------------------------------------------------------------------------
@@ -307,8 +308,9 @@ class TransformersExtractor(Extractor):
         """The seed's spans and the log-probability of each as the first query line. The
         prompt runs once and its KV cache serves every span; spans that extend one another
         share a row (:func:`agents.extractor.decoding.span_rows`), and the vocabulary's
-        distribution is computed only where a score reads it. The last :data:`SCORED_SEEDS`
-        seeds' scores are kept."""
+        distribution is computed only where a score reads it; the instruction's cache is
+        made once (:meth:`_run_prompt`). The last :data:`SCORED_SEEDS` seeds' scores are
+        kept."""
         key = (seed.title, seed.description, k)
         if key in self._scored:
             self._scored.move_to_end(key)
@@ -327,13 +329,12 @@ class TransformersExtractor(Extractor):
         spans = spans_of(seed, self.max_spans)
         if not spans:
             return [], []
-        tok, model = self._tokenizer, self._model
+        tok = self._tokenizer
         prompt = self._prompt_ids(seed, k, SPAN_ROOM)
         conts = [tok(f"{span}\n", add_special_tokens=False)["input_ids"] for span in spans]
         rows, row_of = span_rows(conts)
         with torch.inference_mode():
-            out = model(input_ids=torch.tensor([prompt], device=model.device), use_cache=True,
-                        logits_to_keep=1)
+            out = self._run_prompt(prompt, k)
             first = torch.log_softmax(out.logits[0, -1].float(), -1)
             scores = [first[c[0]].item() for c in conts]
             # (row, position) -> the distribution after that prefix of the row
@@ -346,6 +347,30 @@ class TransformersExtractor(Extractor):
             scores[i] += sum(logp[row_of[i], j - 1][cont[j]].item()
                              for j in range(1, len(cont)))
         return spans, scores
+
+    def _run_prompt(self, prompt: list[int], k: int) -> Any:
+        """The model's output after ``prompt`` (its last position's logits and the KV cache).
+        The instruction every seed's prompt starts with runs once: its cache is kept and
+        only the listing's tokens run (a prompt cut from the front runs whole)."""
+        import copy
+
+        import torch
+
+        model = self._model
+        if k not in self._instruction:
+            ids = [prompt_ids(self._tokenizer, title, None, k) for title in ("a", "b")]
+            shared = next((n for n, (x, y) in enumerate(zip(*ids, strict=False))
+                          if x != y), 0)
+            head = ids[0][:shared]
+            cache = model(input_ids=torch.tensor([head], device=model.device),
+                          use_cache=True, logits_to_keep=1).past_key_values if head else None
+            self._instruction[k] = head, cache
+        head, cache = self._instruction[k]
+        if not head or len(prompt) <= len(head) or prompt[:len(head)] != head:
+            return model(input_ids=torch.tensor([prompt], device=model.device), use_cache=True,
+                         logits_to_keep=1)
+        return model(input_ids=torch.tensor([prompt[len(head):]], device=model.device),
+                     past_key_values=copy.deepcopy(cache), use_cache=True, logits_to_keep=1)
 
     def _row_logprobs(self, prompt_cache: Any, prompt_len: int, rows: list[list[int]],
                       first_row: int, reads: set[tuple[int, int]]) -> dict[tuple[int, int], Any]:
@@ -389,6 +414,7 @@ class TransformersExtractor(Extractor):
             self._model = None
             self._tokenizer = None
             self._scored.clear()
+            self._instruction.clear()
 
 
 

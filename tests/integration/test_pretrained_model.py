@@ -31,6 +31,10 @@ def test_the_converted_model_matches_its_card_and_generates(converted):
     assert sum(p.numel() for p in model.parameters()) == card["parameters"]
     assert 130e6 < card["parameters"] < 140e6
     assert tokenizer.chat_template == card["chat_template"] is not None
+    # a turn ends (and a batch pads) with the token the model's config names
+    assert tokenizer.eos_token == "<|im_end|>" == card["special_tokens"]["eos"]
+    assert tokenizer.eos_token_id == model.config.eos_token_id
+    assert tokenizer.pad_token_id == model.config.pad_token_id
     messages = [{"role": "user", "content": "Name one colour."}]
     prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     assert "Name one colour." in prompt

@@ -115,3 +115,59 @@ def test_generative_data_reaches_beyond_the_seed_and_scores_by_its_own_kind(base
                       for q, source in zip(row["queries"], row["sources"], strict=True))
         assert row["scores"] == [searcher.kin_precision(q, seed.id) for q in row["queries"]]
     assert beyond > 0  # some target is neither a span of its seed nor a baseline's
+
+
+def test_training_the_last_blocks_leaves_the_others_as_they_were(base, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    target = format_completion(["frostyplug"])
+    write_rows([{"prompt": PROMPT, "completion": target, "corpus": "t"}] * 8,
+               tmp_path / "sft.jsonl")
+    out = train(tmp_path / "sft.jsonl", str(base), tmp_path / "top",
+                TrainConfig(stage="sft", epochs=3, batch_size=8, learning_rate=1e-2,
+                            max_length=1024, lora=False, train_layers=1))
+    before = AutoModelForCausalLM.from_pretrained(base).state_dict()
+    after = AutoModelForCausalLM.from_pretrained(out).state_dict()
+    moved = {name for name in before if not torch.equal(before[name], after[name])}
+    assert moved and all(name.startswith(("model.layers.1.", "model.norm.")) for name in moved)
+    assert _logprob(out, target) > _logprob(base, target)
+    pairs = [{"prompt": PROMPT, "chosen": target, "rejected": format_completion(["premium"]),
+              "corpus": "t"}] * 8
+    write_rows(pairs, tmp_path / "dpo.jsonl")
+    dpo = train(tmp_path / "dpo.jsonl", str(out), tmp_path / "top-dpo",
+                TrainConfig(stage="dpo", epochs=1, batch_size=8, learning_rate=1e-3,
+                            max_length=1024, lora=False, train_layers=1))
+    assert json.loads((dpo / "qexplorer.json").read_text())["hyperparameters"][
+        "train_layers"] == 1
+    with pytest.raises(ValueError, match="full fine-tuning"):
+        TrainConfig(stage="sft", lora=True, train_layers=1)
+    with pytest.raises(ValueError, match="has 2 blocks"):
+        train(tmp_path / "sft.jsonl", str(base), tmp_path / "too-many",
+              TrainConfig(stage="sft", lora=False, train_layers=3))
+
+
+def test_the_fused_head_on_labelled_positions_only_gives_the_same_log_probabilities(base):
+    """``trainer.train.labelled_positions_only``: TRL's patch point still exists, and
+    projecting only the labelled positions changes nothing but the work."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from trl.trainer import utils
+    from trl.trainer.utils import add_fused_lm_head
+
+    from trainer.train import labelled_positions_only
+
+    model = AutoModelForCausalLM.from_pretrained(base).eval()
+    add_fused_lm_head(model)
+    ids = torch.randint(0, model.config.vocab_size, (3, 24),
+                        generator=torch.Generator().manual_seed(0))
+    labels = ids.clone()
+    labels[:, :17] = -100
+    with torch.no_grad():
+        every = model(input_ids=ids, labels=labels, fused_lm_head=True)
+        with labelled_positions_only("cpu"):
+            assert utils._use_triton(torch.device("cpu"))
+            only = model(input_ids=ids, labels=labels, fused_lm_head=True)
+    assert not utils._use_triton(torch.device("cpu"))
+    assert torch.allclose(every.log_probs, only.log_probs, atol=1e-5)
+    assert torch.allclose(every.loss, only.loss, atol=1e-6)

@@ -859,3 +859,18 @@ def test_the_blend_reaches_both_model_backends_from_the_settings():
         both = build_extractor(_settings(backend=backend, model="m", model_version="v1",
                                          blend={"probe": 8, "contrast": 1}), stats)
         assert both.model_version == "v1+contrast1+probe8"
+
+
+def test_span_rows_run_each_body_once_in_the_longest_row_that_starts_with_it():
+    from agents.extractor.decoding import span_rows
+
+    nl = 9
+    conts = [[1, nl], [1, 2, nl], [1, 2, 3, nl], [1, 4, nl], [5, 6, nl], [7], [1, 2, nl]]
+    rows, row_of = span_rows(conts)
+    assert sorted(rows) == [[1, 2, 3], [1, 4], [5, 6]]
+    for cont, row in zip(conts, row_of, strict=True):
+        if len(cont) == 1:
+            assert row == -1  # scored by the prompt's last distribution alone
+        else:
+            assert rows[row][: len(cont) - 1] == cont[:-1]
+    assert span_rows([]) == ([], [])

