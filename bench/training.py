@@ -19,7 +19,7 @@ projecting every position, as TRL does on the CPU without ``trainer.train``'s
 ``labelled_positions_only``. The DPO rows put the listing's first words against its last.
 
 Usage: ``.venv/bin/python -m bench.training --rows 256 --repeats 3 --out .cache/bench``;
-``--pretrained --rows 32 --repeats 2`` (about 15 minutes here).
+``--pretrained --rows 32 --repeats 2`` (about 20 minutes here).
 """
 
 from __future__ import annotations
