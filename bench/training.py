@@ -31,6 +31,7 @@ import statistics
 import tempfile
 import time
 import unittest.mock
+from dataclasses import replace
 from pathlib import Path
 
 from agents.extractor.device import DevicePlan
@@ -38,6 +39,7 @@ from agents.prompt import build_prompt, format_completion
 from bench.common import machine, write_report
 from qexplorer.marketplace.synthetic import generate_marketplace
 from trainer.bootstrap import BootstrapConfig, bootstrap
+from trainer.plan import steps
 from trainer.train import CONFIG_DIR, TrainConfig, load_config, model_card, train, write_rows
 
 #: TRL's own precision defaults on the CPU: bf16 autocast and gradient checkpointing.
@@ -165,9 +167,8 @@ def measure_pretrained(rows: list[dict], repeats: int, workdir: Path, model: Pat
     for repeat in range(repeats):
         for way, (keywords, labelled_only) in PRETRAINED_WAYS.items():
             for stage in ("sft", "dpo"):
-                config = load_config(TrainConfig, CONFIG_DIR / f"{stage}-pretrained.yaml",
-                                     f"{stage}-pretrained.yaml", epochs=1)
-                config = TrainConfig(**{**config.__dict__, "train_layers": None, **keywords})
+                config = replace(load_config(TrainConfig, None, f"{stage}-pretrained.yaml",
+                                             epochs=1), **{"train_layers": None, **keywords})
                 with contextlib.ExitStack() as stack:
                     if not labelled_only:
                         stack.enter_context(unittest.mock.patch.object(
@@ -176,14 +177,14 @@ def measure_pretrained(rows: list[dict], repeats: int, workdir: Path, model: Pat
                     out = train(paths[stage], str(model), workdir / f"{stage}-{repeat}", config,
                                 device="cpu")
                 metrics = model_card(str(out))["metrics"]
-                steps = -(-len(rows) // config.batch_size)
+                n_steps = steps(len(rows), config.epochs, config.batch_size)
                 runs.setdefault(f"{stage}: {way}", []).append(
-                    (metrics["train_runtime_s"], metrics["tokens"], steps))
+                    (metrics["train_runtime_s"], metrics["tokens"], n_steps))
                 print(f"repeat {repeat + 1}/{repeats} {stage} {way}: "
-                      f"{metrics['train_runtime_s'] / steps:.2f} s a step", flush=True)
+                      f"{metrics['train_runtime_s'] / n_steps:.2f} s a step", flush=True)
     results = {}
     for name, found in runs.items():
-        per_step = [seconds / steps for seconds, _, steps in found]
+        per_step = [seconds / n_steps for seconds, _, n_steps in found]
         results[name] = {**_summary([(s, t) for s, t, _ in found]),
                          "seconds_a_step_median": statistics.median(per_step),
                          "seconds_a_step": [round(x, 2) for x in per_step]}
