@@ -7,7 +7,9 @@ spans, baselines and samples of the current model, scored by search against the 
     DIR/base/        the bootstrapped model (unless one was given)
     DIR/data/        sft.jsonl, dpo.jsonl and their build statistics
     DIR/sft/ DIR/dpo/  the trained models (each with its qexplorer.json card)
-    DIR/eval/        eval.json, eval.md, eval.png
+    DIR/eval/        eval.json, eval.md, eval.png, combination.json
+
+``run_loco`` runs it once a labelled set left out: trained on the others, judged on it.
 
 ``run_from_topics`` is the same loop on the system's own operation: one snapshot of the topics
 (``trainer.feedback``), SFT and then DPO from a given model, each model card recording the time
@@ -22,6 +24,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from agents.extractor.base import SeedText
 from agents.extractor.device import Device
@@ -32,6 +35,8 @@ from qexplorer.evaluation.evaluate import (
     extract_all,
     model_extractor,
 )
+from qexplorer.evaluation.learned import FIT_SEEDS
+from qexplorer.evaluation.loco import loco_table
 from qexplorer.evaluation.scoring import Searcher
 from qexplorer.marketplace.corpora import data_hash, sample_seeds, split_seeds
 from qexplorer.marketplace.items import LabelledItem
@@ -117,10 +122,12 @@ def run_all(corpora: Mapping[str, Sequence[LabelledItem]], out: Path, *,
             sft_config: TrainConfig | None = None, dpo_config: TrainConfig | None = None,
             build: BuildConfig | None = None, samples: int = 2, max_seeds: int = 300,
             max_train_seeds: int = 300, progress: Progress = print,
-            device: Device = "auto", pace_file: Path | None = None) -> dict:
+            device: Device = "auto", pace_file: Path | None = None,
+            judge: Mapping[str, Sequence[LabelledItem]] | None = None) -> dict:
     """Bootstrap (when no model is given), build data, SFT, build DPO data from the SFT model's
     samples, DPO, and evaluate base, SFT and SFT+DPO against the baselines. ``device``: where
-    training runs (``agents.extractor.device``).
+    training runs (``agents.extractor.device``). ``judge``: evaluate on these corpora instead,
+    none of which is trained on (the learned combination is fitted on ``corpora``).
 
     Before it starts it says how long each stage will take (``trainer.plan``, at the paces
     recorded in ``pace_file`` by the last run); at the end it writes what each took to
@@ -135,8 +142,8 @@ def run_all(corpora: Mapping[str, Sequence[LabelledItem]], out: Path, *,
     pace_key = "bootstrapped" if model is None else model_card(model).get("version", model)
     recorded = None if pace_file is None else load_pace(pace_file, pace_key)
     pace = recorded if recorded is not None else DEFAULT_PACES.get(pace_key)
-    stages_planned = _plan(corpora, model is None, bootstrap_config, sft_config, dpo_config,
-                           build, max_seeds, max_train_seeds, pace)
+    stages_planned = _plan(corpora, judge or corpora, model is None, bootstrap_config,
+                           sft_config, dpo_config, build, max_seeds, max_train_seeds, pace)
     progress("plan, at the paces " + (
         "the last run here measured:" if recorded is not None
         else "measured on the project's 2-core machine:" if pace is not None
@@ -183,25 +190,31 @@ def run_all(corpora: Mapping[str, Sequence[LabelledItem]], out: Path, *,
     progress("6/6 evaluation on the held-out seeds")
     models = {"base": model, "sft": str(out / "sft"), "sft_dpo": str(out / "dpo")}
     with timed("eval"):
-        report = evaluate(corpora, models, out / "eval", k=build.k, max_seeds=max_seeds,
-                          progress=progress,
-                          free_text=("sft", "sft_dpo") if build.generative else ())
+        report = evaluate(judge or corpora, models, out / "eval", k=build.k,
+                          max_seeds=max_seeds, progress=progress,
+                          free_text=("sft", "sft_dpo") if build.generative else (),
+                          fit_corpora=corpora if judge else None)
     _record_timing(out, stages_planned, took, pace_file, pace_key, progress)
     return {"models": models, "eval": report}
 
 
-def _plan(corpora: Mapping[str, Sequence[LabelledItem]], bootstrapping: bool,
+def _plan(corpora: Mapping[str, Sequence[LabelledItem]],
+          judged: Mapping[str, Sequence[LabelledItem]], bootstrapping: bool,
           bootstrap_config: BootstrapConfig, sft_config: TrainConfig, dpo_config: TrainConfig,
           build: BuildConfig, max_seeds: int, max_train_seeds: int,
           pace: Mapping[str, float] | None) -> list[StagePlan]:
-    """``trainer.plan.plan`` for these corpora (their splits give the seeds) and configs."""
+    """``trainer.plan.plan`` for these corpora (their splits give the seeds; the ``judged``
+    ones' the evaluation seeds) and configs."""
     splits = [split_seeds(items) for items in corpora.values()]
+    fitted = {**corpora, **judged}
     return plan(sum(min(len(s.train), max_train_seeds) for s in splits),
-                sum(min(len(s.eval), max_seeds) for s in splits),
+                sum(min(len(split_seeds(items).eval), max_seeds) for items in judged.values()),
                 bootstrap_steps=bootstrap_config.steps if bootstrapping else None,
                 sft_epochs=sft_config.epochs, sft_batch=sft_config.batch_size,
                 dpo_epochs=dpo_config.epochs, dpo_batch=dpo_config.batch_size,
-                pairs_per_seed=build.pairs_per_seed, models=3, pace=pace)
+                pairs_per_seed=build.pairs_per_seed, models=3, pace=pace,
+                fit_seeds=sum(min(len(split_seeds(items).train), FIT_SEEDS)
+                              for items in fitted.values()))
 
 
 def _record_timing(out: Path, planned: Sequence[StagePlan], took: Mapping[str, float],
@@ -223,6 +236,33 @@ def _record_timing(out: Path, planned: Sequence[StagePlan], took: Mapping[str, f
              + f"; {sum(took.values()) / 60:.1f} min in all")
     if pace_file is not None and took:
         save_pace(pace_file, pace_key, measured_pace(took, units))
+
+
+def run_loco(corpora: Mapping[str, Sequence[LabelledItem]], out: Path, *,
+             held_out: Sequence[str] | None = None, progress: Progress = print,
+             **run: Any) -> dict[str, dict]:
+    """Leave one corpus out: for each of ``held_out`` (default: every corpus), the whole loop
+    (:func:`run_all`, with ``run``'s options) trained on the other corpora and judged on it
+    alone, in ``out/<name>/``. Writes ``out/loco.json`` (held-out corpus -> its report row)
+    and ``out/loco.md`` (``qexplorer.evaluation.loco``, over all queries and at one query);
+    returns the rows."""
+    unknown = set(held_out or ()) - set(corpora)
+    if unknown:
+        raise ValueError(f"held out but not given: {', '.join(sorted(unknown))}")
+    rows: dict[str, dict] = {}
+    for name in held_out or list(corpora):
+        others = {other: items for other, items in corpora.items() if other != name}
+        if not others:
+            raise ValueError(f"leaving {name} out leaves nothing to train on")
+        progress(f"=== {name} held out: trained on {', '.join(others)}")
+        result = run_all(others, out / name, judge={name: corpora[name]},
+                         progress=progress, **run)
+        rows[name] = result["eval"][name]
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "loco.json").write_text(json.dumps(rows, indent=1))
+        (out / "loco.md").write_text("\n".join(
+            loco_table(rows, metric) for metric in ("precision_at_10", "first_precision_at_10")))
+    return rows
 
 
 def run_from_topics(kafka: KafkaSettings, topics: Topics, out: Path, *, model: str,

@@ -72,10 +72,12 @@ def steps(rows: float, epochs: float, batch_size: int) -> int:
 
 def plan(train_seeds: int, eval_seeds: int, *, bootstrap_steps: int | None,
          sft_epochs: float, sft_batch: int, dpo_epochs: float, dpo_batch: int,
-         pairs_per_seed: int, models: int, pace: Mapping[str, float] | None) -> list[StagePlan]:
+         pairs_per_seed: int, models: int, pace: Mapping[str, float] | None,
+         fit_seeds: int = 0) -> list[StagePlan]:
     """The stages of ``train all`` with their work and time at ``pace`` (None: the model's
     pace is unknown; the search stages still use :data:`DEFAULT_PACE`). ``bootstrap_steps``
-    None: no bootstrap (a model was given)."""
+    None: no bootstrap (a model was given). ``fit_seeds``: training seeds the evaluation
+    runs the last model on to fit the learned combination (one seed-model each)."""
     known = dict(DEFAULT_PACE) if pace is None else {**DEFAULT_PACE, **pace}
 
     def stage(name: str, units: float, unit: str) -> StagePlan:
@@ -87,7 +89,7 @@ def plan(train_seeds: int, eval_seeds: int, *, bootstrap_steps: int | None,
             stage("sft", steps(ROWS_PER_SEED * train_seeds, sft_epochs, sft_batch), "steps"),
             stage("dpo_data", train_seeds, "seeds"),
             stage("dpo", steps(pairs_per_seed * train_seeds, dpo_epochs, dpo_batch), "steps"),
-            stage("eval", eval_seeds * models, "seed-models")]
+            stage("eval", eval_seeds * models + fit_seeds, "seed-models")]
     return out
 
 

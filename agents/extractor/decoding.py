@@ -5,10 +5,11 @@ Extractive decoding: the model scores each word span of the seed (:func:`spans_o
 log-probability of ``span + "\\n"`` as the first line of its completion; :func:`blend` may add
 what the system knows at run time, a weight a prior: each span's toxic-versus-all contrast
 (the index's and the confirmed items' term statistics), its probe (the confirmed share of its
-results), or both; :func:`ranked` keeps the ``k`` best distinct spans. The in-process backend scores
-with a shared KV cache, the OpenAI-compatible one with the server's prompt log-probabilities;
-the spans, the budget and the ranking are the same, so both give the same queries for the same
-model.
+results), or both; or the spans are ranked by a learned combination of all that
+(``agents.extractor.combination``). :func:`ranked` keeps the ``k`` best distinct spans. The
+in-process backend scores with a shared KV cache, the OpenAI-compatible one with the server's
+prompt log-probabilities; the spans, the budget and the ranking are the same, so both give the
+same queries for the same model.
 
 Pure functions only (the probe prior searches the worker's index).
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from agents.extractor.base import Extraction, SeedText
+from agents.extractor.combination import Combination
 from agents.extractor.priors import PRIORS, WithToxic
 from agents.prompt import parse_completion
 from agents.queries import candidate_spans, clean_queries, rank_spans
@@ -67,12 +69,16 @@ def span_rows(conts: Sequence[Sequence[int]]) -> tuple[list[list[int]], list[int
 
 
 def blend(seed: SeedText, spans: Sequence[str], scores: Sequence[float],
-          stats: WithToxic | None, weights: Mapping[str, float]) -> Sequence[float]:
+          stats: WithToxic | None, weights: Mapping[str, float],
+          combination: Combination | None = None) -> Sequence[float]:
     """The model's span scores plus, for each prior of ``weights`` (:data:`PRIORS`: the
     contrast, the probe), its weight times each span's value of that prior under ``stats``;
-    the scores as they are without statistics or weights."""
+    with a learned ``combination`` instead, its scores of the spans' features
+    (``agents.extractor.combination``); the scores as they are without statistics."""
     if stats is None:
         return scores
+    if combination is not None:
+        return combination.rank_scores(seed, spans, scores, stats)
     return blend_values(scores, {prior: PRIORS[prior](seed, spans, stats)
                                  for prior, weight in weights.items() if weight}, weights)
 
@@ -106,10 +112,15 @@ def blend_label(name: str, weights: Mapping[str, float]) -> str:
     return name + "".join(f"+{prior}" for prior in blend_weights(weights))
 
 
-def blend_stats(stats: object, weights: Mapping[str, float]) -> WithToxic | None:
+def blend_stats(stats: object, weights: Mapping[str, float],
+                combination: Combination | None = None) -> WithToxic | None:
     """The statistics a backend blends with: the worker's (index and confirmed items) when a
-    prior has a weight; a weight without them is a configuration error."""
-    if not blend_weights(weights):
+    prior has a weight or a learned combination is set (both: a configuration error); a
+    weight without them is a configuration error too."""
+    if combination is not None and blend_weights(weights):
+        raise ValueError("a blend and a learned combination: give one (the combination "
+                         "weighs the priors itself)")
+    if combination is None and not blend_weights(weights):
         return None
     if not isinstance(stats, WithToxic):
         raise ValueError("a blended prior needs the index's and the confirmed items' term "
@@ -117,11 +128,15 @@ def blend_stats(stats: object, weights: Mapping[str, float]) -> WithToxic | None
     return stats
 
 
-def blend_version(version: str, stats: WithToxic | None, weights: Mapping[str, float]) -> str:
+def blend_version(version: str, stats: WithToxic | None, weights: Mapping[str, float],
+                  combination: Combination | None = None) -> str:
     """A model version as recorded when its ranking blends in priors (other queries, so
-    another version): ``<version>+<prior><weight>`` a prior, in :data:`PRIORS` order."""
+    another version): ``<version>+<prior><weight>`` a prior, in :data:`PRIORS` order, or
+    ``<version>+<combination version>``."""
     if stats is None:
         return version
+    if combination is not None:
+        return f"{version}+{combination.version}"
     return version + "".join(f"+{prior}{weight:g}"
                              for prior, weight in blend_weights(weights).items())
 

@@ -38,6 +38,7 @@ from tenacity import (
 )
 
 from agents.extractor.base import Extraction, Extractor, ExtractorError, SeedText
+from agents.extractor.combination import Combination
 from agents.extractor.decoding import (
     SPAN_ROOM,
     blend,
@@ -120,6 +121,7 @@ class OpenAIExtractor(Extractor):
         structured: bool = True,
         stats: WithToxic | None = None,
         blend: Mapping[str, float] | None = None,
+        combination: Combination | None = None,
     ) -> None:
         """``base_url`` ends in ``/v1`` (e.g. ``http://127.0.0.1:8000/v1``). ``model`` is the
         served model name; when None the first model of ``GET /models`` is used. ``n`` > 1
@@ -128,7 +130,7 @@ class OpenAIExtractor(Extractor):
         exponential backoff starting at ``backoff_s``. A ``client`` may be injected (its
         lifetime is then the caller's). ``extractive`` ranks at most ``max_spans`` spans of
         the seed instead of generating free text (plus the priors of ``blend`` under ``stats``,
-        as in process); ``structured`` constrains free text to the
+        or a learned ``combination``, as in process); ``structured`` constrains free text to the
         query-list grammar."""
         if concurrency < 1 or n < 1 or attempts < 1:
             raise ValueError(
@@ -138,7 +140,9 @@ class OpenAIExtractor(Extractor):
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.blend = blend_weights(blend or {})
-        self.stats = stats if self.blend else None
+        self.combination = combination
+        self.stats = None if stats is None and combination is None else \
+            blend_stats(stats, self.blend, combination)
         if isinstance(api_key, str):
             api_key = SecretStr(api_key)
         self._api_key = api_key
@@ -176,10 +180,11 @@ class OpenAIExtractor(Extractor):
         """The override, else the served model id (known after the first request or
         :meth:`resolve_model`; ``openai:unresolved`` before)."""
         if self._override:
-            return blend_version(self._override, self.stats, self.blend)
+            return blend_version(self._override, self.stats, self.blend,
+                                 self.combination)
         model_id = self._server_model or self.model
         return blend_version(_short_model_id(model_id) if model_id else "openai:unresolved",
-                             self.stats, self.blend)
+                             self.stats, self.blend, self.combination)
 
     # --- HTTP ------------------------------------------------------------------------------
     def _headers(self) -> dict[str, str]:
@@ -339,7 +344,7 @@ class OpenAIExtractor(Extractor):
             return Extraction(seed_id=seed.id, queries=[], raw=[])
         # the probe prior searches the index: off the event loop
         scores = await asyncio.to_thread(blend, seed, spans, scores, self.stats,
-                                         self.blend)
+                                         self.blend, self.combination)
         return ranked(seed, spans, scores,
                       k, temperature=self.temperature, sample_seed=self.seed)
 
@@ -394,7 +399,9 @@ class OpenAIExtractor(Extractor):
 
 
 def from_settings(settings: ExtractorSettings, stats: TermStats) -> OpenAIExtractor:
-    """The registry's builder (the term statistics serve the blended priors, when set)."""
+    """The registry's builder (the term statistics serve the blended priors or the learned
+    combination, when set)."""
+    combination = Combination.load(settings.combination) if settings.combination else None
     return OpenAIExtractor(settings.openai_base_url, model=settings.model,
                            api_key=settings.openai_api_key, timeout_s=settings.openai_timeout_s,
                            concurrency=settings.openai_concurrency,
@@ -402,5 +409,5 @@ def from_settings(settings: ExtractorSettings, stats: TermStats) -> OpenAIExtrac
                            temperature=settings.temperature, seed=settings.seed,
                            model_version=settings.model_version,
                            extractive=settings.extractive, structured=settings.openai_structured,
-                           stats=blend_stats(stats, settings.blend),
-                           blend=settings.blend)
+                           stats=blend_stats(stats, settings.blend, combination),
+                           blend=settings.blend, combination=combination)

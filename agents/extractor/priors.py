@@ -25,7 +25,7 @@ import functools
 import math
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from agents.extractor.base import SeedText
@@ -236,11 +236,15 @@ def probe_scores(seed: SeedText, spans: Iterable[str], stats: WithToxic,
     rank above three of three: the run-time prior ``probe`` ranks by and a model's span
     ranking can add."""
     spans = list(spans)
-    scores = []
-    for top in stats.top_ids(spans, depth, seed.id) if spans else []:
-        hits = sum(stats.is_confirmed(i) for i in top)
-        scores.append(hits / len(top) + hits / 1000 if top else 0.0)
-    return scores
+    return [probe_value(top, stats) for top in stats.top_ids(spans, depth, seed.id)] \
+        if spans else []
+
+
+def probe_value(top: Sequence[str], stats: WithToxic) -> float:
+    """The probe of a span whose top results are ``top`` (ids, the seed excluded): the
+    confirmed share plus a thousandth a confirmed hit (0 when it finds nothing)."""
+    hits = sum(stats.is_confirmed(i) for i in top)
+    return hits / len(top) + hits / 1000 if top else 0.0
 
 
 #: The run-time priors a model's span ranking can add, by name.

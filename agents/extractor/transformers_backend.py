@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agents.extractor.base import Extraction, Extractor, ExtractorError, SeedText
+from agents.extractor.combination import Combination
 from agents.extractor.decoding import (
     SPAN_ROOM,
     blend,
@@ -142,6 +143,7 @@ class TransformersExtractor(Extractor):
         max_spans: int = 200,
         stats: WithToxic | None = None,
         blend: Mapping[str, float] | None = None,
+        combination: Combination | None = None,
     ) -> None:
         """``model`` is a Hugging Face model id or a local directory. Greedy decoding when
         ``temperature`` is 0, else sampling seeded with ``seed`` on every batch. Seeds are
@@ -153,8 +155,9 @@ class TransformersExtractor(Extractor):
         trained on precision learns); at most ``max_spans`` spans are ranked (a fixed sample
         of longer texts), each span's log-probability plus, for each prior -> weight of
         ``blend`` (contrast, probe), the weight times the span's prior under ``stats`` (the
-        index's and the confirmed items' term statistics; ``decoding.blend``). Loading happens
-        on first use or :meth:`load`."""
+        index's and the confirmed items' term statistics; ``decoding.blend``), or, with a
+        learned ``combination`` instead, its score of the span's features under ``stats``.
+        Loading happens on first use or :meth:`load`."""
         if not model:
             raise ValueError("TransformersExtractor needs a model id or directory")
         if batch_size < 1:
@@ -170,7 +173,9 @@ class TransformersExtractor(Extractor):
         self.extractive = extractive
         self.max_spans = max_spans
         self.blend = blend_weights(blend or {})
-        self.stats = stats if self.blend else None
+        self.combination = combination
+        self.stats = None if stats is None and combination is None else \
+            blend_stats(stats, self.blend, combination)
         self._override = model_version
         self._version: str | None = None
         self._model: Any = None
@@ -185,10 +190,11 @@ class TransformersExtractor(Extractor):
         """The override, the model card version, or ``<name>@<fingerprint|revision>``; with
         ``+<prior><weight>`` a prior the ranking blends in."""
         if self._override:
-            return blend_version(self._override, self.stats, self.blend)
+            return blend_version(self._override, self.stats, self.blend,
+                                 self.combination)
         if self._version is None or self._version.endswith("@unknown"):
             self._version = self._compute_version()
-        return blend_version(self._version, self.stats, self.blend)
+        return blend_version(self._version, self.stats, self.blend, self.combination)
 
     def _compute_version(self) -> str:
         if self.is_local:
@@ -300,7 +306,7 @@ class TransformersExtractor(Extractor):
         spans, scores = self.span_scores_sync(seed, k)
         if not spans:
             return Extraction(seed_id=seed.id, queries=[], raw=[])
-        scores = blend(seed, spans, scores, self.stats, self.blend)
+        scores = blend(seed, spans, scores, self.stats, self.blend, self.combination)
         return ranked(seed, spans, scores,
                       k, temperature=self.temperature, sample_seed=self.seed)
 
@@ -419,11 +425,13 @@ class TransformersExtractor(Extractor):
 
 
 def from_settings(settings: ExtractorSettings, stats: TermStats) -> TransformersExtractor:
-    """The registry's builder (the term statistics serve the blended priors, when set)."""
+    """The registry's builder (the term statistics serve the blended priors or the learned
+    combination, when set)."""
+    combination = Combination.load(settings.combination) if settings.combination else None
     assert settings.model  # the registry checks NEEDS_MODEL
     return TransformersExtractor(settings.model, max_new_tokens=settings.max_new_tokens,
                                  temperature=settings.temperature, seed=settings.seed,
                                  model_version=settings.model_version,
                                  extractive=settings.extractive, device=settings.device,
-                                 stats=blend_stats(stats, settings.blend),
-                                 blend=settings.blend)
+                                 stats=blend_stats(stats, settings.blend, combination),
+                                 blend=settings.blend, combination=combination)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -58,6 +58,34 @@ def train_bootstrap(
                      device=load_settings().extractor.device)
     remember_model(path)
     console.print(f"base model: {path}")
+
+
+@train_app.command("combine")
+def train_combine(
+    model: ModelOpt = None, data: DataOpt = None, corpus: CorpusOpt = None,
+    out: Annotated[Path | None, typer.Option(
+        help="File to write (default: combination.json in the model's directory).")] = None,
+    max_seeds: Annotated[int, typer.Option(help="Training seeds per corpus.")] = 100,
+    k: Annotated[int, typer.Option(help="Queries per seed it is chosen for.")] = 4,
+) -> None:
+    """Fit the learned combination of the model's span ranking, the run-time priors and the
+    spans' length, position and rarity on labelled corpora's training seeds; a worker ranks
+    by it with QEXPLORER_COMBINATION."""
+    from qexplorer.evaluation.combine import fit_combination
+    from qexplorer.evaluation.evaluate import model_extractor
+
+    path = require_model(model)
+    if out is None and not Path(path).is_dir():
+        console.print(f"[red]{path} is no model directory to write beside: give --out[/red]")
+        raise typer.Exit(2)
+    combination = fit_combination(corpora(data, corpus), model_extractor(path), k=k,
+                                  max_seeds=max_seeds)
+    written = combination.save(out or Path(path))
+    held = combination.record["held_back_precision_at_10"]
+    console.print("precision@10 on held-back training seeds: "
+                  + ", ".join(f"{name} {value:.3f}" for name, value in held.items()))
+    console.print(f"chosen: {combination.version}; written to {written}\n"
+                  f"rank by it: QEXPLORER_COMBINATION={written}")
 
 
 @train_app.command("data")
@@ -158,19 +186,12 @@ def train_all(
     from trainer.bootstrap import BootstrapConfig
     from trainer.dataset import BuildConfig
     from trainer.loop import run_all, run_from_topics
-    from trainer.train import TrainConfig, load_config
+    from trainer.train import load_config
 
     started = time.monotonic()
     target = out_dir(out, "run")
     settings = load_settings()
-    if pretrained:
-        if model is not None:
-            console.print("[red]--pretrained and --model: give one[/red]")
-            raise typer.Exit(2)
-        from trainer.pretrained import ensure
-        model = str(ensure(models_dir()))
-    sft = load_config(TrainConfig, sft_config, "sft-pretrained.yaml" if pretrained else "sft.yaml")
-    dpo = load_config(TrainConfig, dpo_config, "dpo-pretrained.yaml" if pretrained else "dpo.yaml")
+    model, sft, dpo = _starting_point(model, pretrained, sft_config, dpo_config)
     if from_topics:
         try:
             result = run_from_topics(
@@ -194,3 +215,71 @@ def train_all(
     remember_model(Path(result["models"]["sft_dpo"]))
     console.print((target / "eval" / "eval.md").read_text())
     console.print(f"models, data and report in {target} ({time.monotonic() - started:.0f}s)")
+    combination = target / "eval" / "combination.json"
+    if combination.is_file():
+        console.print(f"rank with the learned combination: QEXPLORER_MODEL="
+                      f"{result['models']['sft_dpo']} QEXPLORER_COMBINATION={combination}")
+
+
+@train_app.command("loco")
+def train_loco(
+    out: Annotated[Path | None, typer.Option(help="Directory for every run and the table.")]
+    = None,
+    corpus: CorpusOpt = None,
+    held_out: Annotated[list[str] | None, typer.Option(
+        "--held-out", help="Leave out only these (repeatable; default: each corpus).")] = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", help="Start from this model instead of bootstrapping one.")] = None,
+    pretrained: Annotated[bool, typer.Option(
+        "--pretrained", help="Start from the pinned pretrained model, with its CPU configs.")]
+    = False,
+    samples: Annotated[int, typer.Option(help="Model samples per seed for the data.")] = 2,
+    max_seeds: Annotated[int, typer.Option(help="Evaluation seeds of the held-out set.")] = 200,
+    max_train_seeds: Annotated[int, typer.Option(
+        help="Training seeds per training set (bounds the time of each run).")] = 300,
+    sft_config: Annotated[Path | None, typer.Option(help="SFT YAML.")] = None,
+    dpo_config: Annotated[Path | None, typer.Option(help="DPO YAML.")] = None,
+) -> None:
+    """Leave one corpus out: for each labelled set (default: the real sets), the whole loop
+    trained on the others and judged on it alone; then the table of every held-out set."""
+    from qexplorer.marketplace.corpora import DATASETS
+    from trainer.bootstrap import BootstrapConfig
+    from trainer.dataset import BuildConfig
+    from trainer.loop import run_loco
+    from trainer.train import load_config
+
+    started = time.monotonic()
+    target = out_dir(out, "loco")
+    model, sft, dpo = _starting_point(model, pretrained, sft_config, dpo_config)
+    try:
+        chosen = corpora(None, corpus or list(DATASETS))
+        run_loco(chosen, target, held_out=held_out, model=model,
+                 bootstrap_config=load_config(BootstrapConfig, None, "bootstrap.yaml"),
+                 sft_config=sft, dpo_config=dpo, samples=samples, max_seeds=max_seeds,
+                 max_train_seeds=max_train_seeds, build=BuildConfig(pairs_per_seed=2),
+                 device=load_settings().extractor.device,
+                 pace_file=models_dir() / "pace.json",
+                 progress=lambda m: console.print(f"[{time.monotonic() - started:6.0f}s] {m}"))
+    except (ValueError, FileNotFoundError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    console.print((target / "loco.md").read_text())
+    console.print(f"runs and table in {target} ({time.monotonic() - started:.0f}s)")
+
+
+def _starting_point(model: str | None, pretrained: bool, sft_config: Path | None,
+                    dpo_config: Path | None) -> tuple[str | None, Any, Any]:
+    """The model training starts from (None: bootstrap one; the pinned pretrained model with
+    ``pretrained``) and the SFT and DPO configs (the pretrained model's CPU configs unless
+    given)."""
+    from trainer.train import TrainConfig, load_config
+
+    if pretrained:
+        if model is not None:
+            console.print("[red]--pretrained and --model: give one[/red]")
+            raise typer.Exit(2)
+        from trainer.pretrained import ensure
+        model = str(ensure(models_dir()))
+    sft = load_config(TrainConfig, sft_config, "sft-pretrained.yaml" if pretrained else "sft.yaml")
+    dpo = load_config(TrainConfig, dpo_config, "dpo-pretrained.yaml" if pretrained else "dpo.yaml")
+    return model, sft, dpo

@@ -421,6 +421,12 @@ class ExtractorSettings(_Slice):
         "contrast (the span's toxic-versus-all term contrast) and probe (each span searched: "
         "the confirmed share of its top 10; up to 200 searches a seed); {}: the model alone "
         "(agents.extractor.decoding.PRIORS).")
+    combination: Path | None = Field(
+        default=None,
+        description="Model backends, extractive: rank spans by this learned combination of "
+        "the model's log-probability, the priors and the span's length, position and rarity "
+        "(a combination.json that `qexplorer train combine` writes; "
+        "agents.extractor.combination) instead of a blend.")
     seed: int = Field(default=1234, description="Sampling seed.")
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto",
@@ -435,6 +441,13 @@ class ExtractorSettings(_Slice):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _one_ranking(self) -> ExtractorSettings:
+        if self.combination is not None and any(self.blend.values()):
+            raise ValueError("QEXPLORER_BLEND and QEXPLORER_COMBINATION: give one (the learned "
+                             "combination weighs the priors itself)")
+        return self
 
     @property
     def allowed_model_urls(self) -> set[str]:

@@ -12,8 +12,9 @@ of what search feedback can teach; the report says how much of the gap from the 
 to it each other method closes (:func:`gap_table`), with all k queries and with each method's
 first query alone (the oracle gives one; a method giving fewer is not
 favoured). Output: ``eval.json`` (dataset -> method -> metrics), ``eval_meta.json`` (the
-run's seeds, data hashes, model versions and the oracle's spans), ``eval.md`` (tables) and
-``eval.png`` (a chart).
+run's seeds, data hashes, model versions and the oracle's spans), ``eval.md`` (tables),
+``eval.png`` (a chart) and, with a model, ``combination.json`` (the learned combination to
+deploy).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from qexplorer.search import corpus_index
 from qexplorer.search.protocol import SearchIndex
 
 if TYPE_CHECKING:
+    from agents.extractor.combination import Combination
     from agents.extractor.transformers_backend import TransformersExtractor
 
 BASELINES = ("first_words", "tfidf", "yake", "contrast", "probe")
@@ -47,6 +49,8 @@ KNOWING = ("contrast", "probe")
 HEURISTICS = ("first_words", "tfidf", "yake")
 #: The labels' choice: each seed's best single span (not a method a worker can run).
 ORACLE = "oracle"
+#: The file the combination to deploy is written to (``QEXPLORER_COMBINATION``).
+COMBINATION = "combination.json"
 #: The suffix of a model's method when it writes free text (generative: its queries need not
 #: be spans of the seed) instead of ranking the seed's spans.
 FREE_TEXT = "+free"
@@ -88,16 +92,17 @@ def baseline_extractors(searcher: Searcher,
 def model_extractor(model: str, batch_size: int = 16, temperature: float = 0.0,
                     seed: int = 1234, extractive: bool = True, *,
                     blend: Mapping[str, float] | None = None,
-                    stats: WithToxic | None = None) -> TransformersExtractor:
+                    stats: WithToxic | None = None,
+                    combination: Combination | None = None) -> TransformersExtractor:
     """The in-process extractor for a model directory or hub id (greedy unless sampling;
     ranking the seed's spans unless ``extractive`` is False); ``blend`` (prior -> weight)
     adds run-time priors under ``stats`` to its ranking, as ``QEXPLORER_BLEND`` does in a
-    worker."""
+    worker, or it ranks by a learned ``combination`` (``QEXPLORER_COMBINATION``)."""
     from agents.extractor.transformers_backend import TransformersExtractor
 
     return TransformersExtractor(model, batch_size=batch_size, temperature=temperature,
                                  seed=seed, max_new_tokens=48, extractive=extractive,
-                                 stats=stats, blend=blend)
+                                 stats=stats, blend=blend, combination=combination)
 
 
 def extract_all(extractor: Extractor, seeds: Sequence[LabelledItem], k: int) -> dict[str, list]:
@@ -175,13 +180,19 @@ def evaluate(corpora: Mapping[str, Sequence[LabelledItem]], models: Mapping[str,
              out: Path, *, k: int = 4, max_seeds: int = 300, split_seed: int = 0,
              blend: bool = True, progress: Callable[[str], None] = print,
              backend: str = "tantivy", cluster: OpenSearchSettings | None = None,
-             free_text: Sequence[str] = ()) -> dict:
+             free_text: Sequence[str] = (),
+             fit_corpora: Mapping[str, Sequence[LabelledItem]] | None = None) -> dict:
     """Evaluate every corpus; write eval.json, eval.md and eval.png into ``out``. With
     ``blend`` and a model, the last model also ranks with the run-time priors blended in
     (``<label>+contrast``, ``<label>+probe``, ``<label>+contrast+probe``; the weights chosen on
-    the other corpora: ``qexplorer.evaluation.blending``).
-    ``backend`` (and ``cluster``): the search engine the corpora are searched in. The models
-    labelled in ``free_text`` are also evaluated writing free text (``<label>+free``)."""
+    the other corpora: ``qexplorer.evaluation.blending``) and by the learned combination of
+    the model and the priors (``<label>+learned``, fitted on the other corpora;
+    ``<label>+learned_own``, on the corpus's own training side:
+    ``qexplorer.evaluation.learned``); the one to deploy, fitted on every corpus's training
+    side (and of ``fit_corpora``, corpora fitted on but not evaluated), is written to
+    ``combination.json``. ``backend`` (and ``cluster``): the search engine
+    the corpora are searched in. The models labelled in ``free_text`` are also evaluated
+    writing free text (``<label>+free``)."""
     report, meta = {}, {}
     extractors = {label: model_extractor(model) for label, model in models.items()}
     for name, items in corpora.items():
@@ -190,7 +201,7 @@ def evaluate(corpora: Mapping[str, Sequence[LabelledItem]], models: Mapping[str,
                                 index=lambda: corpus_index(backend, cluster),
                                 free_text=free_text, extractors=extractors)
         report[name], meta[name] = found["methods"], found["meta"]
-    blended = None
+    blended, combinations, deploy = None, {}, None
     if blend and models:
         from qexplorer.evaluation.blending import blended_results
 
@@ -200,11 +211,24 @@ def evaluate(corpora: Mapping[str, Sequence[LabelledItem]], models: Mapping[str,
         for blended_label, found in blended.items():
             for name, row in found["corpora"].items():
                 report[name][f"{label}+{blended_label}"] = row
+        from qexplorer.evaluation.learned import learned_results
+
+        learned, deploy = learned_results(corpora, extractors[label], k=k,
+                                          max_seeds=max_seeds, split_seed=split_seed,
+                                          fit_corpora=fit_corpora, progress=progress)
+        for learned_label, found in learned.items():
+            for name, row in found.items():
+                combinations.setdefault(learned_label, {})[name] = row.pop("combination")
+                report[name][f"{label}+{learned_label}"] = row
+        if deploy is not None:
+            combinations["deploy"] = deploy.to_dict()
     out.mkdir(parents=True, exist_ok=True)
+    if deploy is not None:
+        deploy.save(out / COMBINATION)
     (out / "eval.json").write_text(json.dumps(report, indent=2))
     (out / "eval_meta.json").write_text(json.dumps(
         {"models": dict(models), "corpora": meta, "protocol": PROTOCOL, "blend": blended,
-         "search_backend": backend,
+         "learned": combinations, "search_backend": backend,
          "versions": library_versions(),
          "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=2))
     (out / "eval.md").write_text(markdown_table(report))
