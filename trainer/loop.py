@@ -205,16 +205,14 @@ def _plan(corpora: Mapping[str, Sequence[LabelledItem]],
           pace: Mapping[str, float] | None) -> list[StagePlan]:
     """``trainer.plan.plan`` for these corpora (their splits give the seeds; the ``judged``
     ones' the evaluation seeds) and configs."""
-    splits = [split_seeds(items) for items in corpora.values()]
-    fitted = {**corpora, **judged}
-    return plan(sum(min(len(s.train), max_train_seeds) for s in splits),
-                sum(min(len(split_seeds(items).eval), max_seeds) for items in judged.values()),
+    splits = {name: split_seeds(items) for name, items in {**corpora, **judged}.items()}
+    return plan(sum(min(len(splits[name].train), max_train_seeds) for name in corpora),
+                sum(min(len(splits[name].eval), max_seeds) for name in judged),
                 bootstrap_steps=bootstrap_config.steps if bootstrapping else None,
                 sft_epochs=sft_config.epochs, sft_batch=sft_config.batch_size,
                 dpo_epochs=dpo_config.epochs, dpo_batch=dpo_config.batch_size,
                 pairs_per_seed=build.pairs_per_seed, models=3, pace=pace,
-                fit_seeds=sum(min(len(split_seeds(items).train), FIT_SEEDS)
-                              for items in fitted.values()))
+                fit_seeds=sum(min(len(s.train), FIT_SEEDS) for s in splits.values()))
 
 
 def _record_timing(out: Path, planned: Sequence[StagePlan], took: Mapping[str, float],

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from agents.extractor.base import SeedText
 from agents.extractor.decoding import blend_values, ranked
-from agents.extractor.priors import PRIORS, TermCounts, WithToxic
+from agents.extractor.priors import PRIORS
 from qexplorer.evaluation.scoring import Searcher, SeedScore, mean, score_seed, summarise
 from qexplorer.marketplace.corpora import sample_seeds, siblings, split_seeds
 from qexplorer.marketplace.items import LabelledItem
@@ -67,9 +67,7 @@ def grid_scores(items: Sequence[LabelledItem], extractor: TransformersExtractor,
     split = split_seeds(items, seed=split_seed)
     seeds = sample_seeds(split.eval, max_seeds, split_seed)
     sibs = siblings(items)
-    stats = WithToxic(searcher.index, TermCounts(SeedText(i.id, i.title, i.description)
-                                                 for i in split.train),
-                      search=searcher.top_ids)
+    stats = searcher.with_confirmed(split.train)
     points = {label: grid(priors, weights) for label, priors in blends.items()}
     used = {prior for priors in blends.values() for prior in priors}
     out: dict[str, dict[Point, list[SeedScore]]] = {

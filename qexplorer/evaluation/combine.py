@@ -34,7 +34,7 @@ import numpy as np
 from agents.extractor.base import SeedText
 from agents.extractor.combination import FEATURES, PARTS, Combination, span_features
 from agents.extractor.decoding import spans_of
-from agents.extractor.priors import TermCounts, WithToxic
+from agents.extractor.priors import WithToxic
 from agents.queries import SPAN_LIMIT, rank_spans
 from qexplorer.config.versions import library_versions
 from qexplorer.evaluation.scoring import Searcher, mean
@@ -96,8 +96,7 @@ def corpus_rows(corpus: str, items: Sequence[LabelledItem],
     first, second = halves(split_seeds(items, seed=split_seed).train)
     rows = []
     for mine, other in ((first, second), (second, first)):
-        stats = WithToxic(searcher.index, TermCounts(SeedText(i.id, i.title, i.description)
-                                                     for i in other), search=searcher.top_ids)
+        stats = searcher.with_confirmed(other)
         rows += [seed_rows(corpus, seed, searcher, stats, extractor, k)
                  for seed in sample_seeds(mine, max_seeds // 2, split_seed)]
     return [r for r in rows if r.spans]

@@ -21,8 +21,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from agents.extractor.base import SeedText
-from agents.extractor.priors import TermCounts, WithToxic
 from agents.queries import rank_spans
 from qexplorer.evaluation.combine import SeedRows, choose, corpus_rows, fit_combination, seed_rows
 from qexplorer.evaluation.scoring import Searcher, score_seed, summarise
@@ -62,9 +60,7 @@ def learned_results(corpora: Mapping[str, Sequence[LabelledItem]],
                                     split_seed=split_seed, searcher=searcher)
         split = split_seeds(items, seed=split_seed)
         seeds = sample_seeds(split.eval, max_seeds, split_seed)
-        stats = WithToxic(searcher.index, TermCounts(SeedText(i.id, i.title, i.description)
-                                                     for i in split.train),
-                          search=searcher.top_ids)
+        stats = searcher.with_confirmed(split.train)
         judged[name] = (searcher, seeds, [seed_rows(name, s, searcher, stats, extractor, k)
                                           for s in seeds])
         progress(f"{name:20s} learned combination: {len(fitting[name])} training seeds, "

@@ -18,6 +18,8 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from agents.extractor.base import SeedText
+from agents.extractor.priors import TermCounts, WithToxic
 from agents.queries import SPAN_LIMIT, SPAN_WORDS, is_valid_query, seed_spans
 from qexplorer.marketplace.corpora import siblings
 from qexplorer.marketplace.items import LabelledItem, to_listing_dict
@@ -44,6 +46,12 @@ class Searcher:
         self.siblings = siblings(items)
         self.size = len(items)
         self._cache: dict[tuple[str, str], list[str]] = {}
+
+    def with_confirmed(self, confirmed: Iterable[LabelledItem]) -> WithToxic:
+        """The index's term statistics with ``confirmed`` as the confirmed toxic items, the
+        probe searching through this cache: what ``contrast`` and ``probe`` read."""
+        return WithToxic(self.index, TermCounts(SeedText(i.id, i.title, i.description)
+                                                for i in confirmed), search=self.top_ids)
 
     def ids(self, query: str, seed_id: str, limit: int = DEEP) -> list[str]:
         """Ids of the top ``limit`` (at most 100) results, the seed excluded."""
